@@ -1,0 +1,65 @@
+# One entry point for every check. `make demo` and `make test` do all the set-up themselves.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+ANVIL_VERSION := 1.7.1
+ANVIL_DIR := .tools/anvil
+ANVIL  := $(ANVIL_DIR)/node_modules/.bin/anvil
+TORCH  := torch==2.13.0
+
+.PHONY: help setup setup-dev demo test test-long lint bench gas clean
+
+help:
+	@echo "make demo       set up (.venv, torch CPU, allmende, Anvil) and run the main job"
+	@echo "make test       set up with dev tools and run the whole test suite"
+	@echo "make test-long  the soak and long-running variants"
+	@echo "make lint       ruff and mypy"
+	@echo "make bench      benchmarks against plain PyTorch and Flower (slow)"
+	@echo "make clean      remove the virtual environment, Anvil and caches"
+
+$(VENV)/.torch:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(TORCH)
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.torch pyproject.toml
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
+	$(PIP) install --quiet -e '.[dev]'
+	touch $@
+
+$(ANVIL):
+	mkdir -p $(ANVIL_DIR)
+	cd $(ANVIL_DIR) && npm install --no-audit --no-fund --no-save --loglevel=error \
+		@foundry-rs/anvil@$(ANVIL_VERSION)
+	$(ANVIL) --version
+
+setup: $(VENV)/.installed $(ANVIL)
+
+setup-dev: $(VENV)/.installed-dev $(ANVIL)
+
+demo: setup
+	$(PY) examples/demo.py
+
+test: setup-dev
+	$(PY) -m pytest -m "not long" tests
+
+test-long: setup-dev
+	$(PY) -m pytest -m long tests
+
+lint: setup-dev
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/mypy
+
+gas: setup-dev
+	$(PY) benchmarks/gas.py
+
+bench: setup-dev
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .tools .cache .pytest_cache .mypy_cache .ruff_cache

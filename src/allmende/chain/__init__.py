@@ -1,0 +1,1 @@
+"""The control plane: contract compilation and deployment, typed bindings, the Anvil devnet."""

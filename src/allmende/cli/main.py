@@ -1,0 +1,83 @@
+"""Entry point of the ``allmende`` command.
+
+Every failure leaves through :func:`run`: an :class:`~allmende.errors.AllmendeError` prints one
+clear line and exits with a non-zero code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from allmende import __version__
+from allmende.errors import AllmendeError, ConfigError
+
+# Exit codes, one per kind of failure (shown in `allmende --help`).
+EXIT_ERROR = 1
+EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130
+
+app = typer.Typer(
+    name="allmende",
+    help=(
+        "Allmende: an open network for training, verifying and trading AI models.\n\n"
+        "Exit codes: 0 ok, 1 error, 2 bad configuration or input, 130 interrupted."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_err = Console(stderr=True, highlight=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"allmende {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Allmende: an open network for training, verifying and trading AI models."""
+
+
+def _register() -> None:
+    from allmende.cli import devnet
+
+    app.add_typer(devnet.app, name="devnet")
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Run the command line; turn every expected failure into one line and an exit code."""
+    _register()
+    try:
+        app(args=argv, standalone_mode=False)
+    except AllmendeError as exc:
+        _err.print(f"[bold red]error:[/] {exc}")
+        sys.exit(EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_ERROR)
+    except KeyboardInterrupt:
+        _err.print("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        _err.print("aborted")
+        sys.exit(EXIT_ERROR)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,77 @@
+"""Every error Allmende raises on purpose.
+
+One base, :class:`AllmendeError`; each subsystem's errors also inherit the matching builtin, so a
+caller can catch either (``except ConfigError`` or ``except ValueError``). Messages are full
+sentences that say what to do next.
+"""
+
+from __future__ import annotations
+
+
+class AllmendeError(Exception):
+    """Base of every error Allmende raises on purpose."""
+
+
+class ConfigError(AllmendeError, ValueError):
+    """A config file, job spec or command-line value is malformed or inconsistent."""
+
+
+class ChainError(AllmendeError, RuntimeError):
+    """The chain could not be reached, or a transaction failed."""
+
+
+class ContractRevert(ChainError):
+    """A contract refused a call; ``reason`` is the contract's own message (``"jobs: ..."``)."""
+
+    def __init__(self, reason: str, *, function: str = "") -> None:
+        self.reason = reason
+        self.function = function
+        where = f" in {function}" if function else ""
+        super().__init__(f"The contract refused the call{where}: {reason}")
+
+
+class DevnetError(ChainError):
+    """The local Anvil dev chain is missing, not running, or failed to start."""
+
+
+class StoreError(AllmendeError, OSError):
+    """The node's blob store or state database failed."""
+
+
+class BlobNotFound(StoreError, KeyError):
+    """No blob with that hash is stored here."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "blob not found"
+
+
+class HashMismatch(AllmendeError, ValueError):
+    """Bytes did not hash to the name they were given under."""
+
+
+class BlobTooLarge(AllmendeError, ValueError):
+    """A blob exceeds the configured size limit."""
+
+
+class CodecError(AllmendeError, ValueError):
+    """A tensor blob is malformed, non-canonical, or holds non-finite values."""
+
+
+class PeerError(AllmendeError, ConnectionError):
+    """A peer could not be reached or served something wrong."""
+
+
+class MessageError(AllmendeError, ValueError):
+    """A signed peer message is malformed, forged, expired, replayed or from an unknown node."""
+
+
+class TaskError(AllmendeError, LookupError):
+    """A task is not installed, or its data declaration is wrong."""
+
+
+class AggregationError(AllmendeError, ValueError):
+    """Updates could not be aggregated (too few, wrong shapes, bad parameters)."""
+
+
+class NodeError(AllmendeError, RuntimeError):
+    """The node process cannot start or continue."""

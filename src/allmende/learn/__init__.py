@@ -1,0 +1,1 @@
+"""Tasks, deterministic local training, aggregation rules."""

@@ -1,0 +1,1 @@
+"""Content-addressed blob store, canonical tensor codec, SQLite node state."""
