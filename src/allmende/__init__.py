@@ -1,7 +1,5 @@
 """Allmende: an open, decentralized network for training, verifying and trading AI models."""
 
-from __future__ import annotations
-
 from allmende.errors import (
     AggregationError,
     AllmendeError,

@@ -1,0 +1,34 @@
+"""The public API is exactly what `allmende.__all__` names; errors keep their builtin bases."""
+
+from __future__ import annotations
+
+import allmende
+from allmende import errors
+
+
+def test_all_names_exist_and_nothing_else_is_public_by_accident() -> None:
+    for name in allmende.__all__:
+        assert hasattr(allmende, name), f"allmende.__all__ names {name!r}, which is missing"
+    public = {n for n in vars(allmende) if not n.startswith("_")}
+    subpackages = {"errors", "chain", "net", "store", "learn", "node", "cli"}
+    assert public - subpackages <= set(allmende.__all__)
+
+
+def test_every_error_derives_from_the_base_and_a_builtin() -> None:
+    classes = [
+        obj
+        for obj in vars(errors).values()
+        if isinstance(obj, type) and issubclass(obj, Exception) and obj is not errors.AllmendeError
+    ]
+    assert classes, "errors.py defines no error classes"
+    for cls in classes:
+        assert issubclass(cls, errors.AllmendeError), cls
+        builtin_bases = [b for b in cls.__mro__ if b.__module__ == "builtins" and b is not object]
+        assert any(b not in (Exception, BaseException) for b in builtin_bases), cls
+
+
+def test_contract_revert_carries_the_contracts_reason() -> None:
+    exc = errors.ContractRevert("jobs: round is final", function="propose")
+    assert exc.reason == "jobs: round is final"
+    assert "propose" in str(exc) and "jobs: round is final" in str(exc)
+    assert isinstance(exc, RuntimeError)
