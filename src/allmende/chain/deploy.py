@@ -1,0 +1,62 @@
+"""Deploy Registry and Jobs, authorize Jobs to slash, and describe the result as a Deployment."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from allmende.chain.client import ChainClient
+from allmende.chain.compile import compile_contracts
+from allmende.chain.deployment import ContractInfo, Deployment
+
+DEFAULT_MIN_STAKE = 10**18  # 1 ether
+DEFAULT_UNBOND_DELAY = 3600  # seconds
+DEFAULT_AGGREGATOR_SHARE_BPS = 2_000  # 20 % of each round's reward
+DEFAULT_SLASH_AMOUNT = 10**17  # 0.1 ether
+
+
+class ContractSettings(BaseModel):
+    """Constructor arguments of the contracts; every node of a network sees the same values.
+
+    ``min_stake``: wei a node must stake to be active; raise it when cheap identities flood a job.
+    ``unbond_delay``: seconds before unbonded stake can leave; must exceed the time a dispute takes.
+    ``aggregator_share_bps``: aggregators' share of each round's reward, in basis points.
+    ``slash_amount``: wei slashed from an aggregator that voted against the finalized result.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_stake: int = Field(DEFAULT_MIN_STAKE, ge=0)
+    unbond_delay: int = Field(DEFAULT_UNBOND_DELAY, ge=0)
+    aggregator_share_bps: int = Field(DEFAULT_AGGREGATOR_SHARE_BPS, ge=0, le=10_000)
+    slash_amount: int = Field(DEFAULT_SLASH_AMOUNT, ge=0)
+
+
+def deploy_contracts(client: ChainClient, settings: ContractSettings) -> Deployment:
+    """Deploy both contracts from ``client``'s account (which becomes the Registry admin)."""
+    compiled = compile_contracts()
+    deploy_block = client.block_number() + 1
+    registry_address, _ = client.deploy(
+        compiled["Registry"], settings.min_stake, settings.unbond_delay
+    )
+    jobs_address, _ = client.deploy(
+        compiled["Jobs"], registry_address, settings.aggregator_share_bps, settings.slash_amount
+    )
+    registry = ContractInfo(address=registry_address, abi=compiled["Registry"].abi)
+    jobs = ContractInfo(address=jobs_address, abi=compiled["Jobs"].abi)
+    client.transact(client.contract(registry).functions.set_slasher(jobs_address, True))
+    return Deployment(
+        chain_id=client.chain_id,
+        rpc_url=client.rpc_url,
+        deploy_block=deploy_block,
+        registry=registry,
+        jobs=jobs,
+    )
+
+
+def deployment_is_live(client: ChainClient, deployment: Deployment) -> bool:
+    """True when the chain is the one the file names and both contracts have code on it."""
+    return (
+        client.chain_id == deployment.chain_id
+        and client.has_code(deployment.registry.address)
+        and client.has_code(deployment.jobs.address)
+    )

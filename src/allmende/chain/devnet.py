@@ -1,0 +1,282 @@
+"""The local dev chain: start, deploy to, inspect and stop an Anvil node whose state persists.
+
+Anvil runs detached in its own process group, so it outlives the command that started it. Its pid
+file, log, chain state and the deployment file all live in one state directory (``.devnet/``
+unless told otherwise); ``down`` then ``up`` brings back the same chain, balances and contracts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field
+
+from allmende import _paths
+from allmende.chain.accounts import DEVNET_ACCOUNTS, DEVNET_BALANCE_ETH, DEVNET_MNEMONIC, dev_keys
+from allmende.chain.client import ChainClient
+from allmende.chain.deploy import ContractSettings, deploy_contracts, deployment_is_live
+from allmende.chain.deployment import DEPLOYMENT_FILE, Deployment
+from allmende.errors import ChainError, DevnetError
+
+DEFAULT_STATE_DIR = Path(".devnet")
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8545
+STATE_INTERVAL = 2  # seconds between state dumps, so even a SIGKILL loses at most this much
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+ANVIL_ENV = "ALLMENDE_ANVIL"
+ANVIL_VERSION = "1.7.1"
+PID_FILE = "anvil.pid"
+LOG_FILE = "anvil.log"
+STATE_FILE = "anvil-state.json"
+INSTALL_HINT = (
+    "Anvil is not installed; run `make setup`, or `npm install --prefix .tools/anvil "
+    f"@foundry-rs/anvil@{ANVIL_VERSION}`, or set ${ANVIL_ENV} to an anvil binary."
+)
+
+
+class DevnetConfig(BaseModel):
+    """Where the devnet keeps its files, where it listens, and how its contracts are set up."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    state_dir: Path = DEFAULT_STATE_DIR
+    host: str = DEFAULT_HOST
+    port: int = Field(DEFAULT_PORT, gt=0, lt=65536)
+    accounts: int = Field(DEVNET_ACCOUNTS, ge=1)
+    contracts: ContractSettings = ContractSettings()
+
+
+@dataclass(frozen=True)
+class DevnetStatus:
+    """What ``allmende devnet status`` reports."""
+
+    running: bool
+    pid: int | None
+    rpc_url: str
+    chain_id: int | None = None
+    block_number: int | None = None
+    deployment: Deployment | None = None
+    node_count: int | None = None
+
+
+def find_anvil() -> Path:
+    """``$ALLMENDE_ANVIL``, else the project's ``.tools/anvil``, else ``anvil`` on PATH."""
+    env = os.environ.get(ANVIL_ENV)
+    if env:
+        if Path(env).is_file() and os.access(env, os.X_OK):
+            return Path(env)
+        raise DevnetError(
+            f"${ANVIL_ENV} points at {env}, which is not an executable. {INSTALL_HINT}"
+        )
+    root = _paths.project_root()
+    if root is not None:
+        local = root / ".tools" / "anvil" / "node_modules" / ".bin" / "anvil"
+        if local.is_file():
+            return local
+    on_path = shutil.which("anvil")
+    if on_path:
+        return Path(on_path)
+    raise DevnetError(INSTALL_HINT)
+
+
+class Devnet:
+    """One Anvil devnet, identified by its state directory."""
+
+    def __init__(self, config: DevnetConfig | None = None) -> None:
+        self.config = config or DevnetConfig()
+        self.state_dir = self.config.state_dir.resolve()
+
+    @property
+    def rpc_url(self) -> str:
+        return f"http://{self.config.host}:{self.config.port}"
+
+    @property
+    def deployment_path(self) -> Path:
+        return self.state_dir / DEPLOYMENT_FILE
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / LOG_FILE
+
+    def up(self) -> Deployment:
+        """Start Anvil if needed, deploy the contracts if they are not live, and return them."""
+        self.start()
+        client = ChainClient(self.rpc_url, dev_keys(1)[0])
+        if self.deployment_path.is_file():
+            deployment = Deployment.load(self.deployment_path)
+            if deployment.rpc_url == self.rpc_url and deployment_is_live(client, deployment):
+                return deployment
+        deployment = deploy_contracts(client, self.config.contracts)
+        deployment.save(self.deployment_path)
+        return deployment
+
+    def start(self) -> int:
+        """Start Anvil detached (or find it running) and wait until its RPC answers; its pid."""
+        pid = self.pid()
+        if pid is not None:
+            self._wait_for_rpc(pid)
+            return pid
+        anvil = find_anvil()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if _rpc_answers(self.rpc_url):
+            raise DevnetError(
+                f"Something else already listens on {self.rpc_url}; stop it or pick another "
+                "port with --port."
+            )
+        argv = [
+            str(anvil),
+            "--host", self.config.host,
+            "--port", str(self.config.port),
+            "--mnemonic", DEVNET_MNEMONIC,
+            "--accounts", str(self.config.accounts),
+            "--balance", str(DEVNET_BALANCE_ETH),
+            "--state", str(self.state_dir / STATE_FILE),
+            "--state-interval", str(STATE_INTERVAL),
+        ]  # fmt: skip
+        log_flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        pid = os.posix_spawn(
+            argv[0],
+            argv,
+            dict(os.environ),
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, str(self.log_path), log_flags, 0o644),
+                (os.POSIX_SPAWN_DUP2, 1, 2),
+            ],
+            setsid=True,  # its own session and process group: survives this command
+        )
+        (self.state_dir / PID_FILE).write_text(f"{pid}\n")
+        self._wait_for_rpc(pid)
+        return pid
+
+    def pid(self) -> int | None:
+        """The pid of this state directory's Anvil if it is running, else None."""
+        try:
+            pid = int((self.state_dir / PID_FILE).read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _is_anvil(pid) else None
+
+    def status(self) -> DevnetStatus:
+        """Whether it runs, and what the chain and the deployment file say."""
+        pid = self.pid()
+        deployment = (
+            Deployment.load(self.deployment_path) if self.deployment_path.is_file() else None
+        )
+        rpc_url = deployment.rpc_url if deployment else self.rpc_url
+        if pid is None or not _rpc_answers(rpc_url):
+            return DevnetStatus(running=False, pid=pid, rpc_url=rpc_url, deployment=deployment)
+        client = ChainClient(rpc_url)
+        node_count = None
+        if deployment is not None and deployment_is_live(client, deployment):
+            registry = client.contract(deployment.registry)
+            node_count = int(client.call(registry.functions.node_count()))
+        return DevnetStatus(
+            running=True,
+            pid=pid,
+            rpc_url=rpc_url,
+            chain_id=client.chain_id,
+            block_number=client.block_number(),
+            deployment=deployment,
+            node_count=node_count,
+        )
+
+    def down(self, *, timeout: float = STOP_TIMEOUT) -> bool:
+        """Stop Anvil: SIGTERM (it dumps its state), SIGKILL after ``timeout``."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _is_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _is_alive(pid):
+            _signal_group(pid, signal.SIGKILL)
+            while _is_alive(pid):
+                time.sleep(0.05)
+        (self.state_dir / PID_FILE).unlink(missing_ok=True)
+        return True
+
+    def _wait_for_rpc(self, pid: int) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if not _is_alive(pid):
+                raise DevnetError(
+                    f"Anvil exited during start-up; see {self.log_path}: {self._log_tail()}"
+                )
+            if _rpc_answers(self.rpc_url):
+                return
+            time.sleep(0.1)
+        raise DevnetError(
+            f"Anvil did not answer on {self.rpc_url} within {START_TIMEOUT:.0f} s; "
+            f"see {self.log_path}, then run `allmende devnet down` and retry."
+        )
+
+    def _log_tail(self) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no log)"
+        return " | ".join(lines[-3:]) or "(empty log)"
+
+
+def advance_time(client: ChainClient, seconds: int) -> None:
+    """Move the devnet's clock forward and mine a block (Anvil only)."""
+    client.rpc("evm_increaseTime", [seconds])
+    client.rpc("evm_mine", [])
+
+
+def _rpc_answers(url: str) -> bool:
+    payload = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
+    try:
+        response = requests.post(url, json=payload, timeout=1.0)
+        return response.ok and "result" in response.json()
+    except (requests.RequestException, ValueError):
+        return False
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        reaped, _ = os.waitpid(pid, os.WNOHANG)  # reap it if it is our own exited child
+        if reaped == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child: started by an earlier command
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _is_anvil(pid: int) -> bool:
+    """Alive and really Anvil (a stale pid file may name a recycled pid)."""
+    if not _is_alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc here: trust the pid file
+    return b"anvil" in cmdline
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)  # Anvil leads its own process group (setsid)
+    except ProcessLookupError:
+        pass
+    except PermissionError as exc:
+        raise ChainError(f"Not allowed to stop Anvil (pid {pid}); stop it as its owner.") from exc
