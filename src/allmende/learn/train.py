@@ -1,0 +1,143 @@
+"""Deterministic local training: the same (model, data, settings, seed) gives the same bytes.
+
+Determinism, on CPU:
+
+- the shuffle order comes from a ``torch.Generator`` seeded with ``seed``, and torch's global
+  RNG is forked and seeded with it too (for tasks that use dropout); the caller's RNG is restored;
+- while training, ``torch.use_deterministic_algorithms(True)`` is on and torch runs on one
+  intra-op thread, because a matrix product split over a different number of threads may round
+  differently. Both are process-wide settings, so they are restored afterwards and
+  :func:`train_local` must not run concurrently with other torch work in the same process
+  (a node runs it in one worker at a time).
+
+Bit-identical results are guaranteed on the same machine and torch build; across CPUs with
+different vector units (AVX2 vs AVX-512) the kernels of a matrix product may differ.
+
+The result is the trainer's new *model* (FedAvg semantics); aggregation rules take it from there
+(see :mod:`allmende.learn.aggregate`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor
+
+from allmende.errors import ConfigError
+from allmende.learn.task import LocalData, Task
+
+OPTIMIZERS = ("sgd", "adam")
+SEED_BITS = 63
+
+
+def derive_seed(job_id: int, round: int, address: str) -> int:
+    """The training seed of ``address`` in round ``round`` of job ``job_id`` (sha256 based).
+
+    The address is lower-cased first, so checksummed and plain spellings agree.
+    """
+    message = f"allmende/train-seed/{job_id}/{round}/{address.lower()}".encode()
+    digest = hashlib.sha256(message).digest()
+    return int.from_bytes(digest[:8], "big") >> (64 - SEED_BITS)
+
+
+@contextmanager
+def deterministic_torch(seed: int) -> Iterator[None]:
+    """One thread, deterministic algorithms and a seeded global RNG; all restored on exit."""
+    threads = torch.get_num_threads()
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        torch.set_num_threads(1)
+        torch.use_deterministic_algorithms(True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(was_deterministic)
+            torch.set_num_threads(threads)
+
+
+def make_optimizer(
+    name: str,
+    params: list[torch.nn.Parameter],
+    *,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+) -> torch.optim.Optimizer:
+    """``sgd`` (with optional momentum) or ``adam`` (``momentum`` is its beta1)."""
+    if not lr > 0:
+        raise ConfigError(f"The learning rate must be > 0, got {lr}; set optimizer.lr.")
+    if not 0 <= momentum < 1:
+        raise ConfigError(f"momentum must be in [0, 1), got {momentum}; set optimizer.momentum.")
+    if not weight_decay >= 0:
+        raise ConfigError(
+            f"weight_decay must be >= 0, got {weight_decay}; set optimizer.weight_decay."
+        )
+    if name == "sgd":
+        return torch.optim.SGD(
+            params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=False
+        )
+    if name == "adam":
+        return torch.optim.Adam(
+            params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay, foreach=False
+        )
+    raise ConfigError(f"Unknown optimizer '{name}'; use one of: {', '.join(OPTIMIZERS)}.")
+
+
+def train_local(
+    task: Task,
+    model_state: dict[str, Tensor],
+    data: LocalData,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    optimizer: str = "sgd",
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    seed: int,
+) -> tuple[dict[str, Tensor], int, dict[str, float]]:
+    """Train a copy of ``model_state`` on ``data``; return (new state, examples, metrics).
+
+    ``examples`` is ``len(data)``, the FedAvg weight of this update. ``metrics`` holds the mean
+    training ``loss`` of the last epoch and the number of optimizer ``steps``. The optimizer
+    starts fresh every call (no state carries over between rounds).
+    """
+    if epochs < 1 or batch_size < 1:
+        raise ConfigError(
+            f"epochs and batch_size must be >= 1 (got {epochs} and {batch_size}); "
+            "fix local_epochs / batch_size in the job spec."
+        )
+    n = len(data)
+    if n == 0:
+        raise ConfigError("The node's local dataset is empty; declare a dataset with examples.")
+    with deterministic_torch(seed):
+        model = task.model()
+        model.load_state_dict(model_state, strict=True)
+        model.train()
+        opt = make_optimizer(
+            optimizer,
+            list(model.parameters()),
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+        )
+        shuffle = torch.Generator().manual_seed(seed)
+        steps = 0
+        epoch_loss = 0.0
+        for _ in range(epochs):
+            order = torch.randperm(n, generator=shuffle)  # (n,)
+            epoch_loss = 0.0
+            for start in range(0, n, batch_size):
+                batch = data.batch(order[start : start + batch_size])
+                loss = task.loss(model, batch)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                epoch_loss += float(loss.detach()) * len(batch[1])
+                steps += 1
+        new_state = {key: value.detach().clone() for key, value in model.state_dict().items()}
+    return new_state, n, {"loss": epoch_loss / n, "steps": float(steps)}
