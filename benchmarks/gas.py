@@ -1,0 +1,215 @@
+"""Gas used by every Registry and Jobs function, per transaction, on a real Anvil.
+
+Runs a whole job twice — 6 trainers and 32 trainers, 2 aggregators, 2 rounds; in the last
+round one trainer misses the deadline (so votes take the deadline path) and one aggregator
+dissents (so finalization slashes) — on a fresh Anvil, and reports for each function the
+worst receipt ``gasUsed`` over all its calls (intrinsic 21,000 gas and calldata included).
+Writes ``.gas-snapshot`` (one ``name gas`` line per function) and exits 1 when
+``commit_update`` or ``propose`` exceed their bound of 80,000 gas.
+
+    python benchmarks/gas.py [--anvil PATH] [--snapshot PATH | --no-snapshot]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from web3 import Web3
+
+from allmende.chain.compile import compile_contracts
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_ANVIL = ROOT / ".tools" / "anvil" / "node_modules" / ".bin" / "anvil"
+DEFAULT_SNAPSHOT = ROOT / ".gas-snapshot"
+GAS_BOUND = 80_000
+BOUNDED = ("Jobs.commit_update", "Jobs.propose")
+TRAINER_COUNTS = (6, 32)
+AGGREGATORS = 2
+ROUNDS = 2
+ETHER = 10**18
+MIN_STAKE = ETHER
+UNBOND_DELAY = 3_600
+SLASH_AMOUNT = ETHER // 2
+AGGREGATOR_SHARE_BPS = 2_000
+ROUND_DEADLINE = 600
+REWARD_PER_ROUND = 10 * ETHER + 7  # odd, so the pro-rata split leaves dust
+ANVIL_START_TIMEOUT = 20.0
+
+GasTable = dict[str, int]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def anvil(path: Path, accounts: int) -> Iterator[Web3]:
+    """Start an Anvil with ``accounts`` funded dev accounts on a free port; stop it on exit."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [str(path), "--port", str(port), "--accounts", str(accounts), "--balance", "100000"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        w3 = Web3(Web3.HTTPProvider(f"http://127.0.0.1:{port}"))
+        deadline = time.monotonic() + ANVIL_START_TIMEOUT
+        while not w3.is_connected():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"Anvil at {path} did not start; run `make setup` and retry.")
+            time.sleep(0.1)
+        yield w3
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+class GasMeter:
+    """Sends transactions from Anvil's unlocked accounts and keeps the worst gasUsed per name."""
+
+    def __init__(self, w3: Web3) -> None:
+        self.w3 = w3
+        self.worst: GasTable = defaultdict(int)
+
+    def send(self, name: str, call: Any, sender: str, value: int = 0) -> Any:
+        tx_hash = call.transact({"from": sender, "value": value})
+        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash)
+        if receipt["status"] != 1:
+            raise SystemExit(f"{name} reverted; the benchmark scenario is broken.")
+        self.worst[name] = max(self.worst[name], int(receipt["gasUsed"]))
+        return receipt
+
+    def deploy(self, compiled: Any, sender: str, *args: Any) -> Any:
+        factory = self.w3.eth.contract(abi=compiled.abi, bytecode=compiled.bytecode)
+        receipt = self.send(f"{compiled.name}.deploy", factory.constructor(*args), sender)
+        return self.w3.eth.contract(address=receipt["contractAddress"], abi=compiled.abi)
+
+    def advance(self, seconds: int) -> None:
+        self.w3.provider.make_request("evm_increaseTime", [seconds])
+        self.w3.provider.make_request("evm_mine", [])
+
+
+def run_job(meter: GasMeter, n_trainers: int) -> GasTable:
+    """Deploy both contracts and drive one job with ``n_trainers`` through every function."""
+    meter.worst = defaultdict(int)
+    accounts = meter.w3.eth.accounts
+    admin, owner = accounts[0], accounts[1]
+    aggregators = accounts[2 : 2 + AGGREGATORS]
+    trainers = accounts[2 + AGGREGATORS : 2 + AGGREGATORS + n_trainers]
+    compiled = compile_contracts(source_dir=ROOT / "contracts")
+    registry = meter.deploy(compiled["Registry"], admin, MIN_STAKE, UNBOND_DELAY)
+    jobs = meter.deploy(
+        compiled["Jobs"], admin, registry.address, AGGREGATOR_SHARE_BPS, SLASH_AMOUNT
+    )
+    fn: Callable[[str], Any] = lambda name: getattr(jobs.functions, name)  # noqa: E731
+    meter.send("Registry.set_slasher", registry.functions.set_slasher(jobs.address, True), admin)
+
+    for index, node in enumerate(trainers + aggregators):
+        roles = 1 if node in trainers else 2
+        endpoint = f"http://127.0.0.1:{9000 + index}"
+        register = registry.functions.register(endpoint, roles, b"\1" * 32)
+        meter.send("Registry.register", register, node)
+        meter.send("Registry.stake", registry.functions.stake(), node, MIN_STAKE * 2)
+
+    create = fn("create_job")(
+        b"\x51" * 32, b"\x60" * 32, ROUNDS, REWARD_PER_ROUND, n_trainers - 1, n_trainers, 1,
+        ROUND_DEADLINE,
+    )
+    meter.send("Jobs.create_job", create, owner, ROUNDS * REWARD_PER_ROUND)
+    job_id = jobs.functions.next_job_id().call() - 1
+    for node in trainers:
+        meter.send("Jobs.join", fn("join")(job_id, 1), node)
+    for node in aggregators:
+        meter.send("Jobs.join", fn("join")(job_id, 2), node)
+
+    for round_ in range(ROUNDS):
+        last = round_ == ROUNDS - 1
+        committing = trainers[:-1] if last else trainers
+        for index, node in enumerate(committing):
+            update = Web3.keccak(text=f"update {round_} {index}")
+            commit = fn("commit_update")(job_id, round_, update, 100 + index)
+            meter.send("Jobs.commit_update", commit, node)
+        if last:
+            meter.advance(ROUND_DEADLINE + 1)
+        included = (1 << len(committing)) - 1
+        model = Web3.keccak(text=f"model {round_}")
+        dissent = Web3.keccak(text="a wrong model") if last else model
+        for aggregator, voted in zip(aggregators, (model, dissent), strict=True):
+            meter.send("Jobs.propose", fn("propose")(job_id, round_, voted, included), aggregator)
+        finalize = fn("finalize_round")(job_id, round_, model, included)
+        meter.send("Jobs.finalize_round", finalize, owner)
+
+    meter.send("Jobs.refund", fn("refund")(job_id), owner)
+    meter.send("Jobs.withdraw", fn("withdraw")(), owner)
+    meter.send("Jobs.withdraw", fn("withdraw")(), trainers[0])
+    meter.send("Registry.withdraw", registry.functions.withdraw(), owner)
+
+    meter.send("Jobs.create_job", create, owner, ROUNDS * REWARD_PER_ROUND)
+    meter.advance(ROUND_DEADLINE + 1)
+    meter.send("Jobs.cancel", fn("cancel")(job_id + 1), owner)
+
+    meter.send("Registry.request_unbond", registry.functions.request_unbond(MIN_STAKE), trainers[0])
+    meter.advance(UNBOND_DELAY)
+    meter.send("Registry.withdraw_unbonded", registry.functions.withdraw_unbonded(), trainers[0])
+    return dict(meter.worst)
+
+
+def print_table(tables: dict[int, GasTable]) -> None:
+    names = sorted({name for table in tables.values() for name in table})
+    header = f"{'function':<28}" + "".join(f"{f'{n} trainers':>14}" for n in tables)
+    print(header)
+    print("-" * len(header))
+    for name in names:
+        cells = "".join(f"{tables[n].get(name, 0):>14,}" for n in tables)
+        bound = f"  (bound {GAS_BOUND:,})" if name in BOUNDED else ""
+        print(f"{name:<28}{cells}{bound}")
+
+
+def write_snapshot(path: Path, tables: dict[int, GasTable]) -> None:
+    lines = [
+        f"{name}[{n}_trainers] {gas}"
+        for n, table in tables.items()
+        for name, gas in sorted(table.items())
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--anvil", type=Path, default=Path(os.environ.get("ANVIL", DEFAULT_ANVIL)))
+    parser.add_argument("--snapshot", type=Path, default=DEFAULT_SNAPSHOT)
+    parser.add_argument("--no-snapshot", action="store_true")
+    args = parser.parse_args()
+
+    accounts = 2 + AGGREGATORS + max(TRAINER_COUNTS)
+    with anvil(args.anvil, accounts) as w3:
+        meter = GasMeter(w3)
+        tables = {n: run_job(meter, n) for n in TRAINER_COUNTS}
+    print_table(tables)
+    if not args.no_snapshot:
+        write_snapshot(args.snapshot, tables)
+    over = [
+        f"{name} uses {table[name]:,} gas with {n} trainers"
+        for n, table in tables.items()
+        for name in BOUNDED
+        if table.get(name, 0) > GAS_BOUND
+    ]
+    for line in over:
+        print(f"FAIL: {line}, above the bound of {GAS_BOUND:,}.", file=sys.stderr)
+    return 1 if over else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
