@@ -125,6 +125,11 @@ class ChainClient:
     def has_code(self, address: str) -> bool:
         return len(self._rpc(lambda: self.w3.eth.get_code(Web3.to_checksum_address(address)))) > 0
 
+    def get_logs(self, *, from_block: int, to_block: int, addresses: list[str]) -> list[Any]:
+        """Raw logs of ``addresses`` in the inclusive block range."""
+        query = {"fromBlock": from_block, "toBlock": to_block, "address": addresses}
+        return list(self._rpc(lambda: self.w3.eth.get_logs(query)))  # type: ignore[arg-type]
+
     def contract(self, info: ContractInfo) -> Contract:
         return self.w3.eth.contract(address=Web3.to_checksum_address(info.address), abi=info.abi)
 

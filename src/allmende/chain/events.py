@@ -1,0 +1,288 @@
+"""Typed records of the contracts' events, and decoding of raw logs into them.
+
+Logs come from the chain and are untrusted: a log that does not match the ABI is reported as
+:class:`ChainError` by :meth:`EventDecoder.decode` (the caller logs and skips it), never
+half-decoded. Addresses are checksummed strings, hashes are 32-byte ``bytes``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from eth_abi import decode as abi_decode
+from eth_utils import event_abi_to_log_topic
+from web3 import Web3
+
+from allmende.chain.deployment import ContractInfo, Deployment
+from allmende.errors import ChainError
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChainEvent:
+    """Where an event happened: its block, position in the block, transaction and contract."""
+
+    block_number: int
+    log_index: int
+    tx_hash: str
+    address: str
+
+
+# -- Registry ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeRegistered(ChainEvent):
+    node: str
+    endpoint: str
+    roles: int
+    metadata: bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeUpdated(ChainEvent):
+    node: str
+    endpoint: str
+    roles: int
+    metadata: bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class Staked(ChainEvent):
+    node: str
+    amount: int
+    total: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnbondRequested(ChainEvent):
+    node: str
+    amount: int
+    available_at: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Unbonded(ChainEvent):
+    node: str
+    amount: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlasherSet(ChainEvent):
+    account: str
+    allowed: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class Slashed(ChainEvent):
+    node: str
+    amount: int
+    beneficiary: str
+    slasher: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegistryWithdrawn(ChainEvent):
+    """``Registry.Withdrawn``: slashing proceeds paid out."""
+
+    account: str
+    amount: int
+
+
+# -- Jobs --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobCreated(ChainEvent):
+    job_id: int
+    owner: str
+    spec_hash: bytes
+    model_hash: bytes
+    rounds: int
+    reward_per_round: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Joined(ChainEvent):
+    job_id: int
+    node: str
+    role: int
+    index: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpdateCommitted(ChainEvent):
+    job_id: int
+    round: int
+    trainer: str
+    update_hash: bytes
+    weight: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Proposed(ChainEvent):
+    job_id: int
+    round: int
+    aggregator: str
+    model_hash: bytes
+    included: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundFinalized(ChainEvent):
+    job_id: int
+    round: int
+    model_hash: bytes
+    included: int
+    total_weight: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Credited(ChainEvent):
+    job_id: int
+    round: int
+    account: str
+    amount: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class AggregatorSlashed(ChainEvent):
+    job_id: int
+    round: int
+    aggregator: str
+    amount: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobFinished(ChainEvent):
+    job_id: int
+    final_model_hash: bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobCancelled(ChainEvent):
+    job_id: int
+    round: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Refunded(ChainEvent):
+    job_id: int
+    owner: str
+    amount: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobsWithdrawn(ChainEvent):
+    """``Jobs.Withdrawn``: rewards or refunds paid out."""
+
+    account: str
+    amount: int
+
+
+REGISTRY_EVENTS: dict[str, type[ChainEvent]] = {
+    "NodeRegistered": NodeRegistered,
+    "NodeUpdated": NodeUpdated,
+    "Staked": Staked,
+    "UnbondRequested": UnbondRequested,
+    "Unbonded": Unbonded,
+    "SlasherSet": SlasherSet,
+    "Slashed": Slashed,
+    "Withdrawn": RegistryWithdrawn,
+}
+JOBS_EVENTS: dict[str, type[ChainEvent]] = {
+    "JobCreated": JobCreated,
+    "Joined": Joined,
+    "UpdateCommitted": UpdateCommitted,
+    "Proposed": Proposed,
+    "RoundFinalized": RoundFinalized,
+    "Credited": Credited,
+    "AggregatorSlashed": AggregatorSlashed,
+    "JobFinished": JobFinished,
+    "JobCancelled": JobCancelled,
+    "Refunded": Refunded,
+    "Withdrawn": JobsWithdrawn,
+}
+_BASE_FIELDS = {field.name for field in dataclasses.fields(ChainEvent)}
+
+
+class EventDecoder:
+    """Decodes raw logs of the deployed contracts into the typed records above."""
+
+    def __init__(
+        self, *, registry: ContractInfo | None = None, jobs: ContractInfo | None = None
+    ) -> None:
+        self._by_topic: dict[tuple[str, bytes], tuple[dict[str, Any], type[ChainEvent]]] = {}
+        self.addresses: list[str] = []
+        if registry is not None:
+            self._add(registry, REGISTRY_EVENTS)
+        if jobs is not None:
+            self._add(jobs, JOBS_EVENTS)
+
+    @classmethod
+    def for_deployment(cls, deployment: Deployment) -> EventDecoder:
+        """A decoder for both contracts of a deployment."""
+        return cls(registry=deployment.registry, jobs=deployment.jobs)
+
+    def _add(self, contract: ContractInfo, records: dict[str, type[ChainEvent]]) -> None:
+        self.addresses.append(contract.address)
+        for abi in contract.abi:
+            record = records.get(abi.get("name", "")) if abi.get("type") == "event" else None
+            if record is None:
+                continue
+            expected = [f.name for f in dataclasses.fields(record) if f.name not in _BASE_FIELDS]
+            names = [item["name"] for item in abi["inputs"]]
+            if names != expected:
+                raise ChainError(
+                    f"The deployed contract's event {abi['name']} has fields {names}, but this "
+                    f"version of allmende expects {expected}; redeploy or upgrade allmende."
+                )
+            topic = bytes(event_abi_to_log_topic(abi))
+            self._by_topic[(contract.address.lower(), topic)] = (abi, record)
+
+    def decode(self, log: Any) -> ChainEvent | None:
+        """The typed event of one raw log; None for logs of other contracts or unknown events.
+
+        Raises :class:`ChainError` when a log claims to be a known event but does not decode.
+        """
+        topics = [bytes(topic) for topic in log["topics"]]
+        if not topics:
+            return None
+        entry = self._by_topic.get((str(log["address"]).lower(), topics[0]))
+        if entry is None:
+            return None
+        abi, record = entry
+        try:
+            values = _decode_values(abi, topics[1:], bytes(log["data"]))
+        except Exception as exc:  # malformed data from the chain
+            raise ChainError(f"A {abi['name']} log does not match its ABI: {exc}.") from exc
+        tx_hash = log["transactionHash"]
+        return record(
+            block_number=int(log["blockNumber"]),
+            log_index=int(log["logIndex"]),
+            tx_hash=tx_hash if isinstance(tx_hash, str) else "0x" + bytes(tx_hash).hex(),
+            address=Web3.to_checksum_address(log["address"]),
+            **values,
+        )
+
+    def decode_all(self, logs: Any) -> list[ChainEvent]:
+        """Typed events of a receipt's logs, in log order, skipping foreign logs."""
+        return [event for event in (self.decode(log) for log in logs) if event is not None]
+
+
+def _decode_values(abi: dict[str, Any], topics: list[bytes], data: bytes) -> dict[str, Any]:
+    indexed = [item for item in abi["inputs"] if item["indexed"]]
+    plain = [item for item in abi["inputs"] if not item["indexed"]]
+    if len(topics) != len(indexed):
+        raise ValueError(f"expected {len(indexed)} indexed topics, got {len(topics)}")
+    values: dict[str, Any] = {}
+    for item, topic in zip(indexed, topics, strict=True):
+        (values[item["name"]],) = abi_decode([item["type"]], topic)
+    decoded = abi_decode([item["type"] for item in plain], data, strict=True)
+    for item, value in zip(plain, decoded, strict=True):
+        values[item["name"]] = value
+    for item in abi["inputs"]:
+        if item["type"] == "address":
+            values[item["name"]] = Web3.to_checksum_address(values[item["name"]])
+    return values

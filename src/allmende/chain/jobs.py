@@ -1,0 +1,199 @@
+"""Typed binding of ``contracts/Jobs.vy``: escrow, rounds, quorum, payouts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from eth_abi import encode as abi_encode
+from web3 import Web3
+
+from allmende.chain._binding import ContractBinding, to_bytes32
+from allmende.chain.client import Receipt
+from allmende.chain.deployment import ContractInfo
+from allmende.chain.events import EventDecoder, JobCreated
+from allmende.errors import ChainError
+
+
+
+class JobStatus(IntEnum):
+    OPEN = 1
+    FINISHED = 2
+    CANCELLED = 3
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job's on-chain record (``Jobs.jobs(job_id)``); amounts in wei, times in seconds."""
+
+    owner: str
+    spec_hash: bytes
+    model_hash: bytes
+    rounds: int
+    reward_per_round: int
+    min_trainers: int
+    max_trainers: int
+    quorum: int
+    round_deadline: int
+    escrow: int
+    current_round: int
+    round_start: int
+    status: int
+    n_trainers: int
+    n_aggregators: int
+    final_model_hash: bytes
+
+
+@dataclass(frozen=True)
+class Commit:
+    """A trainer's commit for a round; ``weight`` 0 means it did not commit."""
+
+    update_hash: bytes
+    weight: int
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """A finalized round: the new model, the included trainers (bitmap) and their total weight."""
+
+    model_hash: bytes
+    included: int
+    total_weight: int
+
+
+def vote_key(model_hash: bytes | str, included: int) -> bytes:
+    """``keccak256(abi_encode(model_hash, included))``: the key of a proposal's vote count."""
+    return bytes(
+        Web3.keccak(abi_encode(["bytes32", "uint256"], [to_bytes32(model_hash), included]))
+    )
+
+
+class Jobs(ContractBinding):
+    """Every function of the Jobs contract; transactions are sent from the client's key."""
+
+    @staticmethod
+    def _make_decoder(info: ContractInfo) -> EventDecoder:
+        return EventDecoder(jobs=info)
+
+    # -- transactions --------------------------------------------------------------------------
+
+    def create_job(
+        self,
+        *,
+        spec_hash: bytes | str,
+        model_hash: bytes | str,
+        rounds: int,
+        reward_per_round: int,
+        min_trainers: int,
+        max_trainers: int,
+        quorum: int,
+        round_deadline: int,
+    ) -> tuple[int, Receipt]:
+        """Create a job escrowing ``rounds * reward_per_round`` wei; return (job id, receipt)."""
+        receipt = self._send(
+            "create_job",
+            to_bytes32(spec_hash),
+            to_bytes32(model_hash),
+            rounds,
+            reward_per_round,
+            min_trainers,
+            max_trainers,
+            quorum,
+            round_deadline,
+            value=rounds * reward_per_round,
+        )
+        for event in self.events(receipt):
+            if isinstance(event, JobCreated):
+                return event.job_id, receipt
+        raise ChainError(
+            "create_job succeeded but emitted no JobCreated event; check the contract."
+        )
+
+    def join(self, job_id: int, role: int) -> Receipt:
+        return self._send("join", job_id, role)
+
+    def commit_update(
+        self, job_id: int, round: int, update_hash: bytes | str, weight: int
+    ) -> Receipt:
+        return self._send("commit_update", job_id, round, to_bytes32(update_hash), weight)
+
+    def propose(self, job_id: int, round: int, model_hash: bytes | str, included: int) -> Receipt:
+        return self._send("propose", job_id, round, to_bytes32(model_hash), included)
+
+    def finalize_round(
+        self, job_id: int, round: int, model_hash: bytes | str, included: int
+    ) -> Receipt:
+        return self._send("finalize_round", job_id, round, to_bytes32(model_hash), included)
+
+    def cancel(self, job_id: int) -> Receipt:
+        return self._send("cancel", job_id)
+
+    def refund(self, job_id: int) -> Receipt:
+        return self._send("refund", job_id)
+
+    def withdraw(self) -> Receipt:
+        """Pay out everything the caller is owed (rewards, refunds)."""
+        return self._send("withdraw")
+
+    # -- views ---------------------------------------------------------------------------------
+
+    def job(self, job_id: int) -> Job:
+        return self._record(Job, "jobs", job_id)
+
+    def next_job_id(self) -> int:
+        return int(self._call("next_job_id"))
+
+    def trainer_at(self, job_id: int, index: int) -> str:
+        return str(self._call("trainer_at", job_id, index))
+
+    def trainer_index(self, job_id: int, address: str) -> int | None:
+        """The trainer's index in the job (bit position in ``included``), None if not a trainer."""
+        raw = int(self._call("trainer_index", job_id, address))
+        return raw - 1 if raw > 0 else None
+
+    def trainers(self, job_id: int) -> list[str]:
+        """The job's trainers in index order."""
+        return [self.trainer_at(job_id, i) for i in range(self.job(job_id).n_trainers)]
+
+    def is_aggregator(self, job_id: int, address: str) -> bool:
+        return bool(self._call("is_aggregator", job_id, address))
+
+    def aggregator_at(self, job_id: int, index: int) -> str:
+        return str(self._call("aggregator_at", job_id, index))
+
+    def aggregators(self, job_id: int) -> list[str]:
+        return [self.aggregator_at(job_id, i) for i in range(self.job(job_id).n_aggregators)]
+
+    def commit_of(self, job_id: int, round: int, trainer: str) -> Commit:
+        return self._record(Commit, "commit_of", job_id, round, trainer)
+
+    def round_result(self, job_id: int, round: int) -> RoundResult:
+        return self._record(RoundResult, "round_result", job_id, round)
+
+    def vote_of(self, job_id: int, round: int, aggregator: str) -> bytes:
+        return bytes(self._call("vote_of", job_id, round, aggregator))
+
+    def votes(self, job_id: int, round: int, model_hash: bytes | str, included: int) -> int:
+        """How many aggregators voted for ``(model_hash, included)`` in the round."""
+        return int(self._call("votes", job_id, round, vote_key(model_hash, included)))
+
+    def deadline(self, job_id: int) -> int:
+        return int(self._call("deadline", job_id))
+
+    def owed(self, address: str) -> int:
+        return int(self._call("owed", address))
+
+    def total_owed(self) -> int:
+        return int(self._call("total_owed"))
+
+    def total_escrow(self) -> int:
+        return int(self._call("total_escrow"))
+
+    def registry_address(self) -> str:
+        return str(self._call("registry"))
+
+    def aggregator_share_bps(self) -> int:
+        return int(self._call("aggregator_share_bps"))
+
+    def slash_amount(self) -> int:
+        return int(self._call("slash_amount"))

@@ -1,0 +1,146 @@
+"""Follow the contracts' events: poll logs in bounded chunks, in order, surviving RPC hiccups.
+
+The stream remembers the next block it has to read (``next_block``) and, given a cursor file,
+persists it after the caller has consumed a batch, so a restarted node resumes where it stopped
+(a crash mid-batch replays that batch: handlers must be idempotent, which events make easy since
+each carries its block number and log index).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+from web3.exceptions import Web3Exception
+
+from allmende.chain.client import ChainClient
+from allmende.chain.events import ChainEvent, EventDecoder
+from allmende.errors import ChainError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_BLOCKS = 2_000
+DEFAULT_POLL_INTERVAL = 1.0
+MAX_BACKOFF = 30.0
+
+
+class EventStream:
+    """Typed events of the decoder's contracts from ``from_block`` on.
+
+    ``chunk_blocks``: most blocks per ``eth_getLogs`` request; lower it when the RPC provider
+    refuses requests as too large. ``poll_interval``: seconds between polls once caught up; lower
+    means faster reactions and more RPC load. Neither needs to agree between peers.
+    """
+
+    def __init__(
+        self,
+        client: ChainClient,
+        decoder: EventDecoder,
+        *,
+        from_block: int = 0,
+        cursor_file: Path | None = None,
+        chunk_blocks: int = DEFAULT_CHUNK_BLOCKS,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> None:
+        if chunk_blocks < 1:
+            raise ValueError(f"chunk_blocks must be >= 1, got {chunk_blocks}.")
+        self.client = client
+        self.decoder = decoder
+        self.cursor_file = cursor_file
+        self.chunk_blocks = chunk_blocks
+        self.poll_interval = poll_interval
+        self.next_block = max(from_block, self._load_cursor())
+        self._backoff = 0.0
+
+    def fetch(self, from_block: int, to_block: int) -> list[ChainEvent]:
+        """Every typed event in ``[from_block, to_block]``, ordered by block and log index."""
+        raw = self.client.get_logs(
+            from_block=from_block, to_block=to_block, addresses=self.decoder.addresses
+        )
+        events = []
+        for entry in raw:
+            try:
+                event = self.decoder.decode(entry)
+            except ChainError as exc:
+                log.warning(
+                    "skipping a malformed log in block %s: %s", entry.get("blockNumber"), exc
+                )
+                continue
+            if event is not None:
+                events.append(event)
+        return sorted(events, key=lambda event: (event.block_number, event.log_index))
+
+    def poll(self) -> list[ChainEvent]:
+        """New events up to the chain head (at most one chunk); [] on an RPC failure (logged).
+
+        Advances ``next_block`` in memory; call :meth:`commit` once the events are handled.
+        """
+        try:
+            head = self.client.block_number()
+            if head < self.next_block:
+                return []
+            to_block = min(head, self.next_block + self.chunk_blocks - 1)
+            events = self.fetch(self.next_block, to_block)
+        except (ChainError, Web3Exception, OSError) as exc:  # an RPC hiccup: back off, retry
+            self._backoff = min(MAX_BACKOFF, max(self.poll_interval, 2 * self._backoff))
+            log.warning("event poll failed (%s); retrying in %.1f s", exc, self._backoff)
+            return []
+        self._backoff = 0.0
+        self.next_block = to_block + 1
+        return events
+
+    def caught_up(self) -> bool:
+        """True when the last poll reached the chain head."""
+        try:
+            return self.next_block > self.client.block_number()
+        except ChainError:
+            return False
+
+    def commit(self) -> None:
+        """Persist ``next_block`` to the cursor file (if any): handled events stay handled."""
+        if self.cursor_file is None:
+            return
+        self.cursor_file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.cursor_file.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"{self.next_block}\n")
+        os.replace(tmp, self.cursor_file)
+
+    def follow(self, stop: threading.Event | None = None) -> Iterator[ChainEvent]:
+        """Yield events forever (until ``stop`` is set), committing after each consumed batch."""
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            events = self.poll()
+            yield from events
+            self.commit()
+            if not events or self._backoff:
+                stop.wait(self._backoff or self.poll_interval)
+
+    async def follow_async(self, stop: asyncio.Event | None = None) -> AsyncIterator[ChainEvent]:
+        """:meth:`follow` for asyncio: RPC calls run in a worker thread, never on the loop."""
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            events = await asyncio.to_thread(self.poll)
+            for event in events:
+                yield event
+            await asyncio.to_thread(self.commit)
+            if not events or self._backoff:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._backoff or self.poll_interval)
+
+    def _load_cursor(self) -> int:
+        if self.cursor_file is None:
+            return 0
+        try:
+            return int(self.cursor_file.read_text().strip())
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable event cursor %s (%s)", self.cursor_file, exc)
+            return 0
