@@ -44,7 +44,9 @@ def _split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _as_data(features: np.ndarray, labels: np.ndarray) -> LocalData:
-    return LocalData(inputs=torch.from_numpy(features.copy()), targets=torch.from_numpy(labels.copy()))
+    return LocalData(
+        inputs=torch.from_numpy(features.copy()), targets=torch.from_numpy(labels.copy())
+    )
 
 
 class DigitsMLP(Task):

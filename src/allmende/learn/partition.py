@@ -36,9 +36,7 @@ def partition_indices(
             raise TaskError(f"Dirichlet alpha must be > 0, got {alpha}; declare a positive alpha.")
         parts = dirichlet_parts(labels, num_parts=num_parts, alpha=alpha, rng=rng)
     else:
-        raise TaskError(
-            f"Unknown partition scheme '{scheme}'; declare 'iid' or 'dirichlet'."
-        )
+        raise TaskError(f"Unknown partition scheme '{scheme}'; declare 'iid' or 'dirichlet'.")
     return [np.sort(part) for part in parts]
 
 

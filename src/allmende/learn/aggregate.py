@@ -1,0 +1,346 @@
+"""Aggregation rules: many trainers' models in, one model out, bit-for-bit reproducible.
+
+An *update* is ``(trainer address, model state, weight)``: the trainer's new model after local
+training and its number of examples. Every rule first sorts the updates by address (lower-cased),
+so the order they arrived in never matters, and every sum runs in that fixed order.
+
+Two conventions, one per family of rules:
+
+``fedavg`` works on models, in float32, exactly like a plain single-process PyTorch loop::
+
+    new[k] = sum(w_i * model_i[k] for i in address order) / sum(w_i)
+
+i.e. ``acc = 0``; ``acc = acc + w_i * model_i[k]`` (float32 tensor ops, ``w_i`` a Python int);
+``new[k] = acc / W`` with ``W`` the exact integer total. Each step is an element-wise IEEE
+operation, so the result does not depend on threads or vector width.
+
+The robust rules (``trimmed_mean``, ``median``, ``krum``, ``multi_krum``, ``centered_clip``) work
+on *deltas* ``d_i = model_i - global`` flattened to float64 vectors ``(n, p)``; they ignore the
+weights (a trainer declares its own weight, so a liar could claim any). Means are running sums
+over rows in address order, sorts are over values only, and every norm or distance is summed
+with :func:`math.fsum` (exactly rounded, hence independent of summation order). The aggregated
+delta is added to the global model in float64 and cast back to the parameter dtype.
+
+Non-floating entries of a state (e.g. a BatchNorm step counter) are copied from the global model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch import Tensor
+
+from allmende.errors import AggregationError, ConfigError
+
+State = dict[str, Tensor]
+Update = tuple[str, State, int]
+
+MAX_WEIGHT = 2**53  # weights above this are not exact in float arithmetic
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class FedAvgParams(_Params):
+    """Weighted mean of the models, weight = examples trained on. Takes no parameters."""
+
+
+class TrimmedMeanParams(_Params):
+    """Per coordinate, drop the ``floor(beta * n)`` lowest and highest values, average the rest.
+
+    Raise ``beta`` when more trainers may be malicious; all aggregators must agree on it.
+    """
+
+    beta: float = Field(default=0.1, ge=0.0, lt=0.5)
+
+
+class MedianParams(_Params):
+    """Coordinate-wise median (mean of the two middle values when n is even)."""
+
+
+class KrumParams(_Params):
+    """Pick the update closest to its ``n - f - 2`` nearest neighbours; needs n >= 2f + 3."""
+
+    f: int = Field(default=1, ge=0)
+
+
+class MultiKrumParams(_Params):
+    """Average the ``m`` updates with the best Krum scores; needs n >= 2f + 3 and m <= n."""
+
+    f: int = Field(default=1, ge=0)
+    m: int = Field(default=2, ge=1)
+
+
+class CenteredClipParams(_Params):
+    """Centered clipping: ``v += mean_i clip(d_i - v, tau)``, ``iters`` times from ``v = 0``.
+
+    One step moves the model by at most ``tau``; lower ``tau`` if attackers still pull it,
+    raise it if honest training is slowed.
+    """
+
+    tau: float = Field(default=1.0, gt=0.0)
+    iters: int = Field(default=3, ge=1)
+
+
+PARAMS: dict[str, type[_Params]] = {
+    "fedavg": FedAvgParams,
+    "trimmed_mean": TrimmedMeanParams,
+    "median": MedianParams,
+    "krum": KrumParams,
+    "multi_krum": MultiKrumParams,
+    "centered_clip": CenteredClipParams,
+}
+RULES = tuple(PARAMS)
+
+
+def rule_params(rule: str, params: dict[str, object] | None = None) -> _Params:
+    """The validated parameters of ``rule``; :class:`ConfigError` for an unknown rule or bad
+    parameters."""
+    if rule not in PARAMS:
+        raise ConfigError(f"Unknown aggregation rule '{rule}'; use one of: {', '.join(RULES)}.")
+    try:
+        return PARAMS[rule].model_validate(params or {})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "params"
+        if error["type"] == "extra_forbidden":
+            known = ", ".join(PARAMS[rule].model_fields) or "none"
+            raise ConfigError(
+                f"Unknown parameter '{where}' for aggregation rule '{rule}' (it takes: {known}); "
+                "fix the rule's params in the job spec."
+            ) from None
+        raise ConfigError(
+            f"Bad parameter '{where}' for aggregation rule '{rule}': {error['msg']} "
+            f"(got {error.get('input')!r}); fix the rule's params in the job spec."
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+
+def check_update(update: State, reference_state: State, *, norm_bound: float | None) -> float:
+    """Check an untrusted update against the reference (global) model; return its delta norm.
+
+    Same keys, shapes and dtypes as the reference, all values finite, and the L2 norm of
+    ``update - reference`` at most ``norm_bound`` (skipped when ``None``). Raises
+    :class:`AggregationError` naming the first problem.
+    """
+    missing = sorted(set(reference_state) - set(update))
+    extra = sorted(set(update) - set(reference_state))
+    if missing or extra:
+        raise AggregationError(
+            f"The update's keys differ from the model's (missing: {missing}, unexpected: "
+            f"{extra}); it was trained for another model and must be excluded."
+        )
+    for key, ref in reference_state.items():
+        value = update[key]
+        if not isinstance(value, Tensor):
+            raise AggregationError(f"Entry '{key}' of the update is not a tensor; exclude it.")
+        if value.shape != ref.shape or value.dtype != ref.dtype:
+            raise AggregationError(
+                f"Entry '{key}' of the update has shape {tuple(value.shape)} and dtype "
+                f"{value.dtype}, the model has {tuple(ref.shape)} and {ref.dtype}; exclude it."
+            )
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise AggregationError(
+                f"Entry '{key}' of the update holds NaN or infinite values; exclude it."
+            )
+    norm = delta_norm(update, reference_state)
+    if norm_bound is not None and not norm <= norm_bound:
+        raise AggregationError(
+            f"The update moves the model by {norm:.6g} (L2), more than the job's norm bound "
+            f"{norm_bound:.6g}; exclude it (or raise norm_bound in the job spec)."
+        )
+    return norm
+
+
+def delta_norm(state: State, reference_state: State) -> float:
+    """Exactly rounded L2 norm of ``state - reference_state`` over the floating entries."""
+    squares: list[float] = []
+    for key, ref in reference_state.items():
+        if ref.is_floating_point():
+            delta = state[key].double() - ref.double()
+            squares.extend((delta * delta).flatten().tolist())
+    return math.sqrt(math.fsum(squares))
+
+
+# ---------------------------------------------------------------------------------------------
+# the entry point
+
+
+def aggregate(
+    rule: str, global_state: State, updates: Sequence[Update], params: dict[str, object]
+) -> State:
+    """Aggregate ``updates`` (address, model state, weight) into the next global model.
+
+    Raises :class:`ConfigError` for an unknown rule or bad parameters and
+    :class:`AggregationError` when the updates cannot be aggregated (none, duplicate addresses,
+    bad weights, malformed states, too few for the rule).
+    """
+    config = rule_params(rule, params)
+    if not updates:
+        raise AggregationError("There are no updates to aggregate; wait for trainers to commit.")
+    ordered = sorted(updates, key=lambda update: update[0].lower())
+    addresses = [address.lower() for address, _, _ in ordered]
+    if len(set(addresses)) != len(addresses):
+        raise AggregationError("Two updates come from the same trainer; keep one per trainer.")
+    for address, state, weight in ordered:
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= MAX_WEIGHT:
+            raise AggregationError(
+                f"The weight of {address}'s update is {weight!r}; weights must be integers "
+                f"in [1, 2**53]. Exclude that update."
+            )
+        check_update(state, global_state, norm_bound=None)
+    states = [state for _, state, _ in ordered]
+    if rule == "fedavg":
+        return fedavg(global_state, states, [weight for _, _, weight in ordered])
+    deltas = flatten_deltas(global_state, states)  # (n, p) float64
+    robust = _ROBUST[rule]
+    return apply_delta(global_state, robust(deltas, config))
+
+
+def fedavg(global_state: State, states: list[State], weights: list[int]) -> State:
+    """``sum(w_i * model_i) / sum(w_i)`` per entry, float32, in the given order."""
+    total = sum(weights)  # exact integer
+    new: State = {}
+    for key, ref in global_state.items():
+        if not ref.is_floating_point():
+            new[key] = ref.clone()
+            continue
+        acc = torch.zeros_like(ref)  # same shape and dtype as the parameter
+        for weight, state in zip(weights, states, strict=True):
+            acc = acc + weight * state[key]
+        new[key] = acc / total
+    return new
+
+
+# ---------------------------------------------------------------------------------------------
+# robust rules, on flattened float64 deltas
+
+
+def flatten_deltas(global_state: State, states: list[State]) -> Tensor:
+    """``model_i - global`` over the floating entries, as rows of a ``(n, p)`` float64 matrix."""
+    rows = []
+    for state in states:
+        pieces = [
+            (state[key].double() - ref.double()).flatten()
+            for key, ref in global_state.items()
+            if ref.is_floating_point()
+        ]
+        rows.append(torch.cat(pieces))  # (p,)
+    return torch.stack(rows) + 0.0  # (n, p); + 0.0 turns -0.0 into +0.0, so sorts are unique
+
+
+def apply_delta(global_state: State, delta: Tensor) -> State:
+    """``global + delta`` in float64, cast back to each entry's dtype. ``delta`` is ``(p,)``."""
+    new: State = {}
+    offset = 0
+    for key, ref in global_state.items():
+        if not ref.is_floating_point():
+            new[key] = ref.clone()
+            continue
+        size = ref.numel()
+        piece = delta[offset : offset + size].view(ref.shape)
+        new[key] = (ref.double() + piece).to(ref.dtype)
+        offset += size
+    return new
+
+
+def sequential_mean(rows: Tensor) -> Tensor:
+    """Mean of the rows of ``(k, p)``, summed one row at a time from the first."""
+    acc = torch.zeros(rows.shape[1], dtype=rows.dtype)  # (p,)
+    for row in rows:
+        acc = acc + row
+    return acc / rows.shape[0]
+
+
+def trimmed_mean(deltas: Tensor, config: TrimmedMeanParams) -> Tensor:
+    n = deltas.shape[0]
+    k = math.floor(config.beta * n)  # dropped at each end; beta < 0.5 keeps at least one
+    ranked = torch.sort(deltas, dim=0).values  # (n, p), each column ascending
+    return sequential_mean(ranked[k : n - k])  # (p,)
+
+
+def median(deltas: Tensor, config: MedianParams) -> Tensor:
+    n = deltas.shape[0]
+    ranked = torch.sort(deltas, dim=0).values  # (n, p)
+    if n % 2 == 1:
+        return ranked[n // 2].clone()  # (p,)
+    return (ranked[n // 2 - 1] + ranked[n // 2]) / 2  # (p,)
+
+
+def squared_distances(deltas: Tensor) -> list[list[float]]:
+    """``||d_i - d_j||^2`` for all pairs, each summed exactly; ``(n, n)`` as nested lists."""
+    n = deltas.shape[0]
+    dist = [[0.0] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            diff = deltas[i] - deltas[j]  # (p,)
+            dist[i][j] = dist[j][i] = math.fsum((diff * diff).tolist())
+    return dist
+
+
+def krum_scores(deltas: Tensor, f: int) -> list[float]:
+    """Krum score of each row: sum of its ``n - f - 2`` smallest squared distances to others."""
+    n = deltas.shape[0]
+    neighbours = n - f - 2
+    if neighbours < 1:
+        raise AggregationError(
+            f"Krum with f={f} needs at least {2 * f + 3} updates, got {n}; lower f in the job "
+            "spec or wait for more trainers."
+        )
+    dist = squared_distances(deltas)
+    scores = []
+    for i in range(n):
+        nearest = sorted(dist[i][j] for j in range(n) if j != i)[:neighbours]
+        scores.append(math.fsum(nearest))
+    return scores
+
+
+def _best_by_score(scores: list[float]) -> list[int]:
+    """Row indices from best (lowest) score to worst; ties go to the lower address."""
+    return sorted(range(len(scores)), key=lambda i: (scores[i], i))
+
+
+def krum(deltas: Tensor, config: KrumParams) -> Tensor:
+    best = _best_by_score(krum_scores(deltas, config.f))[0]
+    return deltas[best].clone()  # (p,)
+
+
+def multi_krum(deltas: Tensor, config: MultiKrumParams) -> Tensor:
+    n = deltas.shape[0]
+    if config.m > n:
+        raise AggregationError(
+            f"Multi-Krum cannot select m={config.m} of {n} updates; lower m in the job spec or "
+            "wait for more trainers."
+        )
+    chosen = sorted(_best_by_score(krum_scores(deltas, config.f))[: config.m])  # address order
+    return sequential_mean(deltas[chosen])  # (p,)
+
+
+def centered_clip(deltas: Tensor, config: CenteredClipParams) -> Tensor:
+    n, p = deltas.shape
+    center = torch.zeros(p, dtype=deltas.dtype)  # (p,), start at the global model
+    for _ in range(config.iters):
+        acc = torch.zeros(p, dtype=deltas.dtype)  # (p,)
+        for row in deltas:
+            diff = row - center  # (p,)
+            norm = math.sqrt(math.fsum((diff * diff).tolist()))
+            scale = min(1.0, config.tau / norm) if norm > 0 else 1.0
+            acc = acc + diff * scale
+        center = center + acc / n
+    return center
+
+
+_ROBUST: dict[str, Callable[[Tensor, _Params], Tensor]] = {
+    "trimmed_mean": trimmed_mean,  # type: ignore[dict-item]
+    "median": median,  # type: ignore[dict-item]
+    "krum": krum,  # type: ignore[dict-item]
+    "multi_krum": multi_krum,  # type: ignore[dict-item]
+    "centered_clip": centered_clip,  # type: ignore[dict-item]
+}

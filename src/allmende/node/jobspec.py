@@ -1,0 +1,197 @@
+"""The job spec: what a model builder asks the network to train, and how.
+
+Written by the job owner as TOML (see ``examples/jobs/``), published as a blob of canonical JSON
+(:meth:`JobSpec.canonical_bytes`, sorted keys) whose SHA-256 is the ``spec_hash`` on chain. Every
+node of a job reads the same blob, so every setting here is one that all peers agree on.
+
+Example::
+
+    task = "digits-mlp"
+    rounds = 20
+    [optimizer]
+    name = "sgd"
+    lr = 0.1
+    [aggregation]
+    rule = "trimmed_mean"
+    params = { beta = 0.2 }
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from allmende.errors import ConfigError
+from allmende.learn.aggregate import rule_params
+
+MAX_TRAINERS = 256  # the Jobs contract's bound
+MAX_AGGREGATORS = 16  # the Jobs contract's bound, and so the largest quorum
+DEFAULT_LOCAL_EPOCHS = 1
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_ROUND_DEADLINE = 300
+DEFAULT_NORM_BOUND = 100.0
+WEI_PER_UNIT = {"wei": 1, "gwei": 10**9, "ether": 10**18}
+
+# What each setting must be, for one-line error messages ("job spec: 'rounds' must be ...").
+REQUIREMENTS = {
+    "task": "the name of an installed task (a non-empty string)",
+    "rounds": "an integer >= 1",
+    "local_epochs": "an integer >= 1",
+    "batch_size": "an integer >= 1",
+    "optimizer": "a table with name and lr",
+    "optimizer.name": "'sgd' or 'adam'",
+    "optimizer.lr": "a number > 0",
+    "optimizer.momentum": "a number >= 0 and < 1",
+    "optimizer.weight_decay": "a number >= 0",
+    "aggregation": "a table with rule and params",
+    "aggregation.rule": "the name of an aggregation rule (a string)",
+    "aggregation.params": "a table of the rule's parameters",
+    "min_trainers": f"an integer between 1 and {MAX_TRAINERS}",
+    "max_trainers": f"an integer between 1 and {MAX_TRAINERS}",
+    "quorum": f"an integer between 1 and {MAX_AGGREGATORS}",
+    "reward_per_round": "an integer number of wei >= 0, or a string like '0.01 ether'",
+    "round_deadline": "an integer number of seconds >= 1",
+    "norm_bound": "a number > 0",
+    "seed": "an integer >= 0",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class OptimizerSpec(_Strict):
+    """The trainers' local optimizer; a fresh one every round."""
+
+    name: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(gt=0.0)
+    momentum: float = Field(default=0.0, ge=0.0, lt=1.0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+
+
+class AggregationSpec(_Strict):
+    """The rule aggregators apply (see :mod:`allmende.learn.aggregate`) and its parameters."""
+
+    rule: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_rule(self) -> AggregationSpec:
+        rule_params(self.rule, self.params)  # raises ConfigError, reported as it is
+        return self
+
+
+class JobSpec(_Strict):
+    """A training job. All fields are public and identical for every participant."""
+
+    task: str = Field(min_length=1)
+    rounds: int = Field(ge=1)
+    local_epochs: int = Field(default=DEFAULT_LOCAL_EPOCHS, ge=1)
+    batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1)
+    optimizer: OptimizerSpec
+    aggregation: AggregationSpec
+    min_trainers: int = Field(ge=1, le=MAX_TRAINERS)
+    """Fewest updates a round may aggregate; a round with fewer commits stalls at its deadline."""
+    max_trainers: int = Field(ge=1, le=MAX_TRAINERS)
+    quorum: int = Field(ge=1, le=MAX_AGGREGATORS)
+    """Aggregators that must propose the same model before a round is final."""
+    reward_per_round: int = Field(ge=0)
+    """Wei paid per round; the owner escrows ``rounds * reward_per_round``."""
+    round_deadline: int = Field(default=DEFAULT_ROUND_DEADLINE, ge=1)
+    """Seconds a round stays open for commits; raise it if slow trainers keep missing rounds."""
+    norm_bound: float = Field(default=DEFAULT_NORM_BOUND, gt=0.0)
+    """Largest L2 norm of ``update - global`` an aggregator accepts; larger ones are excluded."""
+    seed: int = Field(default=0, ge=0)
+    """Seeds the initial model and, with the round and address, each trainer's shuffle."""
+
+    @field_validator("reward_per_round", mode="before")
+    @classmethod
+    def _parse_amount(cls, value: object) -> object:
+        return parse_wei(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _trainer_range(self) -> JobSpec:
+        if self.max_trainers < self.min_trainers:
+            raise ValueError(
+                f"'max_trainers' ({self.max_trainers}) must be >= 'min_trainers' "
+                f"({self.min_trainers}); raise max_trainers or lower min_trainers."
+            )
+        return self
+
+    def canonical_bytes(self) -> bytes:
+        """The spec as canonical JSON (sorted keys, no spaces): the published spec blob."""
+        return json.dumps(
+            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> JobSpec:
+        """Parse a spec blob (untrusted bytes from a peer); :class:`ConfigError` if malformed."""
+        try:
+            raw = json.loads(blob.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"job spec: the blob is not UTF-8 JSON ({exc}).") from None
+        return parse_jobspec(raw)
+
+
+def parse_wei(text: str) -> int:
+    """``"0.01 ether"``, ``"5 gwei"``, ``"123 wei"`` or ``"123"`` as an integer number of wei."""
+    parts = text.split()
+    unit = parts[1].lower() if len(parts) == 2 else "wei"
+    try:
+        if len(parts) not in (1, 2) or unit not in WEI_PER_UNIT:
+            raise InvalidOperation
+        amount = Decimal(parts[0]) * WEI_PER_UNIT[unit]
+    except InvalidOperation:
+        raise ValueError(f"cannot read {text!r} as an amount") from None
+    if amount != amount.to_integral_value() or amount < 0:
+        raise ValueError(f"{text!r} is not a whole, non-negative number of wei")
+    return int(amount)
+
+
+def parse_jobspec(raw: object) -> JobSpec:
+    """Validate a decoded spec (TOML or JSON) into a :class:`JobSpec`, or one-line ConfigError."""
+    try:
+        return JobSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"job spec: {_describe(exc.errors()[0])}") from None
+
+
+def load_jobspec(path: str | Path) -> JobSpec:
+    """Read a TOML job spec; :class:`ConfigError` with one line naming the bad field."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"job spec: cannot read {path} ({exc}); check the path.") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"job spec: {path} is not valid TOML ({exc}).") from None
+    return parse_jobspec(raw)
+
+
+def _describe(error: Any) -> str:
+    """One pydantic error as a sentence that names the field."""
+    loc = [str(part) for part in error["loc"]]
+    field = ".".join(loc)
+    where = f"in [{'.'.join(loc[:-1])}]" if len(loc) > 1 else "at top level"
+    if error["type"] == "extra_forbidden":
+        return f"unknown key '{loc[-1]}' {where}; remove it or fix its spelling."
+    if error["type"] == "missing":
+        return f"missing key '{loc[-1]}' {where}; add it."
+    if error["type"] == "model_type":
+        return "the spec must be a table (mapping) of settings at top level."
+    if not loc or (error["type"] == "value_error" and field == "aggregation"):
+        # a check across fields, or the aggregation rule's own message
+        return str(error["msg"]).removeprefix("Value error, ")
+    requirement = REQUIREMENTS.get(field)
+    got = error.get("input")
+    if requirement is None:
+        return f"'{field}' is invalid: {error['msg']} (got {got!r})."
+    return f"'{field}' must be {requirement} (got {got!r})."
