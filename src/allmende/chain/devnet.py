@@ -111,7 +111,10 @@ class Devnet:
         client = ChainClient(self.rpc_url, dev_keys(1)[0])
         if self.deployment_path.is_file():
             deployment = Deployment.load(self.deployment_path)
-            if deployment.rpc_url == self.rpc_url and deployment_is_live(client, deployment):
+            if deployment_is_live(client, deployment):
+                if deployment.rpc_url != self.rpc_url:  # same chain, started on another port
+                    deployment = deployment.model_copy(update={"rpc_url": self.rpc_url})
+                    deployment.save(self.deployment_path)
                 return deployment
         deployment = deploy_contracts(client, self.config.contracts)
         deployment.save(self.deployment_path)
@@ -121,6 +124,12 @@ class Devnet:
         """Start Anvil detached (or find it running) and wait until its RPC answers; its pid."""
         pid = self.pid()
         if pid is not None:
+            running_url = self.running_rpc_url()
+            if running_url != self.rpc_url:
+                raise DevnetError(
+                    f"The devnet in {self.state_dir} already runs at {running_url}; "
+                    "use that port, or run `allmende devnet down` first."
+                )
             self._wait_for_rpc(pid)
             return pid
         anvil = find_anvil()
@@ -152,17 +161,24 @@ class Devnet:
             ],
             setsid=True,  # its own session and process group: survives this command
         )
-        (self.state_dir / PID_FILE).write_text(f"{pid}\n")
+        (self.state_dir / PID_FILE).write_text(f"{pid}\n{self.rpc_url}\n")
         self._wait_for_rpc(pid)
         return pid
 
     def pid(self) -> int | None:
         """The pid of this state directory's Anvil if it is running, else None."""
         try:
-            pid = int((self.state_dir / PID_FILE).read_text().strip())
-        except (OSError, ValueError):
+            pid = int((self.state_dir / PID_FILE).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
             return None
         return pid if _is_anvil(pid) else None
+
+    def running_rpc_url(self) -> str:
+        """The RPC URL the running Anvil was started with (the configured one if unknown)."""
+        try:
+            return (self.state_dir / PID_FILE).read_text().split()[1]
+        except (OSError, IndexError):
+            return self.rpc_url
 
     def status(self) -> DevnetStatus:
         """Whether it runs, and what the chain and the deployment file say."""
@@ -170,7 +186,10 @@ class Devnet:
         deployment = (
             Deployment.load(self.deployment_path) if self.deployment_path.is_file() else None
         )
-        rpc_url = deployment.rpc_url if deployment else self.rpc_url
+        if pid is not None:
+            rpc_url = self.running_rpc_url()
+        else:
+            rpc_url = deployment.rpc_url if deployment else self.rpc_url
         if pid is None or not _rpc_answers(rpc_url):
             return DevnetStatus(running=False, pid=pid, rpc_url=rpc_url, deployment=deployment)
         client = ChainClient(rpc_url)

@@ -15,7 +15,6 @@ from allmende.chain.events import EventDecoder, JobCreated
 from allmende.errors import ChainError
 
 
-
 class JobStatus(IntEnum):
     OPEN = 1
     FINISHED = 2
