@@ -1,4 +1,4 @@
-"""Describe the machine a benchmark ran on, so every JSON result says where its figures came from."""
+"""Describe the machine a benchmark ran on, so each JSON result says where its figures came from."""
 
 from __future__ import annotations
 
