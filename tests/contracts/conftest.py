@@ -1,0 +1,72 @@
+"""Fixtures for the contract tests: titanoboa deployments of Registry and Jobs.
+
+Contracts compile once per session from ``contracts/``; every test runs inside a
+``boa.env.anchor()`` so the chain state it leaves behind is rolled back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boa
+import pytest
+from contract_helpers import (
+    AGGREGATOR_SHARE_BPS,
+    CONTRACTS,
+    HERE,
+    MIN_STAKE,
+    SLASH_AMOUNT,
+    UNBOND_DELAY,
+)
+from hypothesis import settings
+
+# `make test`: 45 examples x 50 steps = 2,250 stateful steps; `make test-long`: 40,000.
+settings.register_profile(
+    "contracts", stateful_step_count=50, max_examples=45, deadline=None
+)
+settings.register_profile(
+    "contracts-long", stateful_step_count=100, max_examples=400, deadline=None
+)
+
+
+@pytest.fixture(scope="session")
+def registry_deployer() -> Any:
+    return boa.load_partial(str(CONTRACTS / "Registry.vy"))
+
+
+@pytest.fixture(scope="session")
+def jobs_deployer() -> Any:
+    return boa.load_partial(str(CONTRACTS / "Jobs.vy"))
+
+
+@pytest.fixture(scope="session")
+def receiver_deployer() -> Any:
+    return boa.load_partial(str(HERE / "ReentrantReceiver.vy"))
+
+
+@pytest.fixture(autouse=True)
+def _rollback() -> Iterator[None]:
+    with boa.env.anchor():
+        yield
+
+
+@pytest.fixture
+def admin() -> str:
+    return boa.env.eoa
+
+
+@pytest.fixture
+def registry(registry_deployer: Any, admin: str) -> Any:
+    with boa.env.prank(admin):
+        return registry_deployer.deploy(MIN_STAKE, UNBOND_DELAY)
+
+
+@pytest.fixture
+def jobs(jobs_deployer: Any, registry: Any, admin: str) -> Any:
+    with boa.env.prank(admin):
+        contract = jobs_deployer.deploy(registry.address, AGGREGATOR_SHARE_BPS, SLASH_AMOUNT)
+        registry.set_slasher(contract.address, True)
+    return contract
+
+

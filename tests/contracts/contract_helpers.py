@@ -1,0 +1,113 @@
+"""Constants and helpers shared by the contract tests (titanoboa)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boa
+from eth_utils import keccak
+
+CONTRACTS = Path(__file__).resolve().parents[2] / "contracts"
+HERE = Path(__file__).resolve().parent
+
+ETHER = 10**18
+MIN_STAKE = ETHER
+UNBOND_DELAY = 3_600
+AGGREGATOR_SHARE_BPS = 2_000
+SLASH_AMOUNT = ETHER // 2
+ROUND_DEADLINE = 600
+REWARD = 10 * ETHER + 7
+TRAINER, AGGREGATOR, VERIFIER, PROVIDER = 1, 2, 4, 8
+OPEN, FINISHED, CANCELLED = 1, 2, 3
+
+def h(text: str) -> bytes:
+    """A deterministic 32-byte hash for a label (stands in for a blob's SHA-256)."""
+    return keccak(text=text)
+
+
+def vote_key(model_hash: bytes, included: int) -> bytes:
+    """The key Jobs stores for a vote: keccak256(abi_encode(model_hash, included))."""
+    return keccak(model_hash + included.to_bytes(32, "big"))
+
+
+def bitmap(indices: list[int] | range) -> int:
+    return sum(1 << i for i in indices)
+
+
+def funded(balance: int = 1_000 * ETHER) -> str:
+    account = boa.env.generate_address()
+    boa.env.set_balance(account, balance)
+    return account
+
+
+def node(registry: Any, roles: int, stake: int = 2 * MIN_STAKE) -> str:
+    """A fresh account registered with ``roles`` and staked with ``stake`` wei."""
+    account = funded()
+    with boa.env.prank(account):
+        registry.register("http://127.0.0.1:9000", roles, h("metadata"))
+        if stake:
+            registry.stake(value=stake)
+    return account
+
+
+@dataclass
+class JobSetup:
+    """A created job with its owner, joined trainers and joined aggregators."""
+
+    id: int
+    owner: str
+    trainers: list[str] = field(default_factory=list)
+    aggregators: list[str] = field(default_factory=list)
+
+
+def make_job(
+    jobs: Any,
+    registry: Any,
+    *,
+    trainers: int = 3,
+    aggregators: int = 2,
+    rounds: int = 2,
+    reward: int = REWARD,
+    min_trainers: int = 1,
+    max_trainers: int | None = None,
+    quorum: int = 2,
+) -> JobSetup:
+    owner = funded()
+    with boa.env.prank(owner):
+        job_id = jobs.create_job(
+            h("spec"), h("model 0"), rounds, reward, min_trainers,
+            max_trainers if max_trainers is not None else max(trainers, min_trainers),
+            quorum, ROUND_DEADLINE, value=rounds * reward,
+        )
+    setup = JobSetup(id=job_id, owner=owner)
+    for _ in range(trainers):
+        account = node(registry, TRAINER)
+        with boa.env.prank(account):
+            jobs.join(job_id, TRAINER)
+        setup.trainers.append(account)
+    for _ in range(aggregators):
+        account = node(registry, AGGREGATOR)
+        with boa.env.prank(account):
+            jobs.join(job_id, AGGREGATOR)
+        setup.aggregators.append(account)
+    return setup
+
+
+def commit_all(jobs: Any, job: JobSetup, round_: int, weights: list[int] | None = None) -> None:
+    for index, trainer in enumerate(job.trainers):
+        weight = weights[index] if weights else 1
+        with boa.env.prank(trainer):
+            jobs.commit_update(job.id, round_, h(f"update {round_} {index}"), weight)
+
+
+def vote_all(jobs: Any, job: JobSetup, round_: int, model: bytes, included: int) -> None:
+    for aggregator in job.aggregators:
+        with boa.env.prank(aggregator):
+            jobs.propose(job.id, round_, model, included)
+
+
+def events(contract: Any, name: str) -> list[Any]:
+    """The decoded events called ``name`` that the contract's last call emitted."""
+    return [event for event in contract.get_logs() if type(event).__name__ == name]
