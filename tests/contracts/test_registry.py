@@ -70,7 +70,9 @@ def test_register_again_updates_without_listing_twice(registry: Any) -> None:
         ("http://x", 17, "registry: roles must be a nonzero mask of 1, 2, 4, 8"),
     ],
 )
-def test_register_rejects_bad_records(registry: Any, endpoint: str, roles: int, reason: str) -> None:
+def test_register_rejects_bad_records(
+    registry: Any, endpoint: str, roles: int, reason: str
+) -> None:
     with boa.reverts(reason):
         registry.register(endpoint, roles, h("meta"))
 
