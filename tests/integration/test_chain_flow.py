@@ -1,0 +1,229 @@
+"""The whole money flow of a job through ``allmende.chain`` against a real Anvil.
+
+Every balance change is asserted to the wei: value moved by the contracts, minus the gas each
+account paid according to its receipts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from collections import defaultdict
+
+import pytest
+from eth_account import Account
+
+from allmende.chain import (
+    ROLE_AGGREGATOR,
+    ROLE_TRAINER,
+    Contracts,
+    Deployment,
+    JobStatus,
+    Receipt,
+    advance_time,
+    dev_keys,
+)
+from allmende.chain.events import (
+    AggregatorSlashed,
+    Credited,
+    JobCreated,
+    JobFinished,
+    RoundFinalized,
+    Slashed,
+)
+from allmende.errors import ContractRevert
+
+REWARD = 10**18
+ROUNDS = 2
+DEADLINE = 600
+
+
+def h(label: str) -> bytes:
+    return hashlib.sha256(label.encode()).digest()
+
+
+class Ledger:
+    """Gas each account paid, from its receipts."""
+
+    def __init__(self) -> None:
+        self.fees: dict[str, int] = defaultdict(int)
+
+    def paid(self, who: Contracts, receipt: Receipt) -> Receipt:
+        self.fees[who.client.address] += receipt.fee
+        return receipt
+
+
+def round_payouts(
+    reward: int, bps: int, agreeing: list[str], weights: dict[str, int]
+) -> dict[str, int]:
+    """The README's payout rule, written out independently of the contract."""
+    aggregator_pot = reward * bps // 10_000
+    payouts = {a: aggregator_pot // len(agreeing) for a in agreeing}
+    trainer_pot = reward - aggregator_pot
+    total_weight = sum(weights.values())
+    for trainer, weight in weights.items():
+        payouts[trainer] = trainer_pot * weight // total_weight
+    return payouts
+
+
+def test_job_money_flow_pays_exactly_and_slashes_the_dissenter(devnet) -> None:
+    owner = devnet.contracts(devnet.new_key())
+    trainers = [devnet.contracts(devnet.new_key()) for _ in range(3)]
+    aggregators = [devnet.contracts(devnet.new_key()) for _ in range(3)]
+    anyone = devnet.contracts(devnet.new_key())
+    everyone = [owner, *trainers, *aggregators, anyone]
+    ledger = Ledger()
+    min_stake = owner.registry.min_stake()
+    bps = owner.jobs.aggregator_share_bps()
+    slash_amount = owner.jobs.slash_amount()
+    assert slash_amount > 0 and 0 < bps < 10_000
+
+    # Registration and stake: each node's balance drops by exactly the stake plus its gas.
+    start = {c.client.address: c.client.balance(c.client.address) for c in everyone}
+    for i, node in enumerate(trainers + aggregators):
+        role = ROLE_TRAINER if node in trainers else ROLE_AGGREGATOR
+        ledger.paid(node, node.registry.register(f"http://127.0.0.1:{7000 + i}", role))
+        ledger.paid(node, node.registry.stake(min_stake))
+        assert node.registry.is_active(node.client.address)
+        assert node.registry.node(node.client.address).stake == min_stake
+
+    # Create the job: the escrow leaves the owner.
+    job_id, receipt = owner.jobs.create_job(
+        spec_hash=h("spec"),
+        model_hash=h("model-0"),
+        rounds=ROUNDS,
+        reward_per_round=REWARD,
+        min_trainers=2,
+        max_trainers=3,
+        quorum=2,
+        round_deadline=DEADLINE,
+    )
+    ledger.paid(owner, receipt)
+    created = [e for e in owner.events(receipt) if isinstance(e, JobCreated)]
+    assert created[0].job_id == job_id and created[0].owner == owner.client.address
+    assert owner.jobs.job(job_id).escrow == ROUNDS * REWARD
+    for node in trainers:
+        ledger.paid(node, node.jobs.join(job_id, ROLE_TRAINER))
+    for node in aggregators:
+        ledger.paid(node, node.jobs.join(job_id, ROLE_AGGREGATOR))
+    assert owner.jobs.trainers(job_id) == [t.client.address for t in trainers]
+    assert owner.jobs.aggregators(job_id) == [a.client.address for a in aggregators]
+    with pytest.raises(ContractRevert, match="jobs: "):
+        anyone.jobs.join(job_id, ROLE_TRAINER)  # not a registered, staked node
+
+    # Round 0: three commits; two aggregators agree, the third dissents and is slashed.
+    weights0 = {t.client.address: w for t, w in zip(trainers, (1, 2, 3), strict=True)}
+    for node in trainers:
+        w = weights0[node.client.address]
+        ledger.paid(node, node.jobs.commit_update(job_id, 0, h(f"update-0-{w}"), w))
+    with pytest.raises(ContractRevert, match="jobs: "):
+        trainers[0].jobs.propose(job_id, 0, h("model-1"), 0b111)  # a trainer cannot vote
+    ledger.paid(aggregators[0], aggregators[0].jobs.propose(job_id, 0, h("model-1"), 0b111))
+    ledger.paid(aggregators[1], aggregators[1].jobs.propose(job_id, 0, h("model-1"), 0b111))
+    ledger.paid(aggregators[2], aggregators[2].jobs.propose(job_id, 0, h("wrong"), 0b111))
+    assert owner.jobs.votes(job_id, 0, h("model-1"), 0b111) == 2
+    receipt = ledger.paid(anyone, anyone.jobs.finalize_round(job_id, 0, h("model-1"), 0b111))
+    events = anyone.events(receipt)
+    agreeing0 = [a.client.address for a in aggregators[:2]]
+    expected0 = round_payouts(REWARD, bps, agreeing0, weights0)
+    credited0 = {e.account: e.amount for e in events if isinstance(e, Credited)}
+    assert credited0 == expected0
+    slashed = [e for e in events if isinstance(e, AggregatorSlashed)]
+    assert [(e.aggregator, e.amount) for e in slashed] == [
+        (aggregators[2].client.address, slash_amount)
+    ]
+    assert any(isinstance(e, Slashed) and e.beneficiary == owner.client.address for e in events)
+    assert owner.jobs.round_result(job_id, 0).total_weight == 6
+    assert owner.registry.owed(owner.client.address) == slash_amount
+    assert owner.registry.node(aggregators[2].client.address).stake == min_stake - slash_amount
+
+    # Round 1: only two trainers commit; after the deadline their commits suffice.
+    weights1 = {trainers[0].client.address: 5, trainers[1].client.address: 7}
+    for node in trainers[:2]:
+        w = weights1[node.client.address]
+        ledger.paid(node, node.jobs.commit_update(job_id, 1, h(f"update-1-{w}"), w))
+    advance_time(anyone.client, DEADLINE + 1)
+    with pytest.raises(ContractRevert, match="jobs: "):
+        trainers[2].jobs.commit_update(job_id, 1, h("late"), 1)  # too late
+    ledger.paid(aggregators[0], aggregators[0].jobs.propose(job_id, 1, h("model-2"), 0b011))
+    ledger.paid(aggregators[1], aggregators[1].jobs.propose(job_id, 1, h("model-2"), 0b011))
+    receipt = ledger.paid(anyone, anyone.jobs.finalize_round(job_id, 1, h("model-2"), 0b011))
+    expected1 = round_payouts(REWARD, bps, agreeing0, weights1)
+    credited1 = {e.account: e.amount for e in anyone.events(receipt) if isinstance(e, Credited)}
+    assert credited1 == expected1
+    finished = [e for e in anyone.events(receipt) if isinstance(e, JobFinished)]
+    assert finished and finished[0].final_model_hash == h("model-2")
+    job = owner.jobs.job(job_id)
+    assert job.status == JobStatus.FINISHED and job.final_model_hash == h("model-2")
+    assert [e.round for e in anyone.events(receipt) if isinstance(e, RoundFinalized)] == [1]
+
+    # Refund: the owner gets the escrow nobody earned (rounding dust included).
+    paid_out = sum(expected0.values()) + sum(expected1.values())
+    ledger.paid(owner, owner.jobs.refund(job_id))
+    assert owner.jobs.owed(owner.client.address) == ROUNDS * REWARD - paid_out
+    with pytest.raises(ContractRevert, match="jobs: "):
+        owner.jobs.refund(job_id)  # only once
+
+    # Everyone withdraws what they are owed; the owner also collects the slashed stake.
+    earned: dict[str, int] = defaultdict(int)
+    for payouts in (expected0, expected1):
+        for account, amount in payouts.items():
+            earned[account] += amount
+    earned[owner.client.address] += ROUNDS * REWARD - paid_out + slash_amount
+    for node in [owner, *trainers, *aggregators[:2]]:
+        ledger.paid(node, node.jobs.withdraw())
+        assert node.jobs.owed(node.client.address) == 0
+    ledger.paid(owner, owner.registry.withdraw())
+    with pytest.raises(ContractRevert, match="jobs: "):
+        aggregators[2].jobs.withdraw()  # the dissenter earned nothing
+
+    for node in everyone:
+        address = node.client.address
+        staked = min_stake if node in trainers + aggregators else 0
+        escrowed = ROUNDS * REWARD if node is owner else 0
+        expected = start[address] - ledger.fees[address] - staked - escrowed + earned[address]
+        assert node.client.balance(address) == expected, address
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "allmende.cli.main", "devnet", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_devnet_restart_keeps_chain_balances_and_contracts(devnet_slot) -> None:
+    state = devnet_slot.state_dir
+    port = str(devnet_slot.port)
+    try:
+        first = run_cli("up", "--port", port, "--state", str(state))
+        assert first.returncode == 0, first.stderr
+        deployment = Deployment.load(state / "deployment.json")
+        sender = Contracts.connect(deployment, dev_keys(2)[1])
+        receiver = Account.create().address
+        sender.client.send_value(receiver, 12345)
+        sender.registry.register("http://127.0.0.1:7999", ROLE_TRAINER)
+        sender_balance = sender.client.balance(sender.client.address)
+        block = sender.client.block_number()
+
+        assert run_cli("down", "--state", str(state)).returncode == 0
+        assert run_cli("status", "--state", str(state)).returncode == 1
+        second = run_cli("up", "--port", port, "--state", str(state))
+        assert second.returncode == 0, second.stderr
+
+        again = Deployment.load(state / "deployment.json")
+        assert again.registry.address == deployment.registry.address
+        assert again.jobs.address == deployment.jobs.address
+        reader = Contracts.connect(again)
+        assert reader.client.block_number() >= block
+        assert reader.client.balance(receiver) == 12345
+        assert reader.client.balance(sender.client.address) == sender_balance
+        assert reader.registry.node(sender.client.address).endpoint == "http://127.0.0.1:7999"
+        status = run_cli("status", "--state", str(state))
+        assert status.returncode == 0 and "nodes" in status.stdout
+    finally:
+        run_cli("down", "--state", str(state))
