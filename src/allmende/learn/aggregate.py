@@ -289,7 +289,7 @@ def krum_scores(deltas: Tensor, f: int) -> list[float]:
     """Krum score of each row: sum of its ``n - f - 2`` smallest squared distances to others."""
     n = deltas.shape[0]
     neighbours = n - f - 2
-    if neighbours < 1:
+    if n < 2 * f + 3:  # Krum's guarantee needs 2f + 2 < n
         raise AggregationError(
             f"Krum with f={f} needs at least {2 * f + 3} updates, got {n}; lower f in the job "
             "spec or wait for more trainers."
