@@ -1,0 +1,63 @@
+"""Revert data from the chain becomes the contract's own message, whatever shape it arrives in."""
+
+from __future__ import annotations
+
+import pytest
+from eth_abi import encode
+from web3.exceptions import ContractLogicError
+
+from allmende.chain.client import ChainClient, _revert_from, decode_revert
+from allmende.errors import ChainError, ContractRevert
+
+
+def error_data(reason: str) -> str:
+    return "0x08c379a0" + encode(["string"], [reason]).hex()
+
+
+def test_error_string_is_decoded() -> None:
+    assert decode_revert(error_data("jobs: round already final")) == "jobs: round already final"
+    assert decode_revert(bytes.fromhex(error_data("registry: x")[2:])) == "registry: x"
+
+
+def test_panic_is_described() -> None:
+    data = "0x4e487b71" + encode(["uint256"], [0x11]).hex()
+    assert decode_revert(data) == "panic 0x11"
+
+
+def test_empty_revert_has_no_reason() -> None:
+    assert decode_revert("0x") == "reverted without a reason"
+    assert decode_revert(None) == "reverted without a reason"
+
+
+def test_malformed_error_data_is_described_not_raised() -> None:
+    truncated = error_data("jobs: cut")[:20]
+    assert decode_revert(truncated).startswith("reverted with undecodable data 0x08c379a0")
+    assert decode_revert("0xdeadbeef").startswith("reverted with undecodable data")
+
+
+def test_contract_logic_error_becomes_contract_revert_with_reason() -> None:
+    exc = ContractLogicError(
+        "execution reverted: jobs: not a trainer", data=error_data("jobs: not a trainer")
+    )
+    revert = _revert_from(exc, "commit_update")
+    assert isinstance(revert, ContractRevert)
+    assert revert.reason == "jobs: not a trainer"
+    assert revert.function == "commit_update"
+    assert "commit_update" in str(revert)
+
+
+def test_contract_logic_error_without_data_uses_the_message() -> None:
+    revert = _revert_from(ContractLogicError("execution reverted: registry: no stake"), "stake")
+    assert revert.reason == "registry: no stake"
+
+
+def test_unreachable_chain_raises_chain_error_with_a_remedy() -> None:
+    client = ChainClient("http://127.0.0.1:9", timeout=0.5)  # port 9: discard, nothing listens
+    with pytest.raises(ChainError, match="allmende devnet status"):
+        client.block_number()
+
+
+def test_sending_without_a_key_is_refused() -> None:
+    client = ChainClient("http://127.0.0.1:9")
+    with pytest.raises(ChainError, match="no key"):
+        client.send_value("0x5FbDB2315678afecb367f032d93F642f64180aa3", 1)

@@ -1,0 +1,123 @@
+"""EventStream: bounded chunks, in order, a persisted cursor, and RPC hiccups survived."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import requests
+
+from allmende.chain.events import ChainEvent
+from allmende.chain.stream import EventStream
+from allmende.errors import ChainError
+
+
+class FakeDecoder:
+    addresses: ClassVar[list[str]] = ["0x5FbDB2315678afecb367f032d93F642f64180aa3"]
+
+    def decode(self, log: dict[str, Any]) -> ChainEvent | None:
+        if log.get("bad"):
+            raise ChainError("malformed")
+        return ChainEvent(
+            block_number=log["blockNumber"], log_index=log["logIndex"], tx_hash="0x", address=""
+        )
+
+
+class FakeClient:
+    """A chain with one log per block; ``failures`` makes the next calls fail like a dead RPC."""
+
+    def __init__(self, head: int) -> None:
+        self.head = head
+        self.failures: list[Exception] = []
+        self.requests: list[tuple[int, int]] = []
+
+    def block_number(self) -> int:
+        if self.failures:
+            raise self.failures.pop(0)
+        return self.head
+
+    def get_logs(self, *, from_block: int, to_block: int, addresses: list[str]) -> list[Any]:
+        self.requests.append((from_block, to_block))
+        logs = [{"blockNumber": b, "logIndex": 0} for b in range(from_block, to_block + 1)]
+        return list(reversed(logs))  # the stream must sort
+
+
+def stream(client: FakeClient, **kwargs: Any) -> EventStream:
+    return EventStream(client, FakeDecoder(), poll_interval=0.01, **kwargs)  # type: ignore[arg-type]
+
+
+def test_polls_in_bounded_chunks_in_order() -> None:
+    client = FakeClient(head=9)
+    events = stream(client, from_block=0, chunk_blocks=4)
+    seen = [e.block_number for _ in range(3) for e in events.poll()]
+    assert seen == list(range(10))
+    assert client.requests == [(0, 3), (4, 7), (8, 9)]
+    assert events.poll() == [] and events.next_block == 10
+
+
+def test_cursor_file_resumes_a_restarted_stream(tmp_path: Path) -> None:
+    cursor = tmp_path / "cursor"
+    client = FakeClient(head=5)
+    first = stream(client, cursor_file=cursor)
+    assert len(first.poll()) == 6
+    restarted_before_commit = stream(client, cursor_file=cursor)
+    assert restarted_before_commit.next_block == 0  # unhandled events are delivered again
+    first.commit()
+    client.head = 7
+    resumed = stream(client, cursor_file=cursor)
+    assert [e.block_number for e in resumed.poll()] == [6, 7]
+
+
+def test_from_block_later_than_the_cursor_wins(tmp_path: Path) -> None:
+    cursor = tmp_path / "cursor"
+    cursor.write_text("3\n")
+    assert stream(FakeClient(head=0), cursor_file=cursor, from_block=5).next_block == 5
+    assert stream(FakeClient(head=0), cursor_file=cursor, from_block=1).next_block == 3
+
+
+def test_unreadable_cursor_starts_over(tmp_path: Path) -> None:
+    cursor = tmp_path / "cursor"
+    cursor.write_text("garbage")
+    assert stream(FakeClient(head=0), cursor_file=cursor).next_block == 0
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [ChainError("refused"), requests.ConnectionError("refused"), requests.Timeout("slow")],
+)
+def test_rpc_hiccups_back_off_and_then_continue(failure: Exception) -> None:
+    client = FakeClient(head=2)
+    client.failures = [failure, failure]
+    events = stream(client)
+    assert events.poll() == [] and events.poll() == []
+    assert events.next_block == 0
+    assert [e.block_number for e in events.poll()] == [0, 1, 2]
+
+
+def test_follow_survives_a_hiccup_and_stops_when_asked() -> None:
+    import threading
+
+    client = FakeClient(head=1)
+    client.failures = [ChainError("down")]
+    stop = threading.Event()
+    events = stream(client)
+    seen = []
+    for event in events.follow(stop):
+        seen.append(event.block_number)
+        if len(seen) == 2:
+            stop.set()
+    assert seen == [0, 1]
+
+
+def test_malformed_logs_are_skipped() -> None:
+    class OneBadLog(FakeClient):
+        def get_logs(self, **kwargs: Any) -> list[Any]:
+            return [{"bad": True}, {"blockNumber": 0, "logIndex": 1}]
+
+    assert [e.log_index for e in stream(OneBadLog(head=0)).poll()] == [1]
+
+
+def test_chunk_size_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="chunk_blocks"):
+        stream(FakeClient(head=0), chunk_blocks=0)
