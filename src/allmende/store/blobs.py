@@ -57,7 +57,7 @@ class BlobWriter:
     def __init__(self, store: BlobStore, expected: str | None, max_bytes: int) -> None:
         self._store = store
         self._expected = expected
-        self._max_bytes = max_bytes
+        self.max_bytes = max_bytes
         self._hash = hashlib.sha256()
         self.size = 0
         fd, name = _mkstemp(store.tmp_dir)
@@ -68,9 +68,9 @@ class BlobWriter:
     def write(self, chunk: bytes | memoryview) -> None:
         """Append ``chunk``; :class:`BlobTooLarge` once the size limit is passed."""
         self.size += len(chunk)
-        if self.size > self._max_bytes:
+        if self.size > self.max_bytes:
             raise BlobTooLarge(
-                f"The blob exceeds the size limit of {self._max_bytes} bytes; raise "
+                f"The blob exceeds the size limit of {self.max_bytes} bytes; raise "
                 "[store] max_blob_bytes if such blobs are expected."
             )
         self._hash.update(chunk)

@@ -1,0 +1,274 @@
+"""The node's HTTP API (FastAPI): info, blobs, signed messages, metrics, health.
+
+========================  ===============================================================
+``GET /v1/info``          address, roles, software version, chain id, Registry address
+``GET|HEAD /v1/blobs/h``  a stored blob, streamed; ``Range`` requests supported
+``POST /v1/messages``     an EIP-712 :class:`~allmende.net.messages.SignedMessage`
+``GET /metrics``          Prometheus text format
+``GET /healthz``          ``{"status": "ok"}``
+========================  ===============================================================
+
+Blobs are only served, never uploaded: peers pull what they need by hash, and local tools put
+blobs into their own node's store directly (``allmende node put``). A full ``GET`` re-hashes the
+blob while it streams; a blob found corrupted is quarantined (the next request gets 404) and the
+peer, which checks the hash itself, fetches it elsewhere. ``Range`` and ``HEAD`` are served from
+the file without hashing (a ranged reader checks the hash of the whole when it has it).
+
+Every refusal is a 4xx JSON body ``{"detail": "..."}`` saying what was wrong; an unexpected error
+is logged and answered with a JSON 500, and the node keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+
+from allmende import __version__
+from allmende.errors import AllmendeError, BlobNotFound, HashMismatch, MessageError
+from allmende.net.messages import (
+    MAX_MESSAGE_TTL_SECONDS,
+    MessageDomain,
+    SignedMessage,
+    parse_message,
+    verify_signature,
+)
+from allmende.net.metrics import NodeMetrics
+from allmende.net.signers import SignerCheck
+from allmende.store.blobs import BlobStore
+from allmende.store.state import StateDB
+
+log = logging.getLogger(__name__)
+
+# A message body larger than this is refused (413) before it is parsed.
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    """What ``GET /v1/info`` reports, and what messages must be addressed to."""
+
+    address: str
+    roles: list[str]
+    domain: MessageDomain
+    version: str = __version__
+
+
+@dataclass(frozen=True)
+class VerifiedMessage:
+    """A message whose signature, expiry, recipient, sender registration and nonce were checked."""
+
+    sender: str
+    kind: str
+    payload: dict[str, Any]
+    nonce: int
+    expiry: int
+
+
+MessageHandler = Callable[[VerifiedMessage], Awaitable[dict[str, Any] | None]]
+
+
+@dataclass
+class MessageRouter:
+    """Handlers of message kinds; roles register theirs (``router.register("round.ready", f)``).
+
+    A handler gets a :class:`VerifiedMessage` and returns a JSON-able reply (or None); raising
+    :class:`~allmende.errors.AllmendeError` refuses the message with a 400 and the error's text.
+    """
+
+    handlers: dict[str, MessageHandler] = field(default_factory=dict)
+
+    def register(self, kind: str, handler: MessageHandler) -> None:
+        """Route messages of ``kind`` to ``handler`` (one handler a kind)."""
+        if kind in self.handlers:
+            raise ValueError(f"A handler for message kind {kind!r} is already registered.")
+        self.handlers[kind] = handler
+
+
+async def _ping(message: VerifiedMessage) -> dict[str, Any]:
+    return {"pong": message.payload}
+
+
+@dataclass
+class ApiSettings:
+    """Limits of the API; see the ``[net]`` config section."""
+
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_message_ttl_seconds: int = MAX_MESSAGE_TTL_SECONDS
+
+
+def create_app(
+    *,
+    identity: NodeIdentity,
+    store: BlobStore,
+    state: StateDB,
+    signers: SignerCheck,
+    router: MessageRouter,
+    metrics: NodeMetrics,
+    settings: ApiSettings | None = None,
+) -> FastAPI:
+    """The node's FastAPI app over its store, state and identity."""
+    limits = settings or ApiSettings()
+    if "ping" not in router.handlers:
+        router.register("ping", _ping)
+    app = FastAPI(title="Allmende node", version=__version__)
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+        metrics.internal_errors.inc()
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return JSONResponse(
+            {"detail": f"The node failed unexpectedly ({type(exc).__name__}); see its log."},
+            status_code=500,
+        )
+
+    @app.get("/v1/info")
+    async def info() -> dict[str, Any]:
+        """This node's address, roles, software version and chain."""
+        return {
+            "address": identity.address,
+            "roles": identity.roles,
+            "version": identity.version,
+            "chain_id": identity.domain.chain_id,
+            "registry": identity.domain.registry,
+        }
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process serves requests."""
+        return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        """Prometheus metrics."""
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.head("/v1/blobs/{digest}", response_model=None)
+    async def head_blob(digest: str, request: Request) -> Response:
+        """Whether a blob is stored, and its size (``Content-Length``)."""
+        return await get_blob(digest, request)
+
+    @app.get("/v1/blobs/{digest}", response_model=None)
+    async def get_blob(digest: str, request: Request) -> Response:
+        """A stored blob by its SHA-256 (hex); streamed, hash-checked, Range supported."""
+        try:
+            path = store.path(digest)
+            size = store.size(digest)
+        except HashMismatch as exc:
+            metrics.blob_requests.labels("bad_name").inc()
+            raise HTTPException(400, str(exc)) from None
+        except BlobNotFound as exc:
+            metrics.blob_requests.labels("not_found").inc()
+            raise HTTPException(404, str(exc)) from None
+        metrics.blob_requests.labels("served").inc()
+        if request.method == "HEAD" or "range" in request.headers:
+            return FileResponse(path, media_type="application/octet-stream")
+        return StreamingResponse(
+            _verified_chunks(store, digest, metrics),
+            media_type="application/octet-stream",
+            headers={"Content-Length": str(size), "Accept-Ranges": "bytes"},
+        )
+
+    @app.post(
+        "/v1/messages",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": SignedMessage.model_json_schema()}},
+            }
+        },
+    )
+    async def post_message(request: Request) -> dict[str, Any]:
+        """Accept an EIP-712 message signed by a registered node; reply with its handler's."""
+        body = await _read_limited(request, limits.max_message_bytes, metrics)
+        message = _checked(400, "malformed", metrics, lambda: parse_message(body))
+        _checked(
+            401,
+            "bad_signature",
+            metrics,
+            lambda: verify_signature(
+                message,
+                identity.domain,
+                recipient=identity.address,
+                max_ttl_seconds=limits.max_message_ttl_seconds,
+            ),
+        )
+        try:
+            registered = await signers.is_registered(message.sender)
+        except AllmendeError as exc:
+            metrics.messages.labels("registry_unavailable").inc()
+            raise HTTPException(503, f"Cannot check the sender's registration now: {exc}") from None
+        if not registered:
+            metrics.messages.labels("unregistered").inc()
+            raise HTTPException(
+                403,
+                f"Sender {message.sender} is not a registered node; register it on the Registry "
+                "before sending messages.",
+            )
+        handler = router.handlers.get(message.kind)
+        if handler is None:
+            metrics.messages.labels("unknown_kind").inc()
+            raise HTTPException(
+                400, f"This node has no handler for message kind {message.kind!r}."
+            )
+        if not state.remember_nonce(message.sender, message.nonce, message.expiry):
+            metrics.messages.labels("replayed").inc()
+            raise HTTPException(
+                409, f"Nonce {message.nonce} of {message.sender} was already used; this is a "
+                "replay. Sign a new message with a fresh nonce."
+            )
+        verified = VerifiedMessage(
+            sender=message.sender,
+            kind=message.kind,
+            payload=message.payload,
+            nonce=message.nonce,
+            expiry=message.expiry,
+        )
+        try:
+            reply = await handler(verified)
+        except AllmendeError as exc:
+            metrics.messages.labels("refused_by_handler").inc()
+            raise HTTPException(400, str(exc)) from None
+        metrics.messages.labels("accepted").inc()
+        return {"accepted": True, "reply": reply}
+
+    return app
+
+
+def _verified_chunks(store: BlobStore, digest: str, metrics: NodeMetrics) -> Iterator[bytes]:
+    try:
+        for chunk in store.iter_verified(digest):
+            metrics.blob_bytes_served.inc(len(chunk))
+            yield chunk
+    except HashMismatch as exc:  # every byte is sent already; the peer's own check refuses them
+        metrics.corrupt_blobs.inc()
+        log.warning("%s", exc)
+    except BlobNotFound:  # deleted (e.g. by gc) between the size check and the open
+        log.warning("Blob %s vanished while being served.", digest)
+
+
+async def _read_limited(request: Request, limit: int, metrics: NodeMetrics) -> bytes:
+    too_large = HTTPException(413, f"The message body exceeds {limit} bytes; send a smaller one.")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        metrics.messages.labels("too_large").inc()
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            metrics.messages.labels("too_large").inc()
+            raise too_large
+    return bytes(body)
+
+
+def _checked(status: int, outcome: str, metrics: NodeMetrics, check: Callable[[], Any]) -> Any:
+    try:
+        return check()
+    except MessageError as exc:
+        metrics.messages.labels(outcome).inc()
+        raise HTTPException(status, str(exc)) from None
