@@ -58,13 +58,15 @@ def train_plain(
 
 
 def fedavg_plain(models: list[dict[str, Tensor]], examples: list[int]) -> dict[str, Tensor]:
-    """Example-weighted mean of ``models`` (already in the canonical trainer order)."""
-    total = sum(examples)
-    return {
-        key: torch.stack([m[key] * (n / total) for m, n in zip(models, examples, strict=True)])
-        .sum(dim=0)  # (n_trainers, *shape) -> shape
-        for key in models[0]
-    }
+    """``sum(n_i * model_i) / sum(n_i)`` per entry, in float32, in the given (canonical) order."""
+    total = sum(examples)  # exact integer
+    averaged = {}
+    for key in models[0]:
+        acc = torch.zeros_like(models[0][key])  # the parameter's shape and dtype
+        for model, n in zip(models, examples, strict=True):
+            acc = acc + n * model[key]
+        averaged[key] = acc / total
+    return averaged
 
 
 def run_plain_fedavg(job: FedAvgJob) -> dict[str, object]:

@@ -1,0 +1,183 @@
+"""``make bench``: every benchmark, its printed tables, and JSON under ``benchmarks/results/``.
+
+1. ``fedavg``: the same FedAvg job three ways: the plain PyTorch loop (the compute limit), Flower
+   1.41 in its own venv, and Allmende on a devnet with real node processes and a real Anvil.
+2. ``robustness``: 20 trainers of which 4 attack, IID and non-IID, every aggregation rule.
+3. ``scale``: the Allmende job with 8, 16 and 32 trainer processes.
+
+Each column runs as its own process, watched by :mod:`proctree` (memory of its whole process
+tree); its wall time runs from just before the process is started to the moment the script says
+the final model existed. Each result file holds the machine description. A piece that cannot run
+here prints "not run" with the reason and is recorded as such.
+
+Run: ``python benchmarks/run_all.py [--only fedavg,robustness,scale] [--rounds N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from fedavg_job import FedAvgJob
+from flower_env import ensure_flower_env
+from machine import describe_machine, one_line
+from proctree import run_watched
+from report import fedavg_rows, print_fedavg, print_not_run, print_robustness
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+LOG_DIR = RESULTS_DIR / "logs"
+COLUMN_TIMEOUT_S = 1800.0
+BENCHMARKS = ("fedavg", "robustness", "scale")
+MIN_CONSOLE_WIDTH = 150  # the tables are wide; piped output would otherwise wrap at 80
+
+
+class NotRun(Exception):
+    """A benchmark piece cannot run here; the message says why."""
+
+
+def _project_python() -> str:
+    return sys.executable
+
+
+def _flower_python() -> str:
+    try:
+        return str(ensure_flower_env())
+    except subprocess.CalledProcessError as error:
+        raise NotRun(f"creating benchmarks/.venv-flower failed ({error})") from error
+
+
+def _allmende_python() -> str:
+    if not (BENCH_DIR / "fedavg_allmende.py").is_file():
+        raise NotRun("the Allmende end-to-end runner (benchmarks/fedavg_allmende.py) is not "
+                     "written yet")
+    return sys.executable
+
+
+# column name -> (interpreter finder, script)
+COLUMNS: dict[str, tuple[Callable[[], str], str]] = {
+    "pytorch": (_project_python, "fedavg_pytorch.py"),
+    "flower": (_flower_python, "fedavg_flower.py"),
+    "allmende": (_allmende_python, "fedavg_allmende.py"),
+}
+
+
+def run_column(name: str, job: FedAvgJob, *, console: Console) -> dict[str, Any]:
+    """Run one column's script as a watched process; its result plus wall time and memory."""
+    find_python, script = COLUMNS[name]
+    python = find_python()
+    out = RESULTS_DIR / "raw" / f"fedavg-{name}.json"
+    out.unlink(missing_ok=True)
+    log = LOG_DIR / f"fedavg-{name}.log"
+    console.print(f"  running {name} ... (log: {log.relative_to(BENCH_DIR.parent)})")
+    command = [python, str(BENCH_DIR / script), "--job", job.model_dump_json(), "--out", str(out)]
+    code, started_at, memory = run_watched(command, log_path=log, timeout_s=COLUMN_TIMEOUT_S)
+    if code != 0 or not out.is_file():
+        raise NotRun(f"{script} exited with code {code}; read {log.name} in {LOG_DIR.name}/")
+    result: dict[str, Any] = json.loads(out.read_text())
+    result["wall_s"] = result["final_model_at"] - started_at
+    result["memory"] = memory.as_json()
+    result.setdefault("peak_rss_per_node_bytes", result.get("peak_rss_bytes"))
+    return result
+
+
+def bench_fedavg(job: FedAvgJob, *, console: Console) -> dict[str, Any]:
+    """Table 1. Each non-PyTorch column is compared bit for bit with a PyTorch reference run
+    that uses the same trainer identities (seeds depend on them)."""
+    columns: dict[str, dict[str, Any]] = {}
+    for name in COLUMNS:
+        try:
+            columns[name] = run_column(name, job, console=console)
+        except NotRun as reason:
+            console.print(f"  {name}: not run: {reason}")
+            columns[name] = {"not_run": str(reason)}
+    reference = columns.get("pytorch", {})
+    for result in columns.values():
+        if "not_run" in result or "not_run" in reference:
+            continue
+        ids = result.get("job", {}).get("trainer_ids") or []
+        if ids and ids != reference.get("job", {}).get("trainer_ids"):
+            same_ids = job.model_copy(update={"trainer_ids": ids})
+            result["reference_sha256"] = run_column("pytorch", same_ids, console=console)[
+                "final_state_sha256"
+            ]
+        else:
+            result["reference_sha256"] = reference["final_state_sha256"]
+    return {"job": job.model_dump(), "columns": columns, "rows": fedavg_rows(columns)}
+
+
+def bench_robustness(job: FedAvgJob, *, console: Console) -> dict[str, Any]:
+    """Table 2, in process, with allmende.learn's own training and aggregation rules."""
+    try:
+        import robustness
+    except ImportError as error:
+        raise NotRun(f"benchmarks/robustness.py cannot be imported ({error})") from error
+    return robustness.run_table(rounds=job.rounds, progress=console.print)
+
+
+def bench_scale(job: FedAvgJob, *, console: Console) -> dict[str, Any]:
+    """Table 3: the Allmende job with 8, 16 and 32 trainer processes."""
+    if not (BENCH_DIR / "scale.py").is_file():
+        raise NotRun("it needs the Allmende end-to-end path; benchmarks/scale.py is not "
+                     "written yet")
+    import scale
+
+    return scale.run_table(job, progress=console.print)
+
+
+def write_result(name: str, result: dict[str, Any], machine: dict[str, Any]) -> Path:
+    """``benchmarks/results/<name>.json`` with the machine description."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine, **result}, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default=",".join(BENCHMARKS),
+                        help="comma-separated subset of: " + ", ".join(BENCHMARKS))
+    parser.add_argument("--rounds", type=int, default=FedAvgJob().rounds,
+                        help="rounds of every job (default: the issue's 20)")
+    args = parser.parse_args(argv)
+    chosen = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(BENCHMARKS))
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
+
+    console = Console()
+    console = Console(width=max(console.width, MIN_CONSOLE_WIDTH))
+    machine = describe_machine()
+    console.print(f"Machine: {one_line(machine)}")
+    job = FedAvgJob(rounds=args.rounds)
+    runners = {"fedavg": bench_fedavg, "robustness": bench_robustness, "scale": bench_scale}
+    for name in chosen:
+        console.rule(name)
+        try:
+            result = runners[name](job, console=console)
+        except NotRun as reason:
+            print_not_run(name, str(reason), console=console)
+            result = {"not_run": str(reason)}
+        path = write_result(name, result, machine)
+        if name == "fedavg":
+            print_fedavg(result["rows"], console=console, title=_fedavg_title(job))
+        elif name == "robustness" and "not_run" not in result:
+            print_robustness(result, console=console)
+        console.print(f"  written: {path.relative_to(BENCH_DIR.parent)}")
+    return 0
+
+
+def _fedavg_title(job: FedAvgJob) -> str:
+    return (f"FedAvg {job.task}, {job.trainers} trainers, {job.partition.upper()}, "
+            f"{job.rounds} rounds, {job.epochs} epoch, SGD lr {job.lr}, batch {job.batch_size}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
