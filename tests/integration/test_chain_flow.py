@@ -227,3 +227,54 @@ def test_devnet_restart_keeps_chain_balances_and_contracts(devnet_slot) -> None:
         assert status.returncode == 0 and "nodes" in status.stdout
     finally:
         run_cli("down", "--state", str(state))
+
+
+def test_event_stream_follows_the_real_chain_and_resumes_from_its_cursor(devnet, tmp_path) -> None:
+    from allmende.chain import ChainClient, EventStream
+    from allmende.chain.events import NodeRegistered, NodeUpdated, Staked
+
+    node = devnet.contracts(devnet.new_key())
+    me = node.client.address
+    cursor = tmp_path / "cursor"
+    start = node.client.block_number() + 1
+    first = node.event_stream(from_block=start, cursor_file=cursor, chunk_blocks=1)
+    node.registry.register("http://127.0.0.1:7100", ROLE_TRAINER)
+    node.registry.stake(5)
+    seen = []
+    while not first.caught_up():
+        seen += [e for e in first.poll() if getattr(e, "node", None) == me]
+    assert [type(e) for e in seen] == [NodeRegistered, Staked]
+    assert seen[1].amount == 5 and seen[0].block_number < seen[1].block_number
+    first.commit()
+
+    node.registry.register("http://127.0.0.1:7101", ROLE_TRAINER)
+    resumed = node.event_stream(from_block=start, cursor_file=cursor)
+    later = [e for e in resumed.poll() if getattr(e, "node", None) == me]
+    assert [type(e) for e in later] == [NodeUpdated]
+    assert later[0].endpoint == "http://127.0.0.1:7101"
+
+    dead = EventStream(ChainClient("http://127.0.0.1:9", timeout=0.5), node.decoder)
+    assert dead.poll() == [] and dead.next_block == 0  # connection refused: logged, not raised
+
+
+def test_follow_async_yields_events_without_blocking_the_loop(devnet) -> None:
+    import asyncio
+
+    from allmende.chain.events import Staked
+
+    node = devnet.contracts(devnet.new_key())
+    node.registry.register("http://127.0.0.1:7200", ROLE_TRAINER)
+    start = node.client.block_number() + 1
+
+    async def main() -> Staked:
+        stream = node.event_stream(from_block=start, poll_interval=0.05)
+        stop = asyncio.Event()
+        await asyncio.to_thread(node.registry.stake, 7)
+        async for event in stream.follow_async(stop):
+            if isinstance(event, Staked) and event.node == node.client.address:
+                stop.set()
+                return event
+        raise AssertionError("the stream ended without the Staked event")
+
+    event = asyncio.run(asyncio.wait_for(main(), timeout=60))
+    assert event.amount == 7 and event.total == 7
