@@ -1,0 +1,303 @@
+"""Jobs: finalize_round, payouts, slashing, cancel, refund, withdraw and reentrancy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boa
+import pytest
+from contract_helpers import (
+    AGGREGATOR_SHARE_BPS,
+    CANCELLED,
+    ETHER,
+    FINISHED,
+    MIN_STAKE,
+    OPEN,
+    REWARD,
+    ROUND_DEADLINE,
+    SLASH_AMOUNT,
+    bitmap,
+    commit_all,
+    events,
+    funded,
+    h,
+    make_job,
+    vote_all,
+)
+
+
+def assert_solvent(jobs: Any) -> None:
+    assert boa.env.get_balance(jobs.address) == jobs.total_escrow() + jobs.total_owed()
+
+
+def expected_payouts(
+    reward: int, weights: dict[int, int], n_agreeing: int
+) -> tuple[int, dict[int, int]]:
+    """Each agreeing aggregator's credit and each included trainer's credit, by the README."""
+    aggregator_pool = reward * AGGREGATOR_SHARE_BPS // 10_000
+    trainer_pool = reward - aggregator_pool
+    total = sum(weights.values())
+    return aggregator_pool // n_agreeing, {i: trainer_pool * w // total for i, w in weights.items()}
+
+
+def test_finalize_records_the_round_and_starts_the_next(jobs: Any, registry: Any) -> None:
+    job = make_job(jobs, registry, rounds=3)
+    commit_all(jobs, job, 0, [1, 2, 3])
+    vote_all(jobs, job, 0, h("model 1"), bitmap(range(3)))
+    boa.env.time_travel(seconds=7)
+    jobs.finalize_round(job.id, 0, h("model 1"), bitmap(range(3)))
+    (event,) = events(jobs, "RoundFinalized")
+    assert (event.round, event.model_hash, event.included, event.total_weight) == (
+        0, h("model 1"), 7, 6,
+    )
+    assert jobs.round_result(job.id, 0) == (h("model 1"), 7, 6)
+    state = jobs.jobs(job.id)
+    assert (state.current_round, state.model_hash, state.status) == (1, h("model 1"), OPEN)
+    assert state.round_start == boa.env.evm.patch.timestamp
+    assert jobs.deadline(job.id) == state.round_start + ROUND_DEADLINE
+    assert_solvent(jobs)
+
+
+def test_finalize_needs_the_quorum(jobs: Any, registry: Any) -> None:
+    job = make_job(jobs, registry, aggregators=3, quorum=2)
+    commit_all(jobs, job, 0)
+    with boa.env.prank(job.aggregators[0]):
+        jobs.propose(job.id, 0, h("m"), bitmap(range(3)))
+    with boa.env.prank(job.aggregators[1]):
+        jobs.propose(job.id, 0, h("other"), bitmap(range(3)))
+    with boa.reverts("jobs: pair has fewer votes than the quorum"):
+        jobs.finalize_round(job.id, 0, h("m"), bitmap(range(3)))
+    with boa.reverts("jobs: pair has fewer votes than the quorum"):
+        jobs.finalize_round(job.id, 0, h("never voted"), bitmap(range(3)))
+    with boa.env.prank(job.aggregators[2]):
+        jobs.propose(job.id, 0, h("m"), bitmap(range(3)))
+    jobs.finalize_round(job.id, 0, h("m"), bitmap(range(3)))
+    assert jobs.jobs(job.id).current_round == 1
+
+
+def test_a_final_round_cannot_be_finalized_again(jobs: Any, registry: Any) -> None:
+    job = make_job(jobs, registry, rounds=2)
+    commit_all(jobs, job, 0)
+    vote_all(jobs, job, 0, h("m"), bitmap(range(3)))
+    jobs.finalize_round(job.id, 0, h("m"), bitmap(range(3)))
+    with boa.reverts("jobs: wrong round"):
+        jobs.finalize_round(job.id, 0, h("m"), bitmap(range(3)))
+    with boa.reverts("jobs: job is not open"):
+        jobs.finalize_round(job.id + 1, 0, h("m"), bitmap(range(3)))
+    assert jobs.round_result(job.id, 0) == (h("m"), 7, 3)
+
+
+def test_finalize_refuses_a_pair_naming_a_trainer_that_did_not_commit(
+    jobs: Any, registry: Any
+) -> None:
+    job = make_job(jobs, registry, trainers=3, quorum=2)
+    for trainer in job.trainers[:2]:
+        with boa.env.prank(trainer):
+            jobs.commit_update(job.id, 0, h("u"), 1)
+    boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
+    vote_all(jobs, job, 0, h("m"), bitmap(range(3)))  # propose cannot see who committed
+    with boa.reverts("jobs: an included trainer did not commit this round"):
+        jobs.finalize_round(job.id, 0, h("m"), bitmap(range(3)))
+
+
+def test_after_the_deadline_the_committed_trainers_suffice(jobs: Any, registry: Any) -> None:
+    job = make_job(jobs, registry, trainers=3, quorum=2)
+    for trainer in job.trainers[:2]:
+        with boa.env.prank(trainer):
+            jobs.commit_update(job.id, 0, h("u"), 4)
+    boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
+    vote_all(jobs, job, 0, h("m"), bitmap([0, 1]))
+    jobs.finalize_round(job.id, 0, h("m"), bitmap([0, 1]))
+    assert jobs.round_result(job.id, 0) == (h("m"), 3, 8)
+    assert jobs.owed(job.trainers[2]) == 0
+
+
+def test_payouts_are_exact_and_dust_stays_in_escrow(jobs: Any, registry: Any) -> None:
+    reward = 10 * ETHER + 7
+    weights = [3, 5, 11, 1]
+    job = make_job(jobs, registry, trainers=4, aggregators=3, quorum=3, reward=reward, rounds=2)
+    commit_all(jobs, job, 0, weights)
+    included = bitmap([0, 1, 2])  # trainer 3 committed but is left out
+    vote_all(jobs, job, 0, h("m"), included)
+    jobs.finalize_round(job.id, 0, h("m"), included)
+    credited = {event.account: event.amount for event in events(jobs, "Credited")}
+
+    each_aggregator, per_trainer = expected_payouts(reward, {0: 3, 1: 5, 2: 11}, 3)
+    for aggregator in job.aggregators:
+        assert jobs.owed(aggregator) == each_aggregator == credited[aggregator]
+    for index, amount in per_trainer.items():
+        assert jobs.owed(job.trainers[index]) == amount == credited[job.trainers[index]]
+    assert jobs.owed(job.trainers[3]) == 0
+    paid = 3 * each_aggregator + sum(per_trainer.values())
+    assert 0 < reward - paid < 10  # rounding dust, kept in escrow
+    assert jobs.jobs(job.id).escrow == 2 * reward - paid
+    assert jobs.total_owed() == paid
+    assert_solvent(jobs)
+
+
+def test_dissenting_aggregators_are_slashed_and_not_paid(jobs: Any, registry: Any) -> None:
+    job = make_job(jobs, registry, aggregators=4, quorum=2)
+    agree_1, agree_2, dissenter, silent = job.aggregators
+    commit_all(jobs, job, 0)
+    for aggregator, model in ((agree_1, "m"), (dissenter, "wrong"), (agree_2, "m")):
+        with boa.env.prank(aggregator):
+            jobs.propose(job.id, 0, h(model), bitmap(range(3)))
+    jobs.finalize_round(job.id, 0, h("m"), bitmap(range(3)))
+    (slashed,) = events(jobs, "AggregatorSlashed")
+    assert (slashed.aggregator, slashed.round, slashed.amount) == (dissenter, 0, SLASH_AMOUNT)
+    assert registry.nodes(dissenter).stake == 2 * MIN_STAKE - SLASH_AMOUNT
+    assert registry.nodes(silent).stake == 2 * MIN_STAKE
+    assert registry.owed(job.owner) == SLASH_AMOUNT
+    each_aggregator, _ = expected_payouts(REWARD, {0: 1, 1: 1, 2: 1}, 2)
+    assert [jobs.owed(a) for a in job.aggregators] == [each_aggregator, each_aggregator, 0, 0]
+
+
+def test_finalize_reverts_while_jobs_is_not_an_authorized_slasher(
+    jobs_deployer: Any, registry: Any
+) -> None:
+    unauthorized = jobs_deployer.deploy(registry.address, AGGREGATOR_SHARE_BPS, SLASH_AMOUNT)
+    job = make_job(unauthorized, registry, aggregators=2, quorum=1)
+    commit_all(unauthorized, job, 0)
+    with boa.env.prank(job.aggregators[0]):
+        unauthorized.propose(job.id, 0, h("m"), bitmap(range(3)))
+    with boa.env.prank(job.aggregators[1]):
+        unauthorized.propose(job.id, 0, h("wrong"), bitmap(range(3)))
+    with boa.reverts("registry: caller is not an authorized slasher"):
+        unauthorized.finalize_round(job.id, 0, h("m"), bitmap(range(3)))
+
+
+def test_the_last_round_finishes_the_job(jobs: Any, registry: Any) -> None:
+    job = make_job(jobs, registry, rounds=2)
+    for round_ in range(2):
+        commit_all(jobs, job, round_)
+        vote_all(jobs, job, round_, h(f"model {round_ + 1}"), bitmap(range(3)))
+        jobs.finalize_round(job.id, round_, h(f"model {round_ + 1}"), bitmap(range(3)))
+    (finished,) = events(jobs, "JobFinished")
+    assert finished.final_model_hash == h("model 2")
+    state = jobs.jobs(job.id)
+    assert (state.status, state.final_model_hash) == (FINISHED, h("model 2"))
+    assert state.current_round == 2
+    with boa.env.prank(job.trainers[0]), boa.reverts("jobs: job is not open"):
+        jobs.commit_update(job.id, 2, h("u"), 1)
+    assert_solvent(jobs)
+
+
+def test_cancel_a_stalled_job(jobs: Any, registry: Any) -> None:
+    job = make_job(jobs, registry)
+    with boa.env.prank(job.owner), boa.reverts("jobs: round deadline has not passed"):
+        jobs.cancel(job.id)
+    boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
+    with boa.env.prank(job.trainers[0]), boa.reverts("jobs: caller is not the job owner"):
+        jobs.cancel(job.id)
+    with boa.env.prank(job.owner):
+        jobs.cancel(job.id)
+        (event,) = events(jobs, "JobCancelled")
+        assert (event.job_id, event.round) == (job.id, 0)
+        with boa.reverts("jobs: job is not open"):
+            jobs.cancel(job.id)
+    assert jobs.jobs(job.id).status == CANCELLED
+    with boa.env.prank(job.trainers[0]), boa.reverts("jobs: job is not open"):
+        jobs.commit_update(job.id, 0, h("u"), 1)
+
+
+def test_cancel_refuses_a_finished_job(jobs: Any, registry: Any) -> None:
+    job = make_job(jobs, registry, rounds=1)
+    commit_all(jobs, job, 0)
+    vote_all(jobs, job, 0, h("m"), bitmap(range(3)))
+    jobs.finalize_round(job.id, 0, h("m"), bitmap(range(3)))
+    boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
+    with boa.env.prank(job.owner), boa.reverts("jobs: job is not open"):
+        jobs.cancel(job.id)
+
+
+def test_refund_after_cancel_returns_the_whole_escrow(jobs: Any, registry: Any) -> None:
+    job = make_job(jobs, registry, rounds=3)
+    with boa.env.prank(job.owner), boa.reverts("jobs: job is still open"):
+        jobs.refund(job.id)
+    boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
+    with boa.env.prank(job.owner):
+        jobs.cancel(job.id)
+    with boa.env.prank(job.trainers[0]), boa.reverts("jobs: caller is not the job owner"):
+        jobs.refund(job.id)
+    with boa.env.prank(job.owner):
+        jobs.refund(job.id)
+        (event,) = events(jobs, "Refunded")
+        with boa.reverts("jobs: nothing left to refund"):
+            jobs.refund(job.id)
+    assert (event.owner, event.amount) == (job.owner, 3 * REWARD)
+    assert jobs.owed(job.owner) == 3 * REWARD
+    assert (jobs.jobs(job.id).escrow, jobs.total_escrow()) == (0, 0)
+    assert_solvent(jobs)
+
+
+def test_refund_after_finish_returns_the_dust(jobs: Any, registry: Any) -> None:
+    job = make_job(jobs, registry, rounds=1, trainers=3, quorum=2)
+    commit_all(jobs, job, 0, [1, 1, 1])
+    vote_all(jobs, job, 0, h("m"), bitmap(range(3)))
+    jobs.finalize_round(job.id, 0, h("m"), bitmap(range(3)))
+    dust = jobs.jobs(job.id).escrow
+    each_aggregator, per_trainer = expected_payouts(REWARD, {0: 1, 1: 1, 2: 1}, 2)
+    assert dust == REWARD - 2 * each_aggregator - sum(per_trainer.values()) > 0
+    with boa.env.prank(job.owner):
+        jobs.refund(job.id)
+    assert jobs.owed(job.owner) == dust
+    assert jobs.total_escrow() == 0
+    assert_solvent(jobs)
+
+
+def test_withdraw_pays_what_is_owed_once(jobs: Any, registry: Any) -> None:
+    job = make_job(jobs, registry, rounds=1)
+    commit_all(jobs, job, 0)
+    vote_all(jobs, job, 0, h("m"), bitmap(range(3)))
+    jobs.finalize_round(job.id, 0, h("m"), bitmap(range(3)))
+    trainer = job.trainers[0]
+    owed = jobs.owed(trainer)
+    before, total_before = boa.env.get_balance(trainer), jobs.total_owed()
+    with boa.env.prank(trainer):
+        jobs.withdraw()
+        (event,) = events(jobs, "Withdrawn")
+        with boa.reverts("jobs: nothing owed"):
+            jobs.withdraw()
+    assert (event.account, event.amount) == (trainer, owed)
+    assert boa.env.get_balance(trainer) == before + owed
+    assert jobs.total_owed() == total_before - owed
+    assert jobs.owed(trainer) == 0
+    assert_solvent(jobs)
+
+
+def test_withdraw_with_nothing_owed_reverts(jobs: Any) -> None:
+    with boa.env.prank(funded()), boa.reverts("jobs: nothing owed"):
+        jobs.withdraw()
+
+
+@pytest.fixture
+def attacker(jobs: Any, receiver_deployer: Any) -> Any:
+    """A contract owning a cancelled, refunded job: it is owed 2 * REWARD."""
+    contract = receiver_deployer.deploy(jobs.address)
+    boa.env.set_balance(contract.address, 0)
+    with boa.env.prank(funded()):
+        job_id = contract.create_job(2, REWARD, ROUND_DEADLINE, value=2 * REWARD)
+    boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
+    contract.cancel_and_refund(job_id)
+    assert jobs.owed(contract.address) == 2 * REWARD
+    return contract
+
+
+def test_reentrant_withdraw_reverts_the_whole_payment(jobs: Any, attacker: Any) -> None:
+    with boa.reverts():
+        attacker.attack(False)
+    assert jobs.owed(attacker.address) == 2 * REWARD
+    assert boa.env.get_balance(attacker.address) == 0
+    assert boa.env.get_balance(jobs.address) == 2 * REWARD
+    assert_solvent(jobs)
+
+
+def test_swallowed_reentry_gets_paid_exactly_once(jobs: Any, attacker: Any) -> None:
+    attacker.attack(True)
+    assert attacker.attempts() == 1
+    assert attacker.reentry_succeeded() is False
+    assert attacker.received() == 2 * REWARD
+    assert boa.env.get_balance(attacker.address) == 2 * REWARD
+    assert jobs.owed(attacker.address) == 0
+    assert boa.env.get_balance(jobs.address) == 0
+    assert_solvent(jobs)
