@@ -25,4 +25,4 @@ def dev_account(index: int, *, mnemonic: str = DEVNET_MNEMONIC) -> LocalAccount:
 
 def dev_keys(count: int = DEVNET_ACCOUNTS, *, mnemonic: str = DEVNET_MNEMONIC) -> list[str]:
     """Private keys (``0x`` hex) of the first ``count`` dev accounts."""
-    return [dev_account(i, mnemonic=mnemonic).key.to_0x_hex() for i in range(count)]
+    return ["0x" + bytes(dev_account(i, mnemonic=mnemonic).key).hex() for i in range(count)]

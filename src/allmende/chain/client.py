@@ -15,10 +15,12 @@ import requests
 from eth_abi import decode as abi_decode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_typing import HexStr
 from web3 import HTTPProvider, Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception, Web3RPCError
+from web3.types import BlockIdentifier
 
 from allmende.chain.compile import CompiledContract
 from allmende.chain.deployment import ContractInfo
@@ -51,11 +53,10 @@ class Receipt:
 def decode_revert(data: bytes | str | None) -> str:
     """Turn revert data into the contract's message; unknown data is described, never raised."""
     if isinstance(data, str):
-        text = data[2:] if data.startswith("0x") else data
         try:
-            data = bytes.fromhex(text)
+            data = bytes.fromhex(data.removeprefix("0x"))
         except ValueError:
-            return data  # already a message
+            return str(data)  # already a message
     if not data:
         return "reverted without a reason"
     selector, payload = data[:4], data[4:]
@@ -116,7 +117,7 @@ class ChainClient:
     def block_number(self) -> int:
         return int(self._rpc(lambda: self.w3.eth.block_number))
 
-    def block_timestamp(self, block: int | str = "latest") -> int:
+    def block_timestamp(self, block: BlockIdentifier = "latest") -> int:
         return int(self._rpc(lambda: self.w3.eth.get_block(block)["timestamp"]))
 
     def balance(self, address: str) -> int:
@@ -133,7 +134,7 @@ class ChainClient:
     def contract(self, info: ContractInfo) -> Contract:
         return self.w3.eth.contract(address=Web3.to_checksum_address(info.address), abi=info.abi)
 
-    def call(self, fn: ContractFunction, *, block: int | str = "latest") -> Any:
+    def call(self, fn: ContractFunction, *, block: BlockIdentifier = "latest") -> Any:
         """Run a view function; a refusal raises :class:`ContractRevert`."""
         try:
             return self._rpc(lambda: fn.call(block_identifier=block))
@@ -154,7 +155,7 @@ class ChainClient:
         factory = self.w3.eth.contract(abi=compiled.abi, bytecode=compiled.bytecode)
         data = factory.constructor(*args).data_in_transaction
         receipt = self._send({"data": data}, value=0, label=f"{compiled.name} constructor")
-        raw = self._rpc(lambda: self.w3.eth.get_transaction_receipt(receipt.tx_hash))
+        raw = self._rpc(lambda: self.w3.eth.get_transaction_receipt(HexStr(receipt.tx_hash)))
         return Web3.to_checksum_address(raw["contractAddress"]), receipt
 
     def rpc(self, method: str, params: list[Any] | None = None) -> Any:

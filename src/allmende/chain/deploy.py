@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from allmende.chain.client import ChainClient
@@ -25,10 +27,10 @@ class ContractSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    min_stake: int = Field(DEFAULT_MIN_STAKE, ge=0)
-    unbond_delay: int = Field(DEFAULT_UNBOND_DELAY, ge=0)
-    aggregator_share_bps: int = Field(DEFAULT_AGGREGATOR_SHARE_BPS, ge=0, le=10_000)
-    slash_amount: int = Field(DEFAULT_SLASH_AMOUNT, ge=0)
+    min_stake: Annotated[int, Field(ge=0)] = DEFAULT_MIN_STAKE
+    unbond_delay: Annotated[int, Field(ge=0)] = DEFAULT_UNBOND_DELAY
+    aggregator_share_bps: Annotated[int, Field(ge=0, le=10_000)] = DEFAULT_AGGREGATOR_SHARE_BPS
+    slash_amount: Annotated[int, Field(ge=0)] = DEFAULT_SLASH_AMOUNT
 
 
 def deploy_contracts(client: ChainClient, settings: ContractSettings) -> Deployment:

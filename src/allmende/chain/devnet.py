@@ -13,6 +13,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field
@@ -48,8 +49,8 @@ class DevnetConfig(BaseModel):
 
     state_dir: Path = DEFAULT_STATE_DIR
     host: str = DEFAULT_HOST
-    port: int = Field(DEFAULT_PORT, gt=0, lt=65536)
-    accounts: int = Field(DEVNET_ACCOUNTS, ge=1)
+    port: Annotated[int, Field(gt=0, lt=65536)] = DEFAULT_PORT
+    accounts: Annotated[int, Field(ge=1)] = DEVNET_ACCOUNTS
     contracts: ContractSettings = ContractSettings()
 
 
@@ -253,7 +254,7 @@ def advance_time(client: ChainClient, seconds: int) -> None:
 
 
 def _rpc_answers(url: str) -> bool:
-    payload = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
+    payload: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
     try:
         response = requests.post(url, json=payload, timeout=1.0)
         return response.ok and "result" in response.json()

@@ -238,7 +238,7 @@ class EventDecoder:
                     f"The deployed contract's event {abi['name']} has fields {names}, but this "
                     f"version of allmende expects {expected}; redeploy or upgrade allmende."
                 )
-            topic = bytes(event_abi_to_log_topic(abi))
+            topic = bytes(event_abi_to_log_topic(abi))  # type: ignore[arg-type]
             self._by_topic[(contract.address.lower(), topic)] = (abi, record)
 
     def decode(self, log: Any) -> ChainEvent | None:
