@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import difflib
 import json
 import tomllib
 from decimal import Decimal, InvalidOperation
@@ -159,7 +160,9 @@ def parse_jobspec(raw: object) -> JobSpec:
     try:
         return JobSpec.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"job spec: {_describe(exc.errors()[0])}") from None
+        errors = exc.errors()
+        typos = [error for error in errors if error["type"] == "extra_forbidden"]
+        raise ConfigError(f"job spec: {_describe((typos or errors)[0])}") from None
 
 
 def load_jobspec(path: str | Path) -> JobSpec:
@@ -182,10 +185,11 @@ def _describe(error: Any) -> str:
     field = ".".join(loc)
     where = f"in [{'.'.join(loc[:-1])}]" if len(loc) > 1 else "at top level"
     if error["type"] == "extra_forbidden":
-        return f"unknown key '{loc[-1]}' {where}; remove it or fix its spelling."
+        hint = _closest_field(loc)
+        return f"unknown key '{loc[-1]}' {where}; {hint or 'remove it'}."
     if error["type"] == "missing":
         return f"missing key '{loc[-1]}' {where}; add it."
-    if error["type"] == "model_type":
+    if error["type"] == "model_type" and not loc:
         return "the spec must be a table (mapping) of settings at top level."
     if not loc or (error["type"] == "value_error" and field == "aggregation"):
         # a check across fields, or the aggregation rule's own message
@@ -195,3 +199,15 @@ def _describe(error: Any) -> str:
     if requirement is None:
         return f"'{field}' is invalid: {error['msg']} (got {got!r})."
     return f"'{field}' must be {requirement} (got {got!r})."
+
+
+def _closest_field(loc: list[str]) -> str:
+    """``did you mean 'rounds'?`` for a misspelt key, or ``""``."""
+    model: type[BaseModel] = JobSpec
+    for part in loc[:-1]:
+        annotation = model.model_fields[part].annotation if part in model.model_fields else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    match = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1)
+    return f"did you mean '{match[0]}'?" if match else ""

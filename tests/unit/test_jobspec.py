@@ -1,0 +1,145 @@
+"""Job specs: TOML in, canonical JSON out, one clear line for every mistake."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from allmende.errors import ConfigError
+from allmende.node.jobspec import JobSpec, load_jobspec, parse_jobspec, parse_wei
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples" / "jobs").glob("*.toml"))
+
+MINIMAL = """
+task = "digits-mlp"
+rounds = 3
+min_trainers = 2
+max_trainers = 4
+quorum = 1
+reward_per_round = 1000
+[optimizer]
+lr = 0.05
+[aggregation]
+rule = "fedavg"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "job.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_every_example_spec_loads_and_names_its_rule():
+    rules = {load_jobspec(path).aggregation.rule for path in EXAMPLES}
+    assert rules == {"fedavg", "trimmed_mean", "median", "krum", "multi_krum", "centered_clip"}
+
+
+def test_minimal_spec_gets_the_documented_defaults(tmp_path):
+    spec = load_jobspec(write(tmp_path, MINIMAL))
+    assert (spec.task, spec.rounds, spec.reward_per_round) == ("digits-mlp", 3, 1000)
+    assert (spec.local_epochs, spec.batch_size, spec.seed) == (1, 32, 0)
+    assert spec.optimizer.name == "sgd" and spec.optimizer.momentum == 0.0
+    assert spec.aggregation.params == {}
+
+
+def test_canonical_bytes_are_sorted_compact_json_and_round_trip(tmp_path):
+    spec = load_jobspec(write(tmp_path, MINIMAL))
+    blob = spec.canonical_bytes()
+    decoded = json.loads(blob)
+    assert blob == json.dumps(decoded, sort_keys=True, separators=(",", ":")).encode()
+    assert list(decoded) == sorted(decoded)
+    assert JobSpec.from_bytes(blob) == spec
+    assert JobSpec.from_bytes(blob).canonical_bytes() == blob
+
+
+def test_key_order_in_the_toml_does_not_change_the_blob(tmp_path):
+    lines = MINIMAL.strip().splitlines()
+    reordered = "\n".join(lines[5::-1] + lines[6:])  # top-level keys reversed
+    a = load_jobspec(write(tmp_path, MINIMAL)).canonical_bytes()
+    b = load_jobspec(write(tmp_path, reordered)).canonical_bytes()
+    assert a == b
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0.01 ether", 10**16),
+        ("5 gwei", 5 * 10**9),
+        ("123 wei", 123),
+        ("42", 42),
+        ("1.5 Ether", 15 * 10**17),
+    ],
+)
+def test_reward_amounts_in_units(tmp_path, text, expected):
+    assert parse_wei(text) == expected
+    spec = load_jobspec(write(tmp_path, MINIMAL.replace("1000", f'"{text}"')))
+    assert spec.reward_per_round == expected
+
+
+@pytest.mark.parametrize("text", ["0.1 wei", "ten ether", "1 btc", "-1 ether", "1 2 ether", ""])
+def test_bad_amounts_are_refused(text):
+    with pytest.raises(ValueError):
+        parse_wei(text)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            ("rounds = 3", "roundz = 3"),
+            "job spec: unknown key 'roundz' at top level; did you mean 'rounds'?",
+        ),
+        (("rounds = 3", "rounds = 0"), "job spec: 'rounds' must be an integer >= 1 (got 0)"),
+        (("rounds = 3", 'rounds = "3"'), "job spec: 'rounds' must be an integer >= 1"),
+        (("rounds = 3", "rounds = true"), "job spec: 'rounds' must be an integer >= 1"),
+        (("rounds = 3\n", ""), "job spec: missing key 'rounds' at top level"),
+        (
+            ("lr = 0.05", "lr = 0.05\nlrr = 1"),
+            "job spec: unknown key 'lrr' in [optimizer]; did you mean 'lr'?",
+        ),
+        (("lr = 0.05", "lr = -1.0"), "job spec: 'optimizer.lr' must be a number > 0"),
+        (("lr = 0.05", 'lr = 0.05\nname = "sgdd"'), "'optimizer.name' must be 'sgd' or 'adam'"),
+        (('"fedavg"', '"fedsum"'), "job spec: Unknown aggregation rule 'fedsum'"),
+        (('"fedavg"', '"krum"\nparams = { f = -1 }'), "Bad parameter 'f' for aggregation rule"),
+        (('"fedavg"', '"median"\nparams = { f = 1 }'), "Unknown parameter 'f' for aggregation"),
+        (("quorum = 1", "quorum = 1\nbanana = 2"), "unknown key 'banana' at top level; remove it."),
+        (("quorum = 1", "quorum = 17"), "'quorum' must be an integer between 1 and 16"),
+        (("max_trainers = 4", "max_trainers = 1"), "'max_trainers' (1) must be >= 'min_trainers'"),
+        (("= 1000", '= "lots"'), "'reward_per_round' must be an integer number of wei"),
+        (("= 1000", "= -1"), "'reward_per_round' must be an integer number of wei"),
+        (("quorum = 1", "quorum = 1\nnorm_bound = 0"), "'norm_bound' must be a number > 0"),
+        (("quorum = 1", "quorum = 1\nseed = -2"), "'seed' must be an integer >= 0"),
+        (("[optimizer]\nlr = 0.05", "optimizer = 3"), "'optimizer' must be a table"),
+        (("rounds = 3", "rounds = = 3"), "is not valid TOML"),
+    ],
+)
+def test_mistakes_give_one_line_naming_the_field(tmp_path, change, message):
+    old, new = change
+    assert old in MINIMAL
+    with pytest.raises(ConfigError) as info:
+        load_jobspec(write(tmp_path, MINIMAL.replace(old, new, 1)))
+    text = str(info.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_jobspec(tmp_path / "absent.toml")
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [b"\xff\xfe", b"not json", b"[1, 2]", b'{"task": "digits-mlp"}'],
+)
+def test_untrusted_blobs_are_config_errors(blob):
+    with pytest.raises(ConfigError, match="job spec: "):
+        JobSpec.from_bytes(blob)
+
+
+def test_parse_jobspec_takes_decoded_mappings(tmp_path):
+    spec = load_jobspec(write(tmp_path, MINIMAL))
+    assert parse_jobspec(json.loads(spec.canonical_bytes())) == spec
