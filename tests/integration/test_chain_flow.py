@@ -278,3 +278,19 @@ def test_follow_async_yields_events_without_blocking_the_loop(devnet) -> None:
 
     event = asyncio.run(asyncio.wait_for(main(), timeout=60))
     assert event.amount == 7 and event.total == 7
+
+
+def test_nonces_hold_across_threads_and_across_clients_of_one_key(devnet) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = devnet.new_key()
+    first, second = devnet.contracts(key), devnet.contracts(key)
+    sink = Account.create().address
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        receipts = list(pool.map(lambda _: first.client.send_value(sink, 1), range(8)))
+    assert all(r.status == 1 for r in receipts)
+    second.client.send_value(sink, 1)  # a second client with the same key, after the first
+    first.client.send_value(sink, 1)  # and the first again: its cached nonce must not collide
+    assert first.client.balance(sink) == 10
+    count = first.client.w3.eth.get_transaction_count(first.client.address)
+    assert count == 10

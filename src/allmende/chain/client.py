@@ -2,7 +2,7 @@
 
 Every transaction is estimated first (a refusal surfaces as :class:`ContractRevert` carrying the
 contract's own message), signed locally, sent, and waited for. Nonces are counted locally under a
-lock, so one process can send from several threads; a failed send re-reads the nonce from chain.
+lock (so one process can send from several threads) and never below the chain's pending count.
 """
 
 from __future__ import annotations
@@ -177,10 +177,12 @@ class ChainClient:
         tx["gas"] = int(gas * GAS_MARGIN)
         tx.update(self._fees())
         with self._lock:
-            if self._nonce is None:
-                self._nonce = int(
-                    self._rpc(lambda: self.w3.eth.get_transaction_count(account.address, "pending"))
-                )
+            # The local count covers our own unmined transactions; the chain's pending count
+            # covers transactions another client sent from the same key meanwhile.
+            pending = int(
+                self._rpc(lambda: self.w3.eth.get_transaction_count(account.address, "pending"))
+            )
+            self._nonce = max(self._nonce or 0, pending)
             tx["nonce"] = self._nonce
             signed = account.sign_transaction(tx)
             try:
