@@ -77,3 +77,31 @@ def test_config_rejects_unknown_keys_and_bad_ports() -> None:
     with pytest.raises(ValueError, match="port"):
         DevnetConfig(port=70000)
     assert not issubclass(DevnetError, ConfigError)
+
+
+def test_cli_status_of_a_stopped_devnet_is_one_line_and_exit_code_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from allmende.cli.main import run
+
+    with pytest.raises(SystemExit) as info:
+        run(["devnet", "status", "--state", str(tmp_path)])
+    assert info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "allmende devnet up" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["up", "status", "down"])
+def test_cli_subcommands_explain_themselves(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from allmende.cli.main import run
+
+    try:
+        run(["devnet", command, "--help"])
+    except SystemExit as exc:  # click may or may not exit after printing help
+        assert exc.code in (0, None)
+    out = capsys.readouterr().out
+    assert "--state" in out
+    assert ("--port" in out) == (command == "up")
