@@ -1,0 +1,115 @@
+"""``make bench`` plumbing: process-tree memory, machine description, derived figures, tables."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from machine import describe_machine, one_line
+from proctree import descendants, run_watched
+from report import GOAL_OVERHEAD_MS, fedavg_rows, goals, overhead_ms, print_fedavg
+
+ALLOCATE_MIB = 64
+# A parent that starts a child which holds ALLOCATE_MIB of memory for a moment.
+GRANDCHILD = (
+    "import subprocess, sys\n"
+    f"code = 'b = bytearray({ALLOCATE_MIB} * 2**20); import time; time.sleep(0.6)'\n"
+    "subprocess.run([sys.executable, '-c', code], check=True)\n"
+)
+
+
+def test_run_watched_sees_the_memory_of_grandchildren(tmp_path: Path) -> None:
+    code, started_at, memory = run_watched(
+        [sys.executable, "-c", GRANDCHILD], log_path=tmp_path / "log.txt", timeout_s=60,
+        interval_s=0.05,
+    )
+    assert code == 0
+    assert started_at > 0
+    assert len(memory.processes) >= 2
+    assert max(p.peak_rss_bytes for p in memory.processes.values()) > ALLOCATE_MIB * 2**20
+    assert memory.peak_total_rss_bytes > ALLOCATE_MIB * 2**20
+
+
+def test_run_watched_kills_the_whole_group_on_timeout(tmp_path: Path) -> None:
+    sleeper = (
+        "import subprocess, sys\n"
+        "subprocess.run([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+    )
+    code, _, memory = run_watched(
+        [sys.executable, "-c", sleeper], log_path=tmp_path / "log.txt", timeout_s=1.0,
+        interval_s=0.05,
+    )
+    assert code == -9
+    assert len(memory.processes) >= 2  # the parent and the sleeping grandchild were both seen
+    for pid in memory.processes:
+        assert not Path(f"/proc/{pid}/status").exists() or "zombie" in Path(
+            f"/proc/{pid}/status"
+        ).read_text()
+
+
+def test_run_watched_reports_a_failing_command(tmp_path: Path) -> None:
+    code, _, _ = run_watched(
+        [sys.executable, "-c", "print('boom'); raise SystemExit(3)"],
+        log_path=tmp_path / "log.txt", timeout_s=60,
+    )
+    assert code == 3
+    assert "boom" in (tmp_path / "log.txt").read_text()
+
+
+def test_descendants_of_a_process_without_children_is_itself() -> None:
+    assert descendants(2**22 + 12345) == [2**22 + 12345]
+
+
+def test_machine_description_names_the_hardware_and_software() -> None:
+    machine = describe_machine()
+    assert machine["cores"] >= 1
+    assert machine["ram_bytes"] is None or machine["ram_bytes"] > 0
+    assert machine["python"].count(".") == 2
+    assert machine["torch"]
+    assert machine["cpu_model"] in one_line(machine)
+
+
+def _column(round_s: list[float], *, sha: str, wall: float, reference_sha: str = "a") -> dict:
+    return {"round_s": round_s, "wall_s": wall, "accuracy": 0.9, "final_state_sha256": sha,
+            "reference_sha256": reference_sha, "memory": {"peak_total_rss_bytes": 2**30}}
+
+
+def test_overhead_leaves_out_the_first_round() -> None:
+    pytorch = _column([5.0, 0.10, 0.10], sha="a", wall=2.0)
+    framework = _column([30.0, 0.20, 0.30], sha="a", wall=40.0)
+    assert overhead_ms(framework, pytorch) == pytest.approx(150.0)
+
+
+def test_goals_met_missed_and_pending() -> None:
+    pytorch = _column([1.0, 0.1, 0.1], sha="a", wall=2.0)
+    flower = _column([10.0, 0.3, 0.3], sha="b", wall=40.0)
+    fast = _column([2.0, 0.15, 0.15], sha="a", wall=20.0)
+    slow = _column([2.0, 0.5, 0.5], sha="c", wall=30.0)
+
+    met = goals(fedavg_rows({"pytorch": pytorch, "flower": flower, "allmende": fast}))
+    assert all(line.endswith("met") for line in met), met
+
+    missed = goals(fedavg_rows({"pytorch": pytorch, "flower": flower, "allmende": slow}))
+    assert [line.endswith("MISSED") for line in missed] == [True, True, True], missed
+    assert f"goal <= {GOAL_OVERHEAD_MS:.0f}" in missed[1]
+
+    pending = goals(fedavg_rows({"pytorch": pytorch, "allmende": {"not_run": "no devnet"}}))
+    assert pending == ["Allmende goals: pending, the Allmende column did not run"]
+
+
+def test_fedavg_table_prints_not_run_with_its_reason() -> None:
+    rows = fedavg_rows({
+        "pytorch": _column([1.0, 0.1], sha="a", wall=2.0),
+        "flower": {"not_run": "creating benchmarks/.venv-flower failed"},
+    })
+    out = io.StringIO()
+    print_fedavg(rows, console=Console(file=out, width=200), title="FedAvg")
+    text = out.getvalue()
+    assert "flower: not run: creating benchmarks/.venv-flower failed" in text
+    assert "0.9000" in text
