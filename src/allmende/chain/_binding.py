@@ -34,6 +34,7 @@ class ContractBinding:
 
     @staticmethod
     def _make_decoder(info: ContractInfo) -> EventDecoder:
+        """Each binding says which contract's event records its logs decode into."""
         raise NotImplementedError
 
     def events(self, receipt: Receipt) -> list[ChainEvent]:
