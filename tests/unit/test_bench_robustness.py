@@ -1,0 +1,34 @@
+"""The robustness table's cells run Allmende's real training and aggregation with attackers in."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from allmende.learn.aggregate import RULES, rule_params
+from robustness import ROBUST_TRAINERS, RULE_PARAMS, robustness_job, run_cell
+
+
+def test_every_rule_has_valid_parameters_for_the_table() -> None:
+    assert set(RULE_PARAMS) == set(RULES)
+    for rule, params in RULE_PARAMS.items():
+        rule_params(rule, params)  # raises ConfigError if Allmende would refuse them
+
+
+@pytest.mark.parametrize("partition", ["iid", "dirichlet"])
+def test_a_one_round_cell_runs_and_an_attack_changes_the_outcome(partition: str) -> None:
+    job = robustness_job(partition, rounds=1)
+    assert job.trainers == ROBUST_TRAINERS
+    honest = run_cell(job, attack="none", rule="fedavg", num_classes=10)
+    flipped = run_cell(job, attack="sign_flip", rule="fedavg", num_classes=10)
+    assert 0.0 <= honest["accuracy"] <= 1.0
+    assert flipped["loss"] != honest["loss"]
+
+
+def test_an_unknown_attack_is_refused() -> None:
+    with pytest.raises(ValueError, match="Unknown attack"):
+        run_cell(robustness_job("iid", rounds=1), attack="noise", rule="median", num_classes=10)
