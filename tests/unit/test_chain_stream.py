@@ -121,3 +121,26 @@ def test_malformed_logs_are_skipped() -> None:
 def test_chunk_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="chunk_blocks"):
         stream(FakeClient(head=0), chunk_blocks=0)
+
+
+def test_follow_catches_up_through_empty_chunks_without_sleeping() -> None:
+    import threading
+
+    class EmptyChain(FakeClient):
+        def get_logs(self, **kwargs: Any) -> list[Any]:
+            super().get_logs(**kwargs)
+            return []
+
+    client = EmptyChain(head=999)
+    events = EventStream(client, FakeDecoder(), chunk_blocks=10, poll_interval=3600)  # type: ignore[arg-type]
+    stop = threading.Event()
+    follower = events.follow(stop)
+    thread = threading.Thread(target=lambda: next(follower, None), daemon=True)
+    thread.start()
+    for _ in range(6000):  # wait up to a minute; an hour's sleep between chunks would stall
+        if events.caught_up():
+            break
+        threading.Event().wait(0.01)
+    stop.set()
+    thread.join(timeout=10)
+    assert events.caught_up() and len(client.requests) == 100

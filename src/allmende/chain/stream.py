@@ -57,6 +57,7 @@ class EventStream:
         self.poll_interval = poll_interval
         self.next_block = max(from_block, self._load_cursor())
         self._backoff = 0.0
+        self._head = -1  # chain head seen by the last successful poll
 
     def fetch(self, from_block: int, to_block: int) -> list[ChainEvent]:
         """Every typed event in ``[from_block, to_block]``, ordered by block and log index."""
@@ -82,7 +83,7 @@ class EventStream:
         Advances ``next_block`` in memory; call :meth:`commit` once the events are handled.
         """
         try:
-            head = self.client.block_number()
+            head = self._head = self.client.block_number()
             if head < self.next_block:
                 return []
             to_block = min(head, self.next_block + self.chunk_blocks - 1)
@@ -96,11 +97,8 @@ class EventStream:
         return events
 
     def caught_up(self) -> bool:
-        """True when the last poll reached the chain head."""
-        try:
-            return self.next_block > self.client.block_number()
-        except ChainError:
-            return False
+        """True when the last poll reached the chain head it saw (no RPC call)."""
+        return self.next_block > self._head
 
     def commit(self) -> None:
         """Persist ``next_block`` to the cursor file (if any): handled events stay handled."""
@@ -119,7 +117,7 @@ class EventStream:
             events = self.poll()
             yield from events
             self.commit()
-            if not events or self._backoff:
+            if self._backoff or self.caught_up():
                 stop.wait(self._backoff or self.poll_interval)
 
     async def follow_async(self, stop: asyncio.Event | None = None) -> AsyncIterator[ChainEvent]:
@@ -130,7 +128,7 @@ class EventStream:
             for event in events:
                 yield event
             await asyncio.to_thread(self.commit)
-            if not events or self._backoff:
+            if self._backoff or self.caught_up():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self._backoff or self.poll_interval)
 
