@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import allmende.learn.aggregate as aggregate_module
 from allmende.errors import AggregationError, ConfigError
 from allmende.learn.aggregate import RULES, aggregate, check_update, delta_norm, rule_params
 
@@ -375,3 +377,13 @@ def test_unknown_rule_and_bad_params_are_config_errors(rule, params, words):
 def test_rule_params_accepts_good_params_and_defaults():
     assert rule_params("krum", {"f": 3}).f == 3  # type: ignore[attr-defined]
     assert rule_params("centered_clip").iters == 3  # type: ignore[attr-defined]
+
+
+def test_exact_sum_of_squares_is_exactly_rounded_and_order_free(monkeypatch):
+    monkeypatch.setattr(aggregate_module, "SUM_CHUNK", 7)  # force many chunks
+    gen = torch.Generator().manual_seed(0)
+    values = torch.randn(100, generator=gen, dtype=torch.float64) * torch.logspace(-8, 8, 100)
+    exact = float(sum(Fraction(v) ** 2 for v in values.tolist()))
+    assert aggregate_module.exact_sum_of_squares(values) == exact
+    shuffled = values[torch.randperm(100, generator=gen)]
+    assert aggregate_module.exact_sum_of_squares(shuffled[:30], shuffled[30:]) == exact

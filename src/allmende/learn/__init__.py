@@ -1,34 +1,8 @@
 """Tasks, deterministic local training, aggregation rules.
 
-The built-in task :class:`allmende.learn.digits.DigitsMLP` is found through its entry point
-(:func:`load_task`), so importing this package does not import scikit-learn.
+Import from the modules: :mod:`allmende.learn.task` (Task API, ``load_task``),
+:mod:`allmende.learn.train` (``train_local``, ``derive_seed``), :mod:`allmende.learn.aggregate`
+(``aggregate``, ``check_update``), :mod:`allmende.learn.partition`, and the built-in task
+:mod:`allmende.learn.digits`. Nothing is re-exported here, so that ``allmende.learn.aggregate``
+always names the module, and importing the package stays cheap.
 """
-
-from __future__ import annotations
-
-from allmende.learn.aggregate import RULES, aggregate, check_update, delta_norm, rule_params
-from allmende.learn.task import (
-    DatasetDecl,
-    LocalData,
-    Task,
-    installed_tasks,
-    load_task,
-    seeded_model,
-)
-from allmende.learn.train import derive_seed, train_local
-
-__all__ = [
-    "RULES",
-    "DatasetDecl",
-    "LocalData",
-    "Task",
-    "aggregate",
-    "check_update",
-    "delta_norm",
-    "derive_seed",
-    "installed_tasks",
-    "load_task",
-    "rule_params",
-    "seeded_model",
-    "train_local",
-]

@@ -26,6 +26,7 @@ Non-floating entries of a state (e.g. a BatchNorm step counter) are copied from 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 
@@ -39,6 +40,7 @@ State = dict[str, Tensor]
 Update = tuple[str, State, int]
 
 MAX_WEIGHT = 2**53  # weights above this are not exact in float arithmetic
+SUM_CHUNK = 1 << 16  # values converted to Python floats at a time by exact sums
 
 
 class _Params(BaseModel):
@@ -161,12 +163,20 @@ def check_update(update: State, reference_state: State, *, norm_bound: float | N
 
 def delta_norm(state: State, reference_state: State) -> float:
     """Exactly rounded L2 norm of ``state - reference_state`` over the floating entries."""
-    squares: list[float] = []
-    for key, ref in reference_state.items():
-        if ref.is_floating_point():
-            delta = state[key].double() - ref.double()
-            squares.extend((delta * delta).flatten().tolist())
-    return math.sqrt(math.fsum(squares))
+    deltas = (
+        (state[key].double() - ref.double()).flatten()
+        for key, ref in reference_state.items()
+        if ref.is_floating_point()
+    )
+    return math.sqrt(exact_sum_of_squares(*deltas))
+
+
+def exact_sum_of_squares(*vectors: Tensor) -> float:
+    """``sum(x * x)`` over float64 vectors, exactly rounded (:func:`math.fsum`), so the order of
+    summation, the thread count and the vector width cannot change a single bit. Works through
+    the vectors ``SUM_CHUNK`` values at a time, so memory stays bounded for large models."""
+    squares = ((chunk * chunk).tolist() for vector in vectors for chunk in vector.split(SUM_CHUNK))
+    return math.fsum(itertools.chain.from_iterable(squares))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,7 +291,7 @@ def squared_distances(deltas: Tensor) -> list[list[float]]:
     for i in range(n):
         for j in range(i + 1, n):
             diff = deltas[i] - deltas[j]  # (p,)
-            dist[i][j] = dist[j][i] = math.fsum((diff * diff).tolist())
+            dist[i][j] = dist[j][i] = exact_sum_of_squares(diff)
     return dist
 
 
@@ -330,7 +340,7 @@ def centered_clip(deltas: Tensor, config: CenteredClipParams) -> Tensor:
         acc = torch.zeros(p, dtype=deltas.dtype)  # (p,)
         for row in deltas:
             diff = row - center  # (p,)
-            norm = math.sqrt(math.fsum((diff * diff).tolist()))
+            norm = math.sqrt(exact_sum_of_squares(diff))
             scale = min(1.0, config.tau / norm) if norm > 0 else 1.0
             acc = acc + diff * scale
         center = center + acc / n
