@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from allmende.errors import ConfigError
+from allmende.errors import ConfigError, TaskError
 from allmende.learn.aggregate import aggregate
 from allmende.learn.digits import DigitsMLP
 from allmende.learn.task import DatasetDecl, seeded_model
@@ -97,6 +97,16 @@ def test_process_wide_torch_settings_are_restored(task, data):
 def test_bad_settings_raise_config_error(task, data, overrides, words):
     with pytest.raises(ConfigError, match=words):
         train(task, data, seed=1, **overrides)
+
+
+def test_a_model_of_another_shape_is_refused(task, data):
+    state = seeded_model(task, seed=0).state_dict()
+    state["0.weight"] = torch.zeros(128, 65)
+    with pytest.raises(TaskError, match="does not fit task 'digits-mlp'"):
+        train_local(task, state, data, epochs=1, batch_size=32, lr=0.1, seed=0)
+    del state["0.weight"]
+    with pytest.raises(TaskError, match="does not fit"):
+        train_local(task, state, data, epochs=1, batch_size=32, lr=0.1, seed=0)
 
 
 def test_derive_seed_is_stable_and_separates_jobs_rounds_and_trainers():

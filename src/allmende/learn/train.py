@@ -26,7 +26,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-from allmende.errors import ConfigError
+from allmende.errors import ConfigError, TaskError
 from allmende.learn.task import LocalData, Task
 
 OPTIMIZERS = ("sgd", "adam")
@@ -116,7 +116,13 @@ def train_local(
         raise ConfigError("The node's local dataset is empty; declare a dataset with examples.")
     with deterministic_torch(seed):
         model = task.model()
-        model.load_state_dict(model_state, strict=True)
+        try:
+            model.load_state_dict(model_state, strict=True)
+        except (RuntimeError, TypeError) as exc:
+            raise TaskError(
+                f"The model to train does not fit task '{task.name}' ({exc}); the job's model "
+                "was made for another task or version, so do not train it."
+            ) from None
         model.train()
         opt = make_optimizer(
             optimizer,
