@@ -144,3 +144,16 @@ def test_follow_catches_up_through_empty_chunks_without_sleeping() -> None:
     stop.set()
     thread.join(timeout=10)
     assert events.caught_up() and len(client.requests) == 100
+
+
+def test_a_stream_is_caught_up_only_after_a_poll_reached_the_head() -> None:
+    client = FakeClient(head=3)
+    events = stream(client, from_block=2, chunk_blocks=1)
+    assert not events.caught_up()  # nothing polled yet
+    events.poll()
+    assert not events.caught_up()
+    events.poll()
+    assert events.caught_up()
+    client.failures = [ChainError("down")]
+    events.poll()
+    assert events.caught_up()  # a failed poll does not forget what was read

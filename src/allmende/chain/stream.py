@@ -57,7 +57,7 @@ class EventStream:
         self.poll_interval = poll_interval
         self.next_block = max(from_block, self._load_cursor())
         self._backoff = 0.0
-        self._head = -1  # chain head seen by the last successful poll
+        self._head: int | None = None  # chain head seen by the last successful poll
 
     def fetch(self, from_block: int, to_block: int) -> list[ChainEvent]:
         """Every typed event in ``[from_block, to_block]``, ordered by block and log index."""
@@ -98,7 +98,7 @@ class EventStream:
 
     def caught_up(self) -> bool:
         """True when the last poll reached the chain head it saw (no RPC call)."""
-        return self.next_block > self._head
+        return self._head is not None and self.next_block > self._head
 
     def commit(self) -> None:
         """Persist ``next_block`` to the cursor file (if any): handled events stay handled."""
