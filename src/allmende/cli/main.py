@@ -6,6 +6,7 @@ clear line and exits with a non-zero code, never a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -49,16 +50,20 @@ def _root(
 
 
 def _register() -> None:
-    from allmende.cli import devnet
+    from allmende.cli import devnet, job, model, node
 
     app.add_typer(devnet.app, name="devnet")
+    app.add_typer(node.app, name="node")
+    app.add_typer(job.app, name="job")
+    app.add_typer(model.app, name="model")
 
 
 def run(argv: list[str] | None = None) -> None:
     """Run the command line; turn every expected failure into one line and an exit code."""
     _register()
     try:
-        app(args=argv, standalone_mode=False)
+        # With standalone_mode=False click returns the code of `typer.Exit(n)` instead of exiting.
+        code = app(args=argv, standalone_mode=False)
     except AllmendeError as exc:
         _err.print(f"[bold red]error:[/] {exc}")
         sys.exit(EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_ERROR)
@@ -76,7 +81,14 @@ def run(argv: list[str] | None = None) -> None:
         if isinstance(exc, click.exceptions.ClickException):
             exc.show()
             sys.exit(exc.exit_code)
-        raise
+        if os.environ.get("ALLMENDE_DEBUG"):
+            raise
+        _err.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
+            "(a bug in Allmende: rerun with ALLMENDE_DEBUG=1 for the traceback and report it)"
+        )
+        sys.exit(EXIT_ERROR)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
