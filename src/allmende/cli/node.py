@@ -1,0 +1,164 @@
+"""``allmende node``: create a node home, run the node, put blobs into it, collect garbage.
+
+A node home holds ``node.toml`` (config), ``key.json`` (the node's Ethereum key, encrypted unless
+``--insecure-plaintext-key`` on a devnet), ``state.sqlite`` and ``blobs/``. Local tools put blobs
+into a node with ``allmende node put``, which writes into the store directly (peers only ever pull
+blobs; the API has no upload endpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from allmende.chain import Deployment
+from allmende.errors import ConfigError, NodeError
+from allmende.node.config import (
+    CONFIG_FILE,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    load_config,
+    parse_config,
+    resolve,
+    write_config,
+)
+from allmende.node.keystore import create_key
+from allmende.node.process import BLOBS_DIR, run_node
+from allmende.store.blobs import BlobStore
+from allmende.store.state import STATE_FILE, StateDB
+
+app = typer.Typer(
+    help="Create, run and maintain an Allmende node (one node home per node).",
+    no_args_is_help=True,
+)
+
+_out = Console(highlight=False)
+HOME = typer.Argument(..., help="The node home directory.")
+
+
+def _password_prompt(confirm: bool) -> str:
+    return str(typer.prompt("Key password", hide_input=True, confirmation_prompt=confirm))
+
+
+@app.command()
+def init(
+    home: Path = HOME,
+    deployment: Path | None = typer.Option(
+        None, "--deployment", help="deployment.json of the chain (e.g. .devnet/deployment.json)."
+    ),
+    offline: bool = typer.Option(
+        False, "--offline", help="No chain: for benchmarks and data-plane tests only."
+    ),
+    host: str = typer.Option(DEFAULT_HOST, "--host"),
+    port: int = typer.Option(DEFAULT_PORT, "--port"),
+    public_url: str | None = typer.Option(None, "--public-url", help="Endpoint peers use."),
+    roles: str = typer.Option("trainer,aggregator", "--roles", help="Comma-separated roles."),
+    stake_wei: int = typer.Option(0, "--stake-wei", help="Stake to keep on the Registry."),
+    insecure_plaintext_key: bool = typer.Option(
+        False, "--insecure-plaintext-key", help="Store the key unencrypted (devnet chains only)."
+    ),
+    trust: list[str] = typer.Option(
+        [], "--trust", help="Offline mode: an address allowed to send messages (repeatable)."
+    ),
+    import_key_env: str | None = typer.Option(
+        None, "--import-key-env", help="Use the private key in this environment variable."
+    ),
+) -> None:
+    """Create a node home: node.toml, an encrypted key, and the state database.
+
+    The key password is read from $ALLMENDE_KEY_PASSWORD, or prompted for.
+    """
+    if (home / CONFIG_FILE).exists():
+        raise NodeError(f"{home} already holds a node ({CONFIG_FILE}); pick another directory.")
+    if (deployment is None) == (not offline):
+        raise ConfigError("Give exactly one of --deployment PATH or --offline.")
+    node: dict[str, object] = {
+        "host": host,
+        "port": port,
+        "roles": [r.strip() for r in roles.split(",") if r.strip()],
+    }
+    if public_url:
+        node["public_url"] = public_url
+    chain: dict[str, object] = {"offline": offline, "trusted_signers": trust}
+    if deployment is not None:
+        chain["deployment"] = str(deployment.resolve())
+    config = parse_config(
+        {"node": node, "chain": chain, "stake": {"amount_wei": stake_wei}},
+        source="The node settings",
+    )
+    chain_id = Deployment.load(deployment).chain_id if deployment else config.chain.chain_id
+    private_key = None
+    if import_key_env is not None:
+        private_key = os.environ.get(import_key_env)
+        if not private_key:
+            raise ConfigError(f"${import_key_env} is not set; export the private key there.")
+    password = None
+    if not insecure_plaintext_key:
+        password = os.environ.get(config.node.password_env) or _password_prompt(confirm=True)
+    home.mkdir(parents=True, exist_ok=True)
+    account = create_key(
+        resolve(home, config.node.key_file),
+        password=password,
+        plaintext=insecure_plaintext_key,
+        chain_id=chain_id,
+        private_key=private_key,
+    )
+    write_config(home, config)
+    data = resolve(home, config.node.data_dir)
+    BlobStore(data / BLOBS_DIR)
+    StateDB.open(data / STATE_FILE).close()
+    _out.print(f"node home {home} created; node address {account.address}")
+
+
+@app.command()
+def run(home: Path = HOME) -> None:
+    """Register the node on chain, stake, and serve its API until SIGINT/SIGTERM."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    run_node(home, prompt=lambda: _password_prompt(confirm=False))
+
+
+@app.command()
+def put(
+    home: Path = HOME,
+    file: Path = typer.Argument(..., help="The file to store."),
+    pin: str = typer.Option("local", "--pin", help="Reference that keeps it from `node gc`."),
+) -> None:
+    """Copy a file into the node's blob store and pin it; prints its SHA-256."""
+    config = load_config(home)
+    data = resolve(home, config.node.data_dir)
+    store = BlobStore(data / BLOBS_DIR, max_blob_bytes=config.store.max_blob_bytes)
+    digest = store.put_file(file)
+    state = StateDB.open(data / STATE_FILE)
+    try:
+        state.pin(digest, pin)
+    finally:
+        state.close()
+    typer.echo(digest)
+
+
+@app.command()
+def gc(
+    home: Path = HOME,
+    grace_seconds: float | None = typer.Option(
+        None, "--grace-seconds", help="Keep unpinned blobs younger than this ([store] default)."
+    ),
+) -> None:
+    """Delete blobs no job or local record references (pinned in the state database)."""
+    config = load_config(home)
+    data = resolve(home, config.node.data_dir)
+    store = BlobStore(data / BLOBS_DIR, max_blob_bytes=config.store.max_blob_bytes)
+    state = StateDB.open(data / STATE_FILE)
+    try:
+        keep = state.pinned()
+    finally:
+        state.close()
+    grace = config.store.gc_grace_seconds if grace_seconds is None else grace_seconds
+    removed = store.gc(keep, grace_seconds=grace)
+    typer.echo(json.dumps({"removed": removed, "kept": sorted(keep)}))

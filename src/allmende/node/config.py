@@ -1,0 +1,226 @@
+"""The node's config file, ``<home>/node.toml``: one nested pydantic model per component.
+
+Every section rejects unknown keys and wrong types, naming the key (``node.prot: Extra inputs are
+not permitted``). A component adds its settings as a new section: a model with
+``extra="forbid"`` and defaults, and one field on :class:`NodeConfig`. Relative paths are relative
+to the node home.
+
+Example::
+
+    [node]
+    host = "127.0.0.1"
+    port = 8470
+    roles = ["trainer", "aggregator"]
+
+    [chain]
+    deployment = "../.devnet/deployment.json"
+
+    [stake]
+    amount_wei = 1000000000000000000
+
+    [store]
+    max_blob_bytes = 4294967296
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from eth_utils import is_address
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from allmende.errors import ConfigError
+from allmende.net.api import DEFAULT_MAX_MESSAGE_BYTES
+from allmende.net.messages import MAX_MESSAGE_TTL_SECONDS
+from allmende.net.signers import DEFAULT_SIGNER_CACHE_SECONDS
+from allmende.node.roles.settings import AggregatorSection, TrainerSection
+from allmende.store.blobs import DEFAULT_GC_GRACE_SECONDS, DEFAULT_MAX_BLOB_BYTES
+
+CONFIG_FILE = "node.toml"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8470
+DEFAULT_PASSWORD_ENV = "ALLMENDE_KEY_PASSWORD"
+# Chain ids of local development chains (Anvil, Hardhat, Ganache): the only ones where a
+# plaintext key is allowed.
+DEVNET_CHAIN_IDS = frozenset({31337, 1337})
+
+Role = Literal["trainer", "aggregator", "verifier", "provider"]
+DEFAULT_ROLES: tuple[Role, ...] = ("trainer", "aggregator")
+# The Registry's role bitmask (contracts/README.md).
+ROLE_BITS: dict[str, int] = {"trainer": 1, "aggregator": 2, "verifier": 4, "provider": 8}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeSection(_Section):
+    """Where the node listens and what it does.
+
+    ``public_url`` is the endpoint registered on chain for peers to reach; it defaults to
+    ``http://host:port`` (set it when the node is behind NAT or a proxy: the symptom is peers
+    logging "unreachable" for this node). ``data_dir`` holds blobs and state.
+    """
+
+    host: str = DEFAULT_HOST
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+    public_url: str | None = None
+    roles: list[Role] = Field(default_factory=lambda: list(DEFAULT_ROLES))
+    data_dir: Path = Path(".")
+    key_file: Path = Path("key.json")
+    password_env: str = DEFAULT_PASSWORD_ENV
+
+    @property
+    def endpoint(self) -> str:
+        """The URL peers use to reach this node."""
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def role_bits(self) -> int:
+        """The roles as the Registry's bitmask."""
+        bits = 0
+        for role in self.roles:
+            bits |= ROLE_BITS[role]
+        return bits
+
+
+class ChainSection(_Section):
+    """Which chain and contracts the node uses.
+
+    Either ``deployment`` (the file ``allmende devnet up`` writes) or ``offline = true``: no chain,
+    no registration, messages accepted only from ``trusted_signers``, and the message domain made
+    of ``chain_id`` and ``registry`` (for benchmarks and tests of the data plane alone).
+    ``rpc_url`` overrides the deployment file's. ``signer_cache_seconds``: how long a "registered"
+    answer is trusted; lower it if deregistered nodes must be refused sooner.
+    """
+
+    deployment: Path | None = None
+    rpc_url: str | None = None
+    offline: bool = False
+    chain_id: int = Field(default=31337, ge=1)
+    registry: str = "0x" + "00" * 20
+    trusted_signers: list[str] = Field(default_factory=list)
+    signer_cache_seconds: float = Field(default=DEFAULT_SIGNER_CACHE_SECONDS, ge=0)
+
+    @field_validator("trusted_signers")
+    @classmethod
+    def _addresses(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not is_address(value):
+                raise ValueError(f"{value!r} is not an Ethereum address")
+        return values
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ChainSection:
+        if not self.offline and self.deployment is None:
+            raise ValueError("set chain.deployment to a deployment.json, or chain.offline = true")
+        return self
+
+
+class StakeSection(_Section):
+    """Stake to keep on the Registry; ``node run`` tops it up to ``amount_wei`` (0: no staking)."""
+
+    amount_wei: int = Field(default=0, ge=0)
+
+
+class StoreSection(_Section):
+    """Blob store limits; ``max_blob_bytes`` must be at least the largest model of any job."""
+
+    max_blob_bytes: int = Field(default=DEFAULT_MAX_BLOB_BYTES, gt=0)
+    gc_grace_seconds: float = Field(default=DEFAULT_GC_GRACE_SECONDS, ge=0)
+
+
+class NetSection(_Section):
+    """HTTP limits. Peers need clocks within a few seconds of each other for message expiry.
+
+    ``fetch_timeout_seconds``: longest wait for the next bytes of a blob from a peer before trying
+    the next one; raise it on slow links (symptom: "timed out" peer faults for healthy peers).
+    """
+
+    max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, gt=0)
+    max_message_ttl_seconds: int = Field(default=MAX_MESSAGE_TTL_SECONDS, gt=0)
+    fetch_timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+class NodeConfig(_Section):
+    """The whole ``node.toml``; roles add their sections here."""
+
+    node: NodeSection = NodeSection()
+    chain: ChainSection
+    stake: StakeSection = StakeSection()
+    store: StoreSection = StoreSection()
+    net: NetSection = NetSection()
+    trainer: TrainerSection = TrainerSection()
+    aggregator: AggregatorSection = AggregatorSection()
+
+
+def load_config(home: Path) -> NodeConfig:
+    """Read and validate ``<home>/node.toml``; :class:`ConfigError` names every bad key."""
+    path = Path(home) / CONFIG_FILE
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"No node config at {path}; create a node home with `allmende node init {home}`."
+        ) from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"The node config {path} is not valid TOML: {exc}.") from None
+    return parse_config(raw, source=str(path))
+
+
+def parse_config(raw: dict[str, Any], *, source: str = "the node config") -> NodeConfig:
+    """Validate a config mapping; :class:`ConfigError` names every bad key."""
+    try:
+        return NodeConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"{source} is invalid: {problems}. Fix these keys and retry.") from None
+
+
+def resolve(home: Path, path: Path) -> Path:
+    """``path`` made absolute against the node home."""
+    return path if path.is_absolute() else (Path(home) / path).resolve()
+
+
+def write_config(home: Path, config: NodeConfig) -> Path:
+    """Write ``config`` as ``<home>/node.toml`` (defaults included, so every key is visible)."""
+    path = Path(home) / CONFIG_FILE
+    data = config.model_dump(mode="json", exclude_none=True)
+    path.write_text(_to_toml(data))
+    return path
+
+
+def _to_toml(table: dict[str, Any], prefix: str = "") -> str:
+    """Scalars and lists as ``key = value``, then nested tables as ``[prefix.name]``."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in table.items() if not isinstance(v, dict)]
+    text = "\n".join(lines) + ("\n" if lines else "")
+    for key, value in table.items():
+        if isinstance(value, dict):
+            name = f"{prefix}{key}"
+            text += f"\n[{name}]\n" + _to_toml(value, prefix=f"{name}.")
+    return text.lstrip("\n")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"Cannot write {type(value).__name__} to TOML.")

@@ -1,0 +1,118 @@
+"""The node's Ethereum key: an encrypted keystore (eth-account, scrypt), or plaintext on devnets.
+
+The password comes from an environment variable (``[node] password_env``, default
+``ALLMENDE_KEY_PASSWORD``) or, when that is unset and a terminal is attached, from a prompt. A
+plaintext key file is allowed only for devnet chain ids (:data:`DEVNET_CHAIN_IDS`), where the
+stakes are play money; the node refuses to start with one against any other chain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from allmende.errors import ConfigError, NodeError
+from allmende.node.config import DEVNET_CHAIN_IDS
+
+PLAINTEXT_MARKER = "allmende-insecure-plaintext-key"
+MIN_PASSWORD_LENGTH = 8
+
+PasswordPrompt = Callable[[], str]
+
+
+def create_key(
+    path: Path,
+    *,
+    password: str | None,
+    plaintext: bool = False,
+    chain_id: int,
+    private_key: str | None = None,
+) -> LocalAccount:
+    """Create (or import ``private_key`` into) a key file at ``path``; returns the account.
+
+    With ``plaintext`` the key is stored unencrypted, which only a devnet chain id allows.
+    """
+    if path.exists():
+        raise NodeError(f"A key file already exists at {path}; refusing to overwrite it.")
+    account: LocalAccount = (
+        Account.from_key(private_key) if private_key is not None else Account.create()
+    )
+    if plaintext:
+        _require_devnet(chain_id)
+        document: dict[str, Any] = {
+            PLAINTEXT_MARKER: True,
+            "address": account.address,
+            "private_key": "0x" + bytes(account.key).hex(),
+        }
+    else:
+        if password is None or len(password) < MIN_PASSWORD_LENGTH:
+            raise ConfigError(
+                f"The key password must have at least {MIN_PASSWORD_LENGTH} characters; set a "
+                "longer one (or use --insecure-plaintext-key on a devnet)."
+            )
+        document = Account.encrypt(account.key, password)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(document, f, indent=2)
+    return account
+
+
+def is_plaintext(path: Path) -> bool:
+    """Whether the key file at ``path`` holds an unencrypted key."""
+    return bool(_read(path).get(PLAINTEXT_MARKER))
+
+
+def load_key(
+    path: Path,
+    *,
+    chain_id: int,
+    password_env: str,
+    prompt: PasswordPrompt | None = None,
+) -> LocalAccount:
+    """The node's account from its key file; decrypts with the env password or ``prompt``."""
+    document = _read(path)
+    if document.get(PLAINTEXT_MARKER):
+        _require_devnet(chain_id)
+        return Account.from_key(str(document["private_key"]))
+    password = os.environ.get(password_env)
+    if password is None:
+        if prompt is None:
+            raise ConfigError(
+                f"The node key {path} is encrypted; set ${password_env} to its password."
+            )
+        password = prompt()
+    try:
+        key = Account.decrypt(document, password)
+    except ValueError:
+        raise ConfigError(
+            f"The password does not decrypt the node key {path}; check ${password_env}."
+        ) from None
+    return Account.from_key(key)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"No node key at {path}; create the node home with `allmende node init`."
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"The node key file {path} is unreadable: {exc}.") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"The node key file {path} is not a keystore.")
+    return document
+
+
+def _require_devnet(chain_id: int) -> None:
+    if chain_id not in DEVNET_CHAIN_IDS:
+        raise ConfigError(
+            f"A plaintext key is allowed only on a devnet (chain ids {sorted(DEVNET_CHAIN_IDS)}), "
+            f"not on chain {chain_id}; create an encrypted key with a password instead."
+        )

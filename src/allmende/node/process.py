@@ -1,0 +1,340 @@
+"""The ``allmende node run`` process: start, register, serve, run the roles, shut down.
+
+:func:`run_node` takes an OS lock on the node home (a second process on the same home refuses to
+start), opens the store, state and key, connects to the chain, registers or updates the node's
+endpoint and roles on the Registry, tops up its stake, and serves the API with uvicorn until
+SIGINT or SIGTERM. Alongside the server it runs the *role services*: objects with
+``name`` and ``async run(ctx)`` that get the :class:`NodeContext` (store, state, peer client,
+message router, chain bindings) and should return when ``ctx.stopping`` is set; they are
+cancelled on shutdown. :func:`role_services` is where the roles are chosen from the config.
+
+Offline mode (``[chain] offline = true``) skips the chain entirely: no registration, and messages
+are accepted only from ``[chain] trusted_signers``. It exists for benchmarks and data-plane tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Protocol
+
+import httpx
+import uvicorn
+from eth_account.signers.local import LocalAccount
+
+from allmende.chain import ChainClient, Deployment, Jobs, Registry
+from allmende.errors import AllmendeError, NodeError
+from allmende.net.api import ApiSettings, MessageRouter, NodeIdentity, create_app
+from allmende.net.client import PeerClient
+from allmende.net.messages import MessageDomain
+from allmende.net.metrics import NodeMetrics
+from allmende.net.signers import RegistrySigners, SignerCheck, StaticSigners
+from allmende.node.config import NodeConfig, load_config, resolve
+from allmende.node.keystore import PasswordPrompt, load_key
+from allmende.store.blobs import BlobStore
+from allmende.store.state import STATE_FILE, StateDB
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = "node.lock"
+BLOBS_DIR = "blobs"
+# How often expired message nonces are dropped from the state database.
+NONCE_SWEEP_SECONDS = 60.0
+# How long role services get to finish after shutdown starts, before they are cancelled.
+ROLE_STOP_SECONDS = 10.0
+# A peer that does not accept a connection within this is skipped.
+CONNECT_TIMEOUT_SECONDS = 5.0
+
+
+@dataclass
+class NodeChain:
+    """The node's view of the chain: a signing client and the contract bindings."""
+
+    client: ChainClient
+    deployment: Deployment
+    registry: Registry
+    jobs: Jobs
+
+
+@dataclass
+class NodeContext:
+    """Everything a role service needs; built by :func:`open_node`."""
+
+    home: Path
+    config: NodeConfig
+    account: LocalAccount
+    store: BlobStore
+    state: StateDB
+    metrics: NodeMetrics
+    domain: MessageDomain
+    router: MessageRouter
+    chain: NodeChain | None
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    peers: PeerClient | None = None  # created on the running event loop by serve()
+
+    @property
+    def address(self) -> str:
+        """This node's checksummed address."""
+        return str(self.account.address)
+
+
+class RoleService(Protocol):
+    """A role (trainer, aggregator, ...) run inside the node process."""
+
+    name: str
+
+    async def run(self, ctx: NodeContext) -> None:
+        """Do the role's work until ``ctx.stopping`` is set."""
+        ...
+
+
+def role_services(config: NodeConfig) -> list[RoleService]:
+    """The role services this node runs, from its config. The seam where roles plug in."""
+    from allmende.node.roles import role_services_for
+
+    return role_services_for(config)
+
+
+@contextlib.contextmanager
+def home_lock(home: Path) -> Iterator[IO[str]]:
+    """Hold an exclusive OS lock on ``<home>/node.lock``; :class:`NodeError` if another has it."""
+    path = Path(home) / LOCK_FILE
+    handle = open(path, "a+")  # noqa: SIM115 - held for the whole block, closed below
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise NodeError(
+                f"Another `allmende node run` (pid {holder}) is already using the node home "
+                f"{home}; stop it first, or give this node its own home."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield handle
+    finally:
+        handle.close()
+
+
+def open_node(home: Path, *, prompt: PasswordPrompt | None = None) -> NodeContext:
+    """Load config and key, open store and state, connect to the chain (unless offline)."""
+    home = Path(home).resolve()
+    config = load_config(home)
+    data = resolve(home, config.node.data_dir)
+    chain_cfg = config.chain
+    deployment = None
+    if not chain_cfg.offline:
+        assert chain_cfg.deployment is not None  # the config validator guarantees it
+        deployment = Deployment.load(resolve(home, chain_cfg.deployment))
+    chain_id = deployment.chain_id if deployment else chain_cfg.chain_id
+    account = load_key(
+        resolve(home, config.node.key_file),
+        chain_id=chain_id,
+        password_env=config.node.password_env,
+        prompt=prompt,
+    )
+    chain = None
+    if deployment is not None:
+        rpc_url = chain_cfg.rpc_url or deployment.rpc_url
+        client = ChainClient(rpc_url, "0x" + bytes(account.key).hex())
+        if client.chain_id != deployment.chain_id:
+            raise NodeError(
+                f"The RPC endpoint {client.rpc_url} serves chain {client.chain_id}, but the "
+                f"deployment file names chain {deployment.chain_id}; fix [chain] in node.toml."
+            )
+        chain = NodeChain(
+            client, deployment, Registry(client, deployment.registry), Jobs(client, deployment.jobs)
+        )
+    registry_address = deployment.registry.address if deployment else chain_cfg.registry
+    return NodeContext(
+        home=home,
+        config=config,
+        account=account,
+        store=BlobStore(data / BLOBS_DIR, max_blob_bytes=config.store.max_blob_bytes),
+        state=StateDB.open(data / STATE_FILE),
+        metrics=NodeMetrics(),
+        domain=MessageDomain(chain_id=chain_id, registry=registry_address),
+        router=MessageRouter(),
+        chain=chain,
+    )
+
+
+def register_node(ctx: NodeContext) -> None:
+    """Register or update this node's endpoint and roles, then top up its stake (blocking)."""
+    if ctx.chain is None:
+        return
+    registry = ctx.chain.registry
+    node_cfg = ctx.config.node
+    if ctx.chain.client.balance(ctx.address) == 0:
+        raise NodeError(
+            f"The node account {ctx.address} holds no ether to pay for gas; send it some "
+            "(on a devnet, from one of the funded dev accounts) and start again."
+        )
+    record = registry.node(ctx.address)
+    if (
+        not record.registered
+        or record.endpoint != node_cfg.endpoint
+        or record.roles != node_cfg.role_bits
+    ):
+        registry.register(node_cfg.endpoint, node_cfg.role_bits)
+        log.info("Registered %s at %s (roles %s).", ctx.address, node_cfg.endpoint, node_cfg.roles)
+    missing = ctx.config.stake.amount_wei - record.stake
+    if missing > 0:
+        registry.stake(missing)
+        log.info("Staked %d wei (total %d).", missing, ctx.config.stake.amount_wei)
+
+
+def _signer_check(ctx: NodeContext) -> SignerCheck:
+    if ctx.chain is None:
+        return StaticSigners(ctx.config.chain.trusted_signers)
+    registry = ctx.chain.registry
+    return RegistrySigners(
+        lambda address: registry.node(address).registered,
+        cache_seconds=ctx.config.chain.signer_cache_seconds,
+    )
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise NodeError(
+            f"Cannot listen on {host}:{port}: {exc.strerror}; pick another [node] port."
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling (the node installs its own)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(ctx: NodeContext, services: Sequence[RoleService]) -> None:
+    """Serve the API and run ``services`` until SIGINT/SIGTERM or ``ctx.stopping``."""
+    loop = asyncio.get_running_loop()
+    net = ctx.config.net
+    ctx.peers = PeerClient(
+        ctx.store,
+        state=ctx.state,
+        metrics=ctx.metrics,
+        account=ctx.account,
+        domain=ctx.domain,
+        timeout=httpx.Timeout(net.fetch_timeout_seconds, connect=CONNECT_TIMEOUT_SECONDS),
+    )
+    app = create_app(
+        identity=NodeIdentity(
+            address=ctx.address, roles=list(ctx.config.node.roles), domain=ctx.domain
+        ),
+        store=ctx.store,
+        state=ctx.state,
+        signers=_signer_check(ctx),
+        router=ctx.router,
+        metrics=ctx.metrics,
+        settings=ApiSettings(
+            max_message_bytes=net.max_message_bytes,
+            max_message_ttl_seconds=net.max_message_ttl_seconds,
+        ),
+    )
+    sock = _bind(ctx.config.node.host, ctx.config.node.port)
+    server = _Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
+
+    def stop() -> None:
+        ctx.stopping.set()
+        server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    tasks = [_start(service, ctx) for service in services]
+    tasks.append(asyncio.create_task(_sweep_nonces(ctx), name="nonce-sweep"))
+    watcher = asyncio.create_task(_stop_when(ctx.stopping, stop))
+    log.info("Node %s serving on %s.", ctx.address, ctx.config.node.endpoint)
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        stop()
+        await _finish(tasks)
+        watcher.cancel()
+        await ctx.peers.aclose()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        sock.close()
+    log.info("Node %s stopped.", ctx.address)
+
+
+def _start(service: RoleService, ctx: NodeContext) -> asyncio.Task[None]:
+    task = asyncio.create_task(service.run(ctx), name=service.name)
+
+    def report(done: asyncio.Task[None]) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            ctx.metrics.internal_errors.inc()
+            log.error("Role %s failed.", service.name, exc_info=done.exception())
+
+    task.add_done_callback(report)
+    return task
+
+
+async def _finish(tasks: list[asyncio.Task[None]]) -> None:
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=ROLE_STOP_SECONDS)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _stop_when(event: asyncio.Event, stop: Callable[[], None]) -> None:
+    await event.wait()
+    stop()
+
+
+async def _sweep_nonces(ctx: NodeContext) -> None:
+    while not ctx.stopping.is_set():
+        ctx.state.forget_expired_nonces(time.time())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ctx.stopping.wait(), NONCE_SWEEP_SECONDS)
+
+
+def run_node(
+    home: Path,
+    *,
+    prompt: PasswordPrompt | None = None,
+    services: Sequence[RoleService] | None = None,
+) -> None:
+    """The whole ``node run``: lock, open, register, serve until a signal, close."""
+    home = Path(home)
+    if not home.is_dir():
+        raise NodeError(f"No node home at {home}; create one with `allmende node init {home}`.")
+    with home_lock(home):
+        ctx = open_node(home, prompt=prompt)
+        try:
+            register_node(ctx)
+            chosen = role_services(ctx.config) if services is None else services
+            asyncio.run(serve(ctx, chosen))
+        except AllmendeError:
+            raise
+        except Exception as exc:
+            log.exception("The node failed.")
+            raise NodeError(f"The node stopped after an unexpected error: {exc!r}.") from exc
+        finally:
+            ctx.state.close()
+
