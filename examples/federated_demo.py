@@ -1,0 +1,233 @@
+"""`make demo`: a federated training job across separate node processes on a real local chain.
+
+What it does, the way a user would, with the `allmende` command:
+
+1. `allmende devnet up` starts Anvil and deploys the contracts (in a temporary directory);
+2. `allmende node init` creates nine node homes from the devnet's funded accounts: the job
+   owner's node (which also aggregates), six trainers each declaring its own Dirichlet(0.5)
+   slice of the digits data, and two aggregators; `allmende node run` starts each as its own OS
+   process (logs in each home's `node.log`);
+3. `allmende job submit examples/jobs/federated-demo.toml` publishes spec and initial model and
+   escrows the reward; the trainers' and aggregators' nodes join by themselves;
+4. `allmende job watch` shows the rounds' progress, accuracy, loss and contributors;
+5. `allmende job show` prints and checks the lineage and payouts, `allmende model get` fetches
+   and verifies the final model, which is evaluated on the held-out test split;
+6. every process is shut down. Exit code 0 only if the job finished with test accuracy >= 0.93.
+
+Run: ``python examples/federated_demo.py`` (after ``make setup``); ``--keep`` keeps the files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+
+from allmende.chain import Contracts, Deployment, dev_keys
+from allmende.learn.digits import DigitsMLP
+from allmende.node.config import parse_config, write_config
+from allmende.store.codec import decode_state
+
+HERE = Path(__file__).resolve().parent
+SPEC = HERE / "jobs" / "federated-demo.toml"
+TARGET_ACCURACY = 0.93
+N_TRAINERS = 6
+N_AGGREGATORS = 2
+STAKE_WEI = 10**18
+PARTITION = {"partition": "dirichlet", "alpha": 0.5, "num_parts": N_TRAINERS, "seed": 7}
+START_TIMEOUT = 120.0
+JOB_TIMEOUT = 900.0
+STOP_TIMEOUT = 15.0
+WEI_PER_ETH = 10**18
+
+console = Console(highlight=False)
+
+
+def allmende_command() -> list[str]:
+    """The `allmende` script next to this Python, else the module."""
+    script = Path(sys.executable).parent / "allmende"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "allmende.cli.main"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Demo:
+    """The processes and files of one demo run."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.cli = allmende_command()
+        self.devnet_dir = root / "devnet"
+        self.nodes: dict[str, Path] = {}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def run(self, *args: str, env: dict[str, str] | None = None) -> str:
+        """Run an `allmende` command; its stdout. A failure stops the demo with its message."""
+        result = subprocess.run(
+            [*self.cli, *args], env=env or self.env, capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            raise DemoFailed(f"`allmende {' '.join(args)}` failed: {result.stderr.strip()}")
+        return result.stdout
+
+    def show(self, *args: str) -> int:
+        """Run an `allmende` command with its output on this terminal; its exit code."""
+        return subprocess.run([*self.cli, *args], env=self.env, check=False).returncode
+
+    def devnet_up(self) -> Deployment:
+        self.run("devnet", "up", "--state", str(self.devnet_dir), "--port", str(free_port()))
+        deployment = Deployment.load(self.devnet_dir / "deployment.json")
+        console.print(f"devnet at {deployment.rpc_url}, Jobs {deployment.jobs.address}")
+        return deployment
+
+    def init_node(self, name: str, key: str, roles: str, extra: dict[str, object]) -> None:
+        home = self.root / name
+        env = {**self.env, "DEMO_NODE_KEY": key}
+        self.run(
+            "node", "init", str(home),
+            "--deployment", str(self.devnet_dir / "deployment.json"),
+            "--port", str(free_port()),
+            "--roles", roles,
+            "--stake-wei", str(STAKE_WEI),
+            "--insecure-plaintext-key",
+            "--import-key-env", "DEMO_NODE_KEY",
+            env=env,
+        )  # fmt: skip
+        if extra:  # the operator edits node.toml: the roles' sections
+            raw = tomllib.loads((home / "node.toml").read_text())
+            for section, values in extra.items():
+                raw[section] = {**raw.get(section, {}), **values}  # type: ignore[dict-item]
+            write_config(home, parse_config(raw))
+        self.nodes[name] = home
+
+    def start_nodes(self) -> None:
+        for name, home in self.nodes.items():
+            log = open(home / "node.log", "wb")  # noqa: SIM115 - the child keeps it open
+            self.processes[name] = subprocess.Popen(
+                [*self.cli, "node", "run", str(home)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+            )
+            log.close()
+        deadline = time.monotonic() + START_TIMEOUT
+        waiting = dict(self.nodes)
+        while waiting:
+            for name, home in list(waiting.items()):
+                if self.processes[name].poll() is not None:
+                    raise DemoFailed(f"node {name} exited at start-up; see {home / 'node.log'}")
+                port = tomllib.loads((home / "node.toml").read_text())["node"]["port"]
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0).is_success:
+                        del waiting[name]
+                except httpx.HTTPError:
+                    pass
+            if time.monotonic() > deadline:
+                raise DemoFailed(f"nodes {sorted(waiting)} did not start within {START_TIMEOUT} s")
+            time.sleep(0.3)
+        console.print(f"{len(self.nodes)} node processes running: {', '.join(self.nodes)}")
+
+    def stop_nodes(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def devnet_down(self) -> None:
+        subprocess.run(
+            [*self.cli, "devnet", "down", "--state", str(self.devnet_dir)],
+            env=self.env,
+            capture_output=True,
+            check=False,
+        )
+
+
+class DemoFailed(Exception):
+    """The demo cannot go on; the message says why."""
+
+
+def set_up_nodes(demo: Demo) -> None:
+    keys = dev_keys(2 + N_TRAINERS + N_AGGREGATORS)[1:]  # key 0 deployed the contracts
+    demo.init_node("owner", keys[0], "aggregator", {})
+    for i in range(N_TRAINERS):
+        dataset = {**PARTITION, "part": i}
+        demo.init_node(f"trainer{i + 1}", keys[1 + i], "trainer", {"trainer": {"dataset": dataset}})
+    for i in range(N_AGGREGATORS):
+        demo.init_node(f"aggregator{i + 1}", keys[1 + N_TRAINERS + i], "aggregator", {})
+
+
+def final_accuracy(demo: Demo, deployment: Deployment, job_id: int) -> tuple[str, float]:
+    """Fetch the final model with `allmende model get` and evaluate it on the test split."""
+    contracts = Contracts.connect(deployment)
+    final = contracts.jobs.job(job_id).final_model_hash.hex()
+    path = demo.root / "final-model.safetensors"
+    demo.run("model", "get", final, "-o", str(path), "--job", str(job_id),
+             "--deployment", str(demo.devnet_dir / "deployment.json"))  # fmt: skip
+    task = DigitsMLP()
+    model = task.model()
+    model.load_state_dict(decode_state(path.read_bytes()))
+    return final, task.evaluate(model, task.test_data())["accuracy"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", action="store_true", help="keep the demo's files")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="allmende-demo-"))
+    demo = Demo(root)
+    started = time.monotonic()
+    try:
+        deployment = demo.devnet_up()
+        set_up_nodes(demo)
+        demo.start_nodes()
+        job_id = int(demo.run("job", "submit", str(SPEC), "--home", str(demo.nodes["owner"])))
+        console.print(f"job {job_id} submitted from {SPEC.name}")
+        deployment_arg = ("--deployment", str(demo.devnet_dir / "deployment.json"))
+        watched = demo.show("job", "watch", str(job_id), *deployment_arg,
+                            "--timeout", str(JOB_TIMEOUT))  # fmt: skip
+        if watched != 0:
+            raise DemoFailed(f"the job did not finish (see the node logs in {root})")
+        lineage_ok = demo.show("job", "show", str(job_id), *deployment_arg) == 0
+        final, accuracy = final_accuracy(demo, deployment, job_id)
+    except DemoFailed as exc:
+        console.print(f"[bold red]demo failed:[/] {exc}")
+        return 1
+    finally:
+        demo.stop_nodes()
+        demo.devnet_down()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    elapsed = time.monotonic() - started
+    console.print(f"final model {final}")
+    console.print(f"final test accuracy {accuracy:.4f} (target {TARGET_ACCURACY})")
+    console.print(
+        f"lineage check {'passed' if lineage_ok else 'FAILED'}; wall time {elapsed:.0f} s"
+    )
+    return 0 if lineage_ok and accuracy >= TARGET_ACCURACY else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

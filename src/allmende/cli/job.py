@@ -1,0 +1,210 @@
+"""``allmende job``: submit a training job, watch it train, show its verified lineage.
+
+``submit`` runs against the owner's node home (its key pays the escrow, its store serves the spec
+and initial model). ``watch`` and ``show`` only read: they take the chain from ``--home`` or
+``--deployment`` and fetch blobs by hash from the job's participants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from allmende.chain import Contracts, JobStatus
+from allmende.errors import NodeError
+from allmende.node.jobspec import load_jobspec
+from allmende.node.lineage import check_lineage, read_history
+from allmende.node.remote import (
+    JobReader,
+    evaluate,
+    find_deployment,
+    node_store,
+    task_and_reference,
+)
+from allmende.node.roles.common import hex_hash
+from allmende.node.roles.rounds import from_bitmap
+from allmende.node.submit import submit_job
+from allmende.store.blobs import BlobStore
+
+app = typer.Typer(help="Submit, watch and inspect training jobs.", no_args_is_help=True)
+
+_out = Console(highlight=False)
+_err = Console(stderr=True, highlight=False)
+WEI_PER_ETH = 10**18
+WATCH_POLL_SECONDS = 0.5
+HOME_OPTION = typer.Option(None, "--home", help="A node home: its chain and blob store are used.")
+DEPLOYMENT_OPTION = typer.Option(
+    None, "--deployment", help="deployment.json of the chain (default .devnet/deployment.json)."
+)
+
+
+def short(address: str) -> str:
+    return f"{address[:6]}…{address[-4:]}"
+
+
+def eth(wei: int) -> str:
+    return f"{wei / WEI_PER_ETH:.6f}"
+
+
+@app.command()
+def submit(
+    spec: Path = typer.Argument(
+        ..., help="The job spec (TOML), e.g. examples/jobs/digits-fedavg.toml."
+    ),
+    home: Path = typer.Option(..., "--home", help="The job owner's node home."),
+) -> None:
+    """Publish the spec and initial model into the owner's node, create the job with its escrow.
+
+    Prints the job id on stdout (details on stderr).
+    """
+    job_spec = load_jobspec(spec)
+    submitted = submit_job(
+        home, job_spec, prompt=lambda: str(typer.prompt("Key password", hide_input=True))
+    )
+    _err.print(
+        f"job {submitted.job_id} created by {submitted.owner}: task {job_spec.task}, "
+        f"{job_spec.rounds} rounds, escrow {eth(submitted.escrow)} ETH\n"
+        f"  spec {submitted.spec_hash}\n  initial model {submitted.model_hash}"
+    )
+    typer.echo(submitted.job_id)
+
+
+@contextlib.asynccontextmanager
+async def open_reader(home: Path | None, deployment: Path | None) -> AsyncIterator[JobReader]:
+    """A :class:`JobReader` on the node's store (``home``) or a scratch store."""
+    contracts = Contracts.connect(find_deployment(home=home, deployment=deployment))
+    with tempfile.TemporaryDirectory(prefix="allmende-blobs-") as scratch:
+        store = node_store(home) if home is not None else BlobStore(Path(scratch))
+        reader = JobReader(contracts, store)
+        try:
+            yield reader
+        finally:
+            await reader.aclose()
+
+
+@app.command()
+def watch(
+    job_id: int = typer.Argument(..., help="The job id."),
+    home: Path | None = HOME_OPTION,
+    deployment: Path | None = DEPLOYMENT_OPTION,
+    timeout: float = typer.Option(
+        0, "--timeout", help="Give up after this many seconds (0: never)."
+    ),
+) -> None:
+    """Follow a job live: a progress bar over rounds, each round's test accuracy, loss and
+    contributors. Exits 0 when the job finished, 1 when it was cancelled or timed out."""
+    asyncio.run(_watch(job_id, home, deployment, timeout))
+
+
+async def _watch(job_id: int, home: Path | None, deployment: Path | None, timeout: float) -> None:
+    started = time.monotonic()
+    async with open_reader(home, deployment) as reader:
+        job = reader.job(job_id)
+        spec = await reader.spec(job_id, job)
+        task, reference = task_and_reference(spec)
+        shown = 0
+        columns = (
+            TextColumn(f"job {job_id}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("rounds"),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=_out) as progress:
+            bar = progress.add_task("rounds", total=job.rounds)
+            while True:
+                job = reader.job(job_id)
+                trainers = reader.jobs.trainers(job_id)
+                while shown < job.current_round:
+                    result = reader.jobs.round_result(job_id, shown)
+                    digest = hex_hash(result.model_hash)
+                    peers = reader.job_peers(job_id, job)
+                    state = await reader.state(digest, peers, reference=reference)
+                    metrics = evaluate(task, state)
+                    who = [trainers[i] for i in from_bitmap(result.included) if i < len(trainers)]
+                    progress.console.print(
+                        f"round {shown:>3}/{job.rounds}  accuracy {metrics['accuracy']:.4f}  "
+                        f"loss {metrics['loss']:.4f}  model {digest[:12]}  "
+                        f"{len(who)} trainers: {' '.join(short(a) for a in who)}"
+                    )
+                    shown += 1
+                    progress.update(bar, completed=shown)
+                if job.status != JobStatus.OPEN:
+                    break
+                if timeout and time.monotonic() - started > timeout:
+                    raise NodeError(
+                        f"Job {job_id} did not finish within {timeout:.0f} s (round "
+                        f"{job.current_round} of {job.rounds}); watch it again later."
+                    )
+                await asyncio.sleep(WATCH_POLL_SECONDS)
+    if job.status == JobStatus.CANCELLED:
+        raise NodeError(f"Job {job_id} was cancelled in round {job.current_round}.")
+    _out.print(f"job {job_id} finished; final model {hex_hash(job.final_model_hash)}")
+
+
+@app.command()
+def show(
+    job_id: int = typer.Argument(..., help="The job id."),
+    home: Path | None = HOME_OPTION,
+    deployment: Path | None = DEPLOYMENT_OPTION,
+) -> None:
+    """Print the job's lineage (every round's model, trainers, payouts) and verify it against
+    the chain and the blobs. Exits 1 if any check fails."""
+    asyncio.run(_show(job_id, home, deployment))
+
+
+async def _show(job_id: int, home: Path | None, deployment: Path | None) -> None:
+    async with open_reader(home, deployment) as reader:
+        history = read_history(reader, job_id)
+        job = history.job
+        spec = await reader.spec(job_id, job)
+        _, reference = task_and_reference(spec)
+        checks = await check_lineage(reader, history, spec, reference)
+    status = JobStatus(job.status).name.lower()
+    _out.print(
+        f"job {job_id}: task {spec.task}, rule {spec.aggregation.rule}, owner {job.owner}, "
+        f"{status}, {job.current_round}/{job.rounds} rounds\n"
+        f"  spec          {hex_hash(job.spec_hash)}\n"
+        f"  initial model {history.initial_model_hash}"
+    )
+    failed_rounds = {c.round for c in checks if not c.ok}
+    table = Table(title="Lineage")
+    for column in ("round", "model", "trainers", "weight", "paid (ETH)", "check"):
+        table.add_column(column)
+    for record in history.rounds:
+        table.add_row(
+            str(record.round),
+            record.model_hash,
+            " ".join(short(t) for t in record.included),
+            str(record.total_weight),
+            eth(sum(record.credits.values())),
+            "FAILED" if record.round in failed_rounds else "ok",
+        )
+    _out.print(table)
+    payouts = Table(title="Payouts")
+    payouts.add_column("account")
+    payouts.add_column("role")
+    payouts.add_column("credited (ETH)", justify="right")
+    trainers = {t.lower() for t in history.trainers}
+    for account, amount in sorted(history.payouts().items()):
+        role = "trainer" if account.lower() in trainers else "aggregator"
+        payouts.add_row(account, role, eth(amount))
+    _out.print(payouts)
+    if job.final_model_hash != bytes(32):
+        _out.print(f"final model {hex_hash(job.final_model_hash)}")
+    bad = [c for c in checks if not c.ok]
+    for check in bad:
+        where = f"round {check.round}" if check.round is not None else "job"
+        _err.print(f"[red]check failed[/] {where}: {check.what} {check.detail}")
+    if bad:
+        raise NodeError(f"The lineage of job {job_id} failed {len(bad)} of {len(checks)} checks.")
+    _out.print(f"lineage check: all {len(checks)} checks passed")

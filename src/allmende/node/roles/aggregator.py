@@ -1,0 +1,195 @@
+"""The aggregator role: wait for a round's commits, fetch and check them, aggregate, propose,
+finalize once a quorum agrees.
+
+A round's flow, one seam a step (later work adds trace checks, secure aggregation here)::
+
+    wait -> fetch updates -> check -> aggregate -> store -> propose -> finalize
+
+All of it is deterministic: the inputs are exactly the commits the chain accepted, ordered by
+trainer address, and an update is left out only for a reason every honest aggregator sees the
+same way (bad bytes, wrong shapes, non-finite values, over the norm bound, or served by nobody
+even ``fetch_grace_seconds`` after the deadline). Honest aggregators so propose the same bytes.
+Each update is asked for from its author first, then from every other participant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from allmende.chain import ROLE_AGGREGATOR, Commit, Job, JobStatus
+from allmende.errors import AggregationError, CodecError, ContractRevert, PeerError
+from allmende.learn.aggregate import MAX_WEIGHT, Update, aggregate, check_update
+from allmende.node.roles.base import JobRole
+from allmende.node.roles.common import (
+    EMPTY_HASH,
+    TORCH_LOCK,
+    JobPlan,
+    State,
+    fetch_state,
+    hex_hash,
+    on_chain,
+)
+from allmende.node.roles.rounds import (
+    aggregation_readiness,
+    by_address,
+    committed,
+    round_deadline,
+    to_bitmap,
+)
+from allmende.node.roles.settings import AggregatorSection
+from allmende.store.codec import encode_state
+
+log = logging.getLogger(__name__)
+
+
+class AggregatorRole(JobRole):
+    """Aggregates the rounds of the jobs its consent policy accepts."""
+
+    name = "aggregator"
+    role_bit = ROLE_AGGREGATOR
+
+    def __init__(self, section: AggregatorSection) -> None:
+        super().__init__(
+            section.policy,
+            poll_seconds=section.poll_seconds,
+            refresh_seconds=section.refresh_seconds,
+        )
+        self.section = section
+
+    async def step(self, job_id: int) -> bool:
+        job = await on_chain(self.jobs.job, job_id)
+        if job.status != JobStatus.OPEN:
+            return True
+        if not await on_chain(self.jobs.is_aggregator, job_id, self.me):
+            return await self.consider(job_id, job)
+        round_ = job.current_round
+        voted = await on_chain(self.jobs.vote_of, job_id, round_, self.me) != EMPTY_HASH
+        proposal = self.saved_proposal(job_id, round_)
+        if voted and proposal is not None:
+            await self.finalize_if_quorum(job_id, job, *proposal)
+            return False
+        trainers = await on_chain(self.jobs.trainers, job_id)
+        commits = {
+            trainer: await on_chain(self.jobs.commit_of, job_id, round_, trainer)
+            for trainer in trainers
+        }
+        readiness = aggregation_readiness(job, commits, time.time())
+        if not readiness.ready:
+            self.say_once(
+                ("wait", job_id, round_, readiness.reason),
+                logging.DEBUG,
+                f"Job {job_id} round {round_}: {readiness.reason}.",
+            )
+            return False
+        plan = await self.plan(job_id, job)
+        peers = await self.peers(job_id, job)
+        global_state = await fetch_state(
+            self.ctx, hex_hash(job.model_hash), peers, reference=plan.reference
+        )
+        updates = await self.fetch_updates(job_id, job, plan, global_state, committed(commits))
+        if updates is None:
+            return False  # an update is not available yet; ask again next step
+        if len(updates) < job.min_trainers:
+            self.say_once(
+                ("few", job_id, round_),
+                logging.WARNING,
+                f"Job {job_id} round {round_}: only {len(updates)} usable updates, fewer than "
+                f"min_trainers {job.min_trainers}; the round cannot be aggregated.",
+            )
+            return False
+        new_state = await asyncio.to_thread(self.aggregate, plan, global_state, updates)
+        digest = self.store_model(job_id, round_, new_state)
+        index = {trainer.lower(): i for i, trainer in enumerate(trainers)}
+        included = to_bitmap(index[address.lower()] for address, _, _ in updates)
+        if not voted:
+            await on_chain(self.jobs.propose, job_id, round_, digest, included)
+            log.info(
+                "Job %d round %d: proposed model %s with %d of %d trainers (%s).",
+                job_id, round_, digest[:16], len(updates), len(trainers), readiness.reason,
+            )  # fmt: skip
+        self.save_proposal(job_id, round_, digest, included)
+        await self.finalize_if_quorum(job_id, job, digest, included)
+        return False
+
+    # -- the round's seams ---------------------------------------------------------------------
+
+    async def fetch_updates(
+        self,
+        job_id: int,
+        job: Job,
+        plan: JobPlan,
+        global_state: State,
+        commits: dict[str, Commit],
+    ) -> list[Update] | None:
+        """The usable updates in address order; None while one is still worth waiting for."""
+        round_ = job.current_round
+        patience_over = time.time() > round_deadline(job) + self.section.fetch_grace_seconds
+        updates: list[Update] = []
+        for trainer in by_address(commits):
+            commit = commits[trainer]
+            digest = hex_hash(commit.update_hash)
+            peers = await self.peers(job_id, job, first=trainer)
+            try:
+                state = await fetch_state(self.ctx, digest, peers, reference=plan.reference)
+                if commit.weight > MAX_WEIGHT:
+                    raise AggregationError(f"its weight {commit.weight} is over 2**53")
+                check_update(state, global_state, norm_bound=plan.spec.norm_bound)
+            except PeerError as exc:
+                if not patience_over:
+                    self.say_once(
+                        ("fetch", job_id, round_, trainer),
+                        logging.WARNING,
+                        f"Job {job_id} round {round_}: cannot get {trainer}'s update yet: {exc}",
+                    )
+                    return None
+                self.exclude(job_id, round_, trainer, f"nobody served it ({exc})")
+                continue
+            except (CodecError, AggregationError) as exc:
+                self.exclude(job_id, round_, trainer, str(exc))
+                continue
+            updates.append((trainer, state, commit.weight))
+        return updates
+
+    def exclude(self, job_id: int, round_: int, trainer: str, why: str) -> None:
+        log.warning("Job %d round %d: leaving out %s's update: %s", job_id, round_, trainer, why)
+
+    def aggregate(self, plan: JobPlan, global_state: State, updates: list[Update]) -> State:
+        """The job's rule over the updates (worker thread, one torch job at a time)."""
+        rule = plan.spec.aggregation
+        with TORCH_LOCK:
+            return aggregate(rule.rule, global_state, updates, rule.params)
+
+    def store_model(self, job_id: int, round_: int, state: State) -> str:
+        """Model r+1 as a canonical blob in the node's store, pinned; its hash."""
+        digest = self.ctx.store.put_bytes(encode_state(state))
+        self.ctx.state.pin(digest, f"job:{job_id}:model:{round_ + 1}")
+        return digest
+
+    async def finalize_if_quorum(self, job_id: int, job: Job, digest: str, included: int) -> None:
+        """Finalize the round once ``quorum`` aggregators voted for this node's proposal."""
+        round_ = job.current_round
+        votes = await on_chain(self.jobs.votes, job_id, round_, digest, included)
+        if votes < job.quorum:
+            return
+        try:
+            await on_chain(self.jobs.finalize_round, job_id, round_, digest, included)
+        except ContractRevert as exc:
+            now = await on_chain(self.jobs.job, job_id)
+            if now.current_round > round_ or now.status != JobStatus.OPEN:
+                return  # another participant finalized it first
+            raise exc
+        log.info("Job %d round %d: finalized model %s.", job_id, round_, digest[:16])
+
+    # -- what this node proposed, so a restarted node can still finalize ------------------------
+
+    def saved_proposal(self, job_id: int, round_: int) -> tuple[str, int] | None:
+        raw = self.ctx.state.get(f"aggregator:proposal:{job_id}:{round_}")
+        if raw is None:
+            return None
+        digest, included = raw.split(":")
+        return digest, int(included)
+
+    def save_proposal(self, job_id: int, round_: int, digest: str, included: int) -> None:
+        self.ctx.state.set(f"aggregator:proposal:{job_id}:{round_}", f"{digest}:{included}")

@@ -1,0 +1,174 @@
+"""The loop every job role runs: follow the Jobs contract's events, step each job it knows.
+
+A role learns about jobs from ``JobCreated`` events (replayed from the deployment block on every
+start, so a restarted node finds its jobs again) and *steps* a job whenever one of its events
+arrives, and at least every ``refresh_seconds`` (deadlines pass without events). A step reads
+the job's state from the chain's views and does the next thing that is due, so it is idempotent:
+a killed and restarted node resumes where the chain says it is, with no operator action.
+
+A failing step (a dead peer, a refused transaction, a bad blob) is logged and retried at the next
+step; it never stops the role.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
+from allmende.chain import EventDecoder, EventStream, Job
+from allmende.chain.events import JobCreated
+from allmende.errors import AllmendeError, ConfigError, PeerError, TaskError
+from allmende.learn.task import installed_tasks
+from allmende.node.roles.common import (
+    JobPlan,
+    PeerDirectory,
+    chain_bindings,
+    fetch_spec,
+    make_plan,
+    on_chain,
+    participants,
+)
+from allmende.node.roles.policy import Verdict, decide
+from allmende.node.roles.settings import ConsentPolicy
+
+if TYPE_CHECKING:
+    from allmende.node.process import NodeContext
+
+log = logging.getLogger(__name__)
+
+
+class JobRole(ABC):
+    """A role service (see :class:`allmende.node.process.RoleService`) that works on jobs."""
+
+    name: str = ""
+    role_bit: int = 0
+
+    def __init__(
+        self, policy: ConsentPolicy, *, poll_seconds: float, refresh_seconds: float
+    ) -> None:
+        self.policy = policy
+        self.poll_seconds = poll_seconds
+        self.refresh_seconds = refresh_seconds
+        self.plans: dict[int, JobPlan] = {}
+        self.refused: set[int] = set()
+        self._said: set[tuple[object, ...]] = set()
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def run(self, ctx: NodeContext) -> None:
+        """Follow the chain and step every known job until ``ctx.stopping`` is set."""
+        self.ctx = ctx
+        self.jobs, registry = chain_bindings(ctx)
+        self.directory = PeerDirectory(registry)
+        assert ctx.chain is not None
+        stream = EventStream(
+            ctx.chain.client,
+            EventDecoder(jobs=ctx.chain.deployment.jobs),
+            from_block=ctx.chain.deployment.deploy_block,
+            poll_interval=self.poll_seconds,
+        )
+        known: dict[int, float] = {}  # job id -> monotonic time of its last step
+        log.info("The %s role is following jobs for %s.", self.name, ctx.address)
+        while not ctx.stopping.is_set():
+            events = await asyncio.to_thread(stream.poll)
+            touched: set[int] = set()
+            for event in events:
+                if isinstance(event, JobCreated):
+                    known.setdefault(event.job_id, 0.0)
+                job_id = getattr(event, "job_id", None)
+                if isinstance(job_id, int):
+                    touched.add(job_id)
+            for job_id in sorted(known):
+                if ctx.stopping.is_set():
+                    break
+                if job_id in touched or time.monotonic() - known[job_id] >= self.refresh_seconds:
+                    known[job_id] = time.monotonic()
+                    if await self._safe_step(job_id):
+                        del known[job_id]
+            if not events or not stream.caught_up():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ctx.stopping.wait(), self.poll_seconds)
+
+    async def _safe_step(self, job_id: int) -> bool:
+        """One step of a job; True when the role is done with it. Failures are logged."""
+        try:
+            return await self.step(job_id)
+        except AllmendeError as exc:
+            self.say_once(("step", job_id, str(exc)), logging.WARNING, f"Job {job_id}: {exc}")
+        except Exception:
+            log.exception("Job %d: the %s step failed unexpectedly.", job_id, self.name)
+        return False
+
+    @abstractmethod
+    async def step(self, job_id: int) -> bool:
+        """Do what is due for ``job_id`` now; return True when the role is done with the job."""
+
+    # -- shared pieces ---------------------------------------------------------------------------
+
+    @property
+    def me(self) -> str:
+        return self.ctx.address
+
+    def say_once(self, key: tuple[object, ...], level: int, message: str) -> None:
+        """Log ``message`` the first time ``key`` comes up (a waiting role would repeat it)."""
+        if key not in self._said:
+            self._said.add(key)
+            log.log(level, message)
+
+    async def peers(self, job_id: int, job: Job, *, first: str | None = None) -> list[str]:
+        """Endpoints of the job's participants (``first`` at the front), without this node."""
+        addresses = await participants(self.jobs, job_id, job)
+        if first is not None:
+            addresses = [first, *addresses]
+        return await self.directory.endpoints(addresses, exclude=self.me)
+
+    async def plan(self, job_id: int, job: Job) -> JobPlan:
+        """The job's spec and task, fetched and loaded once per job."""
+        if job_id not in self.plans:
+            spec = await fetch_spec(self.ctx, job, await self.peers(job_id, job))
+            self.plans[job_id] = await asyncio.to_thread(make_plan, spec)
+        return self.plans[job_id]
+
+    async def consider(self, job_id: int, job: Job) -> bool:
+        """Join the job if the consent policy accepts it; True when refused for good."""
+        if job_id in self.refused:
+            return True
+        try:
+            spec = await fetch_spec(self.ctx, job, await self.peers(job_id, job))
+        except ConfigError as exc:
+            return self.refuse(job_id, str(exc).rstrip("."))
+        except PeerError as exc:  # the owner's node may not serve yet: ask again next step
+            self.say_once(("spec", job_id), logging.INFO, f"Job {job_id}: {exc}")
+            return False
+        verdict = decide(
+            self.policy,
+            task=spec.task,
+            owner=job.owner,
+            reward_per_round=job.reward_per_round,
+            installed=installed_tasks(),
+        )
+        if verdict.accepted:
+            verdict = self.admits(job)
+        if not verdict.accepted:
+            return self.refuse(job_id, verdict.reason)
+        try:
+            self.plans[job_id] = await asyncio.to_thread(make_plan, spec)
+        except TaskError as exc:
+            return self.refuse(job_id, str(exc).rstrip("."))
+        await on_chain(self.jobs.join, job_id, self.role_bit)
+        log.info("Joined job %d as %s (task %s).", job_id, self.name, spec.task)
+        return False
+
+    def admits(self, job: Job) -> Verdict:
+        """Role-specific admission checks beyond the consent policy."""
+        return Verdict(True)
+
+    def refuse(self, job_id: int, reason: str) -> bool:
+        self.refused.add(job_id)
+        log.warning("Not joining job %d as %s: %s.", job_id, self.name, reason)
+        return True
+

@@ -1,0 +1,65 @@
+"""The consent decision: does this node agree to work on a job? Pure, so it is easy to test.
+
+A node works only on tasks installed on it, and only on jobs its operator's
+:class:`~allmende.node.roles.settings.ConsentPolicy` accepts. Every refusal carries a sentence
+that says why, which the role logs once per job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from allmende.node.roles.settings import ConsentPolicy
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a job is accepted, and if not, why (a sentence for the node's log)."""
+
+    accepted: bool
+    reason: str = ""
+
+
+ACCEPT = Verdict(True)
+
+
+def decide(
+    policy: ConsentPolicy,
+    *,
+    task: str,
+    owner: str,
+    reward_per_round: int,
+    installed: Collection[str],
+) -> Verdict:
+    """Accept or refuse a job naming ``task`` from ``owner`` paying ``reward_per_round`` wei.
+
+    Checks in the order an operator would: is the task installed, does the policy allow it, the
+    owner, the reward.
+    """
+    if task not in installed:
+        listed = ", ".join(sorted(installed)) or "none"
+        return Verdict(
+            False,
+            f"task '{task}' is not installed on this node (installed: {listed}); install the "
+            "package that provides it to take such jobs",
+        )
+    if policy.allowed_tasks is not None and task not in policy.allowed_tasks:
+        return Verdict(
+            False,
+            f"task '{task}' is not in the consent policy's allowed_tasks "
+            f"({', '.join(policy.allowed_tasks) or 'none'})",
+        )
+    if policy.allowed_owners is not None and owner.lower() not in {
+        allowed.lower() for allowed in policy.allowed_owners
+    }:
+        return Verdict(
+            False, f"the job owner {owner} is not in the consent policy's allowed_owners"
+        )
+    if reward_per_round < policy.min_reward_per_round_wei:
+        return Verdict(
+            False,
+            f"the job pays {reward_per_round} wei per round, below the consent policy's "
+            f"min_reward_per_round_wei of {policy.min_reward_per_round_wei}",
+        )
+    return ACCEPT

@@ -1,0 +1,78 @@
+"""Round logic shared by the roles, free of I/O: when to aggregate, bitmaps, input order.
+
+A round's inputs are the commits the chain accepted. Aggregators wait until every joined trainer
+committed (and, in round 0, until the job is full, so they never propose before the trainers
+joined), or until the round's deadline passed with at least ``min_trainers`` commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from allmende.chain import Commit, Job
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Whether a round can be aggregated now, and a sentence saying why (not)."""
+
+    ready: bool
+    reason: str
+
+
+def round_deadline(job: Job) -> int:
+    """The chain time after which the job's current round accepts no more commits."""
+    return job.round_start + job.round_deadline
+
+
+def deadline_passed(job: Job, now: float) -> bool:
+    """The contract's rule: the deadline is inclusive, so it passed when ``now > deadline``."""
+    return now > round_deadline(job)
+
+
+def committed(commits: Mapping[str, Commit]) -> dict[str, Commit]:
+    """The trainers (address -> commit) that committed, i.e. have a nonzero weight."""
+    return {trainer: commit for trainer, commit in commits.items() if commit.weight > 0}
+
+
+def aggregation_readiness(job: Job, commits: Mapping[str, Commit], now: float) -> Readiness:
+    """Whether the current round of ``job`` can be aggregated, given every trainer's commit."""
+    done = committed(commits)
+    if deadline_passed(job, now):
+        if len(done) >= job.min_trainers:
+            return Readiness(True, f"deadline passed with {len(done)} commits")
+        return Readiness(
+            False,
+            f"deadline passed with {len(done)} commits, fewer than min_trainers "
+            f"{job.min_trainers}; the round is stalled",
+        )
+    if job.current_round == 0 and job.n_trainers < job.max_trainers:
+        return Readiness(
+            False, f"{job.n_trainers} of {job.max_trainers} trainers joined; waiting for the rest"
+        )
+    if job.n_trainers == 0 or len(done) < job.n_trainers:
+        return Readiness(False, f"{len(done)} of {job.n_trainers} trainers committed")
+    return Readiness(True, f"all {job.n_trainers} trainers committed")
+
+
+def by_address(addresses: Iterable[str]) -> list[str]:
+    """Addresses in the order aggregation uses: lower-cased hex, ascending."""
+    return sorted(addresses, key=str.lower)
+
+
+def to_bitmap(indices: Iterable[int]) -> int:
+    """The ``included`` bitmap of trainer indices (bit i = trainer i)."""
+    bitmap = 0
+    for index in indices:
+        if index < 0:
+            raise ValueError(f"Trainer index {index} is negative.")
+        bitmap |= 1 << index
+    return bitmap
+
+
+def from_bitmap(bitmap: int) -> list[int]:
+    """The trainer indices set in ``bitmap``, ascending."""
+    if bitmap < 0:
+        raise ValueError(f"Bitmap {bitmap} is negative.")
+    return [i for i in range(bitmap.bit_length()) if bitmap >> i & 1]

@@ -1,0 +1,127 @@
+"""The trainer role: join accepted jobs; each round fetch model r, train, store, commit.
+
+A round's flow, one seam a step (later work adds traces, DP and compression here)::
+
+    fetch model r by hash -> train deterministically -> store the update blob -> commit its hash
+
+The training seed is :func:`~allmende.learn.train.derive_seed` of (job, round, address), so a
+trainer that crashed after storing its update but before committing recomputes the same bytes.
+A round it committed is never redone: the chain's ``commit_of`` says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from allmende.chain import ROLE_TRAINER, Job, JobStatus
+from allmende.learn.task import LocalData, Task
+from allmende.learn.train import derive_seed, train_local
+from allmende.node.roles.base import JobRole
+from allmende.node.roles.common import (
+    TORCH_LOCK,
+    JobPlan,
+    State,
+    fetch_state,
+    hex_hash,
+    on_chain,
+)
+from allmende.node.roles.policy import Verdict
+from allmende.node.roles.rounds import deadline_passed
+from allmende.node.roles.settings import TrainerSection
+from allmende.store.codec import encode_state
+
+log = logging.getLogger(__name__)
+
+
+class TrainerRole(JobRole):
+    """Trains on the node's declared local data for the jobs its consent policy accepts."""
+
+    name = "trainer"
+    role_bit = ROLE_TRAINER
+
+    def __init__(self, section: TrainerSection) -> None:
+        super().__init__(
+            section.policy,
+            poll_seconds=section.poll_seconds,
+            refresh_seconds=section.refresh_seconds,
+        )
+        self.section = section
+        self._data: dict[str, LocalData] = {}
+
+    def admits(self, job: Job) -> Verdict:
+        if job.n_trainers >= job.max_trainers:
+            return Verdict(False, f"the job already has its {job.max_trainers} trainers")
+        return Verdict(True)
+
+    async def step(self, job_id: int) -> bool:
+        job = await on_chain(self.jobs.job, job_id)
+        if job.status != JobStatus.OPEN:
+            return True
+        if await on_chain(self.jobs.trainer_index, job_id, self.me) is None:
+            return await self.consider(job_id, job)
+        round_ = job.current_round
+        commit = await on_chain(self.jobs.commit_of, job_id, round_, self.me)
+        if commit.weight > 0:
+            return False  # committed; wait for the round to be finalized
+        if deadline_passed(job, time.time()):
+            self.say_once(
+                ("missed", job_id, round_),
+                logging.WARNING,
+                f"Job {job_id}: missed the deadline of round {round_}; waiting for the next one.",
+            )
+            return False
+        plan = await self.plan(job_id, job)
+        model = await self.fetch_model(job_id, job, plan)
+        update, weight, metrics = await asyncio.to_thread(self.train, plan, model, job_id, round_)
+        digest = self.store_update(job_id, round_, update)
+        await self.commit(job_id, round_, digest, weight)
+        log.info(
+            "Job %d round %d: trained on %d examples (loss %.4f), committed update %s.",
+            job_id, round_, weight, metrics["loss"], digest[:16],
+        )  # fmt: skip
+        return False
+
+    # -- the round's seams ---------------------------------------------------------------------
+
+    async def fetch_model(self, job_id: int, job: Job, plan: JobPlan) -> State:
+        """Model r, by the hash on chain, from any participant that serves it."""
+        peers = await self.peers(job_id, job)
+        digest = hex_hash(job.model_hash)
+        return await fetch_state(self.ctx, digest, peers, reference=plan.reference)
+
+    def train(
+        self, plan: JobPlan, model: State, job_id: int, round_: int
+    ) -> tuple[State, int, dict[str, float]]:
+        """Deterministic local training (runs in a worker thread, one torch job at a time)."""
+        spec = plan.spec
+        with TORCH_LOCK:
+            data = self.local_data(plan.task)
+            return train_local(
+                plan.task,
+                model,
+                data,
+                epochs=spec.local_epochs,
+                batch_size=spec.batch_size,
+                lr=spec.optimizer.lr,
+                optimizer=spec.optimizer.name,
+                momentum=spec.optimizer.momentum,
+                weight_decay=spec.optimizer.weight_decay,
+                seed=derive_seed(job_id, round_, self.me),
+            )
+
+    def store_update(self, job_id: int, round_: int, update: State) -> str:
+        """The update as a canonical blob in the node's store, pinned; its hash."""
+        digest = self.ctx.store.put_bytes(encode_state(update))
+        self.ctx.state.pin(digest, f"job:{job_id}:update:{round_}")
+        return digest
+
+    async def commit(self, job_id: int, round_: int, digest: str, weight: int) -> None:
+        await on_chain(self.jobs.commit_update, job_id, round_, digest, weight)
+
+    def local_data(self, task: Task) -> LocalData:
+        """The node's declared dataset for ``task``, loaded once."""
+        if task.name not in self._data:
+            self._data[task.name] = task.load_data(self.section.dataset)
+        return self._data[task.name]
