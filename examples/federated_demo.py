@@ -52,6 +52,12 @@ STOP_TIMEOUT = 15.0
 WEI_PER_ETH = 10**18
 
 console = Console(highlight=False)
+STARTED = time.monotonic()
+
+
+def say(message: str) -> None:
+    """Print ``message`` with the seconds since the demo started."""
+    console.print(f"[dim]{time.monotonic() - STARTED:6.1f} s[/]  {message}")
 
 
 def allmende_command() -> list[str]:
@@ -93,28 +99,40 @@ class Demo:
     def devnet_up(self) -> Deployment:
         self.run("devnet", "up", "--state", str(self.devnet_dir), "--port", str(free_port()))
         deployment = Deployment.load(self.devnet_dir / "deployment.json")
-        console.print(f"devnet at {deployment.rpc_url}, Jobs {deployment.jobs.address}")
+        say(f"devnet at {deployment.rpc_url}, Jobs {deployment.jobs.address}")
         return deployment
 
-    def init_node(self, name: str, key: str, roles: str, extra: dict[str, object]) -> None:
-        home = self.root / name
-        env = {**self.env, "DEMO_NODE_KEY": key}
-        self.run(
-            "node", "init", str(home),
-            "--deployment", str(self.devnet_dir / "deployment.json"),
-            "--port", str(free_port()),
-            "--roles", roles,
-            "--stake-wei", str(STAKE_WEI),
-            "--insecure-plaintext-key",
-            "--import-key-env", "DEMO_NODE_KEY",
-            env=env,
-        )  # fmt: skip
-        if extra:  # the operator edits node.toml: the roles' sections
-            raw = tomllib.loads((home / "node.toml").read_text())
-            for section, values in extra.items():
-                raw[section] = {**raw.get(section, {}), **values}  # type: ignore[dict-item]
-            write_config(home, parse_config(raw))
-        self.nodes[name] = home
+    def init_nodes(self, plans: dict[str, tuple[str, str, dict[str, object]]]) -> None:
+        """`allmende node init` for every node (in parallel), then the operator's edits.
+
+        ``plans`` maps a node name to (private key, roles, extra node.toml sections).
+        """
+        started = []
+        for name, (key, roles, _) in plans.items():
+            home = self.root / name
+            argv = [
+                *self.cli, "node", "init", str(home),
+                "--deployment", str(self.devnet_dir / "deployment.json"),
+                "--port", str(free_port()),
+                "--roles", roles,
+                "--stake-wei", str(STAKE_WEI),
+                "--insecure-plaintext-key",
+                "--import-key-env", "DEMO_NODE_KEY",
+            ]  # fmt: skip
+            env = {**self.env, "DEMO_NODE_KEY": key}
+            started.append((name, subprocess.Popen(argv, env=env, stderr=subprocess.PIPE)))
+        for name, process in started:
+            _, stderr = process.communicate()
+            if process.returncode != 0:
+                raise DemoFailed(f"`allmende node init` of {name} failed: {stderr.decode()}")
+            home = self.root / name
+            extra = plans[name][2]
+            if extra:  # the operator edits node.toml: the roles' sections
+                raw = tomllib.loads((home / "node.toml").read_text())
+                for section, values in extra.items():
+                    raw[section] = {**raw.get(section, {}), **values}  # type: ignore[dict-item]
+                write_config(home, parse_config(raw))
+            self.nodes[name] = home
 
     def start_nodes(self) -> None:
         for name, home in self.nodes.items():
@@ -142,7 +160,7 @@ class Demo:
             if time.monotonic() > deadline:
                 raise DemoFailed(f"nodes {sorted(waiting)} did not start within {START_TIMEOUT} s")
             time.sleep(0.3)
-        console.print(f"{len(self.nodes)} node processes running: {', '.join(self.nodes)}")
+        say(f"{len(self.nodes)} node processes running: {', '.join(self.nodes)}")
 
     def stop_nodes(self) -> None:
         for process in self.processes.values():
@@ -171,12 +189,13 @@ class DemoFailed(Exception):
 
 def set_up_nodes(demo: Demo) -> None:
     keys = dev_keys(2 + N_TRAINERS + N_AGGREGATORS)[1:]  # key 0 deployed the contracts
-    demo.init_node("owner", keys[0], "aggregator", {})
+    plans: dict[str, tuple[str, str, dict[str, object]]] = {"owner": (keys[0], "aggregator", {})}
     for i in range(N_TRAINERS):
         dataset = {**PARTITION, "part": i}
-        demo.init_node(f"trainer{i + 1}", keys[1 + i], "trainer", {"trainer": {"dataset": dataset}})
+        plans[f"trainer{i + 1}"] = (keys[1 + i], "trainer", {"trainer": {"dataset": dataset}})
     for i in range(N_AGGREGATORS):
-        demo.init_node(f"aggregator{i + 1}", keys[1 + N_TRAINERS + i], "aggregator", {})
+        plans[f"aggregator{i + 1}"] = (keys[1 + N_TRAINERS + i], "aggregator", {})
+    demo.init_nodes(plans)
 
 
 def final_accuracy(demo: Demo, deployment: Deployment, job_id: int) -> tuple[str, float]:
@@ -204,14 +223,16 @@ def main() -> int:
         set_up_nodes(demo)
         demo.start_nodes()
         job_id = int(demo.run("job", "submit", str(SPEC), "--home", str(demo.nodes["owner"])))
-        console.print(f"job {job_id} submitted from {SPEC.name}")
+        say(f"job {job_id} submitted from {SPEC.name}")
         deployment_arg = ("--deployment", str(demo.devnet_dir / "deployment.json"))
         watched = demo.show("job", "watch", str(job_id), *deployment_arg,
                             "--timeout", str(JOB_TIMEOUT))  # fmt: skip
         if watched != 0:
             raise DemoFailed(f"the job did not finish (see the node logs in {root})")
+        say("job finished; checking its lineage")
         lineage_ok = demo.show("job", "show", str(job_id), *deployment_arg) == 0
         final, accuracy = final_accuracy(demo, deployment, job_id)
+        say("final model fetched and verified; shutting down")
     except DemoFailed as exc:
         console.print(f"[bold red]demo failed:[/] {exc}")
         return 1

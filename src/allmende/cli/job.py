@@ -123,7 +123,7 @@ async def _watch(job_id: int, home: Path | None, deployment: Path | None, timeou
             bar = progress.add_task("rounds", total=job.rounds)
             while True:
                 job = reader.job(job_id)
-                trainers = reader.jobs.trainers(job_id)
+                trainers = reader.jobs.trainers(job_id) if shown < job.current_round else []
                 while shown < job.current_round:
                     result = reader.jobs.round_result(job_id, shown)
                     digest = hex_hash(result.model_hash)

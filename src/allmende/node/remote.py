@@ -59,6 +59,7 @@ class JobReader:
         self.store = store
         self.peers = PeerClient(store)
         self._endpoints: dict[str, str | None] = {}
+        self._members: dict[int, tuple[int, int, list[str]]] = {}
 
     async def aclose(self) -> None:
         await self.peers.aclose()
@@ -76,16 +77,22 @@ class JobReader:
             self._endpoints[address] = url if url.startswith(("http://", "https://")) else None
         return self._endpoints[address]
 
+    def members(self, job_id: int, job: Job) -> list[str]:
+        """The job's aggregators, owner and trainers (re-read only when someone joined)."""
+        cached = self._members.get(job_id)
+        if cached is None or cached[:2] != (job.n_trainers, job.n_aggregators):
+            addresses = [
+                *self.jobs.aggregators(job_id),
+                job.owner,
+                *self.jobs.trainers(job_id),
+            ]
+            cached = self._members[job_id] = (job.n_trainers, job.n_aggregators, addresses)
+        return cached[2]
+
     def job_peers(self, job_id: int, job: Job, *, first: Sequence[str] = ()) -> list[str]:
         """Endpoints of ``first``, then the job's aggregators, owner and trainers."""
-        addresses = [
-            *first,
-            *self.jobs.aggregators(job_id),
-            job.owner,
-            *self.jobs.trainers(job_id),
-        ]
         urls: list[str] = []
-        for address in addresses:
+        for address in [*first, *self.members(job_id, job)]:
             url = self.endpoint(address)
             if url is not None and url not in urls:
                 urls.append(url)

@@ -70,7 +70,7 @@ class AggregatorRole(JobRole):
         if voted and proposal is not None:
             await self.finalize_if_quorum(job_id, job, *proposal)
             return False
-        trainers = await on_chain(self.jobs.trainers, job_id)
+        trainers = (await self.members(job_id, job)).trainers
         commits = {
             trainer: await on_chain(self.jobs.commit_of, job_id, round_, trainer)
             for trainer in trainers
@@ -104,7 +104,8 @@ class AggregatorRole(JobRole):
         index = {trainer.lower(): i for i, trainer in enumerate(trainers)}
         included = to_bitmap(index[address.lower()] for address, _, _ in updates)
         if not voted:
-            await on_chain(self.jobs.propose, job_id, round_, digest, included)
+            if not await self.propose(job_id, round_, digest, included):
+                return False
             log.info(
                 "Job %d round %d: proposed model %s with %d of %d trainers (%s).",
                 job_id, round_, digest[:16], len(updates), len(trainers), readiness.reason,
@@ -166,6 +167,18 @@ class AggregatorRole(JobRole):
         digest = self.ctx.store.put_bytes(encode_state(state))
         self.ctx.state.pin(digest, f"job:{job_id}:model:{round_ + 1}")
         return digest
+
+    async def propose(self, job_id: int, round_: int, digest: str, included: int) -> bool:
+        """Vote for (model, included); False when the round was finalized meanwhile."""
+        try:
+            await on_chain(self.jobs.propose, job_id, round_, digest, included)
+        except ContractRevert:
+            now = await on_chain(self.jobs.job, job_id)
+            if now.current_round > round_ or now.status != JobStatus.OPEN:
+                log.info("Job %d round %d: finalized before this node's vote.", job_id, round_)
+                return False
+            raise
+        return True
 
     async def finalize_if_quorum(self, job_id: int, job: Job, digest: str, included: int) -> None:
         """Finalize the round once ``quorum`` aggregators voted for this node's proposal."""

@@ -19,18 +19,19 @@ import time
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
-from allmende.chain import EventDecoder, EventStream, Job
+from allmende.chain import ChainEvent, EventDecoder, EventStream, Job
 from allmende.chain.events import JobCreated
 from allmende.errors import AllmendeError, ConfigError, PeerError, TaskError
 from allmende.learn.task import installed_tasks
 from allmende.node.roles.common import (
     JobPlan,
+    Members,
     PeerDirectory,
     chain_bindings,
     fetch_spec,
     make_plan,
     on_chain,
-    participants,
+    read_members,
 )
 from allmende.node.roles.policy import Verdict, decide
 from allmende.node.roles.settings import ConsentPolicy
@@ -46,6 +47,8 @@ class JobRole(ABC):
 
     name: str = ""
     role_bit: int = 0
+    # The events that make the role look at their job at once (others wait for the refresh).
+    wake_on: tuple[type[ChainEvent], ...] = (ChainEvent,)
 
     def __init__(
         self, policy: ConsentPolicy, *, poll_seconds: float, refresh_seconds: float
@@ -54,6 +57,7 @@ class JobRole(ABC):
         self.poll_seconds = poll_seconds
         self.refresh_seconds = refresh_seconds
         self.plans: dict[int, JobPlan] = {}
+        self._members: dict[int, Members] = {}
         self.refused: set[int] = set()
         self._said: set[tuple[object, ...]] = set()
 
@@ -80,7 +84,7 @@ class JobRole(ABC):
                 if isinstance(event, JobCreated):
                     known.setdefault(event.job_id, 0.0)
                 job_id = getattr(event, "job_id", None)
-                if isinstance(job_id, int):
+                if isinstance(job_id, int) and isinstance(event, self.wake_on):
                     touched.add(job_id)
             for job_id in sorted(known):
                 if ctx.stopping.is_set():
@@ -119,9 +123,18 @@ class JobRole(ABC):
             self._said.add(key)
             log.log(level, message)
 
+    async def members(self, job_id: int, job: Job) -> Members:
+        """The job's trainers and aggregators, re-read only when someone joined."""
+        cached = self._members.get(job_id)
+        if cached is None or not cached.fresh_for(job):
+            cached = self._members[job_id] = await read_members(self.jobs, job_id, job)
+        return cached
+
     async def peers(self, job_id: int, job: Job, *, first: str | None = None) -> list[str]:
-        """Endpoints of the job's participants (``first`` at the front), without this node."""
-        addresses = await participants(self.jobs, job_id, job)
+        """Endpoints of the job's participants, without this node: ``first``, then the
+        aggregators, the owner and the trainers."""
+        members = await self.members(job_id, job)
+        addresses = [*members.aggregators, job.owner, *members.trainers]
         if first is not None:
             addresses = [first, *addresses]
         return await self.directory.endpoints(addresses, exclude=self.me)
@@ -171,4 +184,3 @@ class JobRole(ABC):
         self.refused.add(job_id)
         log.warning("Not joining job %d as %s: %s.", job_id, self.name, reason)
         return True
-

@@ -89,11 +89,23 @@ class PeerDirectory:
         return urls
 
 
-async def participants(jobs: Jobs, job_id: int, job: Job) -> list[str]:
-    """Everyone who may hold a job's blobs: aggregators, the owner, then the trainers."""
-    aggregators = await on_chain(jobs.aggregators, job_id)
-    trainers = await on_chain(jobs.trainers, job_id)
-    return [*aggregators, job.owner, *trainers]
+@dataclass(frozen=True)
+class Members:
+    """A job's trainers (in index order) and aggregators, as of ``n_trainers``/``n_aggregators``."""
+
+    trainers: list[str]
+    aggregators: list[str]
+
+    def fresh_for(self, job: Job) -> bool:
+        """Whether nobody joined since (the lists only ever grow)."""
+        return len(self.trainers) == job.n_trainers and len(self.aggregators) == job.n_aggregators
+
+
+async def read_members(jobs: Jobs, job_id: int, job: Job) -> Members:
+    """The job's trainers and aggregators, read from the chain's views."""
+    trainers = [await on_chain(jobs.trainer_at, job_id, i) for i in range(job.n_trainers)]
+    aggregators = [await on_chain(jobs.aggregator_at, job_id, i) for i in range(job.n_aggregators)]
+    return Members(trainers=trainers, aggregators=aggregators)
 
 
 @dataclass(frozen=True)

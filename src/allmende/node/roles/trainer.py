@@ -16,6 +16,7 @@ import logging
 import time
 
 from allmende.chain import ROLE_TRAINER, Job, JobStatus
+from allmende.chain.events import JobCancelled, JobCreated, JobFinished, Joined, RoundFinalized
 from allmende.learn.task import LocalData, Task
 from allmende.learn.train import derive_seed, train_local
 from allmende.node.roles.base import JobRole
@@ -40,6 +41,7 @@ class TrainerRole(JobRole):
 
     name = "trainer"
     role_bit = ROLE_TRAINER
+    wake_on = (JobCreated, Joined, RoundFinalized, JobFinished, JobCancelled)
 
     def __init__(self, section: TrainerSection) -> None:
         super().__init__(
@@ -49,6 +51,7 @@ class TrainerRole(JobRole):
         )
         self.section = section
         self._data: dict[str, LocalData] = {}
+        self._committed: dict[int, int] = {}  # job id -> last round this node committed in
 
     def admits(self, job: Job) -> Verdict:
         if job.n_trainers >= job.max_trainers:
@@ -59,12 +62,15 @@ class TrainerRole(JobRole):
         job = await on_chain(self.jobs.job, job_id)
         if job.status != JobStatus.OPEN:
             return True
+        if self._committed.get(job_id) == job.current_round:
+            return False  # committed; wait for the round to be finalized
         if await on_chain(self.jobs.trainer_index, job_id, self.me) is None:
             return await self.consider(job_id, job)
         round_ = job.current_round
         commit = await on_chain(self.jobs.commit_of, job_id, round_, self.me)
         if commit.weight > 0:
-            return False  # committed; wait for the round to be finalized
+            self._committed[job_id] = round_
+            return False
         if deadline_passed(job, time.time()):
             self.say_once(
                 ("missed", job_id, round_),
@@ -77,6 +83,7 @@ class TrainerRole(JobRole):
         update, weight, metrics = await asyncio.to_thread(self.train, plan, model, job_id, round_)
         digest = self.store_update(job_id, round_, update)
         await self.commit(job_id, round_, digest, weight)
+        self._committed[job_id] = round_
         log.info(
             "Job %d round %d: trained on %d examples (loss %.4f), committed update %s.",
             job_id, round_, weight, metrics["loss"], digest[:16],
