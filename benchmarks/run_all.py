@@ -69,13 +69,16 @@ COLUMNS: dict[str, tuple[Callable[[], str], str]] = {
 }
 
 
-def run_column(name: str, job: FedAvgJob, *, console: Console) -> dict[str, Any]:
+def run_column(
+    name: str, job: FedAvgJob, *, console: Console, tag: str = ""
+) -> dict[str, Any]:
     """Run one column's script as a watched process; its result plus wall time and memory."""
     find_python, script = COLUMNS[name]
     python = find_python()
-    out = RESULTS_DIR / "raw" / f"fedavg-{name}.json"
+    label = f"fedavg-{name}{tag}"
+    out = RESULTS_DIR / "raw" / f"{label}.json"
     out.unlink(missing_ok=True)
-    log = LOG_DIR / f"fedavg-{name}.log"
+    log = LOG_DIR / f"{label}.log"
     console.print(f"  running {name} ... (log: {log.relative_to(BENCH_DIR.parent)})")
     command = [python, str(BENCH_DIR / script), "--job", job.model_dump_json(), "--out", str(out)]
     code, started_at, memory = run_watched(command, log_path=log, timeout_s=COLUMN_TIMEOUT_S)
@@ -105,9 +108,8 @@ def bench_fedavg(job: FedAvgJob, *, console: Console) -> dict[str, Any]:
         ids = result.get("job", {}).get("trainer_ids") or []
         if ids and ids != reference.get("job", {}).get("trainer_ids"):
             same_ids = job.model_copy(update={"trainer_ids": ids})
-            result["reference_sha256"] = run_column("pytorch", same_ids, console=console)[
-                "final_state_sha256"
-            ]
+            rerun = run_column("pytorch", same_ids, console=console, tag="-reference")
+            result["reference_sha256"] = rerun["final_state_sha256"]
         else:
             result["reference_sha256"] = reference["final_state_sha256"]
     return {"job": job.model_dump(), "columns": columns, "rows": fedavg_rows(columns)}

@@ -1,0 +1,246 @@
+"""A throw-away Allmende network for benchmarks: a real Anvil and real node processes.
+
+:class:`BenchNetwork` starts a devnet with enough funded accounts, creates one node home per
+participant with ``allmende node init`` (the job owner's node, which also aggregates, and one
+trainer node per partition part), runs each with ``allmende node run`` as its own OS process,
+submits a job with ``allmende job submit``, and follows it on chain. Everything it started is
+stopped by :meth:`BenchNetwork.close`, whatever happened.
+
+The nodes' chain poll interval is lowered to :data:`BENCH_POLL_SECONDS` (an operator setting in
+``node.toml``; the default suits a long-lived node, not a latency measurement).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from eth_account import Account
+
+from allmende.chain import Contracts, Deployment, Devnet, DevnetConfig, JobStatus, dev_keys
+from allmende.node.config import parse_config, write_config
+from fedavg_job import FedAvgJob
+
+BENCH_POLL_SECONDS = 0.05
+STAKE_WEI = 10**18
+REWARD_PER_ROUND = "0.001 ether"
+ROUND_DEADLINE_S = 300
+NORM_BOUND = 1000.0
+START_TIMEOUT_S = 180.0
+JOB_TIMEOUT_S = 1800.0
+STOP_TIMEOUT_S = 15.0
+FOLLOW_INTERVAL_S = 0.01
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def allmende_cli() -> list[str]:
+    """The ``allmende`` script beside this interpreter, else the module."""
+    script = Path(sys.executable).parent / "allmende"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "allmende.cli.main"]
+
+
+class NetworkFailed(Exception):
+    """The benchmark network could not do its part; the message says where to look."""
+
+
+@dataclass
+class Node:
+    """One node home and, once started, its process."""
+
+    name: str
+    home: Path
+    address: str
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+
+@dataclass
+class JobTrace:
+    """What following a job on chain saw."""
+
+    job_id: int
+    submitted_at: float  # time.time() just before `allmende job submit`
+    round_ends: list[float] = field(default_factory=list)  # time.time() when round r was final
+    final_model_at: float = 0.0
+    final_model_hash: str = ""
+    first_block: int = 0
+    last_block: int = 0
+
+
+def job_spec_toml(job: FedAvgJob) -> str:
+    """The job spec of ``job`` for ``allmende job submit``: all trainers, one aggregator."""
+    return "\n".join([
+        f'task = "{job.task}"',
+        f"rounds = {job.rounds}",
+        f"local_epochs = {job.epochs}",
+        f"batch_size = {job.batch_size}",
+        f"min_trainers = {job.trainers}",
+        f"max_trainers = {job.trainers}",
+        "quorum = 1",
+        f'reward_per_round = "{REWARD_PER_ROUND}"',
+        f"round_deadline = {ROUND_DEADLINE_S}",
+        f"norm_bound = {NORM_BOUND}",
+        f"seed = {job.model_seed}",
+        "",
+        "[optimizer]",
+        'name = "sgd"',
+        f"lr = {job.lr}",
+        "",
+        "[aggregation]",
+        'rule = "fedavg"',
+        "params = {}",
+        "",
+    ])
+
+
+class BenchNetwork:
+    """Devnet plus ``job.trainers`` trainer nodes and one owner/aggregator node under ``root``."""
+
+    def __init__(self, root: Path, job: FedAvgJob) -> None:
+        self.root = root
+        self.job = job
+        self.cli = allmende_cli()
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.devnet = Devnet(DevnetConfig(state_dir=root / "devnet", port=_free_port(),
+                                          accounts=job.trainers + 2))
+        self.deployment: Deployment | None = None
+        self.owner: Node | None = None
+        self.trainers: list[Node] = []
+
+    # ---- start -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Devnet up, node homes created, every node running and healthy."""
+        self.deployment = self.devnet.up()
+        keys = dev_keys(self.job.trainers + 2)[1:]  # key 0 deployed the contracts
+        self.owner = self._init_node("owner", keys[0], "aggregator", {})
+        for part in range(self.job.trainers):
+            dataset = self.job.dataset(part).model_dump()
+            self.trainers.append(
+                self._init_node(f"trainer{part:02d}", keys[1 + part], "trainer",
+                                {"trainer": {"dataset": dataset}})
+            )
+        for node in self.nodes():
+            self._start_node(node)
+        self._wait_healthy()
+
+    def nodes(self) -> list[Node]:
+        return ([self.owner] if self.owner else []) + self.trainers
+
+    def _run(self, *args: str, env: dict[str, str] | None = None) -> str:
+        result = subprocess.run([*self.cli, *args], env=env or self.env, capture_output=True,
+                                text=True, check=False)
+        if result.returncode != 0:
+            raise NetworkFailed(f"`allmende {' '.join(args)}` failed: {result.stderr.strip()}")
+        return result.stdout
+
+    def _init_node(self, name: str, key: str, roles: str, sections: dict[str, dict]) -> Node:
+        home, port = self.root / name, _free_port()
+        self._run(
+            "node", "init", str(home), "--deployment", str(self.devnet.deployment_path),
+            "--port", str(port), "--roles", roles, "--stake-wei", str(STAKE_WEI),
+            "--insecure-plaintext-key", "--import-key-env", "BENCH_NODE_KEY",
+            env={**self.env, "BENCH_NODE_KEY": key},
+        )
+        raw = tomllib.loads((home / "node.toml").read_text())
+        for section in ("trainer", "aggregator"):
+            if section in roles:
+                extra = sections.get(section, {})
+                raw[section] = {**raw.get(section, {}), **extra,
+                                "poll_seconds": BENCH_POLL_SECONDS}
+        write_config(home, parse_config(raw))
+        return Node(name=name, home=home, address=Account.from_key(key).address, port=port)
+
+    def _start_node(self, node: Node) -> None:
+        with (node.home / "node.log").open("wb") as log:
+            node.process = subprocess.Popen(
+                [*self.cli, "node", "run", str(node.home)], stdout=log,
+                stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
+            )
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        waiting = {node.name: node for node in self.nodes()}
+        while waiting:
+            for name, node in list(waiting.items()):
+                assert node.process is not None
+                if node.process.poll() is not None:
+                    raise NetworkFailed(f"node {name} exited at start-up; see {node.home}/node.log")
+                try:
+                    if httpx.get(f"http://127.0.0.1:{node.port}/healthz", timeout=1.0).is_success:
+                        del waiting[name]
+                except httpx.HTTPError:
+                    pass
+            if time.monotonic() > deadline:
+                raise NetworkFailed(f"nodes {sorted(waiting)} not healthy in {START_TIMEOUT_S} s")
+            time.sleep(0.1)
+
+    # ---- the job -----------------------------------------------------------------------------
+
+    def contracts(self) -> Contracts:
+        assert self.deployment is not None
+        return Contracts.connect(self.deployment)
+
+    def run_job(self) -> JobTrace:
+        """Submit the job from the owner's node and follow it until it is finished."""
+        assert self.owner is not None
+        spec = self.root / "job.toml"
+        spec.write_text(job_spec_toml(self.job))
+        contracts = self.contracts()
+        first_block = contracts.client.block_number()
+        submitted_at = time.time()
+        job_id = int(self._run("job", "submit", str(spec), "--home", str(self.owner.home)))
+        trace = JobTrace(job_id=job_id, submitted_at=submitted_at, first_block=first_block)
+        self._follow(contracts, trace)
+        trace.last_block = contracts.client.block_number()
+        return trace
+
+    def _follow(self, contracts: Contracts, trace: JobTrace) -> None:
+        deadline = time.monotonic() + JOB_TIMEOUT_S
+        seen_round = 0
+        while time.monotonic() < deadline:
+            job = contracts.jobs.job(trace.job_id)
+            now = time.time()
+            while seen_round < job.current_round or (
+                job.status == JobStatus.FINISHED and seen_round < job.rounds
+            ):
+                trace.round_ends.append(now)
+                seen_round += 1
+            if job.status == JobStatus.FINISHED:
+                trace.final_model_at = now
+                trace.final_model_hash = "0x" + job.final_model_hash.hex()
+                return
+            if job.status != JobStatus.OPEN:
+                raise NetworkFailed(f"job {trace.job_id} ended with status {job.status}")
+            time.sleep(FOLLOW_INTERVAL_S)
+        raise NetworkFailed(f"job {trace.job_id} did not finish within {JOB_TIMEOUT_S} s; "
+                            f"see the node logs under {self.root}")
+
+    # ---- stop --------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """SIGTERM every node (SIGKILL after a grace period), then stop the devnet."""
+        running = [n.process for n in self.nodes() if n.process and n.process.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for process in running:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self.devnet.down()
