@@ -154,7 +154,9 @@ class NodeFactory:
                 f.write("\n" + extra_config)
         return home
 
-    def start(self, home: Path, *, wait: bool = True, timeout: float = START_TIMEOUT) -> NodeProcess:
+    def start(
+        self, home: Path, *, wait: bool = True, timeout: float = START_TIMEOUT
+    ) -> NodeProcess:
         """Start ``allmende node run HOME``; with ``wait``, return once ``/healthz`` answers."""
         config = load_config(home)
         log_path = home / "node.log"
@@ -192,9 +194,8 @@ def wait_ready(node: NodeProcess, *, timeout: float = START_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not node.alive():
-            raise RuntimeError(
-                f"node {node.home.name} exited with {node.process.returncode}:\n{node.log()[-3000:]}"
-            )
+            code = node.process.returncode
+            raise RuntimeError(f"node {node.home.name} exited with {code}:\n{node.log()[-3000:]}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{node.url}/healthz", timeout=2).status_code == 200:
                 return

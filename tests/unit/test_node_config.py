@@ -1,0 +1,153 @@
+"""Node config (unknown and mistyped keys named), the keystore, and the home lock."""
+
+from __future__ import annotations
+
+import multiprocessing
+import tomllib
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+
+from allmende.errors import ConfigError, NodeError
+from allmende.node.config import (
+    CONFIG_FILE,
+    NodeConfig,
+    load_config,
+    parse_config,
+    write_config,
+)
+from allmende.node.keystore import create_key, is_plaintext, load_key
+from allmende.node.process import home_lock
+
+OFFLINE = {"chain": {"offline": True}}
+
+
+def test_defaults_and_derived_values() -> None:
+    config = parse_config(OFFLINE)
+    assert config.node.roles == ["trainer", "aggregator"]
+    assert config.node.role_bits == 3
+    assert config.node.endpoint == "http://127.0.0.1:8470"
+    custom = parse_config({**OFFLINE, "node": {"public_url": "http://x:1", "roles": ["verifier"]}})
+    assert custom.node.endpoint == "http://x:1"
+    assert custom.node.role_bits == 4
+
+
+@pytest.mark.parametrize(
+    "raw, named",
+    [
+        ({**OFFLINE, "node": {"prot": 1}}, "node.prot"),
+        ({**OFFLINE, "node": {"port": "eighty"}}, "node.port"),
+        ({**OFFLINE, "node": {"port": 70000}}, "node.port"),
+        ({**OFFLINE, "node": {"roles": ["trainer", "baker"]}}, "node.roles.1"),
+        ({**OFFLINE, "store": {"max_blob_bytes": 0}}, "store.max_blob_bytes"),
+        ({**OFFLINE, "stake": {"amount_wei": -1}}, "stake.amount_wei"),
+        ({**OFFLINE, "trainer_typo": {}}, "trainer_typo"),
+        ({"chain": {"offline": True, "trusted_signers": ["0x12"]}}, "chain.trusted_signers"),
+        ({"chain": {}}, "chain.deployment"),
+        ({}, "chain"),
+    ],
+)
+def test_unknown_and_mistyped_keys_are_named(raw: dict, named: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw)
+    assert named in str(caught.value)
+
+
+def test_written_config_reads_back_identically(tmp_path: Path) -> None:
+    config = parse_config(
+        {
+            "node": {"port": 9001, "roles": ["trainer"]},
+            "chain": {"deployment": "../devnet/deployment.json"},
+            "stake": {"amount_wei": 10**18},
+        }
+    )
+    path = write_config(tmp_path, config)
+    assert path == tmp_path / CONFIG_FILE
+    assert tomllib.loads(path.read_text())["stake"]["amount_wei"] == 10**18
+    assert load_config(tmp_path) == config
+
+
+def test_load_config_errors_say_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="node init"):
+        load_config(tmp_path)
+    (tmp_path / CONFIG_FILE).write_text("[node\nport = 1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(tmp_path)
+
+
+def test_sections_can_be_added_by_subclassing() -> None:
+    from pydantic import BaseModel, ConfigDict
+
+    class TrainerSection(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        batch_size: int = 32
+
+    class Extended(NodeConfig):
+        trainer: TrainerSection = TrainerSection()
+
+    extended = Extended.model_validate({**OFFLINE, "trainer": {"batch_size": 8}})
+    assert extended.trainer.batch_size == 8
+
+
+def test_encrypted_key_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "key.json"
+    account = create_key(path, password="correct horse", chain_id=1)
+    assert not is_plaintext(path)
+    assert "private" not in path.read_text()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    monkeypatch.setenv("PW", "correct horse")
+    assert load_key(path, chain_id=1, password_env="PW").address == account.address
+    monkeypatch.setenv("PW", "wrong horse!")
+    with pytest.raises(ConfigError, match="does not decrypt"):
+        load_key(path, chain_id=1, password_env="PW")
+    monkeypatch.delenv("PW")
+    with pytest.raises(ConfigError, match=r"set \$PW"):
+        load_key(path, chain_id=1, password_env="PW")
+    prompted = load_key(path, chain_id=1, password_env="PW", prompt=lambda: "correct horse")
+    assert prompted.address == account.address
+
+
+def test_key_creation_refusals(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="at least 8"):
+        create_key(tmp_path / "k1.json", password="short", chain_id=1)
+    with pytest.raises(ConfigError, match="only on a devnet"):
+        create_key(tmp_path / "k2.json", password=None, plaintext=True, chain_id=1)
+    create_key(tmp_path / "k3.json", password="long enough", chain_id=1)
+    with pytest.raises(NodeError, match="refusing to overwrite"):
+        create_key(tmp_path / "k3.json", password="long enough", chain_id=1)
+
+
+def test_plaintext_key_only_on_devnet_chains(tmp_path: Path) -> None:
+    path = tmp_path / "key.json"
+    imported = Account.create()
+    account = create_key(
+        path, password=None, plaintext=True, chain_id=31337, private_key=imported.key.hex()
+    )
+    assert account.address == imported.address and is_plaintext(path)
+    assert load_key(path, chain_id=31337, password_env="UNSET_X").address == imported.address
+    with pytest.raises(ConfigError, match="only on a devnet"):
+        load_key(path, chain_id=1, password_env="UNSET_X")
+
+
+def _try_lock(home: str, queue: multiprocessing.Queue) -> None:
+    try:
+        with home_lock(Path(home)):
+            queue.put("locked")
+    except NodeError as exc:
+        queue.put(str(exc))
+
+
+def test_home_lock_refuses_a_second_holder(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("fork")  # a separate process: flock is per open file
+    queue = ctx.Queue()
+    with home_lock(tmp_path):
+        other = ctx.Process(target=_try_lock, args=(str(tmp_path), queue))
+        other.start()
+        other.join(60)
+        message = queue.get(timeout=10)
+        assert "already using the node home" in message
+    other = ctx.Process(target=_try_lock, args=(str(tmp_path), queue))
+    other.start()
+    other.join(60)
+    assert queue.get(timeout=10) == "locked"
