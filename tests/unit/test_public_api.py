@@ -14,6 +14,19 @@ def test_all_names_exist_and_nothing_else_is_public_by_accident() -> None:
     assert public - subpackages <= set(allmende.__all__)
 
 
+def test_task_is_the_task_api_base_class() -> None:
+    from allmende.learn.digits import DigitsMLP
+    from allmende.learn.task import Task
+
+    assert "Task" in allmende.__all__
+    assert allmende.Task is Task
+    assert isinstance(DigitsMLP(), allmende.Task)
+
+
+def test_unknown_attributes_are_still_missing() -> None:
+    assert not hasattr(allmende, "NoSuchThing")
+
+
 def test_every_error_derives_from_the_base_and_a_builtin() -> None:
     classes = [
         obj
