@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,7 @@ START_TIMEOUT_S = 180.0
 JOB_TIMEOUT_S = 1800.0
 STOP_TIMEOUT_S = 15.0
 FOLLOW_INTERVAL_S = 0.01
+INIT_PARALLEL = 4
 
 
 def _free_port() -> int:
@@ -126,13 +128,15 @@ class BenchNetwork:
         """Devnet up, node homes created, every node running and healthy."""
         self.deployment = self.devnet.up()
         keys = dev_keys(self.job.trainers + 2)[1:]  # key 0 deployed the contracts
-        self.owner = self._init_node("owner", keys[0], "aggregator", {})
-        for part in range(self.job.trainers):
-            dataset = self.job.dataset(part).model_dump()
-            self.trainers.append(
-                self._init_node(f"trainer{part:02d}", keys[1 + part], "trainer",
-                                {"trainer": {"dataset": dataset}})
-            )
+        with ThreadPoolExecutor(max_workers=INIT_PARALLEL) as pool:  # `node init` waits on I/O
+            owner = pool.submit(self._init_node, "owner", keys[0], "aggregator", {})
+            trainers = [
+                pool.submit(self._init_node, f"trainer{part:02d}", keys[1 + part], "trainer",
+                            {"trainer": {"dataset": self.job.dataset(part).model_dump()}})
+                for part in range(self.job.trainers)
+            ]
+            self.owner = owner.result()
+            self.trainers = [future.result() for future in trainers]
         for node in self.nodes():
             self._start_node(node)
         self._wait_healthy()

@@ -23,6 +23,11 @@ FEDAVG_HEADERS = (
     "column", "wall s", "job s", "1st round s", "round ms", "overhead ms", "accuracy",
     "same bits", "bytes/trainer/round", "peak RSS/node", "peak RSS total", "gas/round",
 )
+SCALE_HEADERS = (
+    "trainers", "pytorch round ms", "allmende round ms", "overhead ms", "overhead x",
+    "peak RSS/node", "RSS all nodes", "RSS all x", "network up s", "job s", "accuracy",
+    "same bits",
+)
 
 
 def steady_round_s(result: dict[str, Any]) -> float | None:
@@ -159,3 +164,32 @@ def print_robustness(result: dict[str, Any], *, console: Console) -> None:
 def print_not_run(title: str, reason: str, *, console: Console) -> None:
     """A table that could not be produced, with the reason."""
     console.print(f"[bold]{title}[/bold]: not run: {reason}")
+
+
+def print_scale(result: dict[str, Any], *, console: Console) -> None:
+    """Table 3: per-round overhead and memory per node against the number of trainers."""
+    table = Table(title="Allmende with more trainer processes on one machine")
+    for header in SCALE_HEADERS:
+        table.add_column(header, justify="right")
+    for row in result["rows"]:
+        if "not_run" in row:
+            table.add_row(str(row["trainers"]), "not run", *["-"] * (len(SCALE_HEADERS) - 2))
+            continue
+        table.add_row(
+            str(row["trainers"]),
+            _number(row["pytorch_round_ms"], ".0f"),
+            _number(row["allmende_round_ms"], ".0f"),
+            _number(row["overhead_ms"], "+.0f"),
+            _number(row["overhead_ms_growth"], ".2f"),
+            _mib(row["peak_rss_per_node_bytes"]),
+            _mib(row["peak_rss_all_nodes_bytes"]),
+            _number(row["peak_rss_all_nodes_bytes_growth"], ".2f"),
+            _number(row["network_ready_s"], ".0f"),
+            _number(row["job_wall_s"], ".1f"),
+            _number(row["accuracy"], ".4f"),
+            {True: "yes", False: "no"}[row["identical_to_pytorch"]],
+        )
+    console.print(table)
+    for row in result["rows"]:
+        if "not_run" in row:
+            console.print(f"  {row['trainers']} trainers: not run: {row['not_run']}")

@@ -29,7 +29,7 @@ from fedavg_job import FedAvgJob
 from flower_env import ensure_flower_env
 from machine import describe_machine, one_line
 from proctree import run_watched
-from report import fedavg_rows, print_fedavg, print_not_run, print_robustness
+from report import fedavg_rows, print_fedavg, print_not_run, print_robustness, print_scale
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -55,9 +55,13 @@ def _flower_python() -> str:
 
 
 def _allmende_python() -> str:
-    if not (BENCH_DIR / "fedavg_allmende.py").is_file():
-        raise NotRun("the Allmende end-to-end runner (benchmarks/fedavg_allmende.py) is not "
-                     "written yet")
+    from allmende.chain import find_anvil
+    from allmende.errors import DevnetError
+
+    try:
+        find_anvil()
+    except DevnetError as error:
+        raise NotRun(str(error)) from error
     return sys.executable
 
 
@@ -126,12 +130,12 @@ def bench_robustness(job: FedAvgJob, *, console: Console) -> dict[str, Any]:
 
 def bench_scale(job: FedAvgJob, *, console: Console) -> dict[str, Any]:
     """Table 3: the Allmende job with 8, 16 and 32 trainer processes."""
-    if not (BENCH_DIR / "scale.py").is_file():
-        raise NotRun("it needs the Allmende end-to-end path; benchmarks/scale.py is not "
-                     "written yet")
     import scale
 
-    return scale.run_table(job, progress=console.print)
+    def column(name: str, sized: FedAvgJob, *, tag: str) -> dict[str, Any]:
+        return run_column(name, sized, console=console, tag=tag)
+
+    return scale.run_table(job, run_column=column, progress=console.print)
 
 
 def write_result(name: str, result: dict[str, Any], machine: dict[str, Any]) -> Path:
@@ -172,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             print_fedavg(result["rows"], console=console, title=_fedavg_title(job))
         elif name == "robustness" and "not_run" not in result:
             print_robustness(result, console=console)
+        elif name == "scale" and "not_run" not in result:
+            print_scale(result, console=console)
         console.print(f"  written: {path.relative_to(BENCH_DIR.parent)}")
     return 0
 

@@ -11,6 +11,7 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
+from fedavg_job import FedAvgJob
 from machine import describe_machine, one_line
 from proctree import descendants, run_watched
 from report import GOAL_OVERHEAD_MS, fedavg_rows, goals, overhead_ms, print_fedavg
@@ -109,3 +110,27 @@ def test_fedavg_table_prints_not_run_with_its_reason() -> None:
     text = out.getvalue()
     assert "flower: not run: creating benchmarks/.venv-flower failed" in text
     assert "0.9000" in text
+
+
+def test_scale_rows_compute_overhead_memory_and_growth() -> None:
+    from scale import run_table
+
+    def fake_column(name: str, job, *, tag: str) -> dict:  # one module under test: scale.py
+        if job.trainers == 16:
+            raise RuntimeError("node trainer03 exited at start-up")
+        ids = [f"0x{i:040x}" for i in range(job.trainers)]
+        if name == "allmende":
+            return {"job": {"trainer_ids": ids}, "round_s": [9.0, 0.1 * job.trainers / 8] * 2,
+                    "peak_rss_per_node_bytes": 400 * 2**20, "final_state_sha256": "s",
+                    "peak_rss_by_node": {f"t{i}": 400 * 2**20 for i in range(job.trainers)}}
+        assert job.trainer_ids == ids  # the reference runs with the nodes' identities
+        return {"round_s": [0.05, 0.05], "final_state_sha256": "s"}
+
+    result = run_table(FedAvgJob(), run_column=fake_column, progress=lambda _: None)
+    by_size = {row["trainers"]: row for row in result["rows"]}
+    assert by_size[16] == {"trainers": 16, "not_run": "node trainer03 exited at start-up"}
+    assert by_size[8]["identical_to_pytorch"] is True
+    assert by_size[32]["peak_rss_all_nodes_bytes_growth"] == pytest.approx(4.0)
+    small, large = by_size[8]["overhead_ms"], by_size[32]["overhead_ms"]
+    assert by_size[32]["overhead_ms_growth"] == pytest.approx(large / small)
+    assert large > small
