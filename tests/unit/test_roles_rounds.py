@@ -1,0 +1,103 @@
+"""Round logic: when aggregators may aggregate, the included bitmap, the order of inputs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from allmende.chain import Commit, Job
+from allmende.node.roles.rounds import (
+    aggregation_readiness,
+    by_address,
+    committed,
+    deadline_passed,
+    from_bitmap,
+    round_deadline,
+    to_bitmap,
+)
+
+START = 1_000
+DEADLINE = 60
+A, B, C = (
+    "0xBBbb000000000000000000000000000000000001",
+    "0xaaAA000000000000000000000000000000000002",
+    "0xCccc000000000000000000000000000000000003",
+)
+DONE = Commit(update_hash=b"\x01" * 32, weight=10)
+NOT_YET = Commit(update_hash=bytes(32), weight=0)
+
+
+def make_job(**changes: int) -> Job:
+    job = Job(
+        owner=A, spec_hash=b"\x02" * 32, model_hash=b"\x03" * 32, rounds=5,
+        reward_per_round=10, min_trainers=2, max_trainers=3, quorum=1,
+        round_deadline=DEADLINE, escrow=50, current_round=1, round_start=START, status=1,
+        n_trainers=3, n_aggregators=1, final_model_hash=bytes(32),
+    )  # fmt: skip
+    return dataclasses.replace(job, **changes)
+
+
+def test_the_deadline_is_inclusive() -> None:
+    job = make_job()
+    assert round_deadline(job) == START + DEADLINE
+    assert not deadline_passed(job, START + DEADLINE)
+    assert deadline_passed(job, START + DEADLINE + 0.5)
+
+
+def test_ready_when_every_trainer_committed() -> None:
+    readiness = aggregation_readiness(make_job(), {A: DONE, B: DONE, C: DONE}, START + 1)
+    assert readiness.ready and "all 3" in readiness.reason
+
+
+def test_waits_for_a_missing_commit_before_the_deadline() -> None:
+    readiness = aggregation_readiness(make_job(), {A: DONE, B: DONE, C: NOT_YET}, START + 1)
+    assert not readiness.ready and "2 of 3" in readiness.reason
+
+
+def test_after_the_deadline_min_trainers_commits_suffice() -> None:
+    late = START + DEADLINE + 1
+    assert aggregation_readiness(make_job(), {A: DONE, B: DONE, C: NOT_YET}, late).ready
+    stalled = aggregation_readiness(make_job(), {A: DONE, B: NOT_YET, C: NOT_YET}, late)
+    assert not stalled.ready and "stalled" in stalled.reason
+
+
+def test_round_zero_waits_for_the_job_to_fill_up() -> None:
+    job = make_job(current_round=0, n_trainers=2)
+    early = aggregation_readiness(job, {A: DONE, B: DONE}, START + 1)
+    assert not early.ready and "2 of 3 trainers joined" in early.reason
+    assert aggregation_readiness(job, {A: DONE, B: DONE}, START + DEADLINE + 1).ready
+    full = make_job(current_round=0)
+    assert aggregation_readiness(full, {A: DONE, B: DONE, C: DONE}, START + 1).ready
+
+
+def test_a_later_round_does_not_wait_for_max_trainers() -> None:
+    job = make_job(current_round=2, n_trainers=2)
+    assert aggregation_readiness(job, {A: DONE, B: DONE}, START + 1).ready
+
+
+def test_no_trainers_is_never_ready_before_the_deadline() -> None:
+    job = make_job(current_round=1, n_trainers=0, min_trainers=1)
+    assert not aggregation_readiness(job, {}, START + 1).ready
+
+
+def test_committed_keeps_only_nonzero_weights() -> None:
+    assert committed({A: DONE, B: NOT_YET}) == {A: DONE}
+
+
+def test_inputs_are_ordered_by_lower_cased_address() -> None:
+    assert by_address([A, C, B]) == [B, A, C]  # 0xaaaa < 0xbbbb < 0xcccc
+
+
+def test_bitmaps_round_trip() -> None:
+    assert to_bitmap([0, 2, 5]) == 0b100101
+    assert from_bitmap(0b100101) == [0, 2, 5]
+    assert to_bitmap([]) == 0 and from_bitmap(0) == []
+    assert from_bitmap(to_bitmap(range(256))) == list(range(256))
+
+
+def test_bitmaps_refuse_negative_values() -> None:
+    with pytest.raises(ValueError):
+        to_bitmap([-1])
+    with pytest.raises(ValueError):
+        from_bitmap(-4)
