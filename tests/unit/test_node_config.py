@@ -151,3 +151,60 @@ def test_home_lock_refuses_a_second_holder(tmp_path: Path) -> None:
     other.start()
     other.join(60)
     assert queue.get(timeout=10) == "locked"
+
+
+def _cli(*args: str) -> int:
+    from allmende.cli.main import run
+
+    try:
+        run(list(args))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_node_init_put_and_gc_through_the_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import os
+    import time
+
+    from allmende.store.blobs import BlobStore
+    from allmende.store.state import StateDB
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("ALLMENDE_KEY_PASSWORD", "a long password")
+    assert _cli("node", "init", str(home), "--offline", "--port", "9999") == 0
+    assert {"node.toml", "key.json", "state.sqlite", "blobs"} <= {p.name for p in home.iterdir()}
+    assert load_config(home).node.port == 9999
+    assert not is_plaintext(home / "key.json")
+    assert _cli("node", "init", str(home), "--offline") != 0  # never over an existing home
+    assert "already holds a node" in capsys.readouterr().err
+
+    kept_file, loose_file = tmp_path / "kept.bin", tmp_path / "loose.bin"
+    kept_file.write_bytes(b"pinned model")
+    loose_file.write_bytes(b"nobody needs me")
+    assert _cli("node", "put", str(home), str(kept_file), "--pin", "job:1") == 0
+    kept = capsys.readouterr().out.strip()
+    store = BlobStore(home / "blobs")
+    loose = store.put_file(loose_file)
+    past = time.time() - 10
+    for digest in (kept, loose):
+        os.utime(store.path(digest), (past, past))
+    assert _cli("node", "gc", str(home), "--grace-seconds", "5") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == {"removed": [loose], "kept": [kept]}
+    assert store.has(kept) and not store.has(loose)
+    state = StateDB.open(home / "state.sqlite")
+    assert state.refs(kept) == ["job:1"]
+    state.close()
+
+
+def test_node_init_refuses_bad_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _cli("node", "init", str(tmp_path / "a"), "--offline", "--roles", "baker",
+                "--insecure-plaintext-key") == 2
+    assert "node.roles.0" in capsys.readouterr().err
+    assert _cli("node", "init", str(tmp_path / "b"), "--insecure-plaintext-key") == 2
+    assert "--deployment" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
