@@ -8,6 +8,8 @@ import struct
 import pytest
 import safetensors.torch
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from allmende.errors import CodecError
 from allmende.store.codec import decode_state, encode_state, state_hash
@@ -163,3 +165,30 @@ def test_decoded_tensors_are_writable_and_independent_of_the_input() -> None:
     decoded = decode_state(data)
     decoded["a"] += 1
     assert torch.equal(decode_state(data)["a"], torch.zeros(3))
+
+
+_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.uint8]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.dictionaries(
+        st.text(min_size=1, max_size=8).filter(lambda n: n != "__metadata__"),
+        st.tuples(
+            st.sampled_from(_DTYPES),
+            st.lists(st.integers(0, 4), max_size=3),
+            st.integers(0, 2**31),
+        ),
+        max_size=5,
+    )
+)
+def test_any_state_round_trips_canonically(spec: dict) -> None:
+    state = {}
+    for name, (dtype, shape, seed) in spec.items():
+        gen = torch.Generator().manual_seed(seed)
+        state[name] = (torch.rand(shape, generator=gen) * 100).to(dtype)
+    data = encode_state(state)
+    decoded = decode_state(data)
+    assert encode_state(decoded) == data
+    for name, tensor in state.items():
+        assert torch.equal(decoded[name], tensor)
