@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from eth_account import Account
-from nodes import NodeFactory, NodeProcess, allmende, node_factory, wait_ready  # noqa: F401
+from nodes import NodeFactory, NodeProcess, allmende, wait_ready
 
 from allmende.chain import ChainClient, Registry
 from allmende.errors import PeerError
@@ -31,9 +31,26 @@ from allmende.store.state import StateDB
 BIG_BLOB_BYTES = 48 * 1024 * 1024  # more than loopback socket buffers hold
 
 
+@pytest.fixture(scope="module")
+def running(devnet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Nodes a, b, c registered on the devnet (a and b stake), shared by this module's tests."""
+    factory = NodeFactory(tmp_path_factory.mktemp("nodes"))
+    try:
+        yield _start_cluster(devnet, factory)
+    finally:
+        factory.close()
+
+
 @pytest.fixture
-def cluster(devnet, node_factory: NodeFactory) -> Iterator[dict[str, Any]]:  # noqa: F811
-    """Nodes a, b, c registered on the devnet; a and b stake."""
+def cluster(running: dict[str, Any]) -> dict[str, Any]:
+    """The shared cluster, with any node an earlier test killed or stopped started again."""
+    for name, node in running["nodes"].items():
+        if not node.alive():
+            running["nodes"][name] = running["factory"].start(node.home)
+    return running
+
+
+def _start_cluster(devnet, node_factory: NodeFactory) -> dict[str, Any]:
     deployment = devnet.devnet.deployment_path
     keys = {name: devnet.new_key() for name in "abc"}
     homes = {
@@ -49,7 +66,7 @@ def cluster(devnet, node_factory: NodeFactory) -> Iterator[dict[str, Any]]:  # n
     nodes = {name: node_factory.start(home, wait=False) for name, home in homes.items()}
     for node in nodes.values():
         wait_ready(node)
-    yield {"nodes": nodes, "keys": keys, "devnet": devnet}
+    return {"nodes": nodes, "keys": keys, "devnet": devnet, "factory": node_factory}
 
 
 def _domain(devnet) -> MessageDomain:
