@@ -141,3 +141,24 @@ def test_post_message_to_a_real_app(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     state.close()
+
+
+def test_concurrent_fetches_of_one_blob_download_it_once(tmp_path: Path) -> None:
+    requests: list[str] = []
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        requests.append(str(request.url))
+        return httpx.Response(200, stream=httpx.ByteStream(DATA))
+
+    store = BlobStore(tmp_path / "blobs")
+
+    async def scenario() -> list:
+        async with PeerClient(store, transport=httpx.MockTransport(serve)) as client:
+            return await asyncio.gather(
+                *(client.fetch_blob(DIGEST, ["http://good"]) for _ in range(3))
+            )
+
+    results = asyncio.run(scenario())
+    assert len(requests) == 1
+    assert sorted(r.peer is None for r in results) == [False, True, True]
+    assert store.read_bytes(DIGEST) == DATA

@@ -9,6 +9,7 @@ database (``peer_faults``) and counted in ``allmende_peer_faults``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ class PeerClient:
             follow_redirects=False,
             transport=transport,
         )
+        self._fetching: dict[str, asyncio.Lock] = {}
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -88,8 +90,19 @@ class PeerClient:
         stored. Raises :class:`PeerError` listing what went wrong with each peer when none did.
         """
         check_digest(digest)
-        if self.store.has(digest):
-            return FetchResult(digest, self.store.size(digest), None)
+        lock = self._fetching.setdefault(digest, asyncio.Lock())
+        try:
+            async with lock:  # two roles asking for one blob download it once
+                if self.store.has(digest):
+                    return FetchResult(digest, self.store.size(digest), None)
+                return await self._fetch_any(digest, peers, max_bytes)
+        finally:
+            if not lock.locked():
+                self._fetching.pop(digest, None)
+
+    async def _fetch_any(
+        self, digest: str, peers: Sequence[str], max_bytes: int | None
+    ) -> FetchResult:
         failures = []
         for peer in peers:
             try:
