@@ -39,7 +39,8 @@ def ram_bytes() -> int | None:
 
 
 def describe_machine() -> dict[str, Any]:
-    """CPU model, cores, RAM, OS, Python and torch versions, and the UTC date and time."""
+    """CPU model, cores, RAM, OS, Python and torch versions, the UTC date and time, and the
+    load average when it was taken (other work on the machine slows every figure)."""
     try:
         import torch
 
@@ -57,6 +58,7 @@ def describe_machine() -> dict[str, Any]:
         "torch": torch_version,
         "torch_threads": torch_threads,
         "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
 
 
@@ -66,8 +68,14 @@ def one_line(machine: dict[str, Any]) -> str:
     ram_text = f"{ram / 2**30:.1f} GiB" if ram else "unknown RAM"
     return (
         f"{machine['cores']} cores of {machine['cpu_model']}, {ram_text}, {machine['os']}, "
-        f"Python {machine['python']}, torch {machine['torch']} ({machine['date_utc']})"
+        f"Python {machine['python']}, torch {machine['torch']} ({machine['date_utc']}, "
+        f"load {_load(machine)})"
     )
+
+
+def _load(machine: dict[str, Any]) -> str:
+    load = machine.get("load_average")
+    return " ".join(f"{value:.1f}" for value in load) if load else "unknown"
 
 
 if __name__ == "__main__":

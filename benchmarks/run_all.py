@@ -162,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=max(console.width, MIN_CONSOLE_WIDTH))
     machine = describe_machine()
     console.print(f"Machine: {one_line(machine)}")
+    if machine["load_average"] and machine["load_average"][0] > machine["cores"]:
+        console.print("  [yellow]the machine is busy with other work (load above its core count);"
+                      " every time below is slower than on an idle machine[/yellow]")
     job = FedAvgJob(rounds=args.rounds)
     runners = {"fedavg": bench_fedavg, "robustness": bench_robustness, "scale": bench_scale}
     for name in chosen:
