@@ -93,3 +93,19 @@ def test_job_refuses_a_wrong_number_of_trainer_ids() -> None:
     job = FedAvgJob(trainers=3, trainer_ids=["a", "b"])
     with pytest.raises(ValueError, match="one id per trainer"):
         job.ids()
+
+
+def test_allmende_job_spec_carries_the_benchmark_settings() -> None:
+    import tomllib
+
+    from allmende.node.jobspec import parse_jobspec
+    from allmende_net import job_spec_toml
+
+    job = FedAvgJob(trainers=5, rounds=7, lr=0.25, batch_size=16, model_seed=3)
+    spec = parse_jobspec(tomllib.loads(job_spec_toml(job)))
+    assert (spec.task, spec.rounds, spec.local_epochs, spec.batch_size) == ("digits-mlp", 7, 1, 16)
+    assert (spec.min_trainers, spec.max_trainers, spec.seed) == (5, 5, 3)
+    assert (spec.optimizer.name, spec.optimizer.lr, spec.optimizer.momentum) == ("sgd", 0.25, 0.0)
+    assert (spec.aggregation.rule, spec.aggregation.params) == ("fedavg", {})
+    other = parse_jobspec(tomllib.loads(job_spec_toml(job.model_copy(update={"lr": 0.5}))))
+    assert other.canonical_bytes() != spec.canonical_bytes()
