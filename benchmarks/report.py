@@ -133,10 +133,10 @@ def print_fedavg(rows: list[dict[str, Any]], *, console: Console, title: str) ->
             _number(row["overhead_ms"], "+.0f"),
             _number(row["accuracy"], ".4f"),
             "ref" if row["column"] == "pytorch" else {True: "yes", False: "no", None: "?"}[same],
-            _number(row["bytes_sent_per_trainer_round"], ","),
+            _number(row["bytes_sent_per_trainer_round"], ",.0f"),
             _mib(row["peak_rss_per_node_bytes"]),
             _mib(row["peak_total_rss_bytes"]),
-            _number(row["gas_per_round"], ","),
+            _number(row["gas_per_round"], ",.0f"),
         )
     console.print(table)
     for row in rows:
