@@ -144,7 +144,8 @@ class BenchNetwork:
     def nodes(self) -> list[Node]:
         return ([self.owner] if self.owner else []) + self.trainers
 
-    def _run(self, *args: str, env: dict[str, str] | None = None) -> str:
+    def run_cli(self, *args: str, env: dict[str, str] | None = None) -> str:
+        """Run an ``allmende`` command; its stdout. A failure raises :class:`NetworkFailed`."""
         result = subprocess.run([*self.cli, *args], env=env or self.env, capture_output=True,
                                 text=True, check=False)
         if result.returncode != 0:
@@ -153,7 +154,7 @@ class BenchNetwork:
 
     def _init_node(self, name: str, key: str, roles: str, sections: dict[str, dict]) -> Node:
         home, port = self.root / name, _free_port()
-        self._run(
+        self.run_cli(
             "node", "init", str(home), "--deployment", str(self.devnet.deployment_path),
             "--port", str(port), "--roles", roles, "--stake-wei", str(STAKE_WEI),
             "--insecure-plaintext-key", "--import-key-env", "BENCH_NODE_KEY",
@@ -206,7 +207,7 @@ class BenchNetwork:
         contracts = self.contracts()
         first_block = contracts.client.block_number()
         submitted_at = time.time()
-        job_id = int(self._run("job", "submit", str(spec), "--home", str(self.owner.home)))
+        job_id = int(self.run_cli("job", "submit", str(spec), "--home", str(self.owner.home)))
         trace = JobTrace(job_id=job_id, submitted_at=submitted_at, first_block=first_block)
         self._follow(contracts, trace)
         trace.last_block = contracts.client.block_number()

@@ -8,7 +8,8 @@ is submitted with ``allmende job submit`` and followed on chain; the final model
 Figures: when each round became final (polling the Jobs contract every 10 ms), the final model's
 time, its digest (compared by ``run_all.py`` with the PyTorch loop run with the nodes' addresses
 as trainer identities), blob bytes each trainer served per round (its ``/metrics``), the peak RSS
-of each node process (``VmHWM``), and the gas of the job's ``commit_update``, ``propose`` and
+of each node process (``VmHWM``), the mean time of a round's phases from the nodes' logs
+(:mod:`node_logs`), and the gas of the job's ``commit_update``, ``propose`` and
 ``finalize_round`` transactions per round (their receipts).
 
 Run: ``python benchmarks/fedavg_allmende.py [--job JSON] [--out PATH]``.
@@ -37,6 +38,7 @@ from fedavg_job import (
     state_bytes,
     state_digest,
 )
+from node_logs import phase_summary
 
 ROUND_FUNCTIONS = ("commit_update", "propose", "finalize_round")
 BYTES_SERVED_METRIC = "allmende_blob_bytes_served_total"
@@ -87,7 +89,7 @@ def final_state(network: BenchNetwork, trace: JobTrace) -> dict:
     """The final model, fetched and hash-checked by ``allmende model get``."""
     assert network.owner is not None
     path = network.root / "final.safetensors"
-    network._run("model", "get", trace.final_model_hash.removeprefix("0x"), "-o", str(path),
+    network.run_cli("model", "get", trace.final_model_hash.removeprefix("0x"), "-o", str(path),
                  "--job", str(trace.job_id), "--home", str(network.owner.home))
     return decode_state(path.read_bytes())
 
@@ -105,6 +107,8 @@ def run_allmende_fedavg(job: FedAvgJob, *, keep: Path | None = None) -> dict[str
         served = {node.name: bytes_served(node) for node in network.trainers}
         gas = round_gas(network, trace)
         state = final_state(network, trace)
+        phases = phase_summary((node.home / "node.log" for node in network.nodes()),
+                               job_id=trace.job_id)
     finally:
         network.close()
         if keep is None:
@@ -128,6 +132,7 @@ def run_allmende_fedavg(job: FedAvgJob, *, keep: Path | None = None) -> dict[str
         "peak_rss_per_node_bytes": max(trainer_rss) if trainer_rss else None,
         "peak_rss_by_node": rss,
         "gas_by_function": gas,
+        "round_phases_s": phases,
         "gas_per_round": sum(gas.values()) / job.rounds,
         "final_model_hash": trace.final_model_hash,
         "final_state_sha256": state_digest(state),

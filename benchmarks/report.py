@@ -76,6 +76,7 @@ def fedavg_rows(columns: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "peak_rss_per_node_bytes": result.get("peak_rss_per_node_bytes"),
                 "peak_total_rss_bytes": (result.get("memory") or {}).get("peak_total_rss_bytes"),
                 "gas_per_round": result.get("gas_per_round"),
+                "round_phases_s": result.get("round_phases_s"),
             }
         )
     return rows
@@ -142,6 +143,10 @@ def print_fedavg(rows: list[dict[str, Any]], *, console: Console, title: str) ->
     for row in rows:
         if "not_run" in row:
             console.print(f"  {row['column']}: not run: {row['not_run']}")
+    for row in rows:
+        if row.get("round_phases_s"):
+            parts = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in row["round_phases_s"].items())
+            console.print(f"  {row['column']} round phases (mean of rounds 2..N): {parts}")
     for line in goals(rows):
         console.print("  " + line)
 
