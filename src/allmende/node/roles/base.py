@@ -37,6 +37,7 @@ from allmende.node.roles.policy import Verdict, decide
 from allmende.node.roles.settings import ConsentPolicy
 
 if TYPE_CHECKING:
+    from allmende.chain import Jobs
     from allmende.node.process import NodeContext
 
 log = logging.getLogger(__name__)
@@ -65,9 +66,8 @@ class JobRole(ABC):
 
     async def run(self, ctx: NodeContext) -> None:
         """Follow the chain and step every known job until ``ctx.stopping`` is set."""
-        self.ctx = ctx
-        self.jobs, registry = chain_bindings(ctx)
-        self.directory = PeerDirectory(registry)
+        jobs, registry = chain_bindings(ctx)
+        self.attach(ctx, jobs=jobs, directory=PeerDirectory(registry))
         assert ctx.chain is not None
         stream = EventStream(
             ctx.chain.client,
@@ -96,6 +96,12 @@ class JobRole(ABC):
             if not events or not stream.caught_up():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(ctx.stopping.wait(), self.poll_seconds)
+
+    def attach(self, ctx: NodeContext, *, jobs: Jobs, directory: PeerDirectory) -> None:
+        """Give the role its node, chain binding and peer directory (``run`` does this)."""
+        self.ctx = ctx
+        self.jobs = jobs
+        self.directory = directory
 
     async def _safe_step(self, job_id: int) -> bool:
         """One step of a job; True when the role is done with it. Failures are logged."""

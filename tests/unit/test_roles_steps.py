@@ -1,0 +1,300 @@
+"""One step of the trainer and the aggregator against an in-memory Jobs contract.
+
+The fake contract keeps only what the roles read and write (the real one is exercised by the
+contract tests and tests/e2e); the store and state database are the real ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+
+from allmende.chain import Commit, Job
+from allmende.errors import ContractRevert, PeerError
+from allmende.learn.aggregate import aggregate
+from allmende.net.client import FetchResult
+from allmende.node.jobspec import parse_jobspec
+from allmende.node.roles.aggregator import AggregatorRole
+from allmende.node.roles.settings import AggregatorSection, TrainerSection
+from allmende.node.roles.trainer import TrainerRole
+from allmende.node.submit import initial_model_bytes
+from allmende.store.blobs import BlobStore
+from allmende.store.codec import decode_state, encode_state
+from allmende.store.state import StateDB
+
+ME = "0x00000000000000000000000000000000000000aa"
+OWNER = "0x00000000000000000000000000000000000000ee"
+T = ["0x0000000000000000000000000000000000000003", "0x0000000000000000000000000000000000000001",
+     "0x0000000000000000000000000000000000000002"]  # fmt: skip
+SPEC = parse_jobspec(
+    {
+        "task": "digits-mlp", "rounds": 2, "min_trainers": 2, "max_trainers": 3, "quorum": 1,
+        "reward_per_round": 100, "round_deadline": 60, "norm_bound": 5.0, "seed": 1,
+        "optimizer": {"name": "sgd", "lr": 0.1}, "aggregation": {"rule": "fedavg"},
+    }
+)  # fmt: skip
+EMPTY = bytes(32)
+
+
+class FakeJobs:
+    """The views and transactions of Jobs the roles use, for one job (id 1)."""
+
+    def __init__(self, job: Job, trainers: list[str]) -> None:
+        self.record = job
+        self.trainer_list = list(trainers)
+        self.aggregator_list: list[str] = []
+        self.commits: dict[str, Commit] = {}
+        self.proposals: list[tuple[str, int, int]] = []  # (hash, included, round)
+        self.finalized: list[tuple[int, str, int]] = []
+        self.joined: list[tuple[str, int]] = []
+        self.sender = ME
+
+    def job(self, job_id: int) -> Job:
+        return self.record
+
+    def trainer_index(self, job_id: int, address: str) -> int | None:
+        lowered = [t.lower() for t in self.trainer_list]
+        return lowered.index(address.lower()) if address.lower() in lowered else None
+
+    def trainer_at(self, job_id: int, i: int) -> str:
+        return self.trainer_list[i]
+
+    def aggregator_at(self, job_id: int, i: int) -> str:
+        return self.aggregator_list[i]
+
+    def is_aggregator(self, job_id: int, address: str) -> bool:
+        return address in self.aggregator_list
+
+    def commit_of(self, job_id: int, round_: int, trainer: str) -> Commit:
+        return self.commits.get(trainer, Commit(EMPTY, 0))
+
+    def commit_update(self, job_id: int, round_: int, digest: str, weight: int) -> None:
+        if round_ != self.record.current_round or self.sender in self.commits:
+            raise ContractRevert("jobs: already committed", function="commit_update")
+        self.commits[self.sender] = Commit(bytes.fromhex(digest), weight)
+
+    def join(self, job_id: int, role: int) -> None:
+        self.joined.append((self.sender, role))
+        if role == 1:
+            self.trainer_list.append(self.sender)
+        else:
+            self.aggregator_list.append(self.sender)
+        self.record = replace(
+            self.record,
+            n_trainers=len(self.trainer_list),
+            n_aggregators=len(self.aggregator_list),
+        )
+
+    def vote_of(self, job_id: int, round_: int, aggregator: str) -> bytes:
+        mine = [bytes.fromhex(h) for h, _, r in self.proposals if r == round_]
+        return mine[0] if mine else EMPTY
+
+    def propose(self, job_id: int, round_: int, digest: str, included: int) -> None:
+        self.proposals.append((digest, included, round_))
+
+    def votes(self, job_id: int, round_: int, digest: str, included: int) -> int:
+        return self.proposals.count((digest, included, round_))
+
+    def finalize_round(self, job_id: int, round_: int, digest: str, included: int) -> None:
+        self.finalized.append((round_, digest, included))
+
+
+@dataclass
+class FakeDirectory:
+    async def endpoints(self, addresses: list[str], *, exclude: str = "") -> list[str]:
+        return [f"http://{a}" for a in addresses if a.lower() != exclude.lower()]
+
+
+class FakePeers:
+    """Serves blobs from ``network`` (digest -> bytes); anything else is "not found"."""
+
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
+        self.network: dict[str, bytes] = {}
+        self.asked: list[tuple[str, list[str]]] = []
+
+    async def fetch_blob(self, digest: str, peers: Any, *, max_bytes: int | None = None):
+        self.asked.append((digest, list(peers)))
+        if not self.store.has(digest):
+            if digest not in self.network:
+                raise PeerError(f"No peer served blob {digest}.")
+            self.store.put_bytes(self.network[digest])
+        return FetchResult(digest, self.store.size(digest), None)
+
+
+@pytest.fixture
+def node(tmp_path: Path):
+    store = BlobStore(tmp_path / "blobs")
+    state = StateDB.open(tmp_path / "state.sqlite")
+    peers = FakePeers(store)
+    ctx = SimpleNamespace(address=ME, store=store, state=state, peers=peers)
+    yield ctx
+    state.close()
+
+
+def publish(peers: FakePeers, data: bytes) -> str:
+    digest = hashlib.sha256(data).hexdigest()
+    peers.network[digest] = data
+    return digest
+
+
+def make_job(peers: FakePeers, *, n_trainers: int, round_start: float) -> Job:
+    spec_hash = publish(peers, SPEC.canonical_bytes())
+    model_hash = publish(peers, initial_model_bytes(SPEC))
+    return Job(
+        owner=OWNER, spec_hash=bytes.fromhex(spec_hash), model_hash=bytes.fromhex(model_hash),
+        rounds=SPEC.rounds, reward_per_round=100, min_trainers=2, max_trainers=3, quorum=1,
+        round_deadline=60, escrow=200, current_round=0, round_start=int(round_start), status=1,
+        n_trainers=n_trainers, n_aggregators=0, final_model_hash=EMPTY,
+    )  # fmt: skip
+
+
+def trainer_role(ctx: Any, jobs: FakeJobs) -> TrainerRole:
+    role = TrainerRole(TrainerSection(dataset={"num_parts": 3, "part": 0}))
+    role.attach(ctx, jobs=jobs, directory=FakeDirectory())  # type: ignore[arg-type]
+    return role
+
+
+def aggregator_role(ctx: Any, jobs: FakeJobs, grace: float = 10.0) -> AggregatorRole:
+    role = AggregatorRole(AggregatorSection(fetch_grace_seconds=grace))
+    role.attach(ctx, jobs=jobs, directory=FakeDirectory())  # type: ignore[arg-type]
+    return role
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+# -- trainer ---------------------------------------------------------------------------------
+
+
+def test_trainer_joins_trains_commits_once_and_recomputes_the_same_bytes(node) -> None:
+    jobs = FakeJobs(make_job(node.peers, n_trainers=0, round_start=9e9), [])
+    role = trainer_role(node, jobs)
+    assert run(role.step(1)) is False
+    assert jobs.joined == [(ME, 1)]
+    assert ME not in jobs.commits  # joining is one step, training the next
+    run(role.step(1))
+    commit = jobs.commits[ME]
+    assert commit.weight == len(role.local_data(role.plans[1].task)) > 0
+    update = decode_state(node.store.read_bytes(commit.update_hash.hex()))
+    assert node.store.has(commit.update_hash.hex())
+    run(role.step(1))  # committed already: nothing happens (a second commit would raise)
+    assert len(jobs.commits) == 1
+    # a restarted node that lost its commit (crash before the transaction) makes the same bytes
+    jobs.commits.clear()
+    run(trainer_role(node, jobs).step(1))
+    assert jobs.commits[ME] == commit
+    assert all(torch.equal(update[k], v) for k, v in decode_state(
+        node.store.read_bytes(commit.update_hash.hex())).items())  # fmt: skip
+
+
+def test_trainer_does_not_train_after_the_deadline(node) -> None:
+    jobs = FakeJobs(make_job(node.peers, n_trainers=1, round_start=0), [ME])
+    run(trainer_role(node, jobs).step(1))
+    assert jobs.commits == {}
+
+
+def test_trainer_refuses_a_full_job(node, caplog) -> None:
+    jobs = FakeJobs(make_job(node.peers, n_trainers=3, round_start=9e9), T)
+    assert run(trainer_role(node, jobs).step(1)) is True
+    assert jobs.joined == []
+    assert "already has its 3 trainers" in caplog.text
+
+
+def test_trainer_waits_while_the_spec_is_unavailable(node) -> None:
+    jobs = FakeJobs(make_job(node.peers, n_trainers=0, round_start=9e9), [])
+    node.peers.network.clear()
+    assert run(trainer_role(node, jobs).step(1)) is False  # asks again later
+    assert jobs.joined == []
+
+
+# -- aggregator ------------------------------------------------------------------------------
+
+
+def commit_updates(node: Any, jobs: FakeJobs, states: dict[str, dict[str, torch.Tensor]]) -> None:
+    for trainer, state in states.items():
+        digest = publish(node.peers, encode_state(state))
+        jobs.commits[trainer] = Commit(bytes.fromhex(digest), 10 + T.index(trainer))
+
+
+def trained_like(seed: int) -> dict[str, torch.Tensor]:
+    initial = decode_state(initial_model_bytes(SPEC))
+    generator = torch.Generator().manual_seed(seed)
+    return {k: v + 0.01 * torch.randn(v.shape, generator=generator) for k, v in initial.items()}
+
+
+def joined_aggregator(node: Any, job: Job, grace: float = 10.0) -> tuple[FakeJobs, AggregatorRole]:
+    jobs = FakeJobs(job, T)
+    jobs.aggregator_list.append(ME)
+    jobs.record = replace(jobs.record, n_aggregators=1)
+    return jobs, aggregator_role(node, jobs, grace)
+
+
+def test_aggregator_waits_for_every_commit_then_proposes_and_finalizes(node) -> None:
+    jobs, role = joined_aggregator(node, make_job(node.peers, n_trainers=3, round_start=9e9))
+    states = {t: trained_like(i) for i, t in enumerate(T)}
+    commit_updates(node, jobs, {T[0]: states[T[0]], T[1]: states[T[1]]})
+    run(role.step(1))
+    assert jobs.proposals == []  # one trainer has not committed and the deadline is far
+    commit_updates(node, jobs, {T[2]: states[T[2]]})
+    run(role.step(1))
+    digest, included, round_ = jobs.proposals[0]
+    assert (included, round_) == (0b111, 0)
+    initial = decode_state(initial_model_bytes(SPEC))
+    expected = aggregate("fedavg", initial, [(t, states[t], 10 + T.index(t)) for t in T], {})
+    assert decode_state(node.store.read_bytes(digest)).keys() == expected.keys()
+    assert encode_state(expected) == node.store.read_bytes(digest)
+    assert jobs.finalized == [(0, digest, 0b111)]  # quorum 1: its own vote completes it
+    run(role.step(1))
+    assert len(jobs.proposals) == 1  # one vote per round
+    # updates are asked for from their author first
+    asked = dict(node.peers.asked)
+    assert asked[jobs.commits[T[1]].update_hash.hex()][0] == f"http://{T[1]}"
+
+
+def test_aggregator_leaves_out_bad_updates_deterministically(node) -> None:
+    jobs, role = joined_aggregator(node, make_job(node.peers, n_trainers=3, round_start=9e9))
+    huge = {k: v * 1000 for k, v in trained_like(1).items()}  # over the norm bound
+    wrong_shape = {"0.weight": torch.zeros(3, 3)}
+    commit_updates(node, jobs, {T[0]: trained_like(0), T[1]: huge, T[2]: wrong_shape})
+    run(role.step(1))
+    assert jobs.proposals == []  # one good update is fewer than min_trainers (2)
+    commit_updates(node, jobs, {T[2]: trained_like(2)})
+    run(role.step(1))
+    _, included, _ = jobs.proposals[0]
+    assert included == 0b101  # trainers 0 and 2; trainer 1's update moved the model too far
+
+
+def test_aggregator_waits_for_an_unserved_update_until_its_grace_ends(node, monkeypatch) -> None:
+    now = 1_000_000.0
+    job = make_job(node.peers, n_trainers=3, round_start=now)
+    jobs, role = joined_aggregator(node, job, grace=30.0)
+    commit_updates(node, jobs, {t: trained_like(i) for i, t in enumerate(T)})
+    del node.peers.network[jobs.commits[T[1]].update_hash.hex()]  # nobody serves it
+    clock = SimpleNamespace(time=lambda: now + 1)
+    monkeypatch.setattr("allmende.node.roles.aggregator.time", clock)
+    run(role.step(1))
+    assert jobs.proposals == []  # before the deadline: wait for it
+    clock.time = lambda: now + job.round_deadline + 29
+    run(role.step(1))
+    assert jobs.proposals == []  # still within the grace period
+    clock.time = lambda: now + job.round_deadline + 31
+    run(role.step(1))
+    assert jobs.proposals[0][1] == 0b101
+
+
+def test_aggregator_refuses_a_job_whose_owner_its_policy_rejects(node, caplog) -> None:
+    jobs = FakeJobs(make_job(node.peers, n_trainers=3, round_start=9e9), T)
+    role = AggregatorRole(AggregatorSection(allowed_owners=[T[0]]))
+    role.attach(node, jobs=jobs, directory=FakeDirectory())  # type: ignore[arg-type]
+    assert run(role.step(1)) is True
+    assert jobs.joined == []
+    assert f"Not joining job 1 as aggregator: the job owner {OWNER}" in caplog.text
