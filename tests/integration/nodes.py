@@ -85,7 +85,7 @@ class NodeProcess:
 
     def info(self) -> dict[str, Any]:
         """``GET /v1/info``."""
-        return dict(httpx.get(f"{self.url}/v1/info", timeout=10).json())
+        return dict(httpx.get(f"{self.url}/v1/info", timeout=60).json())
 
     def alive(self) -> bool:
         return self.process.poll() is None

@@ -75,12 +75,20 @@ def _domain(devnet) -> MessageDomain:
     )
 
 
+# Generous: on a loaded machine a node (and Anvil behind it) can be slow to answer.
+HTTP_TIMEOUT = 60.0
+
+
+def _get(url: str, **kwargs: Any) -> httpx.Response:
+    return httpx.get(url, timeout=HTTP_TIMEOUT, **kwargs)
+
+
 def _post(node: NodeProcess, body: str) -> httpx.Response:
     return httpx.post(
         f"{node.url}/v1/messages",
         content=body,
         headers={"content-type": "application/json"},
-        timeout=30,
+        timeout=HTTP_TIMEOUT,
     )
 
 
@@ -97,8 +105,8 @@ def test_nodes_register_serve_info_and_exchange_messages(cluster) -> None:
         assert info["chain_id"] == devnet.deployment.chain_id
         assert info["registry"] == devnet.deployment.registry.address
     assert nodes["c"].info()["roles"] == ["trainer"]
-    assert "openapi" in httpx.get(f"{nodes['a'].url}/openapi.json").json()
-    assert "allmende_messages" in httpx.get(f"{nodes['a'].url}/metrics").text
+    assert "openapi" in _get(f"{nodes['a'].url}/openapi.json").json()
+    assert "allmende_messages" in _get(f"{nodes['a'].url}/metrics").text
 
     a_key, b = Account.from_key(keys["a"]), nodes["b"]
     domain = _domain(devnet)
@@ -120,11 +128,14 @@ def test_nodes_register_serve_info_and_exchange_messages(cluster) -> None:
     assert _post(b, forged.model_dump_json()).status_code == 401
     assert _post(b, "{" * 100_000).status_code == 413
     assert _post(b, "{").status_code == 400
-    assert httpx.get(f"{b.url}/v1/blobs/{'0' * 64}").status_code == 404
+    assert _get(f"{b.url}/v1/blobs/{'0' * 64}").status_code == 404
 
     async def node_to_node() -> Any:  # a's own peer client, as its roles use it
         async with PeerClient(
-            BlobStore(nodes["a"].home / "scratch"), account=a_key, domain=domain
+            BlobStore(nodes["a"].home / "scratch"),
+            account=a_key,
+            domain=domain,
+            timeout=httpx.Timeout(HTTP_TIMEOUT),
         ) as client:
             return await client.post_message(
                 nodes["c"].url, recipient=nodes["c"].address, kind="ping", payload={"x": 2}
@@ -158,9 +169,9 @@ def test_blob_fetch_survives_a_corrupted_peer_and_a_lying_server(
         assert faults == {liar: "hash", a.url: "hash"}
         state.close()
     # a noticed its own corruption while serving, quarantined the file, and now says 404
-    assert httpx.get(f"{a.url}/v1/blobs/{digest}").status_code == 404
-    assert "allmende_corrupt_blobs_total 1.0" in httpx.get(f"{a.url}/metrics").text
-    ranged = httpx.get(f"{b.url}/v1/blobs/{digest}", headers={"range": "bytes=5-9"})
+    assert _get(f"{a.url}/v1/blobs/{digest}").status_code == 404
+    assert "allmende_corrupt_blobs_total 1.0" in _get(f"{a.url}/metrics").text
+    ranged = _get(f"{b.url}/v1/blobs/{digest}", headers={"range": "bytes=5-9"})
     assert ranged.status_code == 206 and ranged.content == payload[5:10]
 
 
@@ -221,7 +232,8 @@ async def _fetch(
     peers: list[str],
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> Any:
-    async with PeerClient(store, state=state, transport=transport) as client:
+    timeout = httpx.Timeout(HTTP_TIMEOUT)
+    async with PeerClient(store, state=state, transport=transport, timeout=timeout) as client:
         return await client.fetch_blob(digest, peers)
 
 
