@@ -22,7 +22,7 @@ from rich.table import Table
 from allmende.chain import Contracts, JobStatus
 from allmende.errors import NodeError
 from allmende.node.jobspec import load_jobspec
-from allmende.node.lineage import check_lineage, read_history
+from allmende.node.lineage import JobHistory, check_lineage, read_history
 from allmende.node.remote import (
     JobReader,
     evaluate,
@@ -112,6 +112,7 @@ async def _watch(job_id: int, home: Path | None, deployment: Path | None, timeou
         spec = await reader.spec(job_id, job)
         task, reference = task_and_reference(spec)
         shown = 0
+        contributors: list[str] = []
         columns = (
             TextColumn(f"job {job_id}"),
             BarColumn(),
@@ -134,8 +135,13 @@ async def _watch(job_id: int, home: Path | None, deployment: Path | None, timeou
                     progress.console.print(
                         f"round {shown:>3}/{job.rounds}  accuracy {metrics['accuracy']:.4f}  "
                         f"loss {metrics['loss']:.4f}  model {digest[:12]}  "
-                        f"{len(who)} trainers: {' '.join(short(a) for a in who)}"
+                        f"{len(who)}/{len(trainers)} trainers"
                     )
+                    if who != contributors:  # say who contributed whenever it changes
+                        contributors = who
+                        progress.console.print(
+                            "      contributors: " + " ".join(short(a) for a in who)
+                        )
                     shown += 1
                     progress.update(bar, completed=shown)
                 if job.status != JobStatus.OPEN:
@@ -169,6 +175,7 @@ async def _show(job_id: int, home: Path | None, deployment: Path | None) -> None
         spec = await reader.spec(job_id, job)
         _, reference = task_and_reference(spec)
         checks = await check_lineage(reader, history, spec, reference)
+        owed = {account: reader.jobs.owed(account) for account in history.payouts()}
     status = JobStatus(job.status).name.lower()
     _out.print(
         f"job {job_id}: task {spec.task}, rule {spec.aggregation.rule}, owner {job.owner}, "
@@ -179,26 +186,20 @@ async def _show(job_id: int, home: Path | None, deployment: Path | None) -> None
     failed_rounds = {c.round for c in checks if not c.ok}
     table = Table(title="Lineage")
     for column in ("round", "model", "trainers", "weight", "paid (ETH)", "check"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for record in history.rounds:
+        left_out = [t for t in history.trainers if t not in record.included]
         table.add_row(
             str(record.round),
             record.model_hash,
-            " ".join(short(t) for t in record.included),
+            f"{len(record.included)}/{len(history.trainers)}"
+            + (f" (not {' '.join(short(t) for t in left_out)})" if left_out else ""),
             str(record.total_weight),
             eth(sum(record.credits.values())),
             "FAILED" if record.round in failed_rounds else "ok",
         )
     _out.print(table)
-    payouts = Table(title="Payouts")
-    payouts.add_column("account")
-    payouts.add_column("role")
-    payouts.add_column("credited (ETH)", justify="right")
-    trainers = {t.lower() for t in history.trainers}
-    for account, amount in sorted(history.payouts().items()):
-        role = "trainer" if account.lower() in trainers else "aggregator"
-        payouts.add_row(account, role, eth(amount))
-    _out.print(payouts)
+    _out.print(participants_table(history, owed))
     if job.final_model_hash != bytes(32):
         _out.print(f"final model {hex_hash(job.final_model_hash)}")
     bad = [c for c in checks if not c.ok]
@@ -208,3 +209,18 @@ async def _show(job_id: int, home: Path | None, deployment: Path | None) -> None
     if bad:
         raise NodeError(f"The lineage of job {job_id} failed {len(bad)} of {len(checks)} checks.")
     _out.print(f"lineage check: all {len(checks)} checks passed")
+
+
+def participants_table(history: JobHistory, owed: dict[str, int]) -> Table:
+    """Everyone the job paid: role, rounds included, wei credited, and still owed to them."""
+    table = Table(title="Payouts")
+    for column in ("account", "role", "rounds", "credited (ETH)", "owed now (ETH)"):
+        table.add_column(column, justify="left" if column in ("account", "role") else "right")
+    trainers = {t.lower() for t in history.trainers}
+    for account, amount in sorted(history.payouts().items(), key=lambda item: -item[1]):
+        rounds = sum(account in record.included for record in history.rounds)
+        role = "trainer" if account.lower() in trainers else "aggregator"
+        table.add_row(
+            account, role, str(rounds) if role == "trainer" else "", eth(amount), eth(owed[account])
+        )
+    return table
