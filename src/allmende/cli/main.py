@@ -11,6 +11,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from allmende import __version__
 from allmende.errors import AllmendeError, ConfigError
@@ -31,7 +32,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_err = Console(stderr=True, highlight=False)
+# soft_wrap: an error stays one line however long; messages are escaped, never read as markup.
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -49,23 +51,28 @@ def _root(
     """Allmende: an open network for training, verifying and trading AI models."""
 
 
-def _register() -> None:
-    from allmende.cli import devnet, job, model, node
+_SUBCOMMANDS = ("devnet", "node", "job", "model")
 
-    app.add_typer(devnet.app, name="devnet")
-    app.add_typer(node.app, name="node")
-    app.add_typer(job.app, name="job")
-    app.add_typer(model.app, name="model")
+
+def _register(argv: list[str]) -> None:
+    """Add the sub-commands; only the one asked for when it is named (some import torch)."""
+    import importlib
+
+    asked = next((a for a in argv if not a.startswith("-")), None)
+    names = [asked] if asked in _SUBCOMMANDS else list(_SUBCOMMANDS)
+    for name in names:
+        module = importlib.import_module(f"allmende.cli.{name}")
+        app.add_typer(module.app, name=name)
 
 
 def run(argv: list[str] | None = None) -> None:
     """Run the command line; turn every expected failure into one line and an exit code."""
-    _register()
+    _register(sys.argv[1:] if argv is None else argv)
     try:
         # With standalone_mode=False click returns the code of `typer.Exit(n)` instead of exiting.
         code = app(args=argv, standalone_mode=False)
     except AllmendeError as exc:
-        _err.print(f"[bold red]error:[/] {exc}")
+        _err.print(f"[bold red]error:[/] {escape(str(exc))}")
         sys.exit(EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_ERROR)
     except KeyboardInterrupt:
         _err.print("interrupted")
@@ -84,7 +91,7 @@ def run(argv: list[str] | None = None) -> None:
         if os.environ.get("ALLMENDE_DEBUG"):
             raise
         _err.print(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
+            f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
             "(a bug in Allmende: rerun with ALLMENDE_DEBUG=1 for the traceback and report it)"
         )
         sys.exit(EXIT_ERROR)
