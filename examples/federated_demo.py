@@ -120,7 +120,10 @@ class Demo:
                 "--import-key-env", "DEMO_NODE_KEY",
             ]  # fmt: skip
             env = {**self.env, "DEMO_NODE_KEY": key}
-            started.append((name, subprocess.Popen(argv, env=env, stderr=subprocess.PIPE)))
+            process = subprocess.Popen(
+                argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+            started.append((name, process))
         for name, process in started:
             _, stderr = process.communicate()
             if process.returncode != 0:

@@ -140,7 +140,7 @@ async def _watch(job_id: int, home: Path | None, deployment: Path | None, timeou
                     if who != contributors:  # say who contributed whenever it changes
                         contributors = who
                         progress.console.print(
-                            "      contributors: " + " ".join(short(a) for a in who)
+                            "      contributors: " + " ".join(a[:8] for a in who)
                         )
                     shown += 1
                     progress.update(bar, completed=shown)
@@ -184,9 +184,9 @@ async def _show(job_id: int, home: Path | None, deployment: Path | None) -> None
         f"  initial model {history.initial_model_hash}"
     )
     failed_rounds = {c.round for c in checks if not c.ok}
-    table = Table(title="Lineage")
-    for column in ("round", "model", "trainers", "weight", "paid (ETH)", "check"):
-        table.add_column(column, overflow="fold")
+    table = Table(title="Lineage", box=None, padding=(0, 1), title_justify="left")
+    for column in ("round", "model", "trainers", "check"):
+        table.add_column(column, justify="right" if column == "round" else "left", overflow="fold")
     for record in history.rounds:
         left_out = [t for t in history.trainers if t not in record.included]
         table.add_row(
@@ -194,8 +194,6 @@ async def _show(job_id: int, home: Path | None, deployment: Path | None) -> None
             record.model_hash,
             f"{len(record.included)}/{len(history.trainers)}"
             + (f" (not {' '.join(short(t) for t in left_out)})" if left_out else ""),
-            str(record.total_weight),
-            eth(sum(record.credits.values())),
             "FAILED" if record.round in failed_rounds else "ok",
         )
     _out.print(table)
@@ -213,14 +211,11 @@ async def _show(job_id: int, home: Path | None, deployment: Path | None) -> None
 
 def participants_table(history: JobHistory, owed: dict[str, int]) -> Table:
     """Everyone the job paid: role, rounds included, wei credited, and still owed to them."""
-    table = Table(title="Payouts")
-    for column in ("account", "role", "rounds", "credited (ETH)", "owed now (ETH)"):
+    table = Table(title="Payouts (ETH)", box=None, padding=(0, 1), title_justify="left")
+    for column in ("account", "role", "credited", "owed now"):
         table.add_column(column, justify="left" if column in ("account", "role") else "right")
     trainers = {t.lower() for t in history.trainers}
     for account, amount in sorted(history.payouts().items(), key=lambda item: -item[1]):
-        rounds = sum(account in record.included for record in history.rounds)
         role = "trainer" if account.lower() in trainers else "aggregator"
-        table.add_row(
-            account, role, str(rounds) if role == "trainer" else "", eth(amount), eth(owed[account])
-        )
+        table.add_row(account, role, eth(amount), eth(owed[account]))
     return table

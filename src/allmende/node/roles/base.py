@@ -93,9 +93,10 @@ class JobRole(ABC):
                     known[job_id] = time.monotonic()
                     if await self._safe_step(job_id):
                         del known[job_id]
-            if not events or not stream.caught_up():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ctx.stopping.wait(), self.poll_seconds)
+            if events and not await asyncio.to_thread(stream.caught_up):
+                continue  # catching up with the chain: read the next chunk at once
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ctx.stopping.wait(), self.poll_seconds)
 
     def attach(self, ctx: NodeContext, *, jobs: Jobs, directory: PeerDirectory) -> None:
         """Give the role its node, chain binding and peer directory (``run`` does this)."""
