@@ -9,6 +9,10 @@
         unbonding stake, or credited-but-unwithdrawn slash proceeds.
 """
 
+from interfaces import IRegistry
+
+implements: IRegistry
+
 ROLE_TRAINER: constant(uint256) = 1
 ROLE_AGGREGATOR: constant(uint256) = 2
 ROLE_VERIFIER: constant(uint256) = 4
