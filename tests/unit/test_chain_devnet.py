@@ -105,3 +105,21 @@ def test_cli_subcommands_explain_themselves(
     out = capsys.readouterr().out
     assert "--state" in out
     assert ("--port" in out) == (command == "up")
+
+
+def test_cli_accounts_lists_the_funded_dev_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    from eth_account import Account
+
+    from allmende.cli.main import run
+
+    with pytest.raises(SystemExit) as info:
+        run(["devnet", "accounts", "--count", "3"])
+    assert info.value.code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3
+    for expected_index, line in enumerate(lines):
+        index, address, key = line.split()
+        assert int(index) == expected_index
+        assert Account.from_key(key).address == address
+    # Account 0 is Anvil's well-known deployer.
+    assert lines[0].split()[1] == "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"

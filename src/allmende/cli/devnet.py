@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from allmende.chain.accounts import dev_account
 from allmende.chain.devnet import DEFAULT_PORT, DEFAULT_STATE_DIR, Devnet, DevnetConfig
 from allmende.errors import DevnetError
 
@@ -75,3 +76,18 @@ def down(state: Path = STATE_OPTION) -> None:
     """Stop the devnet: SIGTERM so Anvil saves its state, SIGKILL if it does not stop in time."""
     stopped = Devnet(DevnetConfig(state_dir=state)).down()
     _out.print("devnet stopped" if stopped else "devnet was not running")
+
+
+@app.command()
+def accounts(
+    count: int = typer.Option(10, "--count", min=1, max=10, help="How many accounts to list."),
+) -> None:
+    """List the devnet's funded dev accounts with their private keys.
+
+    These keys come from Anvil's public test mnemonic: use them on a local devnet only, e.g.
+    `allmende node init --import-key-env KEY` with one of them exported as KEY. Account 0
+    deployed the contracts.
+    """
+    for index in range(count):
+        account = dev_account(index)
+        typer.echo(f"{index}  {account.address}  0x{bytes(account.key).hex()}")

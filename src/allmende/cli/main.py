@@ -52,6 +52,7 @@ def _root(
 
 
 _SUBCOMMANDS = ("devnet", "node", "job", "model")
+_registered: set[str] = set()
 
 
 def _register(argv: list[str]) -> None:
@@ -61,6 +62,9 @@ def _register(argv: list[str]) -> None:
     asked = next((a for a in argv if not a.startswith("-")), None)
     names = [asked] if asked in _SUBCOMMANDS else list(_SUBCOMMANDS)
     for name in names:
+        if name in _registered:
+            continue
+        _registered.add(name)
         module = importlib.import_module(f"allmende.cli.{name}")
         app.add_typer(module.app, name=name)
 
