@@ -1,0 +1,179 @@
+"""Real ``allmende`` processes for the fault tests: the CLI as a subprocess, node processes.
+
+:class:`NodeProcess` is one node home and the process serving it, started through the real
+``allmende`` command in its own process group, so a test can SIGKILL it like a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from allmende.node.process import BLOBS_DIR
+from allmende.store.blobs import BlobStore
+
+# The `allmende` command of the interpreter running the tests.
+ALLMENDE = str(Path(sys.executable).with_name("allmende"))
+# A node imports torch and the web3 stack before it serves; on a loaded 2-core machine that takes
+# tens of seconds.
+STARTUP_SECONDS = 180.0
+STOP_SECONDS = 20.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300.0
+) -> subprocess.CompletedProcess[str]:
+    """Run ``allmende *args`` as a subprocess; its exit code, stdout and stderr."""
+    return subprocess.run(
+        [ALLMENDE, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+@dataclass
+class NodeProcess:
+    """A node home and, while it runs, the ``allmende node run`` process serving it."""
+
+    home: Path
+    port: int
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    runs: int = 0
+
+    @property
+    def url(self) -> str:
+        """The node's base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        """Where the current run's output goes (one file per run)."""
+        return self.home / f"run-{self.runs}.log"
+
+    @property
+    def pid(self) -> int:
+        """The pid of the running node process."""
+        assert self.proc is not None, "the node is not running"
+        return self.proc.pid
+
+    def start(self, *, wait: bool = True) -> NodeProcess:
+        """Start ``allmende node run`` in its own process group; wait until it answers."""
+        assert self.proc is None or self.proc.poll() is not None, "the node is running already"
+        self.runs += 1
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [ALLMENDE, "node", "run", str(self.home)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, **self.env},
+            )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = STARTUP_SECONDS) -> None:
+        """Block until ``GET /healthz`` answers; fail with the node's log if it exits first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                pytest.fail(f"node exited with {self.proc.returncode}:\n{self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/healthz", timeout=2.0).status_code == 200:
+                    return
+            time.sleep(0.3)
+        pytest.fail(f"node did not answer within {timeout} s:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL the node's whole process group (a crash: nothing is flushed or closed)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=STOP_SECONDS)
+
+    def stop(self) -> int | None:
+        """SIGTERM and wait (SIGKILL after STOP_SECONDS); the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+    def alive(self) -> bool:
+        """Whether the node process is still running."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the node process, from ``/proc/<pid>/status``."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS line")
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The end of the current run's log."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    @property
+    def store(self) -> BlobStore:
+        """The node's blob store, opened directly (as ``allmende node put`` does)."""
+        return BlobStore(self.home / BLOBS_DIR)
+
+    def put(self, path: Path) -> str:
+        """Copy a file into the node's store; its digest."""
+        return self.store.put_file(path)
+
+
+def init_node(
+    home: Path,
+    *,
+    offline: bool = False,
+    deployment: Path | None = None,
+    key: str | None = None,
+    roles: str = "trainer,aggregator",
+    extra: tuple[str, ...] = (),
+) -> NodeProcess:
+    """``allmende node init`` a home on a free port (plaintext key: devnet chain ids only).
+
+    ``key`` imports that private key (a funded devnet account) instead of making a new one.
+    """
+    port = free_port()
+    env = {"ALLMENDE_FAULTS_KEY": key} if key else {}
+    args = ["node", "init", str(home), "--port", str(port), "--roles", roles]
+    args += ["--insecure-plaintext-key", *extra]
+    args += ["--offline"] if offline else ["--deployment", str(deployment)]
+    if key:
+        args += ["--import-key-env", "ALLMENDE_FAULTS_KEY"]
+    done = run_cli(*args, env=env)
+    assert done.returncode == 0, done.stderr
+    return NodeProcess(home=home, port=port, env=env)
