@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from allmende.chain import Job
 from allmende.chain.events import Credited, JobCreated, RoundFinalized, UpdateCommitted
+from allmende.chain.stream import DEFAULT_CHUNK_BLOCKS
 from allmende.errors import AllmendeError
 from allmende.learn.aggregate import aggregate
 from allmende.node.jobspec import JobSpec
@@ -22,6 +23,8 @@ from allmende.node.remote import JobReader
 from allmende.node.roles.common import State, hex_hash
 from allmende.node.roles.rounds import from_bitmap
 from allmende.store.codec import state_hash
+
+CHUNK_BLOCKS = DEFAULT_CHUNK_BLOCKS  # blocks per eth_getLogs request
 
 
 @dataclass
@@ -72,8 +75,11 @@ def read_history(reader: JobReader, job_id: int) -> JobHistory:
     trainers = reader.jobs.trainers(job_id)
     contracts = reader.contracts
     stream = contracts.event_stream()
-    events = stream.fetch(contracts.deployment.deploy_block, contracts.client.block_number())
-    mine = [event for event in events if getattr(event, "job_id", None) == job_id]
+    head = contracts.client.block_number()
+    mine = []
+    for start in range(contracts.deployment.deploy_block, head + 1, CHUNK_BLOCKS):
+        events = stream.fetch(start, min(head, start + CHUNK_BLOCKS - 1))
+        mine += [event for event in events if getattr(event, "job_id", None) == job_id]
     initial = hex_hash(job.model_hash)
     commits: dict[int, dict[str, tuple[str, int]]] = defaultdict(dict)
     credits: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
