@@ -274,3 +274,26 @@ def _lying_server() -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def test_node_fetch_cli_pulls_a_blob_from_a_registered_peer(cluster, tmp_path: Path) -> None:
+    nodes = cluster["nodes"]
+    a, c = nodes["a"], nodes["c"]
+    payload = os.urandom(1024 * 1024 + 3)
+    source = tmp_path / "shared.bin"
+    source.write_bytes(payload)
+    digest = allmende("node", "put", str(a.home), str(source)).stdout.strip()
+    assert not c.store.has(digest)
+
+    fetched = allmende("node", "fetch", str(c.home), digest)
+    assert fetched.returncode == 0, fetched.stderr
+    assert fetched.stdout.strip().endswith(f"from {a.url}")
+    assert c.store.read_bytes(digest) == payload
+    # and c now serves it to everyone else
+    assert _get(f"{c.url}/v1/blobs/{digest}").content == payload
+
+    unknown = hashlib.sha256(b"nobody holds this").hexdigest()
+    missing = allmende("node", "fetch", str(c.home), unknown)
+    assert missing.returncode != 0
+    assert "Traceback" not in missing.stderr
+    assert unknown in missing.stderr and len(missing.stderr.strip().splitlines()) <= 3

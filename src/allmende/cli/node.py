@@ -8,6 +8,7 @@ blobs; the API has no upload endpoint).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ from allmende.node.config import (
 )
 from allmende.node.keystore import create_key
 from allmende.node.process import BLOBS_DIR, run_node
-from allmende.store.blobs import BlobStore
+from allmende.store.blobs import BlobStore, check_digest
 from allmende.store.state import STATE_FILE, StateDB
 
 app = typer.Typer(
@@ -162,3 +163,42 @@ def gc(
     grace = config.store.gc_grace_seconds if grace_seconds is None else grace_seconds
     removed = store.gc(keep, grace_seconds=grace)
     typer.echo(json.dumps({"removed": removed, "kept": sorted(keep)}))
+
+
+@app.command()
+def fetch(
+    home: Path = HOME,
+    digest: str = typer.Argument(..., help="SHA-256 (hex) of the blob to fetch."),
+    pin: str = typer.Option("local", "--pin", help="Reference that keeps it from `node gc`."),
+) -> None:
+    """Fetch a blob by hash from the registered nodes into this node's store, verified.
+
+    Peers are asked one after another (those the Registry lists, own endpoint excluded); one
+    that fails, times out or sends wrong bytes is skipped and recorded. Prints the peer that
+    served it.
+    """
+    asyncio.run(_fetch(home, digest.lower().removeprefix("0x"), pin))
+
+
+async def _fetch(home: Path, digest: str, pin: str) -> None:
+    from allmende.chain import Contracts
+    from allmende.node.remote import JobReader, find_deployment, node_store
+
+    check_digest(digest)
+    config = load_config(home)
+    contracts = Contracts.connect(find_deployment(home=home, deployment=None))
+    reader = JobReader(contracts, node_store(home))
+    try:
+        own = config.node.endpoint.rstrip("/")
+        peers = [url for url in reader.all_peers() if url.rstrip("/") != own]
+        if not peers:
+            raise NodeError("No other node is registered on this chain to fetch the blob from.")
+        result = await reader.peers.fetch_blob(digest, peers)
+    finally:
+        await reader.aclose()
+    state = StateDB.open(resolve(home, config.node.data_dir) / STATE_FILE)
+    try:
+        state.pin(digest, pin)
+    finally:
+        state.close()
+    typer.echo(f"{digest} ({result.size} bytes) from {result.peer or 'the local store'}")
