@@ -176,7 +176,8 @@ class JobRole(ABC):
         if not verdict.accepted:
             return self.refuse(job_id, verdict.reason)
         try:
-            self.plans[job_id] = await asyncio.to_thread(make_plan, spec)
+            if job_id not in self.plans:  # kept, so a refused join retries cheaply
+                self.plans[job_id] = await asyncio.to_thread(make_plan, spec)
         except TaskError as exc:
             return self.refuse(job_id, str(exc).rstrip("."))
         await on_chain(self.jobs.join, job_id, self.role_bit)
