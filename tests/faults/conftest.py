@@ -6,12 +6,16 @@ process it started when the test ends, however it ends.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fault_nodes import NodeProcess, init_node
+
+# The shared node helpers (``nodes.py``) of the integration tests, for networks on a devnet.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))
 
 NodeFactory = Callable[..., NodeProcess]
 

@@ -1,0 +1,206 @@
+"""Byzantine participants that live in the test process, acting through ``allmende.chain``.
+
+Each adversary is a funded, staked, registered account. A :class:`BadTrainer` commits an update
+crafted from the round's global model by its ``attack`` (NaN, wrong shape, exploding norm) and
+serves it from a :class:`BlobServer` (a tiny HTTP server speaking the node API's blob route), so
+aggregators can fetch it like any update. A :class:`WrongAggregator` votes for a model hash that
+no honest aggregator computes, as soon as the contract lets it. :class:`Adversaries` steps them
+all in a background thread until stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import torch
+
+from allmende.chain import ROLE_AGGREGATOR, ROLE_TRAINER, Contracts, JobStatus
+from allmende.errors import AllmendeError, BlobNotFound, HashMismatch
+from allmende.store.blobs import BlobStore
+from allmende.store.codec import decode_state, encode_state
+
+log = logging.getLogger(__name__)
+State = dict[str, torch.Tensor]
+Attack = Callable[[State], State]
+POLL_SECONDS = 0.2
+EMPTY = bytes(32)
+
+
+def with_nan(state: State) -> State:
+    """The global model with one NaN and one +Inf."""
+    bad = {key: value.clone() for key, value in state.items()}
+    first = sorted(bad)[0]
+    bad[first].view(-1)[0] = float("nan")
+    bad[first].view(-1)[1] = float("inf")
+    return bad
+
+
+def wrong_shape(state: State) -> State:
+    """The global model with one weight matrix missing its last row."""
+    bad = {key: value.clone() for key, value in state.items()}
+    name = next(key for key in sorted(bad) if bad[key].dim() == 2)
+    bad[name] = bad[name][:-1].clone()
+    return bad
+
+
+def exploding_norm(state: State) -> State:
+    """The global model moved by 1000 in every coordinate (a norm far over any sane bound)."""
+    return {key: value + 1000.0 for key, value in state.items()}
+
+
+class BlobServer:
+    """Serves ``GET|HEAD /v1/blobs/<sha256>`` from a blob store on 127.0.0.1 (a thread)."""
+
+    def __init__(self, root: Path) -> None:
+        self.store = BlobStore(root)
+        store = self.store
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                digest = self.path.rsplit("/", 1)[-1]
+                try:
+                    data = store.read_bytes(digest)
+                except (BlobNotFound, HashMismatch):
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command == "GET":
+                    self.wfile.write(data)
+
+            do_HEAD = do_GET
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> BlobServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def enlist(contracts: Contracts, endpoint: str, role: int, stake: int) -> None:
+    """Register ``contracts``' account with ``endpoint`` and ``role``, and stake ``stake``."""
+    contracts.registry.register(endpoint, role)
+    contracts.registry.stake(stake)
+
+
+@dataclass
+class BadTrainer:
+    """A trainer of the job that commits ``attack(global model)`` every round."""
+
+    name: str
+    contracts: Contracts
+    attack: Attack
+    server: BlobServer
+    model_source: str  # a node URL that serves every round's global model
+    committed: dict[int, str] = field(default_factory=dict)  # round -> update digest
+
+    @property
+    def address(self) -> str:
+        return self.contracts.client.address
+
+    def enlist(self, stake: int) -> None:
+        enlist(self.contracts, self.server.url, ROLE_TRAINER, stake)
+
+    def step(self, job_id: int) -> None:
+        jobs = self.contracts.jobs
+        job = jobs.job(job_id)
+        if job.status != JobStatus.OPEN or jobs.trainer_index(job_id, self.address) is None:
+            return
+        round_ = job.current_round
+        if round_ in self.committed:
+            return
+        model_hash = bytes(job.model_hash).hex()
+        response = httpx.get(f"{self.model_source}/v1/blobs/{model_hash}", timeout=30)
+        response.raise_for_status()
+        if hashlib.sha256(response.content).hexdigest() != model_hash:
+            return
+        digest = self.server.store.put_bytes(
+            encode_state(self.attack(decode_state(response.content)))
+        )
+        jobs.commit_update(job_id, round_, digest, 100)
+        self.committed[round_] = digest
+
+
+@dataclass
+class WrongAggregator:
+    """An aggregator of the job that votes for a made-up model hash in every round."""
+
+    contracts: Contracts
+    voted: dict[int, str] = field(default_factory=dict)  # round -> the hash it voted for
+
+    @property
+    def address(self) -> str:
+        return self.contracts.client.address
+
+    def enlist(self, stake: int) -> None:
+        enlist(self.contracts, "http://127.0.0.1:9", ROLE_AGGREGATOR, stake)
+
+    def step(self, job_id: int) -> None:
+        jobs = self.contracts.jobs
+        job = jobs.job(job_id)
+        if job.status != JobStatus.OPEN or not jobs.is_aggregator(job_id, self.address):
+            return
+        round_ = job.current_round
+        if round_ in self.voted:
+            return
+        trainers = jobs.trainers(job_id)
+        commits = [jobs.commit_of(job_id, round_, t).update_hash for t in trainers]
+        if len(trainers) < job.max_trainers or any(bytes(c) == EMPTY for c in commits):
+            return  # the contract refuses a vote before every joined trainer committed
+        wrong = hashlib.sha256(f"not the model of round {round_}".encode()).hexdigest()
+        jobs.propose(job_id, round_, wrong, (1 << len(trainers)) - 1)
+        self.voted[round_] = wrong
+
+
+Adversary = BadTrainer | WrongAggregator
+
+
+class Adversaries:
+    """Steps every adversary on a job every POLL_SECONDS in a thread, until the block ends."""
+
+    def __init__(self, actors: list[Adversary]) -> None:
+        self.actors = actors
+        self.errors: list[str] = []
+
+    @contextlib.contextmanager
+    def running(self, job_id: int) -> Iterator[None]:
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.is_set():
+                for actor in self.actors:
+                    try:
+                        actor.step(job_id)
+                    except (AllmendeError, httpx.HTTPError) as exc:
+                        # a lost race (round finalized meanwhile) is expected; keep the text
+                        self.errors.append(f"{type(actor).__name__}: {exc}")
+                stop.wait(POLL_SECONDS)
+
+        thread = threading.Thread(target=loop, name="adversaries", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=30)
