@@ -83,11 +83,6 @@ async def fetch_as_other_peer(node: NodeProcess, digest: str, into: Path) -> int
     return result.size
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="net/api.py streams 1 MiB chunks: each stalled response holds ~2.2 MiB (+2.2 GiB "
-    "for 1,000 held requests), and uvicorn runs with no connection limit",
-)
 @pytest.mark.timeout(900)
 def test_held_blob_requests_neither_starve_others_nor_grow_memory(nodes, tmp_path: Path) -> None:
     import asyncio

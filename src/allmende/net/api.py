@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 
 # A message body larger than this is refused (413) before it is parsed.
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
+# A full GET streams the blob in pieces of this size. A response its peer does not read holds
+# about one piece in memory until the peer reads or leaves, so pieces stay small: 1,000 stalled
+# downloads then cost ~120 MiB instead of gigabytes (tests/faults/test_resources.py).
+SERVE_CHUNK_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -241,7 +245,7 @@ def create_app(
 
 def _verified_chunks(store: BlobStore, digest: str, metrics: NodeMetrics) -> Iterator[bytes]:
     try:
-        for chunk in store.iter_verified(digest):
+        for chunk in store.iter_verified(digest, chunk_bytes=SERVE_CHUNK_BYTES):
             metrics.blob_bytes_served.inc(len(chunk))
             yield chunk
     except HashMismatch as exc:  # every byte is sent already; the peer's own check refuses them

@@ -49,6 +49,8 @@ CONFIG_FILE = "node.toml"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8470
 DEFAULT_PASSWORD_ENV = "ALLMENDE_KEY_PASSWORD"
+# Connections (and requests in flight) the API serves at once; more get 503 until some finish.
+DEFAULT_MAX_CONNECTIONS = 2048
 # Chain ids of local development chains (Anvil, Hardhat, Ganache): the only ones where a
 # plaintext key is allowed.
 DEVNET_CHAIN_IDS = frozenset({31337, 1337})
@@ -144,11 +146,16 @@ class NetSection(_Section):
 
     ``fetch_timeout_seconds``: longest wait for the next bytes of a blob from a peer before trying
     the next one; raise it on slow links (symptom: "timed out" peer faults for healthy peers).
+    ``max_connections``: connections and requests served at once; beyond it new requests get
+    503 until others finish, which bounds the memory peers can tie up (each stalled download
+    holds ~120 KiB). Raise it for a node many peers download from at once (symptom: peers log
+    HTTP 503 from this node); the process's open-file limit must exceed it. Peers need not agree.
     """
 
     max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, gt=0)
     max_message_ttl_seconds: int = Field(default=MAX_MESSAGE_TTL_SECONDS, gt=0)
     fetch_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_connections: int = Field(default=DEFAULT_MAX_CONNECTIONS, gt=0)
 
 
 class NodeConfig(_Section):

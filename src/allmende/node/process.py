@@ -256,7 +256,15 @@ async def serve(ctx: NodeContext, services: Sequence[RoleService]) -> None:
         ),
     )
     sock = _bind(ctx.config.node.host, ctx.config.node.port)
-    server = _Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
+    server = _Server(
+        uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            limit_concurrency=net.max_connections,
+        )
+    )
 
     def stop() -> None:
         ctx.stopping.set()

@@ -162,8 +162,8 @@ class BlobStore:
         with open(source, "rb") as f:
             return self.put_chunks(iter(lambda: f.read(CHUNK_BYTES), b""), expected=expected)
 
-    def iter_verified(self, digest: str) -> Iterator[bytes]:
-        """Yield a stored blob's bytes in chunks, checking the hash at the end.
+    def iter_verified(self, digest: str, *, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        """Yield a stored blob's bytes in chunks of ``chunk_bytes``, checking the hash at the end.
 
         A mismatch quarantines the blob and raises :class:`HashMismatch` after the last chunk, so
         a consumer must not act on the bytes before the iterator is exhausted.
@@ -175,7 +175,7 @@ class BlobStore:
             raise self._not_found(digest) from None
         hasher = hashlib.sha256()
         with f:
-            while chunk := f.read(CHUNK_BYTES):
+            while chunk := f.read(chunk_bytes):
                 hasher.update(chunk)
                 yield chunk
         if hasher.hexdigest() != digest:
