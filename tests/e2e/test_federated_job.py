@@ -5,10 +5,10 @@ owner, so it only serves), three trainers each holding one IID part of the digit
 fourth trainer whose consent policy admits only another owner, and two aggregators (quorum 2).
 Alongside the real job, the owner creates a job naming a task no node has installed.
 
-Checked: the job finishes through the CLI (`job submit`), a trainer killed mid-job resumes by
-itself, the final model equals a plain single-process PyTorch FedAvg loop tensor for tensor,
-refusals never join and say why in the node's log, and `job watch`, `job show` and
-`model get` work (and `job show` fails once a round's model is gone from every node).
+Checked: the job finishes through the CLI (`job submit`); a trainer and an aggregator killed
+mid-job resume by themselves; the final model equals a plain single-process PyTorch FedAvg loop
+tensor for tensor; refusals never join and say why in the node's log; `job watch`, `job show`
+and `model get` work (and `job show` fails once a round's model is gone from every node).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import signal
 import time
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +23,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from e2e_nodes import CLI_TIMEOUT, init_node
 from nodes import NodeFactory, NodeProcess, allmende, wait_ready
 
 from allmende.chain import Contracts, JobStatus
 from allmende.learn.digits import DigitsMLP
 from allmende.learn.task import DatasetDecl
 from allmende.learn.train import derive_seed
-from allmende.node.config import parse_config, write_config
 from allmende.node.jobspec import load_jobspec
 from allmende.node.submit import initial_model_bytes
 from allmende.store.codec import decode_state
@@ -38,7 +37,8 @@ from allmende.store.codec import decode_state
 ROUNDS = 3
 N_TRAINERS = 3
 STAKE = 10**18
-JOB_TIMEOUT = 420.0
+JOB_TIMEOUT = 900.0  # generous: node processes start slowly on a loaded machine
+START_TIMEOUT = 600.0
 SPEC = f"""
 task = "digits-mlp"
 rounds = {ROUNDS}
@@ -63,14 +63,6 @@ params = {{}}
 """
 PARTITION = {"partition": "iid", "num_parts": N_TRAINERS, "seed": 11}
 NOBODY = "0x000000000000000000000000000000000000dEaD"
-
-
-def configure(home: Path, sections: dict[str, dict[str, object]]) -> None:
-    """Merge ``sections`` into a node's ``node.toml``, as an operator editing it would."""
-    raw = tomllib.loads((home / "node.toml").read_text())
-    for name, values in sections.items():
-        raw[name] = {**raw.get(name, {}), **values}
-    write_config(home, parse_config(raw))
 
 
 @dataclass
@@ -103,10 +95,10 @@ def network(devnet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Networ
     try:
 
         def init(name: str, roles: tuple[str, ...], sections: dict[str, dict[str, object]]):
-            home = factory.init(
-                name, deployment=deployment, key=devnet.new_key(), roles=roles, stake_wei=STAKE
-            )
-            configure(home, sections)
+            home = init_node(
+                factory.root / name, deployment=deployment, key=devnet.new_key(), roles=roles,
+                stake_wei=STAKE, sections=sections,
+            )  # fmt: skip
             return factory.start(home, wait=False)
 
         owner = init("owner", ("aggregator",), {"aggregator": {"allowed_owners": []}})
@@ -118,7 +110,7 @@ def network(devnet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Networ
         aggregators = [init(f"aggregator{i}", ("aggregator",), {}) for i in range(2)]
         net = Network(devnet, deployment, owner, trainers, picky, aggregators, factory)
         for node in net.everyone:
-            wait_ready(node)
+            wait_ready(node, timeout=START_TIMEOUT)
         yield net
     finally:
         factory.close()
@@ -156,16 +148,19 @@ def outcome(network: Network) -> Outcome:
     unknown = create_unknown_task_job(net, owner_key(net))
     spec_path = net.factory.root / "job.toml"
     spec_path.write_text(SPEC)
-    submitted = allmende("job", "submit", str(spec_path), "--home", str(net.owner.home))
+    submitted = allmende(
+        "job", "submit", str(spec_path), "--home", str(net.owner.home), timeout=CLI_TIMEOUT
+    )
     assert submitted.returncode == 0, submitted.stderr
     job_id = int(submitted.stdout.strip())
     reader = Contracts.connect(net.devnet.deployment)  # type: ignore[attr-defined]
 
     wait_for(lambda: reader.jobs.job(job_id).current_round >= 1, "round 0 to finish")
-    victim = net.trainers[0]  # a crash mid-job, then a restart with no operator action
-    victim.stop(signal.SIGKILL)
-    restarted = net.factory.start(victim.home)
-    net.trainers[0] = restarted
+    # a trainer and an aggregator crash mid-job, then restart with no operator action
+    net.trainers[0].stop(signal.SIGKILL)
+    net.aggregators[1].stop(signal.SIGKILL)
+    net.trainers[0] = net.factory.start(net.trainers[0].home, timeout=START_TIMEOUT)
+    net.aggregators[1] = net.factory.start(net.aggregators[1].home, timeout=START_TIMEOUT)
 
     wait_for(lambda: reader.jobs.job(job_id).status != JobStatus.OPEN, "the job to end")
     job = reader.jobs.job(job_id)
@@ -234,8 +229,9 @@ def test_the_job_finishes_with_every_trainer_in_every_round(network, outcome) ->
     assert job.n_aggregators == 2  # the owner's node refused to aggregate
     for round_ in range(ROUNDS):
         assert reader.jobs.round_result(outcome.job_id, round_).included == 0b111
-    log = network.trainers[0].log()
-    assert f"Job {outcome.job_id} round {ROUNDS - 1}: trained" in log
+    # the restarted nodes worked on to the end (quorum 2 of 2 needs both aggregators' votes)
+    assert f"Job {outcome.job_id} round {ROUNDS - 1}: trained" in network.trainers[0].log()
+    assert f"Job {outcome.job_id} round {ROUNDS - 1}: proposed" in network.aggregators[1].log()
 
 
 def test_final_model_equals_plain_pytorch_fedavg(network, outcome) -> None:
@@ -282,7 +278,8 @@ def test_a_job_naming_an_uninstalled_task_is_refused(network, outcome) -> None:
 
 
 def test_job_watch_reports_every_round(network, outcome) -> None:
-    result = allmende("job", "watch", str(outcome.job_id), "--deployment", str(network.deployment))
+    args = ["job", "watch", str(outcome.job_id), "--deployment", str(network.deployment)]
+    result = allmende(*args, timeout=CLI_TIMEOUT)
     assert result.returncode == 0, result.stderr
     for round_ in range(ROUNDS):
         assert f"round {round_:>3}/{ROUNDS}  accuracy 0." in result.stdout
@@ -292,10 +289,14 @@ def test_job_watch_reports_every_round(network, outcome) -> None:
 def test_model_get_fetches_and_verifies_the_final_model(network, outcome, tmp_path) -> None:
     target = tmp_path / "final.safetensors"
     args = ["--job", str(outcome.job_id), "--deployment", str(network.deployment)]
-    result = allmende("model", "get", outcome.final_hash, "-o", str(target), *args)
+    result = allmende(
+        "model", "get", outcome.final_hash, "-o", str(target), *args, timeout=CLI_TIMEOUT
+    )
     assert result.returncode == 0, result.stderr
     assert hashlib.sha256(target.read_bytes()).hexdigest() == outcome.final_hash
-    missing = allmende("model", "get", "ab" * 32, "-o", str(tmp_path / "x"), *args)
+    missing = allmende(
+        "model", "get", "ab" * 32, "-o", str(tmp_path / "x"), *args, timeout=CLI_TIMEOUT
+    )
     assert missing.returncode == 1 and "No peer served blob" in missing.stderr
     assert not (tmp_path / "x").exists()
 
@@ -307,7 +308,7 @@ def test_job_show_refuses_an_unknown_job(network) -> None:
 
 def test_job_show_verifies_the_lineage_and_fails_once_a_model_is_gone(network, outcome) -> None:
     args = ["job", "show", str(outcome.job_id), "--deployment", str(network.deployment)]
-    result = allmende(*args)
+    result = allmende(*args, timeout=CLI_TIMEOUT)
     assert result.returncode == 0, result.stderr
     assert "lineage check: all" in result.stdout and "checks passed" in result.stdout
     assert outcome.final_hash in result.stdout
@@ -315,6 +316,6 @@ def test_job_show_verifies_the_lineage_and_fails_once_a_model_is_gone(network, o
     lost = reader.jobs.round_result(outcome.job_id, 0).model_hash.hex()
     for node in network.everyone:  # the model of round 0 disappears from the network
         node.store.delete(lost)
-    broken = allmende(*args)
+    broken = allmende(*args, timeout=CLI_TIMEOUT)
     assert broken.returncode == 1
     assert "check failed round 0: model blob matches its hash" in broken.stderr
