@@ -14,6 +14,7 @@ import contextlib
 import os
 import socket
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import pytest
 from fault_nodes import NodeProcess
 
 from allmende.net.client import PeerClient
+from allmende.node.config import parse_config, write_config
 from allmende.store.blobs import BlobStore
 
 HELD_REQUESTS = 1000
@@ -35,6 +37,7 @@ WAIT_SECONDS = 300.0
 # RSS counts as steady when it grew less than this over STEADY_SAMPLES one-second samples.
 STEADY_GROWTH_BYTES = 2 * 1024 * 1024
 STEADY_SAMPLES = 4
+SMALL_LIMIT = 32
 
 
 def served_count(node: NodeProcess) -> float:
@@ -59,17 +62,22 @@ def steady_rss(node: NodeProcess) -> int:
     return max(samples)
 
 
+def open_request(node: NodeProcess, digest: str) -> socket.socket:
+    """A connection that requested blob ``digest`` with a tiny receive buffer."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", node.port))
+    sock.sendall(f"GET /v1/blobs/{digest} HTTP/1.1\r\nHost: greedy\r\n\r\n".encode())
+    return sock
+
+
 @contextlib.contextmanager
 def held_requests(node: NodeProcess, digest: str, count: int) -> Iterator[list[socket.socket]]:
     """``count`` connections that each request blob ``digest`` and never read the response."""
     held: list[socket.socket] = []
     try:
         for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect(("127.0.0.1", node.port))
-            sock.sendall(f"GET /v1/blobs/{digest} HTTP/1.1\r\nHost: greedy\r\n\r\n".encode())
-            held.append(sock)
+            held.append(open_request(node, digest))
         yield held
     finally:
         for sock in held:
@@ -121,3 +129,37 @@ def test_held_blob_requests_neither_starve_others_nor_grow_memory(nodes, tmp_pat
     assert growth < HELD_REQUESTS * MAX_RSS_PER_HELD_REQUEST
     assert node.alive()
     assert httpx.get(f"{node.url}/healthz", timeout=60).status_code == 200
+
+
+def test_connections_beyond_the_limit_are_refused_with_503_until_some_close(
+    nodes, tmp_path: Path
+) -> None:
+    """``[net] max_connections`` is what bounds the memory: past it, new requests get 503."""
+    node: NodeProcess = nodes("node", offline=True)
+    raw = tomllib.loads((node.home / "node.toml").read_text())
+    raw["net"]["max_connections"] = SMALL_LIMIT
+    write_config(node.home, parse_config(raw))
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(BIG_BLOB_BYTES))
+    digest = node.put(big)
+    node.start()
+    assert httpx.get(f"{node.url}/healthz", timeout=60).status_code == 200
+
+    statuses = []
+    with held_requests(node, digest, 0) as held:
+        for _ in range(SMALL_LIMIT + 8):  # one at a time: each learns its status before the next
+            sock = open_request(node, digest)
+            held.append(sock)
+            statuses.append(sock.recv(12).decode(errors="replace"))
+        admitted = statuses.count("HTTP/1.1 200")
+        assert 0 < admitted <= SMALL_LIMIT
+        assert statuses.count("HTTP/1.1 503") == len(statuses) - admitted
+        status = httpx.get(f"{node.url}/healthz", timeout=60).status_code
+        assert status == 503  # while the admitted downloads stall, nothing more is taken on
+
+    deadline = time.monotonic() + WAIT_SECONDS
+    while status != 200 and time.monotonic() < deadline:
+        status = httpx.get(f"{node.url}/healthz", timeout=60).status_code
+        time.sleep(0.2)
+    assert status == 200
+    assert node.alive()
