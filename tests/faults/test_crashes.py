@@ -27,7 +27,7 @@ from eth_account import Account
 from fault_nodes import write_home
 from nodes import NodeFactory, NodeProcess, wait_ready
 
-from allmende.chain import Contracts, Devnet, DevnetConfig, JobStatus, dev_keys
+from allmende.chain import Contracts, Devnet, DevnetConfig, JobStatus, advance_time, dev_keys
 from allmende.chain.events import Credited, Refunded
 from allmende.learn.aggregate import aggregate
 from allmende.learn.task import DatasetDecl, load_task
@@ -212,3 +212,73 @@ def test_crashed_nodes_and_a_restarted_chain_do_not_stop_the_job(devnet_slot, tm
     refunded = sum(e.amount for e in events if isinstance(e, Refunded) and e.job_id == job_id)
     assert credited + refunded == ROUNDS * REWARD
     assert balance == escrow + owed
+
+
+def test_a_job_that_lost_its_trainers_is_cancelled_and_refunded(devnet_slot, tmp_path) -> None:
+    """Where the job cannot finish, the owner cancels it and gets the unspent escrow back.
+
+    Two trainers are both required (``min_trainers`` 2); one is SIGKILLed for good after round
+    0. The next round stalls, its deadline passes (the chain's clock is moved on), the owner
+    cancels: the finalized rounds were paid, the rest of the escrow is refunded, to the wei.
+    """
+    chain = Devnet(DevnetConfig(state_dir=devnet_slot.state_dir, port=devnet_slot.port))
+    factory = NodeFactory(tmp_path / "nodes")
+    factory.root.mkdir()
+    spec = parse_jobspec({**SPEC, "rounds": 3, "min_trainers": 2, "max_trainers": 2,
+                          "quorum": 1, "round_deadline": 600})  # fmt: skip
+    try:
+        deployment = chain.up()
+        funder = Contracts.connect(deployment, dev_keys(1)[0])
+        homes = [
+            write_home(
+                factory.root / "owner", deployment=chain.deployment_path, key=funded_key(funder),
+                roles=("aggregator",), stake_wei=STAKE, sections={"aggregator": FAST_ROLES},
+            ),
+            *(
+                write_home(
+                    factory.root / f"trainer{i}", deployment=chain.deployment_path,
+                    key=funded_key(funder), roles=("trainer",), stake_wei=STAKE,
+                    sections={"trainer": {**FAST_ROLES, "dataset": {**PARTITION, "part": i}}},
+                )
+                for i in range(2)
+            ),
+        ]  # fmt: skip
+        owner, trainer0, trainer1 = (factory.start(home, wait=False) for home in homes)
+        for node in (owner, trainer0, trainer1):
+            wait_ready(node)
+        job_id = submit_job(owner.home, spec).job_id
+        reader = Contracts.connect(deployment)
+        first_block = reader.client.block_number()
+
+        wait_for(lambda: reader.jobs.job(job_id).current_round >= 1, "round 0 to finish")
+        trainer1.stop(signal.SIGKILL)  # for good
+        # the next round gets the survivor's commit and stalls (one round later if trainer1
+        # committed before it died)
+        wait_for(
+            lambda: in_round(reader, job_id, reader.jobs.job(job_id).current_round),
+            "the surviving trainer's commit in the stalled round",
+        )
+        advance_time(reader.client, spec.round_deadline + 1)
+        owner_key = json.loads((owner.home / "key.json").read_text())["private_key"]
+        as_owner = Contracts.connect(deployment, owner_key)
+        as_owner.jobs.cancel(job_id)
+        as_owner.jobs.refund(job_id)
+        job = reader.jobs.job(job_id)
+        events = reader.event_stream(from_block=first_block).fetch(
+            first_block, reader.client.block_number()
+        )
+        balance = reader.client.balance(deployment.jobs.address)
+        escrow, owed = reader.jobs.total_escrow(), reader.jobs.total_owed()
+    finally:
+        factory.close()
+        chain.down(timeout=10.0)
+
+    paid_rounds = job.current_round  # the rounds finalized before the stall
+    assert job.status == JobStatus.CANCELLED and 1 <= paid_rounds < spec.rounds
+    credited = sum(e.amount for e in events if isinstance(e, Credited) and e.job_id == job_id)
+    refunded = sum(e.amount for e in events if isinstance(e, Refunded) and e.job_id == job_id)
+    assert 0 < credited <= paid_rounds * REWARD  # finalized rounds only (less rounding dust)
+    assert refunded >= (spec.rounds - paid_rounds) * REWARD
+    assert credited + refunded == spec.rounds * REWARD
+    assert balance == escrow + owed
+    print(f"cancelled in round {paid_rounds}: credited {credited} wei, refunded {refunded} wei")
