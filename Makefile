@@ -43,7 +43,7 @@ setup: $(VENV)/.installed $(ANVIL)
 setup-dev: $(VENV)/.installed-dev $(ANVIL)
 
 demo: setup
-	$(PY) examples/demo.py
+	$(PY) examples/federated_demo.py
 
 test: setup-dev
 	$(PY) -m pytest -m "not long" tests

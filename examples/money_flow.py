@@ -6,7 +6,7 @@ nodes join as trainers and aggregators, commit update hashes, propose and finali
 model, withdraw what they earned, and the owner takes back the unspent escrow. Every balance is
 shown before and after. (The hashes stand in for real model blobs until the federated job lands.)
 
-Run: ``python examples/demo.py`` (after ``make setup``).
+Run: ``python examples/money_flow.py`` (after ``make setup``).
 """
 
 from __future__ import annotations
