@@ -319,3 +319,23 @@ def test_job_show_verifies_the_lineage_and_fails_once_a_model_is_gone(network, o
     broken = allmende(*args, timeout=CLI_TIMEOUT)
     assert broken.returncode == 1
     assert "check failed round 0: model blob matches its hash" in broken.stderr
+
+
+def test_node_withdraw_pays_a_trainer_what_it_earned(network, outcome) -> None:
+    reader = Contracts.connect(network.devnet.deployment)
+    trainer = network.trainers[1]
+    owed = reader.jobs.owed(trainer.address)
+    assert owed > 0, "a trainer included in every round must have earned something"
+    before = reader.client.balance(trainer.address)
+
+    paid = allmende("node", "withdraw", str(trainer.home), timeout=CLI_TIMEOUT)
+    assert paid.returncode == 0, paid.stderr
+    assert f"withdrew {owed} wei" in paid.stdout
+    fee = int(paid.stdout.split("fee ")[1].split(" wei")[0])
+    assert reader.client.balance(trainer.address) == before + owed - fee
+    assert reader.jobs.owed(trainer.address) == 0
+
+    again = allmende("node", "withdraw", str(trainer.home), timeout=CLI_TIMEOUT)
+    assert again.returncode == 0, again.stderr
+    assert "owed nothing" in again.stdout
+    assert reader.client.balance(trainer.address) == before + owed - fee

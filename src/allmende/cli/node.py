@@ -202,3 +202,37 @@ async def _fetch(home: Path, digest: str, pin: str) -> None:
     finally:
         state.close()
     typer.echo(f"{digest} ({result.size} bytes) from {result.peer or 'the local store'}")
+
+
+@app.command()
+def withdraw(home: Path = HOME) -> None:
+    """Pay out what this node's account is owed: job rewards and refunds (Jobs), slashed stake
+    awarded to it (Registry). Pull payments: nothing arrives until the owner withdraws.
+    """
+    from allmende.chain import Contracts
+    from allmende.node.keystore import load_key
+
+    config = load_config(home)
+    if config.chain.deployment is None:
+        raise NodeError(f"The node at {home} is offline; withdrawing needs a chain.")
+    deployment = Deployment.load(resolve(home, config.chain.deployment))
+    account = load_key(
+        resolve(home, config.node.key_file),
+        chain_id=deployment.chain_id,
+        password_env=config.node.password_env,
+        prompt=lambda: _password_prompt(confirm=False),
+    )
+    contracts = Contracts.connect(
+        deployment, "0x" + bytes(account.key).hex(), rpc_url=config.chain.rpc_url
+    )
+    paid = 0
+    for name, contract in (("Jobs", contracts.jobs), ("Registry", contracts.registry)):
+        owed = contract.owed(account.address)
+        if owed > 0:
+            receipt = contract.withdraw()
+            paid += owed
+            _out.print(f"{name}: withdrew {owed} wei (fee {receipt.fee} wei)")
+    if paid == 0:
+        _out.print(f"{account.address} is owed nothing.")
+    else:
+        _out.print(f"{account.address} received {paid} wei in all.")
