@@ -185,6 +185,8 @@ async def _fetch(home: Path, digest: str, pin: str) -> None:
     from allmende.node.remote import JobReader, find_deployment, node_store
 
     check_digest(digest)
+    # Each failing peer is named in the one error line if no peer serves it; no log lines first.
+    logging.getLogger("allmende.net.client").setLevel(logging.ERROR)
     config = load_config(home)
     contracts = Contracts.connect(find_deployment(home=home, deployment=None))
     reader = JobReader(contracts, node_store(home))
