@@ -18,7 +18,6 @@ import json
 import time
 from pathlib import Path
 
-import pytest
 from adversaries import (
     Adversaries,
     BadTrainer,
@@ -35,8 +34,6 @@ from allmende.chain import ROLE_AGGREGATOR, ROLE_TRAINER, Contracts, JobStatus
 from allmende.chain.events import AggregatorSlashed, Credited, Proposed, Refunded
 from allmende.node.jobspec import parse_jobspec
 from allmende.node.submit import submit_job
-
-pytestmark = pytest.mark.long
 
 ROUNDS = 2
 STAKE = 10**18

@@ -21,7 +21,6 @@ import json
 import signal
 import time
 
-import pytest
 import torch
 from eth_account import Account
 from fault_nodes import write_home
@@ -35,8 +34,6 @@ from allmende.learn.train import derive_seed, train_local
 from allmende.node.jobspec import JobSpec, parse_jobspec
 from allmende.node.submit import initial_model_bytes, submit_job
 from allmende.store.codec import decode_state
-
-pytestmark = pytest.mark.long
 
 ROUNDS = 10
 N_TRAINERS = 6
