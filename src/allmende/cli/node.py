@@ -211,21 +211,10 @@ def withdraw(home: Path = HOME) -> None:
     """Pay out what this node's account is owed: job rewards and refunds (Jobs), slashed stake
     awarded to it (Registry). Pull payments: nothing arrives until the owner withdraws.
     """
-    from allmende.chain import Contracts
-    from allmende.node.keystore import load_key
+    from allmende.node.submit import connect_as_node
 
-    config = load_config(home)
-    if config.chain.deployment is None:
-        raise NodeError(f"The node at {home} is offline; withdrawing needs a chain.")
-    deployment = Deployment.load(resolve(home, config.chain.deployment))
-    account = load_key(
-        resolve(home, config.node.key_file),
-        chain_id=deployment.chain_id,
-        password_env=config.node.password_env,
-        prompt=lambda: _password_prompt(confirm=False),
-    )
-    contracts = Contracts.connect(
-        deployment, "0x" + bytes(account.key).hex(), rpc_url=config.chain.rpc_url
+    contracts, account = connect_as_node(
+        home, prompt=lambda: _password_prompt(confirm=False), purpose="withdrawing"
     )
     paid = 0
     for name, contract in (("Jobs", contracts.jobs), ("Registry", contracts.registry)):

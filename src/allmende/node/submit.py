@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from eth_account.signers.local import LocalAccount
+
 from allmende.chain import Contracts, Deployment
 from allmende.errors import NodeError
 from allmende.learn.task import load_task, seeded_model
@@ -33,6 +35,26 @@ class SubmittedJob:
     escrow: int
 
 
+def connect_as_node(
+    home: Path, *, prompt: PasswordPrompt | None = None, purpose: str = "this"
+) -> tuple[Contracts, LocalAccount]:
+    """The chain bindings signing with the key of the node at ``home``, and that key."""
+    config = load_config(home)
+    if config.chain.deployment is None:
+        raise NodeError(f"The node at {home} is offline; {purpose} needs a chain.")
+    deployment = Deployment.load(resolve(home, config.chain.deployment))
+    account = load_key(
+        resolve(home, config.node.key_file),
+        chain_id=deployment.chain_id,
+        password_env=config.node.password_env,
+        prompt=prompt,
+    )
+    contracts = Contracts.connect(
+        deployment, "0x" + bytes(account.key).hex(), rpc_url=config.chain.rpc_url
+    )
+    return contracts, account
+
+
 def initial_model_bytes(spec: JobSpec) -> bytes:
     """The canonical blob of the task's model initialised with the spec's seed."""
     model = seeded_model(load_task(spec.task), seed=spec.seed)
@@ -44,18 +66,7 @@ def submit_job(
 ) -> SubmittedJob:
     """Store spec and initial model in the node at ``home`` (pinned) and create the job."""
     config = load_config(home)
-    if config.chain.deployment is None:
-        raise NodeError(f"The node at {home} is offline; a job owner's node needs a chain.")
-    deployment = Deployment.load(resolve(home, config.chain.deployment))
-    account = load_key(
-        resolve(home, config.node.key_file),
-        chain_id=deployment.chain_id,
-        password_env=config.node.password_env,
-        prompt=prompt,
-    )
-    contracts = Contracts.connect(
-        deployment, "0x" + bytes(account.key).hex(), rpc_url=config.chain.rpc_url
-    )
+    contracts, account = connect_as_node(home, prompt=prompt, purpose="a job owner's node")
     record = contracts.registry.node(account.address)
     if not record.registered:
         raise NodeError(
