@@ -82,9 +82,7 @@ def undisturbed_accuracy(spec: JobSpec, job_id: int, trainers: dict[str, int]) -
         updates = []
         for address, data in parts.items():
             trained, weight, _ = train_local(
-                task, state, data, epochs=spec.local_epochs, batch_size=spec.batch_size,
-                lr=spec.optimizer.lr, optimizer=spec.optimizer.name,
-                momentum=spec.optimizer.momentum, weight_decay=spec.optimizer.weight_decay,
+                task, state, data, **spec.training_settings(),
                 seed=derive_seed(job_id, round_, address),
             )  # fmt: skip
             updates.append((address, trained, weight))

@@ -143,3 +143,20 @@ def test_untrusted_blobs_are_config_errors(blob):
 def test_parse_jobspec_takes_decoded_mappings(tmp_path):
     spec = load_jobspec(write(tmp_path, MINIMAL))
     assert parse_jobspec(json.loads(spec.canonical_bytes())) == spec
+
+
+def test_training_settings_are_the_specs_hyper_parameters() -> None:
+    from allmende.node.jobspec import parse_jobspec
+
+    spec = parse_jobspec(
+        {
+            "task": "digits-mlp", "rounds": 2, "local_epochs": 3, "batch_size": 16,
+            "min_trainers": 1, "max_trainers": 2, "quorum": 1, "reward_per_round": 1,
+            "optimizer": {"name": "sgd", "lr": 0.25, "momentum": 0.5, "weight_decay": 0.01},
+            "aggregation": {"rule": "fedavg", "params": {}},
+        }
+    )  # fmt: skip
+    assert spec.training_settings() == {
+        "epochs": 3, "batch_size": 16, "lr": 0.25, "optimizer": "sgd",
+        "momentum": 0.5, "weight_decay": 0.01,
+    }  # fmt: skip

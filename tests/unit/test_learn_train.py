@@ -133,12 +133,7 @@ def federated_accuracy(task, *, partition: str, trainers: int = 6) -> float:
                 task,
                 state,
                 part,
-                epochs=spec.local_epochs,
-                batch_size=spec.batch_size,
-                lr=spec.optimizer.lr,
-                optimizer=spec.optimizer.name,
-                momentum=spec.optimizer.momentum,
-                weight_decay=spec.optimizer.weight_decay,
+                **spec.training_settings(),
                 seed=derive_seed(1, round_, address),
             )
             updates.append((address, new_state, examples))

@@ -124,6 +124,17 @@ class JobSpec(_Strict):
             )
         return self
 
+    def training_settings(self) -> dict[str, Any]:
+        """The keyword arguments of ``learn.train.train_local`` that this spec fixes."""
+        return {
+            "epochs": self.local_epochs,
+            "batch_size": self.batch_size,
+            "lr": self.optimizer.lr,
+            "optimizer": self.optimizer.name,
+            "momentum": self.optimizer.momentum,
+            "weight_decay": self.optimizer.weight_decay,
+        }
+
     def canonical_bytes(self) -> bytes:
         """The spec as canonical JSON (sorted keys, no spaces): the published spec blob."""
         return json.dumps(

@@ -109,12 +109,7 @@ class TrainerRole(JobRole):
                 plan.task,
                 model,
                 data,
-                epochs=spec.local_epochs,
-                batch_size=spec.batch_size,
-                lr=spec.optimizer.lr,
-                optimizer=spec.optimizer.name,
-                momentum=spec.optimizer.momentum,
-                weight_decay=spec.optimizer.weight_decay,
+                **spec.training_settings(),
                 seed=derive_seed(job_id, round_, self.me),
             )
 
