@@ -190,7 +190,12 @@ def test_crashed_nodes_and_a_restarted_chain_do_not_stop_the_job(devnet_slot, tm
         assert f"Job {job_id} round {later_round}: trained" in logs[name], name
         index = on_chain_trainers.index(trainers[int(name[-1])].address)
         assert results[later_round].included >> index & 1, name
-    assert f"Job {job_id} round 9: proposed" in logs["aggregator2"]
+    # the restarted aggregator worked the last round: it voted, or saw the quorum beat its vote
+    last_round = logs["aggregator2"]
+    assert (
+        f"Job {job_id} round 9: proposed" in last_round
+        or f"Job {job_id} round 9: finalized before this node's vote" in last_round
+    )
 
     # accuracy within 1 point of the undisturbed run
     parts = {node.address: i for i, node in enumerate(trainers)}
