@@ -6,9 +6,11 @@ account paid according to its receipts.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import subprocess
 import sys
+import time
 from collections import defaultdict
 
 import pytest
@@ -32,6 +34,7 @@ from allmende.chain.events import (
     RoundFinalized,
     Slashed,
 )
+from allmende.chain.heads import HeadWatcher, websocket_url
 from allmende.errors import ContractRevert
 
 REWARD = 10**18
@@ -294,3 +297,25 @@ def test_nonces_hold_across_threads_and_across_clients_of_one_key(devnet) -> Non
     assert first.client.balance(sink) == 10
     count = first.client.w3.eth.get_transaction_count(first.client.address)
     assert count == 10
+
+
+def test_anvil_announces_each_new_block_to_the_head_watcher(devnet) -> None:
+    """The node's new-block subscription works against the real chain: a tx wakes a waiter."""
+    sender = Contracts.connect(devnet.deployment, devnet.new_key())
+
+    async def scenario() -> None:
+        watcher = HeadWatcher(websocket_url(devnet.rpc_url))
+        stopping = asyncio.Event()
+        runner = asyncio.create_task(watcher.run(stopping))
+        deadline = time.monotonic() + 10
+        while not watcher.connected:
+            assert time.monotonic() < deadline, "no subscription to Anvil's newHeads"
+            await asyncio.sleep(0.02)
+        seen = watcher.seq
+        await asyncio.to_thread(sender.client.send_value, Account.create().address, 1)
+        await asyncio.wait_for(watcher.wait(seen, timeout=30), 10)
+        assert watcher.seq > seen
+        stopping.set()
+        await runner
+
+    asyncio.run(scenario())

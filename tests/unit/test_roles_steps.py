@@ -54,6 +54,7 @@ class FakeJobs:
         self.proposals: list[tuple[str, int, int]] = []  # (hash, included, round)
         self.finalized: list[tuple[int, str, int]] = []
         self.joined: list[tuple[str, int]] = []
+        self.commit_reads: list[tuple[int, str]] = []
         self.sender = ME
 
     def job(self, job_id: int) -> Job:
@@ -73,6 +74,7 @@ class FakeJobs:
         return address in self.aggregator_list
 
     def commit_of(self, job_id: int, round_: int, trainer: str) -> Commit:
+        self.commit_reads.append((round_, trainer))
         return self.commits.get(trainer, Commit(EMPTY, 0))
 
     def commit_update(self, job_id: int, round_: int, digest: str, weight: int) -> None:
@@ -260,14 +262,31 @@ def test_aggregator_waits_for_every_commit_then_proposes_and_finalizes(node) -> 
     assert asked[jobs.commits[T[1]].update_hash.hex()][0] == f"http://{T[1]}"
 
 
-def test_aggregator_leaves_out_bad_updates_deterministically(node) -> None:
+def test_aggregator_reads_each_commit_until_it_is_made_then_never_again(node) -> None:
     jobs, role = joined_aggregator(node, make_job(node.peers, n_trainers=3, round_start=9e9))
+    commit_updates(node, jobs, {T[0]: trained_like(0)})
+    run(role.step(1))
+    assert sorted(t for _, t in jobs.commit_reads) == sorted(T)
+    jobs.commit_reads.clear()
+    commit_updates(node, jobs, {T[1]: trained_like(1)})
+    run(role.step(1))
+    assert sorted(t for _, t in jobs.commit_reads) == sorted(T[1:])  # T[0]'s commit is final
+    jobs.commit_reads.clear()
+    jobs.record = replace(jobs.record, current_round=1)  # a new round: nobody committed yet
+    jobs.commits.clear()
+    run(role.step(1))
+    assert sorted(jobs.commit_reads) == sorted((1, t) for t in T)
+
+
+def test_aggregator_leaves_out_bad_updates_deterministically(node) -> None:
     huge = {k: v * 1000 for k, v in trained_like(1).items()}  # over the norm bound
     wrong_shape = {"0.weight": torch.zeros(3, 3)}
+    jobs, role = joined_aggregator(node, make_job(node.peers, n_trainers=3, round_start=9e9))
     commit_updates(node, jobs, {T[0]: trained_like(0), T[1]: huge, T[2]: wrong_shape})
     run(role.step(1))
     assert jobs.proposals == []  # one good update is fewer than min_trainers (2)
-    commit_updates(node, jobs, {T[2]: trained_like(2)})
+    jobs, role = joined_aggregator(node, make_job(node.peers, n_trainers=3, round_start=9e9))
+    commit_updates(node, jobs, {T[0]: trained_like(0), T[1]: huge, T[2]: trained_like(2)})
     run(role.step(1))
     _, included, _ = jobs.proposals[0]
     assert included == 0b101  # trainers 0 and 2; trainer 1's update moved the model too far

@@ -101,12 +101,16 @@ class ChainSection(_Section):
     Either ``deployment`` (the file ``allmende devnet up`` writes) or ``offline = true``: no chain,
     no registration, messages accepted only from ``trusted_signers``, and the message domain made
     of ``chain_id`` and ``registry`` (for benchmarks and tests of the data plane alone).
-    ``rpc_url`` overrides the deployment file's. ``signer_cache_seconds``: how long a "registered"
-    answer is trusted; lower it if deregistered nodes must be refused sooner.
+    ``rpc_url`` overrides the deployment file's. ``ws_url``: the websocket endpoint that
+    announces new blocks, so the roles react at once instead of at their next poll; left out, it
+    is the RPC URL with a ``ws://`` scheme (Anvil serves both on one port); ``""`` turns it off.
+    ``signer_cache_seconds``: how long a "registered" answer is trusted; lower it if deregistered
+    nodes must be refused sooner.
     """
 
     deployment: Path | None = None
     rpc_url: str | None = None
+    ws_url: str | None = None
     offline: bool = False
     chain_id: int = Field(default=31337, ge=1)
     registry: str = "0x" + "00" * 20

@@ -32,6 +32,7 @@ import uvicorn
 from eth_account.signers.local import LocalAccount
 
 from allmende.chain import ChainClient, Deployment, Jobs, Registry
+from allmende.chain.heads import HeadWatcher, websocket_url
 from allmende.errors import AllmendeError, NodeError
 from allmende.net.api import ApiSettings, MessageRouter, NodeIdentity, create_app
 from allmende.net.client import PeerClient
@@ -63,6 +64,7 @@ class NodeChain:
     deployment: Deployment
     registry: Registry
     jobs: Jobs
+    heads: HeadWatcher
 
 
 @dataclass
@@ -154,8 +156,13 @@ def open_node(home: Path, *, prompt: PasswordPrompt | None = None) -> NodeContex
                 f"The RPC endpoint {client.rpc_url} serves chain {client.chain_id}, but the "
                 f"deployment file names chain {deployment.chain_id}; fix [chain] in node.toml."
             )
+        ws_url = chain_cfg.ws_url if chain_cfg.ws_url is not None else websocket_url(rpc_url)
         chain = NodeChain(
-            client, deployment, Registry(client, deployment.registry), Jobs(client, deployment.jobs)
+            client,
+            deployment,
+            Registry(client, deployment.registry),
+            Jobs(client, deployment.jobs),
+            HeadWatcher(ws_url or None),
         )
     registry_address = deployment.registry.address if deployment else chain_cfg.registry
     return NodeContext(
@@ -274,6 +281,8 @@ async def serve(ctx: NodeContext, services: Sequence[RoleService]) -> None:
         loop.add_signal_handler(sig, stop)
     tasks = [_start(service, ctx) for service in services]
     tasks.append(asyncio.create_task(_sweep_nonces(ctx), name="nonce-sweep"))
+    if ctx.chain is not None:
+        tasks.append(asyncio.create_task(ctx.chain.heads.run(ctx.stopping), name="new-blocks"))
     watcher = asyncio.create_task(_stop_when(ctx.stopping, stop))
     log.info("Node %s serving on %s.", ctx.address, ctx.config.node.endpoint)
     try:

@@ -43,6 +43,8 @@ from allmende.store.codec import encode_state
 
 log = logging.getLogger(__name__)
 
+NO_COMMIT = Commit(update_hash=EMPTY_HASH, weight=0)
+
 
 class AggregatorRole(JobRole):
     """Aggregates the rounds of the jobs its consent policy accepts."""
@@ -57,6 +59,7 @@ class AggregatorRole(JobRole):
             refresh_seconds=section.refresh_seconds,
         )
         self.section = section
+        self._commits: dict[int, tuple[int, dict[str, Commit]]] = {}  # job -> (round, commits)
 
     async def step(self, job_id: int) -> bool:
         job = await on_chain(self.jobs.job, job_id)
@@ -71,10 +74,7 @@ class AggregatorRole(JobRole):
             await self.finalize_if_quorum(job_id, job, *proposal)
             return False
         trainers = (await self.members(job_id, job)).trainers
-        commits = {
-            trainer: await on_chain(self.jobs.commit_of, job_id, round_, trainer)
-            for trainer in trainers
-        }
+        commits = await self.round_commits(job_id, round_, trainers)
         readiness = aggregation_readiness(job, commits, time.time())
         if not readiness.ready:
             self.say_once(
@@ -113,6 +113,22 @@ class AggregatorRole(JobRole):
         self.save_proposal(job_id, round_, digest, included)
         await self.finalize_if_quorum(job_id, job, digest, included)
         return False
+
+    async def round_commits(
+        self, job_id: int, round_: int, trainers: list[str]
+    ) -> dict[str, Commit]:
+        """Every trainer's commit for the round. A commit, once made, is final for its round, so
+        only the trainers not seen committing yet are read again (one read each per step)."""
+        seen = self._commits.get(job_id)
+        if seen is None or seen[0] != round_:
+            seen = self._commits[job_id] = (round_, {})
+        known = seen[1]
+        for trainer in trainers:
+            if trainer not in known:
+                commit = await on_chain(self.jobs.commit_of, job_id, round_, trainer)
+                if commit.weight > 0:
+                    known[trainer] = commit
+        return {trainer: known.get(trainer, NO_COMMIT) for trainer in trainers}
 
     # -- the round's seams ---------------------------------------------------------------------
 

@@ -13,7 +13,6 @@ step; it never stops the role.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -75,9 +74,11 @@ class JobRole(ABC):
             from_block=ctx.chain.deployment.deploy_block,
             poll_interval=self.poll_seconds,
         )
+        heads = ctx.chain.heads
         known: dict[int, float] = {}  # job id -> monotonic time of its last step
         log.info("The %s role is following jobs for %s.", self.name, ctx.address)
         while not ctx.stopping.is_set():
+            seen = heads.seq
             events = await asyncio.to_thread(stream.poll)
             touched: set[int] = set()
             for event in events:
@@ -93,10 +94,10 @@ class JobRole(ABC):
                     known[job_id] = time.monotonic()
                     if await self._safe_step(job_id):
                         del known[job_id]
-            if events and not await asyncio.to_thread(stream.caught_up):
+            if events and not stream.caught_up():
                 continue  # catching up with the chain: read the next chunk at once
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ctx.stopping.wait(), self.poll_seconds)
+            # With new-block notifications, a poll is due only for a block (or a deadline).
+            await heads.wait(seen, self.refresh_seconds if heads.connected else self.poll_seconds)
 
     def attach(self, ctx: NodeContext, *, jobs: Jobs, directory: PeerDirectory) -> None:
         """Give the role its node, chain binding and peer directory (``run`` does this)."""

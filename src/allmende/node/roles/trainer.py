@@ -52,6 +52,7 @@ class TrainerRole(JobRole):
         self.section = section
         self._data: dict[str, LocalData] = {}
         self._committed: dict[int, int] = {}  # job id -> last round this node committed in
+        self._joined: set[int] = set()
 
     def admits(self, job: Job) -> Verdict:
         if job.n_trainers >= job.max_trainers:
@@ -64,8 +65,10 @@ class TrainerRole(JobRole):
             return True
         if self._committed.get(job_id) == job.current_round:
             return False  # committed; wait for the round to be finalized
-        if await on_chain(self.jobs.trainer_index, job_id, self.me) is None:
-            return await self.consider(job_id, job)
+        if job_id not in self._joined:  # a trainer's place in a job never changes once taken
+            if await on_chain(self.jobs.trainer_index, job_id, self.me) is None:
+                return await self.consider(job_id, job)
+            self._joined.add(job_id)
         round_ = job.current_round
         commit = await on_chain(self.jobs.commit_of, job_id, round_, self.me)
         if commit.weight > 0:

@@ -1,0 +1,151 @@
+"""HeadWatcher against a small websocket server that speaks the newHeads subscription."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+
+from allmende.chain import heads as heads_module
+from allmende.chain.heads import HeadWatcher, websocket_url
+
+Handler = Callable[[ServerConnection], Awaitable[None]]
+
+
+@pytest.mark.parametrize(
+    ("rpc", "ws"),
+    [
+        ("http://127.0.0.1:8545", "ws://127.0.0.1:8545"),
+        ("https://rpc.example.org/v1/key", "wss://rpc.example.org/v1/key"),
+        ("ws://host:1", "ws://host:1"),
+        ("ipc:///tmp/geth.ipc", None),
+    ],
+)
+def test_websocket_url_swaps_the_scheme(rpc: str, ws: str | None) -> None:
+    assert websocket_url(rpc) == ws
+
+
+async def _subscribing(ws: ServerConnection, announce: asyncio.Queue[str]) -> None:
+    request = json.loads(await ws.recv())
+    assert request["method"] == "eth_subscribe" and request["params"] == ["newHeads"]
+    await ws.send(json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": "0x1"}))
+    closed = asyncio.ensure_future(ws.wait_closed())
+    while True:
+        message = asyncio.ensure_future(announce.get())
+        await asyncio.wait({message, closed}, return_when=asyncio.FIRST_COMPLETED)
+        if closed.done():
+            message.cancel()
+            return
+        await ws.send(message.result())
+
+
+async def _with_server(handler: Handler, body: Callable[[str], Awaitable[None]]) -> None:
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        await body(f"ws://127.0.0.1:{port}")
+
+
+async def _until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+def test_each_notification_wakes_a_waiting_role_at_once() -> None:
+    async def scenario() -> None:
+        announce: asyncio.Queue[str] = asyncio.Queue()
+
+        async def body(url: str) -> None:
+            watcher = HeadWatcher(url)
+            stopping = asyncio.Event()
+            runner = asyncio.create_task(watcher.run(stopping))
+            await _until(lambda: watcher.connected)
+            seen = watcher.seq
+            waiter = asyncio.create_task(watcher.wait(seen, timeout=30))
+            await asyncio.sleep(0.05)
+            assert not waiter.done()  # nothing announced yet
+            start = time.monotonic()
+            await announce.put('{"jsonrpc":"2.0","method":"eth_subscription","params":{}}')
+            await asyncio.wait_for(waiter, 5)
+            assert time.monotonic() - start < 5
+            assert watcher.seq == seen + 1
+            await announce.put("not json at all")  # only a hint: still just a wake-up
+            await _until(lambda: watcher.seq == seen + 2)
+            stopping.set()
+            await asyncio.wait_for(runner, 5)
+            assert not watcher.connected
+
+        await _with_server(lambda ws: _subscribing(ws, announce), body)
+
+    asyncio.run(scenario())
+
+
+def test_a_block_announced_during_a_poll_is_not_slept_through() -> None:
+    async def scenario() -> None:
+        watcher = HeadWatcher(None)
+        seen = watcher.seq
+        watcher.wake()  # a block arrives while the role polls
+        start = time.monotonic()
+        await watcher.wait(seen, timeout=30)
+        assert time.monotonic() - start < 1
+
+    asyncio.run(scenario())
+
+
+def test_without_a_websocket_wait_times_out_and_stopping_wakes() -> None:
+    async def scenario() -> None:
+        watcher = HeadWatcher(None)
+        start = time.monotonic()
+        await watcher.wait(watcher.seq, timeout=0.2)
+        assert time.monotonic() - start >= 0.2
+        stopping = asyncio.Event()
+        runner = asyncio.create_task(watcher.run(stopping))
+        waiter = asyncio.create_task(watcher.wait(watcher.seq, timeout=30))
+        await asyncio.sleep(0.05)
+        stopping.set()
+        await asyncio.wait_for(asyncio.gather(runner, waiter), 5)
+
+    asyncio.run(scenario())
+
+
+def test_a_refused_subscription_or_dead_endpoint_leaves_polling_and_retries(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(heads_module, "RETRY_SECONDS", (0.05,))
+    attempts: list[int] = []
+
+    async def refuse(ws: ServerConnection) -> None:
+        attempts.append(1)
+        request = json.loads(await ws.recv())
+        await ws.send(json.dumps({"id": request["id"], "error": {"message": "no subscriptions"}}))
+
+    async def body(url: str) -> None:
+        watcher = HeadWatcher(url)
+        stopping = asyncio.Event()
+        runner = asyncio.create_task(watcher.run(stopping))
+        await _until(lambda: len(attempts) >= 3)
+        assert not watcher.connected
+        stopping.set()
+        await asyncio.wait_for(runner, 5)
+
+    caplog.set_level("INFO", logger="allmende.chain.heads")
+    asyncio.run(_with_server(refuse, body))
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("No new-block notifications" in line for line in said) == 1  # said once
+    assert "refused the newHeads subscription" in said[0]
+
+    async def dead() -> None:
+        watcher = HeadWatcher("ws://127.0.0.1:9")  # nothing listens on the discard port
+        stopping = asyncio.Event()
+        runner = asyncio.create_task(watcher.run(stopping))
+        await asyncio.sleep(0.2)
+        assert not watcher.connected
+        stopping.set()
+        await asyncio.wait_for(runner, 5)
+
+    asyncio.run(dead())
