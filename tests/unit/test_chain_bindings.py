@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from eth_abi import encode as abi_encode
+from eth_utils import collapse_if_tuple, keccak
 
-from allmende.chain._binding import to_bytes32
+from allmende.chain._binding import AbiFunction, to_bytes32
 from allmende.chain.compile import compile_contracts
 from allmende.chain.deployment import ContractInfo
 from allmende.chain.jobs import Job, Jobs, RoundResult
@@ -28,45 +30,48 @@ def test_to_bytes32_refuses_wrong_lengths_and_non_hex(bad: bytes | str) -> None:
 
 
 class AnswersWith:
-    """A client whose every view call returns ``value`` (no chain needed for naming tests)."""
+    """A client whose every view call returns ``value``, ABI-encoded (no chain needed)."""
 
-    def __init__(self, value: Any) -> None:
+    def __init__(self, value: Any, abi: list[dict[str, Any]]) -> None:
         self.value = value
+        self.abi = abi
+        self.calls: list[tuple[str, bytes, str]] = []
 
-    def contract(self, info: ContractInfo) -> Any:
-        from web3 import Web3
-
-        return Web3().eth.contract(address=info.address, abi=info.abi)
-
-    def call(self, fn: Any, **_: Any) -> Any:
-        return self.value
+    def call_data(self, to: str, data: bytes, *, label: str) -> bytes:
+        self.calls.append((to, data, label))
+        item = next(i for i in self.abi if i.get("type") == "function" and i["name"] == label)
+        types = [collapse_if_tuple(output) for output in item["outputs"]]
+        return abi_encode(types, [self.value] if len(types) == 1 else list(self.value))
 
 
 def jobs_binding(value: Any, abi: list[dict[str, Any]] | None = None) -> Jobs:
-    info = ContractInfo(address=JOBS, abi=abi or compile_contracts()["Jobs"].abi)
-    return Jobs(AnswersWith(value), info)  # type: ignore[arg-type]
+    abi = abi or compile_contracts()["Jobs"].abi
+    info = ContractInfo(address=JOBS, abi=abi)
+    return Jobs(AnswersWith(value, abi), info)  # type: ignore[arg-type]
+
+
+JOB_VALUES = (
+    "0x" + "11" * 20,
+    b"a" * 32,
+    b"b" * 32,
+    2,
+    5,
+    1,
+    3,
+    2,
+    60,
+    10,
+    0,
+    99,
+    1,
+    0,
+    0,
+    b"\0" * 32,
+)
 
 
 def test_struct_results_become_records_named_by_the_abi() -> None:
-    values = (
-        "0x" + "11" * 20,
-        b"a" * 32,
-        b"b" * 32,
-        2,
-        5,
-        1,
-        3,
-        2,
-        60,
-        10,
-        0,
-        99,
-        1,
-        0,
-        0,
-        b"\0" * 32,
-    )
-    job = jobs_binding(values).job(1)
+    job = jobs_binding(JOB_VALUES).job(1)
     assert isinstance(job, Job) and job.rounds == 2 and job.escrow == 10 and job.round_start == 99
 
 
@@ -81,4 +86,25 @@ def test_a_struct_with_other_fields_is_refused_with_a_remedy() -> None:
     components = jobs_view["outputs"][0]["components"]
     jobs_view["outputs"] = [{**jobs_view["outputs"][0], "components": components[:-1]}]
     with pytest.raises(ChainError, match="redeploy the contracts or upgrade allmende"):
-        jobs_binding(tuple(range(15)), abi).job(1)
+        jobs_binding(JOB_VALUES[:-1], abi).job(1)
+
+
+def test_calls_are_encoded_from_the_abi_and_addresses_come_back_checksummed() -> None:
+    trainer = "0x90f79bf6eb2c4f870365e785982e1f101e93b906"
+    jobs = jobs_binding(trainer)
+    assert jobs.trainer_at(3, 1) == "0x90F79bf6EB2c4f870365E785982E1f101E93b906"
+    to, data, label = jobs.client.calls[-1]  # type: ignore[attr-defined]
+    assert (to, label) == (JOBS, "trainer_at")
+    assert data[:4] == keccak(text="trainer_at(uint256,uint256)")[:4]
+    assert data[4:] == abi_encode(["uint256", "uint256"], [3, 1])
+
+
+def test_results_that_do_not_decode_and_arguments_that_do_not_fit_are_refused() -> None:
+    item = next(i for i in compile_contracts()["Jobs"].abi if i.get("name") == "commit_of")
+    function = AbiFunction.of(item)
+    with pytest.raises(ChainError, match="do not decode"):
+        function.decode(b"")  # what a call to an address without code returns
+    with pytest.raises(ValueError, match="takes 3 arguments"):
+        function.encode((1, 2))
+    with pytest.raises(ValueError, match="bad arguments for commit_of"):
+        function.encode((1, 2, "not an address"))

@@ -6,7 +6,14 @@ import pytest
 from eth_abi import encode
 from web3.exceptions import ContractLogicError
 
-from allmende.chain.client import ChainClient, _revert_from, decode_revert
+from allmende.chain.client import (
+    ChainClient,
+    _is_revert,
+    _log_entry,
+    _revert_from,
+    _revert_from_error,
+    decode_revert,
+)
 from allmende.errors import ChainError, ContractRevert
 
 
@@ -61,3 +68,29 @@ def test_sending_without_a_key_is_refused() -> None:
     client = ChainClient("http://127.0.0.1:9")
     with pytest.raises(ChainError, match="no key"):
         client.send_value("0x5FbDB2315678afecb367f032d93F642f64180aa3", 1)
+
+
+def test_a_json_rpc_revert_error_becomes_contract_revert_with_reason() -> None:
+    error = {"code": 3, "message": "execution reverted: jobs: x", "data": error_data("jobs: x")}
+    revert = _revert_from_error(error, "propose")
+    assert (revert.reason, revert.function) == ("jobs: x", "propose")
+    bare = _revert_from_error({"code": 3, "message": "execution reverted: registry: y"}, "stake")
+    assert bare.reason == "registry: y"
+    assert _is_revert(error) and not _is_revert({"code": -32000, "message": "nonce too low"})
+
+
+def test_logs_are_parsed_and_a_malformed_one_is_refused_clearly() -> None:
+    entry = {
+        "address": "0x5fbdb2315678afecb367f032d93f642f64180aa3",
+        "topics": ["0x" + "ab" * 32],
+        "data": "0x01",
+        "blockNumber": "0x1a",
+        "logIndex": "0x2",
+        "transactionHash": "0x" + "cd" * 32,
+    }
+    parsed = _log_entry(entry)
+    assert parsed["topics"] == [b"\xab" * 32] and parsed["data"] == b"\x01"
+    assert (parsed["blockNumber"], parsed["logIndex"]) == (26, 2)
+    for broken in ({**entry, "data": "zz"}, {**entry, "blockNumber": None}, {"topics": []}):
+        with pytest.raises(ChainError, match="malformed log"):
+            _log_entry(broken)
