@@ -74,11 +74,17 @@ def test_each_notification_wakes_a_waiting_role_at_once() -> None:
             await asyncio.wait_for(waiter, 5)
             assert time.monotonic() - start < 5
             assert watcher.seq == seen + 1
-            await announce.put("not json at all")  # only a hint: still just a wake-up
+            assert watcher.number is None  # that notification named no block
+            head = {"params": {"subscription": "0x1", "result": {"number": "0x2a"}}}
+            await announce.put(json.dumps(head))
             await _until(lambda: watcher.seq == seen + 2)
+            assert watcher.number == 42
+            await announce.put("not json at all")  # still a wake-up, the number stays
+            await _until(lambda: watcher.seq == seen + 3)
+            assert watcher.number == 42
             stopping.set()
             await asyncio.wait_for(runner, 5)
-            assert not watcher.connected
+            assert not watcher.connected and watcher.number is None
 
         await _with_server(lambda ws: _subscribing(ws, announce), body)
 

@@ -157,3 +157,12 @@ def test_a_stream_is_caught_up_only_after_a_poll_reached_the_head() -> None:
     client.failures = [ChainError("down")]
     events.poll()
     assert events.caught_up()  # a failed poll does not forget what was read
+
+
+def test_a_known_head_is_read_up_to_without_asking_the_chain_for_it() -> None:
+    client = FakeClient(head=9)
+    client.failures = [AssertionError("block_number must not be called")]
+    events = stream(client, from_block=0)
+    assert [e.block_number for e in events.poll(head=5)] == [0, 1, 2, 3, 4, 5]
+    assert client.requests == [(0, 5)] and events.caught_up()
+    assert client.failures  # never asked

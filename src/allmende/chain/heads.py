@@ -8,8 +8,9 @@ block arrives; the roles then poll once. Without a websocket (none configured, o
 refuses) nothing breaks: :meth:`HeadWatcher.wait` simply times out and the roles poll on their
 own schedule, and the watcher keeps trying to connect in the background.
 
-What the websocket sends is only a hint to look: a forged or malformed notification costs one
-extra poll, never a wrong event.
+A notification wakes the roles, and its block number spares them asking for the chain head
+before they read logs. The websocket endpoint is trusted as much as the RPC endpoint (by default
+it is the same node); a malformed notification still wakes the roles but carries no number.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class HeadWatcher:
         self.ws_url = ws_url
         self.seq = 0
         self.connected = False
+        self.number: int | None = None  # the newest announced block, while connected
         self._next = asyncio.Event()
 
     async def wait(self, seen: int, timeout: float) -> None:
@@ -76,6 +78,7 @@ class HeadWatcher:
                 follower.cancel()
                 await asyncio.gather(follower, return_exceptions=True)
             self.connected = False
+            self.number = None
             self.wake()
 
     async def _follow(self) -> None:
@@ -90,6 +93,7 @@ class HeadWatcher:
             if self.connected:
                 failures = 0
             self.connected = False
+            self.number = None
             if failures == 0:
                 log.info(
                     "No new-block notifications from %s (%s); the roles poll the chain until "
@@ -116,5 +120,15 @@ class HeadWatcher:
             self.connected = True
             log.info("Following new blocks at %s.", url)
             self.wake()  # blocks may have come while there was no subscription: look now
-            async for _ in ws:
+            async for message in ws:
+                self.number = _block_number(message) or self.number
                 self.wake()
+
+
+def _block_number(message: str | bytes) -> int | None:
+    """The block number of a ``newHeads`` notification; None for anything else."""
+    try:
+        number = json.loads(message)["params"]["result"]["number"]
+        return int(number, 16) if isinstance(number, str) else None
+    except (ValueError, KeyError, TypeError):
+        return None

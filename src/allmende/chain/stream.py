@@ -77,13 +77,15 @@ class EventStream:
                 events.append(event)
         return sorted(events, key=lambda event: (event.block_number, event.log_index))
 
-    def poll(self) -> list[ChainEvent]:
+    def poll(self, head: int | None = None) -> list[ChainEvent]:
         """New events up to the chain head (at most one chunk); [] on an RPC failure (logged).
 
-        Advances ``next_block`` in memory; call :meth:`commit` once the events are handled.
+        ``head``: the newest block, when the caller knows it (a new-block notification); else
+        it is asked for. Advances ``next_block`` in memory; call :meth:`commit` once the events
+        are handled.
         """
         try:
-            head = self._head = self.client.block_number()
+            head = self._head = self.client.block_number() if head is None else head
             if head < self.next_block:
                 return []
             to_block = min(head, self.next_block + self.chunk_blocks - 1)

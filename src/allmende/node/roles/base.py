@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING
 from allmende.chain import ChainEvent, EventDecoder, EventStream, Job
 from allmende.chain.events import JobCreated
 from allmende.errors import AllmendeError, ConfigError, PeerError, TaskError
-from allmende.learn.task import installed_tasks
+from allmende.learn.task import Task, installed_tasks, load_task
 from allmende.node.roles.common import (
+    TORCH_LOCK,
     JobPlan,
     Members,
     PeerDirectory,
@@ -75,11 +76,12 @@ class JobRole(ABC):
             poll_interval=self.poll_seconds,
         )
         heads = ctx.chain.heads
+        await self.warm_up()
         known: dict[int, float] = {}  # job id -> monotonic time of its last step
         log.info("The %s role is following jobs for %s.", self.name, ctx.address)
         while not ctx.stopping.is_set():
             seen = heads.seq
-            events = await asyncio.to_thread(stream.poll)
+            events = await asyncio.to_thread(stream.poll, heads.number)
             touched: set[int] = set()
             for event in events:
                 if isinstance(event, JobCreated):
@@ -104,6 +106,28 @@ class JobRole(ABC):
         self.ctx = ctx
         self.jobs = jobs
         self.directory = directory
+
+    async def warm_up(self) -> None:
+        """Load, before any job comes, what every job of the allowed tasks needs (the task code,
+        the local data), so the first round does not pay for it. A failure is logged: the jobs
+        of that task fail the same way until it is fixed."""
+        names = self.policy.allowed_tasks or sorted(installed_tasks())
+        for name in names:
+            try:
+                await asyncio.to_thread(self._prepare_named, name)
+            except AllmendeError as exc:
+                log.warning("The %s role cannot prepare task %s: %s", self.name, name, exc)
+            except Exception:
+                log.exception("The %s role failed to prepare task %s.", self.name, name)
+
+    def _prepare_named(self, name: str) -> None:
+        self.prepare(load_task(name))
+
+    def prepare(self, task: Task) -> None:
+        """Role-specific loading for ``task`` (worker thread); by default the task's model is
+        built once, which imports and warms up what it uses."""
+        with TORCH_LOCK:
+            task.model()
 
     async def _safe_step(self, job_id: int) -> bool:
         """One step of a job; True when the role is done with it. Failures are logged."""

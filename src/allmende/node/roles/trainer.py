@@ -125,6 +125,13 @@ class TrainerRole(JobRole):
     async def commit(self, job_id: int, round_: int, digest: str, weight: int) -> None:
         await on_chain(self.jobs.commit_update, job_id, round_, digest, weight)
 
+    def prepare(self, task: Task) -> None:
+        """Load the declared dataset for ``task`` now (a bad declaration shows at start-up)."""
+        super().prepare(task)
+        with TORCH_LOCK:
+            data = self.local_data(task)
+        log.info("Loaded %d local examples for task %s.", len(data), task.name)
+
     def local_data(self, task: Task) -> LocalData:
         """The node's declared dataset for ``task``, loaded once."""
         if task.name not in self._data:
