@@ -17,7 +17,7 @@ import time
 
 from allmende.chain import ROLE_TRAINER, Job, JobStatus
 from allmende.chain.events import JobCancelled, JobCreated, JobFinished, Joined, RoundFinalized
-from allmende.learn.task import LocalData, Task
+from allmende.learn.task import LocalData, Task, seeded_model
 from allmende.learn.train import derive_seed, train_local
 from allmende.node.roles.base import JobRole
 from allmende.node.roles.common import (
@@ -34,6 +34,9 @@ from allmende.node.roles.settings import TrainerSection
 from allmende.store.codec import encode_state
 
 log = logging.getLogger(__name__)
+
+WARM_UP_BATCH = 32  # the dry run at start-up: its result is thrown away
+WARM_UP_LR = 0.01
 
 
 class TrainerRole(JobRole):
@@ -126,10 +129,17 @@ class TrainerRole(JobRole):
         await on_chain(self.jobs.commit_update, job_id, round_, digest, weight)
 
     def prepare(self, task: Task) -> None:
-        """Load the declared dataset for ``task`` now (a bad declaration shows at start-up)."""
+        """Load the declared dataset for ``task`` now (a bad declaration shows at start-up) and
+        train a fresh model on it once, untimed: torch's first backward pass and optimizer step
+        cost seconds of set-up that would otherwise fall into the first round."""
         super().prepare(task)
         with TORCH_LOCK:
             data = self.local_data(task)
+            model = seeded_model(task, seed=0)
+            state = {key: value.detach().clone() for key, value in model.state_dict().items()}
+            train_local(
+                task, state, data, epochs=1, batch_size=WARM_UP_BATCH, lr=WARM_UP_LR, seed=0
+            )
         log.info("Loaded %d local examples for task %s.", len(data), task.name)
 
     def local_data(self, task: Task) -> LocalData:
