@@ -185,9 +185,10 @@ class BenchNetwork:
                 if node.process.poll() is not None:
                     raise NetworkFailed(f"node {name} exited at start-up; see {node.home}/node.log")
                 try:
-                    if httpx.get(f"http://127.0.0.1:{node.port}/healthz", timeout=1.0).is_success:
-                        del waiting[name]
-                except httpx.HTTPError:
+                    health = httpx.get(f"http://127.0.0.1:{node.port}/healthz", timeout=1.0)
+                    if health.is_success and health.json().get("ready", True):
+                        del waiting[name]  # serving, and its roles have loaded their tasks
+                except (httpx.HTTPError, ValueError):
                     pass
             if time.monotonic() > deadline:
                 raise NetworkFailed(f"nodes {sorted(waiting)} not healthy in {START_TIMEOUT_S} s")

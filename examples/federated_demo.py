@@ -156,9 +156,10 @@ class Demo:
                     raise DemoFailed(f"node {name} exited at start-up; see {home / 'node.log'}")
                 port = tomllib.loads((home / "node.toml").read_text())["node"]["port"]
                 try:
-                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0).is_success:
-                        del waiting[name]
-                except httpx.HTTPError:
+                    health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0)
+                    if health.is_success and health.json().get("ready", True):
+                        del waiting[name]  # serving, and its roles have loaded their tasks
+                except (httpx.HTTPError, ValueError):
                     pass
             if time.monotonic() > deadline:
                 raise DemoFailed(f"nodes {sorted(waiting)} did not start within {START_TIMEOUT} s")

@@ -63,6 +63,7 @@ class Node:
         self.metrics = NodeMetrics()
         self.router = MessageRouter()
         self.received: list[VerifiedMessage] = []
+        self.roles_ready = False
 
         async def note(message: VerifiedMessage) -> dict:
             self.received.append(message)
@@ -81,6 +82,7 @@ class Node:
             router=self.router,
             metrics=self.metrics,
             settings=ApiSettings(max_message_bytes=2048),
+            ready=lambda: self.roles_ready,
         )
         self.http = SyncClient(app)
 
@@ -111,7 +113,9 @@ def test_info_health_metrics_and_openapi(node: Node) -> None:
     assert info["roles"] == ["trainer"]
     assert info["chain_id"] == 31337
     assert info["version"]
-    assert node.http.get("/healthz").json() == {"status": "ok"}
+    assert node.http.get("/healthz").json() == {"status": "ok", "ready": False}
+    node.roles_ready = True  # the roles finished loading their tasks
+    assert node.http.get("/healthz").json() == {"status": "ok", "ready": True}
     assert "allmende_messages" in node.http.get("/metrics").text
     paths = node.http.get("/openapi.json").json()["paths"]
     assert {"/v1/info", "/v1/blobs/{digest}", "/v1/messages"} <= set(paths)

@@ -5,7 +5,8 @@
 ``GET|HEAD /v1/blobs/h``  a stored blob, streamed; ``Range`` requests supported
 ``POST /v1/messages``     an EIP-712 :class:`~allmende.net.messages.SignedMessage`
 ``GET /metrics``          Prometheus text format
-``GET /healthz``          ``{"status": "ok"}``
+``GET /healthz``          ``{"status": "ok", "ready": bool}``; ready once the roles have
+                          loaded what they need and follow the chain
 ========================  ===============================================================
 
 Blobs are only served, never uploaded: peers pull what they need by hash, and local tools put
@@ -114,8 +115,10 @@ def create_app(
     router: MessageRouter,
     metrics: NodeMetrics,
     settings: ApiSettings | None = None,
+    ready: Callable[[], bool] = lambda: True,
 ) -> FastAPI:
-    """The node's FastAPI app over its store, state and identity."""
+    """The node's FastAPI app over its store, state and identity; ``ready`` says whether the
+    node's roles are ready for jobs (``/healthz``)."""
     limits = settings or ApiSettings()
     if "ping" not in router.handlers:
         router.register("ping", _ping)
@@ -142,9 +145,9 @@ def create_app(
         }
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        """Liveness: the process serves requests."""
-        return {"status": "ok"}
+    async def healthz() -> dict[str, Any]:
+        """Liveness (the process serves requests) and readiness (its roles are ready)."""
+        return {"status": "ok", "ready": ready()}
 
     @app.get("/metrics")
     async def prometheus() -> Response:

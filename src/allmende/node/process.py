@@ -90,7 +90,8 @@ class NodeContext:
 
 
 class RoleService(Protocol):
-    """A role (trainer, aggregator, ...) run inside the node process."""
+    """A role (trainer, aggregator, ...) run inside the node process; while it has a ``ready``
+    attribute that is False, ``/healthz`` says the node is not ready yet."""
 
     name: str
 
@@ -261,6 +262,7 @@ async def serve(ctx: NodeContext, services: Sequence[RoleService]) -> None:
             max_message_bytes=net.max_message_bytes,
             max_message_ttl_seconds=net.max_message_ttl_seconds,
         ),
+        ready=lambda: all(getattr(service, "ready", True) for service in services),
     )
     sock = _bind(ctx.config.node.host, ctx.config.node.port)
     server = _Server(

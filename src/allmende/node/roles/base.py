@@ -60,6 +60,7 @@ class JobRole(ABC):
         self.plans: dict[int, JobPlan] = {}
         self._members: dict[int, Members] = {}
         self.refused: set[int] = set()
+        self.ready = False  # True once warmed up and following the chain (``/healthz``)
         self._said: set[tuple[object, ...]] = set()
 
     # -- the loop ------------------------------------------------------------------------------
@@ -77,6 +78,7 @@ class JobRole(ABC):
         )
         heads = ctx.chain.heads
         await self.warm_up()
+        self.ready = True
         known: dict[int, float] = {}  # job id -> monotonic time of its last step
         log.info("The %s role is following jobs for %s.", self.name, ctx.address)
         while not ctx.stopping.is_set():
