@@ -6,8 +6,9 @@ trainer node per partition part), runs each with ``allmende node run`` as its ow
 submits a job with ``allmende job submit``, and follows it on chain. Everything it started is
 stopped by :meth:`BenchNetwork.close`, whatever happened.
 
-The nodes' chain poll interval is lowered to :data:`BENCH_POLL_SECONDS` (an operator setting in
-``node.toml``; the default suits a long-lived node, not a latency measurement).
+The nodes follow new blocks through Anvil's websocket, as every node does by default; their
+chain poll interval, the fallback while there is no websocket, is lowered to
+:data:`BENCH_POLL_SECONDS` (an operator setting in ``node.toml``).
 """
 
 from __future__ import annotations
