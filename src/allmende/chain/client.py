@@ -5,8 +5,9 @@ contract's own message), signed locally, sent, and waited for. Nonces are counte
 lock (so one process can send from several threads) and never below the chain's pending count.
 
 The calls a node makes every round (``eth_call``, ``eth_getLogs``, transactions) go straight to
-the JSON-RPC provider with :meth:`ChainClient.request`, skipping web3's middleware and contract
-machinery, which cost 3-15 ms of CPU a call; ``w3`` stays available for everything else.
+the endpoint with :meth:`ChainClient.request` over a kept-alive connection
+(:mod:`allmende.chain.rpc`), skipping web3's middleware and contract machinery, which cost 3-15 ms
+of CPU a call; ``w3`` stays available for everything else.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from web3.types import BlockIdentifier
 
 from allmende.chain.compile import CompiledContract
 from allmende.chain.deployment import ContractInfo
+from allmende.chain.rpc import JsonRpcTransport, RpcBadAnswer, RpcUnreachable
 from allmende.errors import ChainError, ContractRevert
 
 DEFAULT_RPC_TIMEOUT = 10.0
@@ -141,6 +143,13 @@ class ChainClient:
         session = requests.Session()
         session.trust_env = False  # no proxy lookup in the environment on every call
         self.w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}, session=session))
+        try:
+            self._transport = JsonRpcTransport(rpc_url, timeout=timeout)
+        except ValueError:
+            raise ChainError(
+                f"The RPC URL {rpc_url!r} is not an http(s) URL; fix [chain] rpc_url or the "
+                "deployment file."
+            ) from None
         self.account: LocalAccount | None = (
             Account.from_key(private_key) if private_key is not None else None
         )
@@ -231,8 +240,13 @@ class ChainClient:
         function's name) is given, else :class:`ChainError` with the chain's message.
         """
         try:
-            response = self._rpc(lambda: self.w3.provider.make_request(method, params))  # type: ignore[arg-type]
-        except ValueError as exc:  # not JSON
+            response = self._transport.call(method, params)
+        except RpcUnreachable as exc:
+            raise ChainError(
+                f"Cannot reach the chain at {self.rpc_url} ({exc}); check that it is running "
+                "(`allmende devnet status`) and the URL is right."
+            ) from None
+        except RpcBadAnswer as exc:
             raise ChainError(f"{self.rpc_url} answered {method} with: {exc}.") from None
         if not isinstance(response, dict):
             raise ChainError(f"{self.rpc_url} answered {method} with {response!r:.80}.")
