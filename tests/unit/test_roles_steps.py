@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from allmende.chain import Commit, Job
+from allmende.chain.events import UpdateCommitted
 from allmende.errors import ContractRevert, PeerError
 from allmende.learn.aggregate import aggregate
 from allmende.net.client import FetchResult
@@ -276,6 +277,24 @@ def test_aggregator_reads_each_commit_until_it_is_made_then_never_again(node) ->
     jobs.commits.clear()
     run(role.step(1))
     assert sorted(jobs.commit_reads) == sorted((1, t) for t in T)
+
+
+def test_aggregator_takes_announced_commits_from_the_events_without_reading_them(node) -> None:
+    jobs, role = joined_aggregator(node, make_job(node.peers, n_trainers=3, round_start=9e9))
+    states = {t: trained_like(i) for i, t in enumerate(T)}
+    commit_updates(node, jobs, states)
+    for i, trainer in enumerate(T):
+        commit = jobs.commits[trainer]
+        role.observe(
+            UpdateCommitted(
+                block_number=10 + i, log_index=0, tx_hash="0x", address="0x",
+                job_id=1, round=0, trainer=trainer, update_hash=commit.update_hash,
+                weight=commit.weight,
+            )
+        )  # fmt: skip
+    run(role.step(1))
+    assert jobs.commit_reads == []
+    assert jobs.proposals and jobs.proposals[0][1] == 0b111
 
 
 def test_aggregator_leaves_out_bad_updates_deterministically(node) -> None:

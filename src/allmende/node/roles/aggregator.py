@@ -18,7 +18,8 @@ import asyncio
 import logging
 import time
 
-from allmende.chain import ROLE_AGGREGATOR, Commit, Job, JobStatus
+from allmende.chain import ROLE_AGGREGATOR, ChainEvent, Commit, Job, JobStatus
+from allmende.chain.events import UpdateCommitted
 from allmende.errors import AggregationError, CodecError, ContractRevert, PeerError
 from allmende.learn.aggregate import MAX_WEIGHT, Update, aggregate, check_update
 from allmende.node.roles.base import JobRole
@@ -114,21 +115,31 @@ class AggregatorRole(JobRole):
         await self.finalize_if_quorum(job_id, job, digest, included)
         return False
 
+    def observe(self, event: ChainEvent) -> None:
+        """Keep the commits the chain announces (``UpdateCommitted``), so a step reads none."""
+        if isinstance(event, UpdateCommitted) and event.weight > 0:
+            self._round_cache(event.job_id, event.round)[event.trainer.lower()] = Commit(
+                update_hash=event.update_hash, weight=event.weight
+            )
+
+    def _round_cache(self, job_id: int, round_: int) -> dict[str, Commit]:
+        seen = self._commits.get(job_id)
+        if seen is None or seen[0] < round_:
+            seen = self._commits[job_id] = (round_, {})
+        return seen[1] if seen[0] == round_ else {}  # an older round's event: nothing to keep
+
     async def round_commits(
         self, job_id: int, round_: int, trainers: list[str]
     ) -> dict[str, Commit]:
         """Every trainer's commit for the round. A commit, once made, is final for its round, so
-        only the trainers not seen committing yet are read again (one read each per step)."""
-        seen = self._commits.get(job_id)
-        if seen is None or seen[0] != round_:
-            seen = self._commits[job_id] = (round_, {})
-        known = seen[1]
+        only the trainers neither announced nor seen committing yet are read from the chain."""
+        known = self._round_cache(job_id, round_)
         for trainer in trainers:
-            if trainer not in known:
+            if trainer.lower() not in known:
                 commit = await on_chain(self.jobs.commit_of, job_id, round_, trainer)
                 if commit.weight > 0:
-                    known[trainer] = commit
-        return {trainer: known.get(trainer, NO_COMMIT) for trainer in trainers}
+                    known[trainer.lower()] = commit
+        return {trainer: known.get(trainer.lower(), NO_COMMIT) for trainer in trainers}
 
     # -- the round's seams ---------------------------------------------------------------------
 

@@ -86,6 +86,7 @@ class JobRole(ABC):
             events = await asyncio.to_thread(stream.poll, heads.number)
             touched: set[int] = set()
             for event in events:
+                self.observe(event)
                 if isinstance(event, JobCreated):
                     known.setdefault(event.job_id, 0.0)
                 job_id = getattr(event, "job_id", None)
@@ -108,6 +109,9 @@ class JobRole(ABC):
         self.ctx = ctx
         self.jobs = jobs
         self.directory = directory
+
+    def observe(self, event: ChainEvent) -> None:  # noqa: B027 - a hook; most roles need none
+        """See every event as it is read, before any step (roles keep what saves them reads)."""
 
     async def warm_up(self) -> None:
         """Load, before any job comes, what every job of the allowed tasks needs (the task code,
