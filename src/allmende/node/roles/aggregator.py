@@ -154,13 +154,22 @@ class AggregatorRole(JobRole):
         """The usable updates in address order; None while one is still worth waiting for."""
         round_ = job.current_round
         patience_over = time.time() > round_deadline(job) + self.section.fetch_grace_seconds
-        updates: list[Update] = []
-        for trainer in by_address(commits):
-            commit = commits[trainer]
-            digest = hex_hash(commit.update_hash)
+        trainers = by_address(commits)
+
+        async def fetch(trainer: str) -> State:
             peers = await self.peers(job_id, job, first=trainer)
+            digest = hex_hash(commits[trainer].update_hash)
+            return await fetch_state(self.ctx, digest, peers, reference=plan.reference)
+
+        # Downloads overlap; what each outcome means is then decided in address order.
+        fetched = await asyncio.gather(*(fetch(t) for t in trainers), return_exceptions=True)
+        updates: list[Update] = []
+        for trainer, outcome in zip(trainers, fetched, strict=True):
+            commit = commits[trainer]
             try:
-                state = await fetch_state(self.ctx, digest, peers, reference=plan.reference)
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                state = outcome
                 if commit.weight > MAX_WEIGHT:
                     raise AggregationError(f"its weight {commit.weight} is over 2**53")
                 check_update(state, global_state, norm_bound=plan.spec.norm_bound)
