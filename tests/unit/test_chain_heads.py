@@ -69,10 +69,8 @@ def test_each_notification_wakes_a_waiting_role_at_once() -> None:
             waiter = asyncio.create_task(watcher.wait(seen, timeout=30))
             await asyncio.sleep(0.05)
             assert not waiter.done()  # nothing announced yet
-            start = time.monotonic()
             await announce.put('{"jsonrpc":"2.0","method":"eth_subscription","params":{}}')
-            await asyncio.wait_for(waiter, 5)
-            assert time.monotonic() - start < 5
+            await asyncio.wait_for(waiter, 5)  # long before the waiter's own 30 s
             assert watcher.seq == seen + 1
             assert watcher.number is None  # that notification named no block
             head = {"params": {"subscription": "0x1", "result": {"number": "0x2a"}}}

@@ -104,6 +104,12 @@ def _log_entry(entry: Any) -> dict[str, Any]:
         raise ChainError(f"The chain sent a malformed log ({exc!r}): {entry!r:.200}.") from None
 
 
+def _as_call(tx: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-RPC call object (``eth_call``, ``eth_estimateGas``) of a transaction."""
+    call: dict[str, Any] = {key: tx[key] for key in ("from", "to", "data") if key in tx}
+    return {**call, "value": hex(tx.get("value", 0))}
+
+
 def _is_revert(error: Any) -> bool:
     if not isinstance(error, dict):
         return False
@@ -121,11 +127,8 @@ def _revert_from_error(error: dict[str, Any], function: str) -> ContractRevert:
 
 
 def _revert_from(exc: ContractLogicError, function: str) -> ContractRevert:
-    if isinstance(exc.data, str) and exc.data.startswith("0x"):
-        reason = decode_revert(exc.data)
-    else:
-        reason = str(exc.message or exc).removeprefix("execution reverted: ").strip()
-    return ContractRevert(reason or "reverted without a reason", function=function)
+    """:func:`_revert_from_error` for a revert web3 raised (``w3`` paths)."""
+    return _revert_from_error({"data": exc.data, "message": exc.message or str(exc)}, function)
 
 
 class ChainClient:
@@ -262,11 +265,7 @@ class ChainClient:
         if account is None:
             raise ChainError("This chain client has no key; pass private_key to send transactions.")
         tx = {**tx, "from": account.address, "value": value, "chainId": self.chain_id}
-        call = {"from": tx["from"], "to": tx.get("to"), "data": tx.get("data", "0x"),
-                "value": hex(value)}  # fmt: skip
-        if call["to"] is None:
-            del call["to"]
-        gas = int(self.request("eth_estimateGas", [call], label=label), 16)
+        gas = int(self.request("eth_estimateGas", [_as_call(tx)], label=label), 16)
         tx["gas"] = int(gas * GAS_MARGIN)
         tx.update(self._fees())
         with self._lock:
@@ -316,10 +315,8 @@ class ChainClient:
         return receipt
 
     def _replay_failure(self, tx: dict[str, Any], receipt: Receipt, label: str) -> ChainError:
-        call: dict[str, Any] = {key: tx[key] for key in ("from", "to", "data") if key in tx}
-        call["value"] = hex(tx.get("value", 0))
         try:
-            self.request("eth_call", [call, hex(receipt.block_number - 1)], label=label)
+            self.request("eth_call", [_as_call(tx), hex(receipt.block_number - 1)], label=label)
         except ContractRevert as exc:
             return exc
         except ChainError:

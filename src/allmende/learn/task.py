@@ -173,3 +173,13 @@ def seeded_model(task: Task, *, seed: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return task.model()
+
+
+def state_of(model: nn.Module) -> dict[str, Tensor]:
+    """The model's tensors by name, detached copies that later training does not touch."""
+    return {key: value.detach().clone() for key, value in model.state_dict().items()}
+
+
+def seeded_state(task: Task, *, seed: int) -> dict[str, Tensor]:
+    """:func:`state_of` of :func:`seeded_model`: the job's initial model as tensors."""
+    return state_of(seeded_model(task, seed=seed))

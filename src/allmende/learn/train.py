@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from allmende.errors import ConfigError, TaskError
-from allmende.learn.task import LocalData, Task
+from allmende.learn.task import LocalData, Task, state_of
 
 OPTIMIZERS = ("sgd", "adam")
 SEED_BITS = 63
@@ -145,5 +145,5 @@ def train_local(
                 opt.step()
                 epoch_loss += float(loss.detach()) * len(batch[1])
                 steps += 1
-        new_state = {key: value.detach().clone() for key, value in model.state_dict().items()}
+        new_state = state_of(model)
     return new_state, n, {"loss": epoch_loss / n, "steps": float(steps)}

@@ -13,7 +13,7 @@ from pathlib import Path
 from allmende.chain import Contracts, Deployment, Job
 from allmende.errors import ConfigError
 from allmende.learn.aggregate import check_update
-from allmende.learn.task import Task, load_task, seeded_model
+from allmende.learn.task import Task, load_task, seeded_state
 from allmende.net.client import PeerClient
 from allmende.node.config import load_config, resolve
 from allmende.node.jobspec import JobSpec
@@ -125,8 +125,7 @@ class JobReader:
 def task_and_reference(spec: JobSpec) -> tuple[Task, State]:
     """The installed task a spec names and its model's keys, shapes and dtypes."""
     task = load_task(spec.task)
-    model = seeded_model(task, seed=spec.seed)
-    return task, {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return task, seeded_state(task, seed=spec.seed)
 
 
 def evaluate(task: Task, state: State) -> dict[str, float]:

@@ -14,7 +14,7 @@ from eth_account.signers.local import LocalAccount
 
 from allmende.chain import Contracts, Deployment
 from allmende.errors import NodeError
-from allmende.learn.task import load_task, seeded_model
+from allmende.learn.task import load_task, seeded_state
 from allmende.node.config import load_config, resolve
 from allmende.node.jobspec import JobSpec
 from allmende.node.keystore import PasswordPrompt, load_key
@@ -57,8 +57,7 @@ def connect_as_node(
 
 def initial_model_bytes(spec: JobSpec) -> bytes:
     """The canonical blob of the task's model initialised with the spec's seed."""
-    model = seeded_model(load_task(spec.task), seed=spec.seed)
-    return encode_state({k: v.detach().clone() for k, v in model.state_dict().items()})
+    return encode_state(seeded_state(load_task(spec.task), seed=spec.seed))
 
 
 def submit_job(

@@ -19,7 +19,7 @@ from torch import Tensor
 from allmende.chain import Job, Jobs, Registry
 from allmende.errors import ConfigError, NodeError
 from allmende.learn.aggregate import check_update
-from allmende.learn.task import Task, load_task, seeded_model
+from allmende.learn.task import Task, load_task, seeded_state
 from allmende.node.jobspec import JobSpec
 from allmende.store.codec import decode_state
 
@@ -149,8 +149,7 @@ def make_plan(spec: JobSpec) -> JobPlan:
     """Load the spec's task (TaskError if not installed) and build its reference model."""
     task = load_task(spec.task)
     with TORCH_LOCK:
-        model = seeded_model(task, seed=spec.seed)
-    reference = {key: value.detach().clone() for key, value in model.state_dict().items()}
+        reference = seeded_state(task, seed=spec.seed)
     return JobPlan(spec=spec, task=task, reference=reference)
 
 

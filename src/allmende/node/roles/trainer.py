@@ -17,7 +17,7 @@ import time
 
 from allmende.chain import ROLE_TRAINER, Job, JobStatus
 from allmende.chain.events import JobCancelled, JobCreated, JobFinished, Joined, RoundFinalized
-from allmende.learn.task import LocalData, Task, seeded_model
+from allmende.learn.task import LocalData, Task, seeded_state
 from allmende.learn.train import derive_seed, train_local
 from allmende.node.roles.base import JobRole
 from allmende.node.roles.common import (
@@ -132,11 +132,9 @@ class TrainerRole(JobRole):
         """Load the declared dataset for ``task`` now (a bad declaration shows at start-up) and
         train a fresh model on it once, untimed: torch's first backward pass and optimizer step
         cost seconds of set-up that would otherwise fall into the first round."""
-        super().prepare(task)
-        with TORCH_LOCK:
+        with TORCH_LOCK:  # builds the model too, so the base class's warm-up is not needed
             data = self.local_data(task)
-            model = seeded_model(task, seed=0)
-            state = {key: value.detach().clone() for key, value in model.state_dict().items()}
+            state = seeded_state(task, seed=0)
             train_local(
                 task, state, data, epochs=1, batch_size=WARM_UP_BATCH, lr=WARM_UP_LR, seed=0
             )
