@@ -6,8 +6,8 @@ lock (so one process can send from several threads) and never below the chain's 
 
 The calls a node makes every round (``eth_call``, ``eth_getLogs``, transactions) go straight to
 the endpoint with :meth:`ChainClient.request` over a kept-alive connection
-(:mod:`allmende.chain.rpc`), skipping web3's middleware and contract machinery, which cost 3-15 ms
-of CPU a call; ``w3`` stays available for everything else.
+(:mod:`allmende.chain.rpc`), skipping web3's middleware and contract machinery, which made a view
+call about ten times slower (``benchmarks/chain_calls.py``); ``w3`` stays available for the rest.
 """
 
 from __future__ import annotations
