@@ -6,6 +6,8 @@ are held, another peer must still be served (health, info, metrics, a small blob
 large blob, hash-checked), and the node's resident memory may grow only by a bounded amount per
 held request: a node that buffered a blob, or even a 1 MiB piece of it, per request would need
 gigabytes. RSS is read from ``/proc/<pid>/status`` before, while holding, and after closing.
+When the greedy peer hangs up, the node must stop reading those blobs: the bytes it sends
+afterwards are read off its metrics.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import httpx
 import pytest
 from fault_nodes import NodeProcess
 
+from allmende.net.api import SERVE_CHUNK_BYTES
 from allmende.net.client import PeerClient
 from allmende.node.config import parse_config, write_config
 from allmende.store.blobs import BlobStore
@@ -38,15 +41,23 @@ WAIT_SECONDS = 300.0
 STEADY_GROWTH_BYTES = 2 * 1024 * 1024
 STEADY_SAMPLES = 4
 SMALL_LIMIT = 32
+SENT_BYTES = "allmende_blob_bytes_served_total"
+# Pieces a response may still send once its peer hung up, before it stops reading the blob.
+MAX_PIECES_AFTER_HANG_UP = 2
+
+
+def metric(node: NodeProcess, sample: str) -> float:
+    """One sample of the node's Prometheus metrics, 0 when it has none yet."""
+    text = httpx.get(f"{node.url}/metrics", timeout=60).text
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def served_count(node: NodeProcess) -> float:
     """The node's count of blob requests it started serving (``allmende_blob_requests``)."""
-    text = httpx.get(f"{node.url}/metrics", timeout=60).text
-    for line in text.splitlines():
-        if line.startswith('allmende_blob_requests_total{outcome="served"}'):
-            return float(line.split()[-1])
-    return 0.0
+    return metric(node, 'allmende_blob_requests_total{outcome="served"}')
 
 
 def steady_rss(node: NodeProcess) -> int:
@@ -117,8 +128,15 @@ def test_held_blob_requests_neither_starve_others_nor_grow_memory(nodes, tmp_pat
         got_big = asyncio.run(fetch_as_other_peer(node, big_digest, tmp_path / "other"))
         assert (got_small, got_big) == (small.stat().st_size, BIG_BLOB_BYTES)
         assert node.alive()
+        sent_while_held = metric(node, SENT_BYTES)
 
     time.sleep(SETTLE_SECONDS)
+    assert httpx.get(f"{node.url}/healthz", timeout=WAIT_SECONDS).status_code == 200
+    sent_after_hang_up = metric(node, SENT_BYTES) - sent_while_held
+    print(f"sent after the greedy peer hung up: {sent_after_hang_up / 2**20:.1f} MiB")
+    # Each dropped response may send a piece or two before it notices; a node that read its
+    # blob to the end for nobody would send ~16 GiB and stall every other request meanwhile.
+    assert sent_after_hang_up <= HELD_REQUESTS * MAX_PIECES_AFTER_HANG_UP * SERVE_CHUNK_BYTES
     rss_after = node.rss_bytes()
     growth = rss_held - rss_before
     print(

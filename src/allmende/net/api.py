@@ -21,6 +21,7 @@ is logged and answered with a JSON 500, and the node keeps serving.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -251,11 +252,17 @@ async def _verified_chunks(
 ) -> AsyncIterator[bytes]:
     """The blob's pieces, hashed as they go out. Reading and hashing one piece takes a fraction
     of a millisecond, so it runs on the event loop: a worker-thread hop per piece (what a plain
-    iterator costs in Starlette) made serving about a third slower (benchmarks/blobs.py)."""
+    iterator costs in Starlette) made serving about a third slower (benchmarks/blobs.py).
+
+    After each piece the generator yields to the event loop. Sending to a peer that hung up
+    returns at once without suspending, so without that pause the response would never see
+    the disconnect: it would read and hash the rest of the blob for nobody, and hold up every
+    other request while it did."""
     try:
         for chunk in store.iter_verified(digest, chunk_bytes=SERVE_CHUNK_BYTES):
             metrics.blob_bytes_served.inc(len(chunk))
             yield chunk
+            await asyncio.sleep(0)
     except HashMismatch as exc:  # every byte is sent already; the peer's own check refuses them
         metrics.corrupt_blobs.inc()
         log.warning("%s", exc)
