@@ -15,8 +15,10 @@ from allmende.chain.events import (
     JOBS_EVENTS,
     REGISTRY_EVENTS,
     EventDecoder,
+    JobCreated,
     JobsWithdrawn,
     RegistryWithdrawn,
+    RoundFinalized,
     Staked,
     UpdateCommitted,
 )
@@ -111,6 +113,24 @@ def test_logs_of_other_contracts_are_ignored(deployment: Deployment) -> None:
     log = make_log(NODE, abi, {"node": NODE, "amount": 1, "total": 1})
     assert EventDecoder.for_deployment(deployment).decode(log) is None
     assert EventDecoder.for_deployment(deployment).decode({**log, "topics": []}) is None
+
+
+def test_a_decoder_for_some_events_names_their_topics_and_skips_the_rest(
+    deployment: Deployment,
+) -> None:
+    wanted = EventDecoder(jobs=deployment.jobs, only=(JobCreated, RoundFinalized))
+    assert wanted.topics == sorted(
+        bytes(event_abi_to_log_topic(event_abi(deployment.jobs, name)))
+        for name in ("JobCreated", "RoundFinalized")
+    )
+    commit = make_log(
+        JOBS,
+        event_abi(deployment.jobs, "UpdateCommitted"),
+        {"job_id": 1, "round": 0, "trainer": NODE, "update_hash": b"\x11" * 32, "weight": 9},
+    )
+    assert wanted.decode(commit) is None
+    assert isinstance(EventDecoder(jobs=deployment.jobs).decode(commit), UpdateCommitted)
+    assert EventDecoder(jobs=deployment.jobs).topics is None  # every event: no topic filter
 
 
 def test_decode_all_keeps_log_order(deployment: Deployment) -> None:

@@ -15,6 +15,7 @@ from allmende.errors import ChainError
 
 class FakeDecoder:
     addresses: ClassVar[list[str]] = ["0x5FbDB2315678afecb367f032d93F642f64180aa3"]
+    topics: ClassVar[list[bytes] | None] = None
 
     def decode(self, log: dict[str, Any]) -> ChainEvent | None:
         if log.get("bad"):
@@ -37,7 +38,9 @@ class FakeClient:
             raise self.failures.pop(0)
         return self.head
 
-    def get_logs(self, *, from_block: int, to_block: int, addresses: list[str]) -> list[Any]:
+    def get_logs(
+        self, *, from_block: int, to_block: int, addresses: list[str], topics: Any = None
+    ) -> list[Any]:
         self.requests.append((from_block, to_block))
         logs = [{"blockNumber": b, "logIndex": 0} for b in range(from_block, to_block + 1)]
         return list(reversed(logs))  # the stream must sort

@@ -56,6 +56,7 @@ class FakeJobs:
         self.finalized: list[tuple[int, str, int]] = []
         self.joined: list[tuple[str, int]] = []
         self.commit_reads: list[tuple[int, str]] = []
+        self.listeners: list[Any] = []  # roles' ``observe``: what the event stream would call
         self.sender = ME
 
     def job(self, job_id: int) -> Job:
@@ -222,10 +223,21 @@ def test_trainer_waits_while_the_spec_is_unavailable(node) -> None:
 # -- aggregator ------------------------------------------------------------------------------
 
 
-def commit_updates(node: Any, jobs: FakeJobs, states: dict[str, dict[str, torch.Tensor]]) -> None:
+def commit_updates(
+    node: Any, jobs: FakeJobs, states: dict[str, dict[str, torch.Tensor]], *, announce: bool = True
+) -> None:
+    """The trainers commit ``states``; with ``announce``, the roles see the events too (without
+    it, the commits happened in blocks the roles' event stream has not read yet)."""
     for trainer, state in states.items():
         digest = publish(node.peers, encode_state(state))
-        jobs.commits[trainer] = Commit(bytes.fromhex(digest), 10 + T.index(trainer))
+        commit = jobs.commits[trainer] = Commit(bytes.fromhex(digest), 10 + T.index(trainer))
+        event = UpdateCommitted(
+            block_number=10, log_index=T.index(trainer), tx_hash="0x", address="0x", job_id=1,
+            round=jobs.record.current_round, trainer=trainer, update_hash=commit.update_hash,
+            weight=commit.weight,
+        )  # fmt: skip
+        for observe in jobs.listeners if announce else ():
+            observe(event)
 
 
 def trained_like(seed: int) -> dict[str, torch.Tensor]:
@@ -238,7 +250,9 @@ def joined_aggregator(node: Any, job: Job, grace: float = 10.0) -> tuple[FakeJob
     jobs = FakeJobs(job, T)
     jobs.aggregator_list.append(ME)
     jobs.record = replace(jobs.record, n_aggregators=1)
-    return jobs, aggregator_role(node, jobs, grace)
+    role = aggregator_role(node, jobs, grace)
+    jobs.listeners.append(role.observe)
+    return jobs, role
 
 
 def test_aggregator_waits_for_every_commit_then_proposes_and_finalizes(node) -> None:
@@ -263,38 +277,65 @@ def test_aggregator_waits_for_every_commit_then_proposes_and_finalizes(node) -> 
     assert asked[jobs.commits[T[1]].update_hash.hex()][0] == f"http://{T[1]}"
 
 
-def test_aggregator_reads_each_commit_until_it_is_made_then_never_again(node) -> None:
-    jobs, role = joined_aggregator(node, make_job(node.peers, n_trainers=3, round_start=9e9))
-    commit_updates(node, jobs, {T[0]: trained_like(0)})
-    run(role.step(1))
-    assert sorted(t for _, t in jobs.commit_reads) == sorted(T)
-    jobs.commit_reads.clear()
-    commit_updates(node, jobs, {T[1]: trained_like(1)})
-    run(role.step(1))
-    assert sorted(t for _, t in jobs.commit_reads) == sorted(T[1:])  # T[0]'s commit is final
-    jobs.commit_reads.clear()
-    jobs.record = replace(jobs.record, current_round=1)  # a new round: nobody committed yet
-    jobs.commits.clear()
-    run(role.step(1))
-    assert sorted(jobs.commit_reads) == sorted((1, t) for t in T)
-
-
-def test_aggregator_takes_announced_commits_from_the_events_without_reading_them(node) -> None:
+def test_aggregator_reads_no_commit_while_it_waits_for_the_announcements(node) -> None:
     jobs, role = joined_aggregator(node, make_job(node.peers, n_trainers=3, round_start=9e9))
     states = {t: trained_like(i) for i, t in enumerate(T)}
-    commit_updates(node, jobs, states)
-    for i, trainer in enumerate(T):
-        commit = jobs.commits[trainer]
-        role.observe(
-            UpdateCommitted(
-                block_number=10 + i, log_index=0, tx_hash="0x", address="0x",
-                job_id=1, round=0, trainer=trainer, update_hash=commit.update_hash,
-                weight=commit.weight,
-            )
-        )  # fmt: skip
+    commit_updates(node, jobs, {T[0]: states[T[0]], T[1]: states[T[1]]})
+    commit_updates(node, jobs, {T[2]: states[T[2]]}, announce=False)  # in an unread block
+    run(role.step(1))
+    assert jobs.commit_reads == []  # the deadline is far: wait for the events
+    assert jobs.proposals == []
+    role.observe(
+        UpdateCommitted(
+            block_number=11, log_index=0, tx_hash="0x", address="0x", job_id=1, round=0,
+            trainer=T[2], update_hash=jobs.commits[T[2]].update_hash,
+            weight=jobs.commits[T[2]].weight,
+        )
+    )  # fmt: skip
     run(role.step(1))
     assert jobs.commit_reads == []
     assert jobs.proposals and jobs.proposals[0][1] == 0b111
+
+
+def test_aggregator_reads_unannounced_commits_before_going_ahead_without_them(
+    node, monkeypatch
+) -> None:
+    """After the deadline the aggregator may go ahead with fewer trainers, but only with the
+    chain's word that the others did not commit: events it has not read yet may hold them."""
+    now = 1_000_000.0
+    job = make_job(node.peers, n_trainers=3, round_start=now)
+    jobs, role = joined_aggregator(node, job)
+    states = {t: trained_like(i) for i, t in enumerate(T)}
+    commit_updates(node, jobs, {T[0]: states[T[0]], T[1]: states[T[1]]})
+    commit_updates(node, jobs, {T[2]: states[T[2]]}, announce=False)
+    clock = SimpleNamespace(time=lambda: now + job.round_deadline + 1)
+    monkeypatch.setattr("allmende.node.roles.aggregator.time", clock)
+    run(role.step(1))
+    assert jobs.commit_reads == [(0, T[2])]  # only the one not announced
+    assert jobs.proposals[0][1] == 0b111  # and it is included, as every aggregator would
+
+
+def test_aggregator_decides_on_missing_commits_only_once_it_could_go_ahead(
+    node, monkeypatch
+) -> None:
+    now = 1_000_000.0
+    job = make_job(node.peers, n_trainers=3, round_start=now)
+    jobs, role = joined_aggregator(node, job, grace=30.0)
+    commit_updates(node, jobs, {T[0]: trained_like(0)})
+    commit_updates(node, jobs, {T[1]: trained_like(1)}, announce=False)
+    clock = SimpleNamespace(time=lambda: now + job.round_deadline + 1)
+    monkeypatch.setattr("allmende.node.roles.aggregator.time", clock)
+    run(role.step(1))
+    # One announced commit is fewer than min_trainers: nothing to decide, so nothing is read;
+    # the stream brings the other commit's event in time.
+    assert (jobs.commit_reads, jobs.proposals) == ([], [])
+    commit_updates(node, jobs, {T[1]: trained_like(1)})
+    run(role.step(1))
+    assert jobs.commit_reads == [(0, T[2])]  # T[2] never committed: the chain says so
+    assert jobs.proposals[0][1] == 0b011
+    jobs.commit_reads.clear()
+    run(role.step(1))
+    assert jobs.commit_reads == []  # proposed and voted: nothing more to read
 
 
 def test_aggregator_leaves_out_bad_updates_deterministically(node) -> None:

@@ -8,11 +8,11 @@ from typing import Any, TypeVar
 
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
-from eth_utils import collapse_if_tuple, function_abi_to_4byte_selector, to_checksum_address
+from eth_utils import collapse_if_tuple, function_abi_to_4byte_selector
 
 from allmende.chain.client import ChainClient, Receipt
 from allmende.chain.deployment import ContractInfo
-from allmende.chain.events import ChainEvent, EventDecoder
+from allmende.chain.events import ChainEvent, EventDecoder, checksummed
 from allmende.errors import ChainError
 
 Record = TypeVar("Record")
@@ -76,7 +76,7 @@ def _checksummed(item: dict[str, Any], value: Any) -> Any:
         inner = {**item, "type": kind[: kind.rindex("[")]}
         return [_checksummed(inner, element) for element in value]
     if kind == "address":
-        return to_checksum_address(value)
+        return checksummed(value)
     if kind == "tuple":
         return tuple(_checksummed(c, v) for c, v in zip(item["components"], value, strict=True))
     return value
@@ -127,11 +127,7 @@ class ContractBinding:
     def _record(self, record: type[Record], name: str, *args: Any) -> Record:
         """Call a view returning a struct or tuple and name its parts after the ABI outputs."""
         values = self._call(name, *args)
-        outputs = next(
-            item["outputs"]
-            for item in self.info.abi
-            if item.get("type") == "function" and item.get("name") == name
-        )
+        outputs: Any = self._function(name).outputs
         if len(outputs) == 1 and outputs[0].get("components"):
             outputs = outputs[0]["components"]
         names = [item["name"] for item in outputs]

@@ -2,7 +2,9 @@
 
 Every transaction is estimated first (a refusal surfaces as :class:`ContractRevert` carrying the
 contract's own message), signed locally, sent, and waited for. Nonces are counted locally under a
-lock (so one process can send from several threads) and never below the chain's pending count.
+lock (so one process can send from several threads); the chain's pending count is read at the
+first transaction and again when the chain refuses a nonce (another client sent from the same
+key), and that transaction is then sent once more. Fees are read at most once a second.
 
 The calls a node makes every round (``eth_call``, ``eth_getLogs``, transactions) go straight to
 the endpoint with :meth:`ChainClient.request` over a kept-alive connection
@@ -37,6 +39,9 @@ DEFAULT_RPC_TIMEOUT = 10.0
 DEFAULT_RECEIPT_TIMEOUT = 60.0
 RECEIPT_POLL_SECONDS = 0.02
 GAS_MARGIN = 1.2  # estimate * margin: room for state that changes between estimate and mining
+# Fees are reused this long. maxFeePerGas is twice the base fee plus the tip, which covers the
+# base fee's rise over several full blocks.
+FEE_CACHE_SECONDS = 1.0
 ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
 
@@ -159,6 +164,7 @@ class ChainClient:
         self.receipt_timeout = receipt_timeout
         self._nonce: int | None = None
         self._lock = threading.Lock()
+        self._fees_read: tuple[float, dict[str, int]] | None = None  # (monotonic time, fees)
         self._chain_id: int | None = None
 
     @property
@@ -186,9 +192,23 @@ class ChainClient:
     def has_code(self, address: str) -> bool:
         return len(self._rpc(lambda: self.w3.eth.get_code(Web3.to_checksum_address(address)))) > 0
 
-    def get_logs(self, *, from_block: int, to_block: int, addresses: list[str]) -> list[Any]:
-        """Logs of ``addresses`` in the inclusive block range (topics and data as bytes)."""
-        query = {"fromBlock": hex(from_block), "toBlock": hex(to_block), "address": addresses}
+    def get_logs(
+        self,
+        *,
+        from_block: int,
+        to_block: int,
+        addresses: list[str],
+        topics: list[bytes] | None = None,
+    ) -> list[Any]:
+        """Logs of ``addresses`` in the inclusive block range (topics and data as bytes);
+        with ``topics``, only the logs whose first topic is one of them."""
+        query: dict[str, Any] = {
+            "fromBlock": hex(from_block),
+            "toBlock": hex(to_block),
+            "address": addresses,
+        }
+        if topics is not None:
+            query["topics"] = [["0x" + topic.hex() for topic in topics]]
         raw = self.request("eth_getLogs", [query])
         if not isinstance(raw, list):
             raise ChainError(f"The chain at {self.rpc_url} answered eth_getLogs with {raw!r:.100}.")
@@ -268,28 +288,47 @@ class ChainClient:
         gas = int(self.request("eth_estimateGas", [_as_call(tx)], label=label), 16)
         tx["gas"] = int(gas * GAS_MARGIN)
         tx.update(self._fees())
-        with self._lock:
-            # The local count covers our own unmined transactions; the chain's pending count
-            # covers transactions another client sent from the same key meanwhile.
-            pending = int(self.request("eth_getTransactionCount", [account.address, "pending"]), 16)
-            self._nonce = max(self._nonce or 0, pending)
-            tx["nonce"] = self._nonce
-            signed = account.sign_transaction(tx)
-            try:
-                tx_hash = str(
-                    self.request("eth_sendRawTransaction", ["0x" + signed.raw_transaction.hex()])
-                )
-            except BaseException:
-                self._nonce = None  # unknown whether it went out: re-read from chain next time
-                raise
-            self._nonce += 1
+        tx_hash = self._send_signed(account, tx)
         return self._wait(tx_hash, tx, label)
 
+    def _send_signed(self, account: LocalAccount, tx: dict[str, Any]) -> str:
+        """Sign ``tx`` with the next nonce and send it; its hash."""
+        with self._lock:
+            for attempt in range(2):
+                if self._nonce is None:  # the first transaction, or after a refusal
+                    self._nonce = int(
+                        self.request("eth_getTransactionCount", [account.address, "pending"]), 16
+                    )
+                tx["nonce"] = self._nonce
+                signed = account.sign_transaction(tx)
+                try:
+                    tx_hash = str(
+                        self.request(
+                            "eth_sendRawTransaction", ["0x" + signed.raw_transaction.hex()]
+                        )
+                    )
+                except ChainError as exc:
+                    self._nonce = None  # unknown whether it went out: re-read from chain
+                    if attempt == 0 and "nonce" in str(exc).lower():
+                        continue  # another client used this nonce: take the chain's count
+                    raise
+                except BaseException:
+                    self._nonce = None
+                    raise
+                self._nonce += 1
+                return tx_hash
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
     def _fees(self) -> dict[str, int]:
+        read = self._fees_read
+        if read is not None and time.monotonic() - read[0] < FEE_CACHE_SECONDS:
+            return read[1]
         block = self.request("eth_getBlockByNumber", ["latest", False])
         tip = int(self.request("eth_maxPriorityFeePerGas", []), 16)
         base = int(block.get("baseFeePerGas") or "0x0", 16)
-        return {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip}
+        fees = {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip}
+        self._fees_read = (time.monotonic(), fees)
+        return fees
 
     def _wait(self, tx_hash: str, tx: dict[str, Any], label: str) -> Receipt:
         """Wait for the receipt: asked at once (a devnet mines on arrival), then every

@@ -8,15 +8,23 @@ half-decoded. Addresses are checksummed strings, hashes are 32-byte ``bytes``.
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from eth_abi import decode as abi_decode
-from eth_utils import event_abi_to_log_topic
-from web3 import Web3
+from eth_utils import event_abi_to_log_topic, to_checksum_address
 
 from allmende.chain.deployment import ContractInfo, Deployment
 from allmende.errors import ChainError
+
+
+@functools.lru_cache(maxsize=4096)
+def checksummed(address: str) -> str:
+    """The EIP-55 form of ``address``, remembered: a node sees the same few addresses in every
+    log and result, and each checksum costs a Keccak hash. :class:`ValueError` if malformed."""
+    return str(to_checksum_address(address))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -208,17 +216,33 @@ _BASE_FIELDS = {field.name for field in dataclasses.fields(ChainEvent)}
 
 
 class EventDecoder:
-    """Decodes raw logs of the deployed contracts into the typed records above."""
+    """Decodes raw logs of the deployed contracts into the typed records above.
+
+    ``only``: the event records wanted (default: all). Logs of other events then decode to
+    None, and :attr:`topics` lets ``eth_getLogs`` leave them out at the source.
+    """
 
     def __init__(
-        self, *, registry: ContractInfo | None = None, jobs: ContractInfo | None = None
+        self,
+        *,
+        registry: ContractInfo | None = None,
+        jobs: ContractInfo | None = None,
+        only: Iterable[type[ChainEvent]] | None = None,
     ) -> None:
         self._by_topic: dict[tuple[str, bytes], tuple[dict[str, Any], type[ChainEvent]]] = {}
         self.addresses: list[str] = []
+        self._only = None if only is None else tuple(only)
         if registry is not None:
             self._add(registry, REGISTRY_EVENTS)
         if jobs is not None:
             self._add(jobs, JOBS_EVENTS)
+
+    @property
+    def topics(self) -> list[bytes] | None:
+        """First topics of the wanted events; None when every event is wanted."""
+        if self._only is None:
+            return None
+        return sorted({topic for _, topic in self._by_topic})
 
     @classmethod
     def for_deployment(cls, deployment: Deployment) -> EventDecoder:
@@ -229,7 +253,7 @@ class EventDecoder:
         self.addresses.append(contract.address)
         for abi in contract.abi:
             record = records.get(abi.get("name", "")) if abi.get("type") == "event" else None
-            if record is None:
+            if record is None or (self._only is not None and not issubclass(record, self._only)):
                 continue
             expected = [f.name for f in dataclasses.fields(record) if f.name not in _BASE_FIELDS]
             names = [item["name"] for item in abi["inputs"]]
@@ -262,7 +286,7 @@ class EventDecoder:
             block_number=int(log["blockNumber"]),
             log_index=int(log["logIndex"]),
             tx_hash=tx_hash if isinstance(tx_hash, str) else "0x" + bytes(tx_hash).hex(),
-            address=Web3.to_checksum_address(log["address"]),
+            address=checksummed(str(log["address"])),
             **values,
         )
 
@@ -284,5 +308,5 @@ def _decode_values(abi: dict[str, Any], topics: list[bytes], data: bytes) -> dic
         values[item["name"]] = value
     for item in abi["inputs"]:
         if item["type"] == "address":
-            values[item["name"]] = Web3.to_checksum_address(values[item["name"]])
+            values[item["name"]] = checksummed(values[item["name"]])
     return values

@@ -62,7 +62,10 @@ class EventStream:
     def fetch(self, from_block: int, to_block: int) -> list[ChainEvent]:
         """Every typed event in ``[from_block, to_block]``, ordered by block and log index."""
         raw = self.client.get_logs(
-            from_block=from_block, to_block=to_block, addresses=self.decoder.addresses
+            from_block=from_block,
+            to_block=to_block,
+            addresses=self.decoder.addresses,
+            topics=self.decoder.topics,
         )
         events = []
         for entry in raw:

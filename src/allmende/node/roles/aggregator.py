@@ -75,8 +75,13 @@ class AggregatorRole(JobRole):
             await self.finalize_if_quorum(job_id, job, *proposal)
             return False
         trainers = (await self.members(job_id, job)).trainers
-        commits = await self.round_commits(job_id, round_, trainers)
+        commits = await self.round_commits(job_id, round_, trainers, read_missing=False)
         readiness = aggregation_readiness(job, commits, time.time())
+        if readiness.ready and len(committed(commits)) < len(trainers):
+            # Going ahead without everyone: the events read so far may lag the chain (a node
+            # catching up), so the chain itself must say who is missing.
+            commits = await self.round_commits(job_id, round_, trainers, read_missing=True)
+            readiness = aggregation_readiness(job, commits, time.time())
         if not readiness.ready:
             self.say_once(
                 ("wait", job_id, round_, readiness.reason),
@@ -129,12 +134,13 @@ class AggregatorRole(JobRole):
         return seen[1] if seen[0] == round_ else {}  # an older round's event: nothing to keep
 
     async def round_commits(
-        self, job_id: int, round_: int, trainers: list[str]
+        self, job_id: int, round_: int, trainers: list[str], *, read_missing: bool
     ) -> dict[str, Commit]:
-        """Every trainer's commit for the round. A commit, once made, is final for its round, so
-        only the trainers neither announced nor seen committing yet are read from the chain."""
+        """Every trainer's commit for the round, as announced by ``UpdateCommitted`` events.
+        A commit, once made, is final for its round; with ``read_missing``, the trainers not
+        announced yet are read from the chain too."""
         known = self._round_cache(job_id, round_)
-        for trainer in trainers:
+        for trainer in trainers if read_missing else ():
             if trainer.lower() not in known:
                 commit = await on_chain(self.jobs.commit_of, job_id, round_, trainer)
                 if commit.weight > 0:

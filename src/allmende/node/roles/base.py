@@ -50,6 +50,8 @@ class JobRole(ABC):
     role_bit: int = 0
     # The events that make the role look at their job at once (others wait for the refresh).
     wake_on: tuple[type[ChainEvent], ...] = (ChainEvent,)
+    # The events the role reads at all (None: every one); its log queries leave out the rest.
+    follows: tuple[type[ChainEvent], ...] | None = None
 
     def __init__(
         self, policy: ConsentPolicy, *, poll_seconds: float, refresh_seconds: float
@@ -72,7 +74,7 @@ class JobRole(ABC):
         assert ctx.chain is not None
         stream = EventStream(
             ctx.chain.client,
-            EventDecoder(jobs=ctx.chain.deployment.jobs),
+            EventDecoder(jobs=ctx.chain.deployment.jobs, only=self.follows),
             from_block=ctx.chain.deployment.deploy_block,
             poll_interval=self.poll_seconds,
         )

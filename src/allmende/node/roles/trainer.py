@@ -45,6 +45,7 @@ class TrainerRole(JobRole):
     name = "trainer"
     role_bit = ROLE_TRAINER
     wake_on = (JobCreated, Joined, RoundFinalized, JobFinished, JobCancelled)
+    follows = wake_on  # a trainer has no use for the others (commits, votes, payouts)
 
     def __init__(self, section: TrainerSection) -> None:
         super().__init__(
