@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from eth_account import Account
 
 from allmende.errors import MessageError
 from allmende.net.api import (
+    SERVE_CHUNK_BYTES,
     ApiSettings,
     MessageRouter,
     NodeIdentity,
@@ -144,13 +146,31 @@ def test_unknown_and_malformed_blob_names_are_4xx_json(node: Node) -> None:
     assert bad.status_code == 400 and "SHA-256" in bad.json()["detail"]
 
 
-def test_a_blob_corrupted_on_disk_is_quarantined_when_served(node: Node) -> None:
-    digest = node.store.put_bytes(b"original bytes")
-    node.store.path(digest).write_bytes(b"rotten   bytes")
+def test_a_streamed_blob_corrupted_on_disk_is_quarantined_when_served(node: Node) -> None:
+    original = os.urandom(SERVE_CHUNK_BYTES + 1)  # more than one piece: streamed
+    digest = node.store.put_bytes(original)
+    node.store.path(digest).write_bytes(bytes(reversed(original)))
     served = node.http.get(f"/v1/blobs/{digest}")
     assert hashlib.sha256(served.content).hexdigest() != digest  # the client's check catches it
     assert node.http.get(f"/v1/blobs/{digest}").status_code == 404
     assert "allmende_corrupt_blobs_total 1.0" in node.http.get("/metrics").text
+
+
+def test_a_small_blob_corrupted_on_disk_is_never_sent(node: Node) -> None:
+    digest = node.store.put_bytes(b"original bytes")
+    node.store.path(digest).write_bytes(b"rotten   bytes")
+    served = node.http.get(f"/v1/blobs/{digest}")
+    assert served.status_code == 404 and "corrupted" in served.json()["detail"]
+    assert "allmende_corrupt_blobs_total 1.0" in node.http.get("/metrics").text
+    assert list(node.store.quarantine_dir.iterdir())
+
+
+def test_small_and_streamed_blobs_arrive_whole(node: Node) -> None:
+    for size in (0, 1, SERVE_CHUNK_BYTES, SERVE_CHUNK_BYTES + 1, 3 * SERVE_CHUNK_BYTES):
+        data = os.urandom(size)
+        served = node.http.get(f"/v1/blobs/{node.store.put_bytes(data)}")
+        assert served.status_code == 200 and served.content == data
+        assert served.headers["content-length"] == str(size)
 
 
 def test_a_registered_peer_message_reaches_its_handler(node: Node) -> None:

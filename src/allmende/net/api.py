@@ -175,6 +175,8 @@ def create_app(
         metrics.blob_requests.labels("served").inc()
         if request.method == "HEAD" or "range" in request.headers:
             return FileResponse(path, media_type="application/octet-stream")
+        if size <= SERVE_CHUNK_BYTES:  # one piece: hash-checked before it goes out, in one go
+            return _whole_blob(store, digest, metrics)
         return StreamingResponse(
             _verified_chunks(store, digest, metrics),
             media_type="application/octet-stream",
@@ -245,6 +247,25 @@ def create_app(
         return {"accepted": True, "reply": reply}
 
     return app
+
+
+def _whole_blob(store: BlobStore, digest: str, metrics: NodeMetrics) -> Response:
+    """A small blob as one response, checked first: a blob that rotted on disk is quarantined
+    and answered with 404, so the peer asks another node (a streamed blob is checked at its end,
+    and the peer's own check refuses it)."""
+    try:
+        body = store.read_bytes(digest)
+    except HashMismatch as exc:
+        metrics.corrupt_blobs.inc()
+        log.warning("%s", exc)
+        raise HTTPException(
+            404, f"Blob {digest} was corrupted on this node's disk and is quarantined; ask "
+            "another peer."
+        ) from None
+    except BlobNotFound as exc:  # deleted (e.g. by gc) between the size check and the read
+        raise HTTPException(404, str(exc)) from None
+    metrics.blob_bytes_served.inc(len(body))
+    return Response(body, media_type="application/octet-stream", headers={"Accept-Ranges": "bytes"})
 
 
 async def _verified_chunks(

@@ -61,17 +61,19 @@ class AggregatorRole(JobRole):
         )
         self.section = section
         self._commits: dict[int, tuple[int, dict[str, Commit]]] = {}  # job -> (round, commits)
+        self._joined: set[int] = set()
 
     async def step(self, job_id: int) -> bool:
         job = await on_chain(self.jobs.job, job_id)
         if job.status != JobStatus.OPEN:
             return True
-        if not await on_chain(self.jobs.is_aggregator, job_id, self.me):
-            return await self.consider(job_id, job)
+        if job_id not in self._joined:  # an aggregator's place in a job never changes once taken
+            if not await on_chain(self.jobs.is_aggregator, job_id, self.me):
+                return await self.consider(job_id, job)
+            self._joined.add(job_id)
         round_ = job.current_round
-        voted = await on_chain(self.jobs.vote_of, job_id, round_, self.me) != EMPTY_HASH
         proposal = self.saved_proposal(job_id, round_)
-        if voted and proposal is not None:
+        if proposal is not None and await self.voted(job_id, round_):
             await self.finalize_if_quorum(job_id, job, *proposal)
             return False
         trainers = (await self.members(job_id, job)).trainers
@@ -109,7 +111,8 @@ class AggregatorRole(JobRole):
         digest = self.store_model(job_id, round_, new_state)
         index = {trainer.lower(): i for i, trainer in enumerate(trainers)}
         included = to_bitmap(index[address.lower()] for address, _, _ in updates)
-        if not voted:
+        # A vote already on chain means this node crashed between voting and saving it.
+        if not await self.voted(job_id, round_):
             if not await self.propose(job_id, round_, digest, included):
                 return False
             log.info(
@@ -119,6 +122,10 @@ class AggregatorRole(JobRole):
         self.save_proposal(job_id, round_, digest, included)
         await self.finalize_if_quorum(job_id, job, digest, included)
         return False
+
+    async def voted(self, job_id: int, round_: int) -> bool:
+        """Whether this node's vote for the round is on chain."""
+        return await on_chain(self.jobs.vote_of, job_id, round_, self.me) != EMPTY_HASH
 
     def observe(self, event: ChainEvent) -> None:
         """Keep the commits the chain announces (``UpdateCommitted``), so a step reads none."""
