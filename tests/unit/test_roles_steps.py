@@ -338,6 +338,22 @@ def test_aggregator_decides_on_missing_commits_only_once_it_could_go_ahead(
     assert jobs.commit_reads == []  # proposed and voted: nothing more to read
 
 
+def test_aggregator_downloads_each_announced_update_before_the_round_is_complete(node) -> None:
+    jobs, role = joined_aggregator(node, make_job(node.peers, n_trainers=3, round_start=9e9))
+
+    async def scenario() -> None:
+        await role.step(1)  # reads the job: nobody committed yet
+        commit_updates(node, jobs, {T[1]: trained_like(1)})  # the stream calls observe here
+        await asyncio.gather(*role._prefetching)
+
+    run(scenario())
+    digest = jobs.commits[T[1]].update_hash.hex()
+    assert node.store.has(digest)  # downloaded while two trainers have still to commit
+    asked, peers = node.peers.asked[-1]
+    assert (asked, peers[0]) == (digest, f"http://{T[1]}")  # from its author first
+    assert jobs.proposals == []
+
+
 def test_aggregator_leaves_out_bad_updates_deterministically(node) -> None:
     huge = {k: v * 1000 for k, v in trained_like(1).items()}  # over the norm bound
     wrong_shape = {"0.weight": torch.zeros(3, 3)}

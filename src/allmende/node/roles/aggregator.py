@@ -62,9 +62,11 @@ class AggregatorRole(JobRole):
         self.section = section
         self._commits: dict[int, tuple[int, dict[str, Commit]]] = {}  # job -> (round, commits)
         self._joined: set[int] = set()
+        self._last_read: dict[int, Job] = {}  # job id -> its record as the last step read it
+        self._prefetching: set[asyncio.Task[None]] = set()
 
     async def step(self, job_id: int) -> bool:
-        job = await on_chain(self.jobs.job, job_id)
+        job = self._last_read[job_id] = await on_chain(self.jobs.job, job_id)
         if job.status != JobStatus.OPEN:
             return True
         if job_id not in self._joined:  # an aggregator's place in a job never changes once taken
@@ -128,11 +130,36 @@ class AggregatorRole(JobRole):
         return await on_chain(self.jobs.vote_of, job_id, round_, self.me) != EMPTY_HASH
 
     def observe(self, event: ChainEvent) -> None:
-        """Keep the commits the chain announces (``UpdateCommitted``), so a step reads none."""
+        """Keep the commits the chain announces (``UpdateCommitted``), so a step reads none,
+        and start downloading each announced update."""
         if isinstance(event, UpdateCommitted) and event.weight > 0:
             self._round_cache(event.job_id, event.round)[event.trainer.lower()] = Commit(
                 update_hash=event.update_hash, weight=event.weight
             )
+            self._prefetch(event)
+
+    def _prefetch(self, event: UpdateCommitted) -> None:
+        """Download an announced update now, while other trainers still train, so the round's
+        step finds it in the store. Only the download moves: whether and how the update counts
+        is still decided by the step, for all updates together, in address order."""
+        job = self._last_read.get(event.job_id)
+        if job is None or event.round < job.current_round or job.status != JobStatus.OPEN:
+            return  # a job this node does not work on (yet), or a past round
+        try:
+            task = asyncio.get_running_loop().create_task(self._download(job, event))
+        except RuntimeError:  # not on the node's event loop: the step fetches it
+            return
+        self._prefetching.add(task)
+        task.add_done_callback(self._prefetching.discard)
+
+    async def _download(self, job: Job, event: UpdateCommitted) -> None:
+        assert self.ctx.peers is not None
+        digest = hex_hash(event.update_hash)
+        try:
+            peers = await self.peers(event.job_id, job, first=event.trainer)
+            await self.ctx.peers.fetch_blob(digest, peers)
+        except Exception as exc:  # the step asks again, and decides what a failure means
+            log.debug("Job %d: no early download of update %s: %s", event.job_id, digest, exc)
 
     def _round_cache(self, job_id: int, round_: int) -> dict[str, Commit]:
         seen = self._commits.get(job_id)
