@@ -340,3 +340,36 @@ def test_anvil_announces_each_new_block_to_the_head_watcher(devnet) -> None:
         await runner
 
     asyncio.run(scenario())
+
+
+def test_anvil_wakes_a_log_watcher_only_for_the_logs_it_asked_for(devnet) -> None:
+    """Subscribed to Staked logs: a plain transfer and a registration wake nobody, a stake does,
+    and the watcher's number is the stake's block."""
+    from allmende.chain.events import EventDecoder, Staked
+    from allmende.chain.heads import LogFilter
+
+    node = devnet.contracts(devnet.new_key())
+    decoder = EventDecoder(registry=devnet.deployment.registry, only=(Staked,))
+    wanted = LogFilter(addresses=tuple(decoder.addresses), topics=tuple(decoder.topics or ()))
+
+    async def scenario() -> None:
+        watcher = HeadWatcher(websocket_url(devnet.rpc_url))
+        watcher.watch_logs(wanted)
+        stopping = asyncio.Event()
+        runner = asyncio.create_task(watcher.run(stopping))
+        deadline = time.monotonic() + 10
+        while not watcher.connected:
+            assert time.monotonic() < deadline, "no subscription to Anvil's logs"
+            await asyncio.sleep(0.02)
+        seen = watcher.seq
+        await asyncio.to_thread(node.client.send_value, Account.create().address, 1)
+        await asyncio.to_thread(node.registry.register, "http://127.0.0.1:7100", ROLE_TRAINER)
+        await watcher.wait(seen, timeout=1.0)
+        assert watcher.seq == seen  # neither block holds a Staked log
+        receipt = await asyncio.to_thread(node.registry.stake, 5)
+        await asyncio.wait_for(watcher.wait(seen, timeout=30), 10)
+        assert watcher.seq > seen and watcher.number == receipt.block_number
+        stopping.set()
+        await runner
+
+    asyncio.run(scenario())

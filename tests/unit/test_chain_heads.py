@@ -6,12 +6,13 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from allmende.chain import heads as heads_module
-from allmende.chain.heads import HeadWatcher, websocket_url
+from allmende.chain.heads import HeadWatcher, LogFilter, websocket_url
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
 
@@ -29,9 +30,11 @@ def test_websocket_url_swaps_the_scheme(rpc: str, ws: str | None) -> None:
     assert websocket_url(rpc) == ws
 
 
-async def _subscribing(ws: ServerConnection, announce: asyncio.Queue[str]) -> None:
+async def _subscribing(
+    ws: ServerConnection, announce: asyncio.Queue[str], params: list[Any] | None = None
+) -> None:
     request = json.loads(await ws.recv())
-    assert request["method"] == "eth_subscribe" and request["params"] == ["newHeads"]
+    assert request["method"] == "eth_subscribe" and request["params"] == (params or ["newHeads"])
     await ws.send(json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": "0x1"}))
     closed = asyncio.ensure_future(ws.wait_closed())
     while True:
@@ -87,6 +90,36 @@ def test_each_notification_wakes_a_waiting_role_at_once() -> None:
         await _with_server(lambda ws: _subscribing(ws, announce), body)
 
     asyncio.run(scenario())
+
+
+def test_with_a_log_filter_it_subscribes_to_those_logs_and_takes_their_block() -> None:
+    jobs = "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"
+    topics = (b"\x01" * 32, b"\x02" * 32)
+    expected = ["logs", {"address": [jobs], "topics": [["0x" + "01" * 32, "0x" + "02" * 32]]}]
+
+    async def scenario() -> None:
+        announce: asyncio.Queue[str] = asyncio.Queue()
+
+        async def body(url: str) -> None:
+            watcher = HeadWatcher(url)
+            watcher.watch_logs(LogFilter(addresses=(jobs,), topics=topics))
+            stopping = asyncio.Event()
+            runner = asyncio.create_task(watcher.run(stopping))
+            await _until(lambda: watcher.connected)
+            seen = watcher.seq
+            for block in ("0x10", "0x10", "0xf"):  # two logs of block 16, a late one of 15
+                log = {"params": {"result": {"address": jobs, "blockNumber": block}}}
+                await announce.put(json.dumps(log))
+            await _until(lambda: watcher.seq == seen + 3)
+            assert watcher.number == 16  # the newest block known to hold such a log
+            stopping.set()
+            await asyncio.wait_for(runner, 5)
+
+        await _with_server(lambda ws: _subscribing(ws, announce, expected), body)
+
+    asyncio.run(scenario())
+    every = LogFilter(addresses=(jobs,)).subscription()
+    assert every == ["logs", {"address": [jobs]}]  # no topics: every log of the contract
 
 
 def test_a_block_announced_during_a_poll_is_not_slept_through() -> None:

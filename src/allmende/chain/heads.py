@@ -11,6 +11,11 @@ own schedule, and the watcher keeps trying to connect in the background.
 A notification wakes the roles, and its block number spares them asking for the chain head
 before they read logs. The websocket endpoint is trusted as much as the RPC endpoint (by default
 it is the same node); a malformed notification still wakes the roles but carries no number.
+
+Most blocks hold nothing a role acts on: a trainer does not care about the other trainers'
+commits. Given a :class:`LogFilter` (:meth:`HeadWatcher.watch_logs`), the watcher subscribes to
+the matching ``logs`` instead of every new head, and wakes the roles only for a block that holds
+such a log; its number is then that block's. The roles still read the logs themselves.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import asyncio
 import contextlib
 import json
 import logging
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from websockets.asyncio.client import connect
@@ -40,6 +47,22 @@ def websocket_url(rpc_url: str) -> str | None:
     return urlunsplit((scheme, *parts[1:]))
 
 
+@dataclass(frozen=True)
+class LogFilter:
+    """The logs worth a wake-up: of these contracts, and (unless None) with one of these first
+    topics (event signatures)."""
+
+    addresses: tuple[str, ...]
+    topics: tuple[bytes, ...] | None = None
+
+    def subscription(self) -> list[Any]:
+        """``eth_subscribe`` parameters for these logs."""
+        query: dict[str, Any] = {"address": list(self.addresses)}
+        if self.topics is not None:
+            query["topics"] = [["0x" + topic.hex() for topic in self.topics]]
+        return ["logs", query]
+
+
 class HeadWatcher:
     """Counts the chain's new blocks as they are announced; roles wait on the count.
 
@@ -53,7 +76,13 @@ class HeadWatcher:
         self.seq = 0
         self.connected = False
         self.number: int | None = None  # the newest announced block, while connected
+        self.logs: LogFilter | None = None
         self._next = asyncio.Event()
+
+    def watch_logs(self, logs: LogFilter | None) -> None:
+        """Wake only for blocks holding logs that match ``logs`` (None: every new block); set
+        before :meth:`run`."""
+        self.logs = logs
 
     async def wait(self, seen: int, timeout: float) -> None:
         """Return once ``seq`` differs from ``seen``, or after ``timeout`` seconds."""
@@ -109,26 +138,31 @@ class HeadWatcher:
             max_size=MAX_NOTIFICATION_BYTES,
             compression=None,
         ) as ws:
+            params = ["newHeads"] if self.logs is None else self.logs.subscription()
             await ws.send(
-                json.dumps(
-                    {"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]}
-                )
+                json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": params})
             )
             reply = json.loads(await asyncio.wait_for(ws.recv(), CONNECT_TIMEOUT_SECONDS))
             if not isinstance(reply, dict) or "result" not in reply:
-                raise ValueError(f"the chain refused the newHeads subscription: {reply!r:.200}")
+                raise ValueError(
+                    f"the chain refused the {params[0]} subscription: {reply!r:.200}"
+                )
             self.connected = True
-            log.info("Following new blocks at %s.", url)
+            log.info("Following %s at %s.", "new blocks" if self.logs is None else "logs", url)
             self.wake()  # blocks may have come while there was no subscription: look now
             async for message in ws:
-                self.number = _block_number(message) or self.number
+                number = _block_number(message)
+                if number is not None:
+                    self.number = max(number, self.number or 0)  # a log's block may repeat
                 self.wake()
 
 
 def _block_number(message: str | bytes) -> int | None:
-    """The block number of a ``newHeads`` notification; None for anything else."""
+    """The block of a ``newHeads`` notification (``number``) or a ``logs`` one
+    (``blockNumber``); None for anything else."""
     try:
-        number = json.loads(message)["params"]["result"]["number"]
+        result = json.loads(message)["params"]["result"]
+        number = result.get("number", result.get("blockNumber"))
         return int(number, 16) if isinstance(number, str) else None
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None

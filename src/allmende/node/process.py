@@ -32,7 +32,7 @@ import uvicorn
 from eth_account.signers.local import LocalAccount
 
 from allmende.chain import ChainClient, Deployment, Jobs, Registry
-from allmende.chain.heads import HeadWatcher, websocket_url
+from allmende.chain.heads import HeadWatcher, LogFilter, websocket_url
 from allmende.errors import AllmendeError, NodeError
 from allmende.net.api import ApiSettings, MessageRouter, NodeIdentity, create_app
 from allmende.net.client import PeerClient
@@ -98,6 +98,25 @@ class RoleService(Protocol):
     async def run(self, ctx: NodeContext) -> None:
         """Do the role's work until ``ctx.stopping`` is set."""
         ...
+
+
+def wake_filter(deployment: Deployment, services: Sequence[RoleService]) -> LogFilter | None:
+    """The logs that wake this node's roles: those any role follows. None (wake for every new
+    block) when there is no role, or one that does not say what it follows (no ``log_filter``).
+    """
+    filters = []
+    for service in services:
+        make = getattr(service, "log_filter", None)
+        if make is None:
+            return None
+        filters.append(make(deployment))
+    if not filters:
+        return None
+    addresses = tuple(sorted({address for f in filters for address in f.addresses}))
+    if any(f.topics is None for f in filters):  # a role follows every event of its contracts
+        return LogFilter(addresses=addresses)
+    topics = sorted({topic for f in filters for topic in f.topics or ()})
+    return LogFilter(addresses=addresses, topics=tuple(topics))
 
 
 def role_services(config: NodeConfig) -> list[RoleService]:
@@ -284,6 +303,7 @@ async def serve(ctx: NodeContext, services: Sequence[RoleService]) -> None:
     tasks = [_start(service, ctx) for service in services]
     tasks.append(asyncio.create_task(_sweep_nonces(ctx), name="nonce-sweep"))
     if ctx.chain is not None:
+        ctx.chain.heads.watch_logs(wake_filter(ctx.chain.deployment, services))
         tasks.append(asyncio.create_task(ctx.chain.heads.run(ctx.stopping), name="new-blocks"))
     watcher = asyncio.create_task(_stop_when(ctx.stopping, stop))
     log.info("Node %s serving on %s.", ctx.address, ctx.config.node.endpoint)

@@ -19,7 +19,9 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 from allmende.chain import ChainEvent, EventDecoder, EventStream, Job
+from allmende.chain.deployment import Deployment
 from allmende.chain.events import JobCreated
+from allmende.chain.heads import LogFilter
 from allmende.errors import AllmendeError, ConfigError, PeerError, TaskError
 from allmende.learn.task import Task, installed_tasks, load_task
 from allmende.node.roles.common import (
@@ -74,7 +76,7 @@ class JobRole(ABC):
         assert ctx.chain is not None
         stream = EventStream(
             ctx.chain.client,
-            EventDecoder(jobs=ctx.chain.deployment.jobs, only=self.follows),
+            self.decoder(ctx.chain.deployment),
             from_block=ctx.chain.deployment.deploy_block,
             poll_interval=self.poll_seconds,
         )
@@ -105,6 +107,16 @@ class JobRole(ABC):
                 continue  # catching up with the chain: read the next chunk at once
             # With new-block notifications, a poll is due only for a block (or a deadline).
             await heads.wait(seen, self.refresh_seconds if heads.connected else self.poll_seconds)
+
+    def decoder(self, deployment: Deployment) -> EventDecoder:
+        """Decodes the events the role follows, and names them for the log queries."""
+        return EventDecoder(jobs=deployment.jobs, only=self.follows)
+
+    def log_filter(self, deployment: Deployment) -> LogFilter:
+        """The logs that should wake the role (see :meth:`HeadWatcher.watch_logs`)."""
+        decoder = self.decoder(deployment)
+        topics = None if decoder.topics is None else tuple(decoder.topics)
+        return LogFilter(addresses=tuple(decoder.addresses), topics=topics)
 
     def attach(self, ctx: NodeContext, *, jobs: Jobs, directory: PeerDirectory) -> None:
         """Give the role its node, chain binding and peer directory (``run`` does this)."""
