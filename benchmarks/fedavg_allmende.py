@@ -38,7 +38,7 @@ from fedavg_job import (
     state_bytes,
     state_digest,
 )
-from node_logs import phase_summary
+from node_logs import finalized_at, phase_summary
 
 ROUND_FUNCTIONS = ("commit_update", "propose", "finalize_round")
 BYTES_SERVED_METRIC = "allmende_blob_bytes_served_total"
@@ -94,6 +94,17 @@ def final_state(network: BenchNetwork, trace: JobTrace) -> dict:
     return decode_state(path.read_bytes())
 
 
+def round_seconds(trace: JobTrace, finals: list[float]) -> list[float]:
+    """Each round's duration. Round 0 runs from the submission to the follower seeing it end;
+    the later rounds from one ``finalized`` log line to the next (:func:`finalized_at`). The
+    follower polls the chain every few milliseconds, but on a busy machine it can stall and see
+    several rounds end at once, which would make round 0 look longer and the rest shorter."""
+    follower = [b - a for a, b in itertools.pairwise([trace.submitted_at, *trace.round_ends])]
+    if len(finals) != len(trace.round_ends) or not follower:
+        return follower  # a node log is missing lines: the follower's times are all there is
+    return [follower[0], *(b - a for a, b in itertools.pairwise(finals))]
+
+
 def run_allmende_fedavg(job: FedAvgJob, *, keep: Path | None = None) -> dict[str, Any]:
     """Start the network, run the job, measure, stop everything; the column's figures."""
     root = keep or Path(tempfile.mkdtemp(prefix="allmende-bench-"))
@@ -107,8 +118,9 @@ def run_allmende_fedavg(job: FedAvgJob, *, keep: Path | None = None) -> dict[str
         served = {node.name: bytes_served(node) for node in network.trainers}
         gas = round_gas(network, trace)
         state = final_state(network, trace)
-        phases = phase_summary((node.home / "node.log" for node in network.nodes()),
-                               job_id=trace.job_id)
+        logs = [node.home / "node.log" for node in network.nodes()]
+        phases = phase_summary(logs, job_id=trace.job_id)
+        finals = finalized_at(logs, job_id=trace.job_id)
     finally:
         network.close()
         if keep is None:
@@ -124,7 +136,7 @@ def run_allmende_fedavg(job: FedAvgJob, *, keep: Path | None = None) -> dict[str
         "network_ready_s": network_ready_s,
         "job_wall_s": trace.final_model_at - trace.submitted_at,
         "final_model_at": trace.final_model_at,
-        "round_s": [b - a for a, b in itertools.pairwise([trace.submitted_at, *trace.round_ends])],
+        "round_s": round_seconds(trace, finals),
         "accuracy": metrics["accuracy"],
         "loss": metrics["loss"],
         "update_bytes": state_bytes(state),

@@ -62,12 +62,27 @@ def round_phases(events: dict[int, dict[str, list[float]]]) -> dict[int, dict[st
     return phases
 
 
-def phase_summary(log_files: Iterable[Path], *, job_id: int) -> dict[str, float]:
-    """Mean seconds of each phase over the rounds after the first, from every node's log."""
+def _lines(log_files: Iterable[Path]) -> list[str]:
     lines: list[str] = []
     for path in log_files:
         lines.extend(path.read_text(errors="replace").splitlines())
-    phases = round_phases(round_events(lines, job_id=job_id))
+    return lines
+
+
+def finalized_at(log_files: Iterable[Path], *, job_id: int) -> list[float]:
+    """When each round was finalized (the first ``finalized`` line), for rounds 0, 1, ... as
+    far as no round is missing. The stamps are written as the finalizing transaction returns,
+    so unlike a poll of the chain from a busy machine they never lump rounds together."""
+    events = round_events(_lines(log_files), job_id=job_id)
+    ends: list[float] = []
+    while events.get(len(ends), {}).get("final"):
+        ends.append(min(events[len(ends)]["final"]))
+    return ends
+
+
+def phase_summary(log_files: Iterable[Path], *, job_id: int) -> dict[str, float]:
+    """Mean seconds of each phase over the rounds after the first, from every node's log."""
+    phases = round_phases(round_events(_lines(log_files), job_id=job_id))
     summary = {}
     for name in PHASES:
         values = [entry[name] for round_, entry in phases.items() if round_ > 0 and name in entry]

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from node_logs import phase_summary, round_events, round_phases
+from node_logs import finalized_at, phase_summary, round_events, round_phases
 
 PREFIX = "2026-11-22 03:27:{} INFO allmende.node.roles.{}: Job {} round {}: {}"
 LOG = [
@@ -40,3 +40,13 @@ def test_other_jobs_and_other_lines_are_ignored(tmp_path: Path) -> None:
     (tmp_path / "b.log").write_text("\n".join(LOG[4:]))
     summary = phase_summary([tmp_path / "a.log", tmp_path / "b.log"], job_id=1)
     assert summary == pytest.approx({"train": 0.5, "aggregate": 1.0, "finalize": 0.25})
+
+
+def test_round_ends_are_the_first_finalized_lines_up_to_the_first_missing_round(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a.log").write_text("\n".join(LOG))
+    ends = finalized_at([tmp_path / "a.log"], job_id=1)
+    assert len(ends) == 2 and ends[1] - ends[0] == pytest.approx(1.75)
+    # round 2 never finished, so it has no end
+    assert finalized_at([tmp_path / "a.log"], job_id=3) == []
