@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_SECONDS = 5.0
 MAX_NOTIFICATION_BYTES = 64 * 1024  # a block header is about 1 KiB
 RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)  # waits between reconnection attempts, then the last
+STOP_CHECK_SECONDS = 0.5  # at shutdown, how long to wait for the follower before cancelling again
 
 
 def websocket_url(rpc_url: str) -> str | None:
@@ -99,21 +100,23 @@ class HeadWatcher:
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Follow new blocks until ``stopping`` is set; then wake the waiters one last time."""
-        follower = asyncio.create_task(self._follow()) if self.ws_url else None
+        follower = asyncio.create_task(self._follow(stopping)) if self.ws_url else None
         try:
             await stopping.wait()
         finally:
-            if follower is not None:
+            # Python 3.11's wait_for can swallow a cancellation that meets a finishing wait;
+            # the follower then goes on, so it is cancelled again until it ends.
+            while follower is not None and not follower.done():
                 follower.cancel()
-                await asyncio.gather(follower, return_exceptions=True)
+                await asyncio.wait({follower}, timeout=STOP_CHECK_SECONDS)
             self.connected = False
             self.number = None
             self.wake()
 
-    async def _follow(self) -> None:
+    async def _follow(self, stopping: asyncio.Event) -> None:
         assert self.ws_url is not None
         failures = 0
-        while True:
+        while not stopping.is_set():
             try:
                 await self._subscribe_and_listen(self.ws_url)
                 reason = "the connection closed"
