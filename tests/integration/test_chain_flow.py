@@ -34,7 +34,7 @@ from allmende.chain.events import (
     RoundFinalized,
     Slashed,
 )
-from allmende.chain.heads import HeadWatcher, websocket_url
+from allmende.chain.heads import HeadWatcher, LogFilter, websocket_url
 from allmende.errors import ContractRevert
 
 REWARD = 10**18
@@ -320,18 +320,27 @@ def test_nonces_hold_across_threads_and_across_clients_of_one_key(devnet) -> Non
     assert count == 10
 
 
+async def subscribed_watcher(
+    rpc_url: str, logs: LogFilter | None = None
+) -> tuple[HeadWatcher, asyncio.Event, asyncio.Task[None]]:
+    """A running watcher of the chain at ``rpc_url``, once its subscription is accepted."""
+    watcher = HeadWatcher(websocket_url(rpc_url))
+    watcher.watch_logs(logs)
+    stopping = asyncio.Event()
+    runner = asyncio.create_task(watcher.run(stopping))
+    deadline = time.monotonic() + 10
+    while not watcher.connected:
+        assert time.monotonic() < deadline, "the chain did not accept the subscription"
+        await asyncio.sleep(0.02)
+    return watcher, stopping, runner
+
+
 def test_anvil_announces_each_new_block_to_the_head_watcher(devnet) -> None:
     """The node's new-block subscription works against the real chain: a tx wakes a waiter."""
     sender = Contracts.connect(devnet.deployment, devnet.new_key())
 
     async def scenario() -> None:
-        watcher = HeadWatcher(websocket_url(devnet.rpc_url))
-        stopping = asyncio.Event()
-        runner = asyncio.create_task(watcher.run(stopping))
-        deadline = time.monotonic() + 10
-        while not watcher.connected:
-            assert time.monotonic() < deadline, "no subscription to Anvil's newHeads"
-            await asyncio.sleep(0.02)
+        watcher, stopping, runner = await subscribed_watcher(devnet.rpc_url)
         seen = watcher.seq
         await asyncio.to_thread(sender.client.send_value, Account.create().address, 1)
         await asyncio.wait_for(watcher.wait(seen, timeout=30), 10)
@@ -346,21 +355,13 @@ def test_anvil_wakes_a_log_watcher_only_for_the_logs_it_asked_for(devnet) -> Non
     """Subscribed to Staked logs: a plain transfer and a registration wake nobody, a stake does,
     and the watcher's number is the stake's block."""
     from allmende.chain.events import EventDecoder, Staked
-    from allmende.chain.heads import LogFilter
 
     node = devnet.contracts(devnet.new_key())
     decoder = EventDecoder(registry=devnet.deployment.registry, only=(Staked,))
     wanted = LogFilter(addresses=tuple(decoder.addresses), topics=tuple(decoder.topics or ()))
 
     async def scenario() -> None:
-        watcher = HeadWatcher(websocket_url(devnet.rpc_url))
-        watcher.watch_logs(wanted)
-        stopping = asyncio.Event()
-        runner = asyncio.create_task(watcher.run(stopping))
-        deadline = time.monotonic() + 10
-        while not watcher.connected:
-            assert time.monotonic() < deadline, "no subscription to Anvil's logs"
-            await asyncio.sleep(0.02)
+        watcher, stopping, runner = await subscribed_watcher(devnet.rpc_url, wanted)
         seen = watcher.seq
         await asyncio.to_thread(node.client.send_value, Account.create().address, 1)
         await asyncio.to_thread(node.registry.register, "http://127.0.0.1:7100", ROLE_TRAINER)

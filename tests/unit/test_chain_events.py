@@ -9,7 +9,6 @@ import pytest
 from eth_abi import encode
 from eth_utils import event_abi_to_log_topic
 
-from allmende.chain.compile import compile_contracts
 from allmende.chain.deployment import ContractInfo, Deployment
 from allmende.chain.events import (
     JOBS_EVENTS,
@@ -24,22 +23,10 @@ from allmende.chain.events import (
 )
 from allmende.errors import ChainError
 
-REGISTRY = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+REGISTRY = "0x5FbDB2315678afecb367f032d93F642f64180aa3"  # as in the deployment fixture
 JOBS = "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"
 NODE = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 TX = "0x" + "ab" * 32
-
-
-@pytest.fixture(scope="module")
-def deployment() -> Deployment:
-    compiled = compile_contracts()
-    return Deployment(
-        chain_id=31337,
-        rpc_url="http://127.0.0.1:8545",
-        deploy_block=1,
-        registry=ContractInfo(address=REGISTRY, abi=compiled["Registry"].abi),
-        jobs=ContractInfo(address=JOBS, abi=compiled["Jobs"].abi),
-    )
 
 
 def event_abi(info: ContractInfo, name: str) -> dict[str, Any]:

@@ -4,26 +4,13 @@ from __future__ import annotations
 
 from eth_utils import event_abi_to_log_topic
 
-from allmende.chain.compile import compile_contracts
-from allmende.chain.deployment import ContractInfo, Deployment
+from allmende.chain.deployment import Deployment
 from allmende.node.process import wake_filter
 from allmende.node.roles.aggregator import AggregatorRole
 from allmende.node.roles.settings import AggregatorSection, TrainerSection
 from allmende.node.roles.trainer import TrainerRole
 
-REGISTRY = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
-JOBS = "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"
-
-
-def deployment() -> Deployment:
-    compiled = compile_contracts()
-    return Deployment(
-        chain_id=31337,
-        rpc_url="http://127.0.0.1:8545",
-        deploy_block=1,
-        registry=ContractInfo(address=REGISTRY, abi=compiled["Registry"].abi),
-        jobs=ContractInfo(address=JOBS, abi=compiled["Jobs"].abi),
-    )
+JOBS = "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"  # the address of the events tests' deployment
 
 
 def topic(chain: Deployment, name: str) -> bytes:
@@ -35,8 +22,8 @@ def trainer() -> TrainerRole:
     return TrainerRole(TrainerSection(dataset={"num_parts": 2, "part": 0}))
 
 
-def test_a_trainer_wakes_only_for_the_events_it_acts_on() -> None:
-    chain = deployment()
+def test_a_trainer_wakes_only_for_the_events_it_acts_on(deployment: Deployment) -> None:
+    chain = deployment
     wake = wake_filter(chain, [trainer()])
     assert wake is not None and wake.addresses == (JOBS,)
     wanted = {"JobCreated", "Joined", "RoundFinalized", "JobFinished", "JobCancelled"}
@@ -44,21 +31,25 @@ def test_a_trainer_wakes_only_for_the_events_it_acts_on() -> None:
     assert topic(chain, "UpdateCommitted") not in (wake.topics or ())
 
 
-def test_an_aggregator_wakes_for_every_jobs_log_and_so_does_a_node_with_both_roles() -> None:
-    chain = deployment()
+def test_an_aggregator_wakes_for_every_jobs_log_and_so_does_a_node_with_both_roles(
+    deployment: Deployment,
+) -> None:
+    chain = deployment
     aggregator = AggregatorRole(AggregatorSection())
     assert wake_filter(chain, [aggregator]) == wake_filter(chain, [trainer(), aggregator])
     both = wake_filter(chain, [trainer(), aggregator])
     assert both is not None and both.addresses == (JOBS,) and both.topics is None
 
 
-def test_without_roles_or_with_a_role_that_does_not_say_every_block_wakes() -> None:
+def test_without_roles_or_with_a_role_that_does_not_say_every_block_wakes(
+    deployment: Deployment,
+) -> None:
     class Quiet:
         name = "quiet"
 
         async def run(self, ctx: object) -> None:
             return None
 
-    chain = deployment()
+    chain = deployment
     assert wake_filter(chain, []) is None
     assert wake_filter(chain, [trainer(), Quiet()]) is None
