@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +84,11 @@ def decode_revert(data: bytes | str | None) -> str:
     except Exception:  # malformed data from the chain: describe it, don't crash
         pass
     return f"reverted with undecodable data 0x{data.hex()}"
+
+
+def first_topic_filter(topics: Iterable[bytes]) -> list[list[str]]:
+    """The JSON-RPC ``topics`` of a log query whose first topic is any of ``topics``."""
+    return [["0x" + topic.hex() for topic in topics]]
 
 
 def _hex_bytes(value: Any) -> bytes:
@@ -208,7 +214,7 @@ class ChainClient:
             "address": addresses,
         }
         if topics is not None:
-            query["topics"] = [["0x" + topic.hex() for topic in topics]]
+            query["topics"] = first_topic_filter(topics)
         raw = self.request("eth_getLogs", [query])
         if not isinstance(raw, list):
             raise ChainError(f"The chain at {self.rpc_url} answered eth_getLogs with {raw!r:.100}.")

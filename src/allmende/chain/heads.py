@@ -31,6 +31,8 @@ from urllib.parse import urlsplit, urlunsplit
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
+from allmende.chain.client import first_topic_filter
+
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 5.0
@@ -60,7 +62,7 @@ class LogFilter:
         """``eth_subscribe`` parameters for these logs."""
         query: dict[str, Any] = {"address": list(self.addresses)}
         if self.topics is not None:
-            query["topics"] = [["0x" + topic.hex() for topic in self.topics]]
+            query["topics"] = first_topic_filter(self.topics)
         return ["logs", query]
 
 
