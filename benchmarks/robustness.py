@@ -22,7 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from allmende.learn.aggregate import RULES, aggregate
+from allmende.learn.aggregate import aggregate
+from allmende.learn.rules import RULES
 from allmende.learn.task import LocalData, Task
 from allmende.learn.train import derive_seed, train_local
 from attacks import ATTACKS, craft, flip_labels, get_attack

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from allmende.learn.aggregate import RULES, rule_params
+from allmende.learn.rules import RULES, rule_params
 from robustness import ROBUST_TRAINERS, RULE_PARAMS, robustness_job, run_cell
 
 

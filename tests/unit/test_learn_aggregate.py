@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 import allmende.learn.aggregate as aggregate_module
 from allmende.errors import AggregationError, ConfigError
-from allmende.learn.aggregate import RULES, aggregate, check_update, delta_norm, rule_params
+from allmende.learn.aggregate import aggregate, check_update, delta_norm
+from allmende.learn.rules import RULES, rule_params
 
 SHAPES = {"layer.weight": (2, 3), "layer.bias": (3,)}
 ROBUST_PARAMS = {

@@ -10,8 +10,9 @@ import sys
 
 import torch
 
-from allmende.learn.aggregate import RULES, aggregate
+from allmende.learn.aggregate import aggregate
 from allmende.learn.digits import DigitsMLP
+from allmende.learn.rules import RULES
 from allmende.learn.task import DatasetDecl, seeded_model
 from allmende.learn.train import derive_seed, train_local
 

@@ -31,94 +31,24 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import Tensor
 
-from allmende.errors import AggregationError, ConfigError
+from allmende.errors import AggregationError
+from allmende.learn.rules import (
+    CenteredClipParams,
+    KrumParams,
+    MedianParams,
+    MultiKrumParams,
+    RuleParams,
+    TrimmedMeanParams,
+    rule_params,
+)
 
 State = dict[str, Tensor]
 Update = tuple[str, State, int]
 
 MAX_WEIGHT = 2**53  # weights above this are not exact in float arithmetic
 SUM_CHUNK = 1 << 16  # values converted to Python floats at a time by exact sums
-
-
-class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class FedAvgParams(_Params):
-    """Weighted mean of the models, weight = examples trained on. Takes no parameters."""
-
-
-class TrimmedMeanParams(_Params):
-    """Per coordinate, drop the ``floor(beta * n)`` lowest and highest values, average the rest.
-
-    Raise ``beta`` when more trainers may be malicious; all aggregators must agree on it.
-    """
-
-    beta: float = Field(default=0.1, ge=0.0, lt=0.5)
-
-
-class MedianParams(_Params):
-    """Coordinate-wise median (mean of the two middle values when n is even)."""
-
-
-class KrumParams(_Params):
-    """Pick the update closest to its ``n - f - 2`` nearest neighbours; needs n >= 2f + 3."""
-
-    f: int = Field(default=1, ge=0)
-
-
-class MultiKrumParams(_Params):
-    """Average the ``m`` updates with the best Krum scores; needs n >= 2f + 3 and m <= n."""
-
-    f: int = Field(default=1, ge=0)
-    m: int = Field(default=2, ge=1)
-
-
-class CenteredClipParams(_Params):
-    """Centered clipping: ``v += mean_i clip(d_i - v, tau)``, ``iters`` times from ``v = 0``.
-
-    One step moves the model by at most ``tau``; lower ``tau`` if attackers still pull it,
-    raise it if honest training is slowed.
-    """
-
-    tau: float = Field(default=1.0, gt=0.0)
-    iters: int = Field(default=3, ge=1)
-
-
-PARAMS: dict[str, type[_Params]] = {
-    "fedavg": FedAvgParams,
-    "trimmed_mean": TrimmedMeanParams,
-    "median": MedianParams,
-    "krum": KrumParams,
-    "multi_krum": MultiKrumParams,
-    "centered_clip": CenteredClipParams,
-}
-RULES = tuple(PARAMS)
-
-
-def rule_params(rule: str, params: dict[str, object] | None = None) -> _Params:
-    """The validated parameters of ``rule``; :class:`ConfigError` for an unknown rule or bad
-    parameters."""
-    if rule not in PARAMS:
-        raise ConfigError(f"Unknown aggregation rule '{rule}'; use one of: {', '.join(RULES)}.")
-    try:
-        return PARAMS[rule].model_validate(params or {})
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"]) or "params"
-        if error["type"] == "extra_forbidden":
-            known = ", ".join(PARAMS[rule].model_fields) or "none"
-            raise ConfigError(
-                f"Unknown parameter '{where}' for aggregation rule '{rule}' (it takes: {known}); "
-                "fix the rule's params in the job spec."
-            ) from None
-        raise ConfigError(
-            f"Bad parameter '{where}' for aggregation rule '{rule}': {error['msg']} "
-            f"(got {error.get('input')!r}); fix the rule's params in the job spec."
-        ) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,7 +282,7 @@ def centered_clip(deltas: Tensor, config: CenteredClipParams) -> Tensor:
     return center
 
 
-_ROBUST: dict[str, Callable[[Tensor, _Params], Tensor]] = {
+_ROBUST: dict[str, Callable[[Tensor, RuleParams], Tensor]] = {
     "trimmed_mean": trimmed_mean,  # type: ignore[dict-item]
     "median": median,  # type: ignore[dict-item]
     "krum": krum,  # type: ignore[dict-item]

@@ -32,6 +32,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 
 from allmende import __version__
 from allmende.errors import AllmendeError, BlobNotFound, HashMismatch, MessageError
+from allmende.net.limits import DEFAULT_MAX_MESSAGE_BYTES
 from allmende.net.messages import (
     MAX_MESSAGE_TTL_SECONDS,
     MessageDomain,
@@ -46,8 +47,6 @@ from allmende.store.state import StateDB
 
 log = logging.getLogger(__name__)
 
-# A message body larger than this is refused (413) before it is parsed.
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
 # A full GET streams the blob in pieces of this size. A response its peer does not read holds
 # about one piece in memory until the peer reads or leaves, so pieces stay small: 1,000 stalled
 # downloads then cost ~120 MiB instead of gigabytes (tests/faults/test_resources.py).

@@ -19,7 +19,8 @@ import httpx
 
 from allmende import __version__
 from allmende.errors import BlobTooLarge, HashMismatch, PeerError
-from allmende.net.messages import DEFAULT_MESSAGE_TTL_SECONDS, MessageDomain, sign_message
+from allmende.net.limits import DEFAULT_MESSAGE_TTL_SECONDS
+from allmende.net.messages import MessageDomain, sign_message
 from allmende.net.metrics import NodeMetrics
 from allmende.store.blobs import BlobStore, check_digest
 from allmende.store.state import StateDB

@@ -32,13 +32,10 @@ from eth_utils import keccak, to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from allmende.errors import MessageError
+from allmende.net.limits import DEFAULT_MESSAGE_TTL_SECONDS, MAX_MESSAGE_TTL_SECONDS
 
 DOMAIN_NAME = "Allmende"
 DOMAIN_VERSION = "1"
-# Default lifetime of a message a node signs; a receiver refuses expiries further ahead than
-# MAX_MESSAGE_TTL_SECONDS. Peers need clocks within a few seconds of each other.
-DEFAULT_MESSAGE_TTL_SECONDS = 120
-MAX_MESSAGE_TTL_SECONDS = 600
 MAX_KIND_LENGTH = 64
 
 MESSAGE_TYPES = {

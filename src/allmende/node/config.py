@@ -39,13 +39,13 @@ from pydantic import (
 )
 
 from allmende.errors import ConfigError
-from allmende.net.api import DEFAULT_MAX_MESSAGE_BYTES
-from allmende.net.messages import MAX_MESSAGE_TTL_SECONDS
+from allmende.net.limits import DEFAULT_MAX_MESSAGE_BYTES, MAX_MESSAGE_TTL_SECONDS
 from allmende.net.signers import DEFAULT_SIGNER_CACHE_SECONDS
 from allmende.node.roles.settings import AggregatorSection, TrainerSection
 from allmende.store.blobs import DEFAULT_GC_GRACE_SECONDS, DEFAULT_MAX_BLOB_BYTES
 
 CONFIG_FILE = "node.toml"
+BLOBS_DIR = "blobs"  # under the data directory, beside the state database
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8470
 DEFAULT_PASSWORD_ENV = "ALLMENDE_KEY_PASSWORD"

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from allmende.errors import ConfigError
-from allmende.learn.aggregate import rule_params
+from allmende.learn.rules import rule_params
 
 MAX_TRAINERS = 256  # the Jobs contract's bound
 MAX_AGGREGATORS = 16  # the Jobs contract's bound, and so the largest quorum

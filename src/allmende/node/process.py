@@ -39,7 +39,7 @@ from allmende.net.client import PeerClient
 from allmende.net.messages import MessageDomain
 from allmende.net.metrics import NodeMetrics
 from allmende.net.signers import RegistrySigners, SignerCheck, StaticSigners
-from allmende.node.config import NodeConfig, load_config, resolve
+from allmende.node.config import BLOBS_DIR, NodeConfig, load_config, resolve
 from allmende.node.keystore import PasswordPrompt, load_key
 from allmende.store.blobs import BlobStore
 from allmende.store.state import STATE_FILE, StateDB
@@ -47,7 +47,6 @@ from allmende.store.state import STATE_FILE, StateDB
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "node.lock"
-BLOBS_DIR = "blobs"
 # How often expired message nonces are dropped from the state database.
 NONCE_SWEEP_SECONDS = 60.0
 # How long role services get to finish after shutdown starts, before they are cancelled.

@@ -15,14 +15,13 @@ from allmende.errors import ConfigError
 from allmende.learn.aggregate import check_update
 from allmende.learn.task import Task, load_task, seeded_state
 from allmende.net.client import PeerClient
-from allmende.node.config import load_config, resolve
+from allmende.node.config import BLOBS_DIR, load_config, resolve
 from allmende.node.jobspec import JobSpec
 from allmende.node.roles.common import MAX_SPEC_BYTES, State, check_spec_matches, hex_hash
 from allmende.store.blobs import BlobStore
 from allmende.store.codec import decode_state
 
 DEFAULT_DEPLOYMENT = Path(".devnet/deployment.json")
-NODE_BLOBS_DIR = "blobs"
 
 
 def find_deployment(*, home: Path | None, deployment: Path | None) -> Deployment:
@@ -45,7 +44,7 @@ def node_store(home: Path) -> BlobStore:
     """The blob store of the node at ``home``."""
     config = load_config(home)
     return BlobStore(
-        resolve(home, config.node.data_dir) / NODE_BLOBS_DIR,
+        resolve(home, config.node.data_dir) / BLOBS_DIR,
         max_blob_bytes=config.store.max_blob_bytes,
     )
 

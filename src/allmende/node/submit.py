@@ -15,10 +15,9 @@ from eth_account.signers.local import LocalAccount
 from allmende.chain import Contracts, Deployment
 from allmende.errors import NodeError
 from allmende.learn.task import load_task, seeded_state
-from allmende.node.config import load_config, resolve
+from allmende.node.config import BLOBS_DIR, load_config, resolve
 from allmende.node.jobspec import JobSpec
 from allmende.node.keystore import PasswordPrompt, load_key
-from allmende.node.remote import NODE_BLOBS_DIR
 from allmende.store.blobs import BlobStore
 from allmende.store.codec import encode_state
 from allmende.store.state import STATE_FILE, StateDB
@@ -73,7 +72,7 @@ def submit_job(
             f"job's spec and model from it; start it with `allmende node run {home}` first."
         )
     data = resolve(home, config.node.data_dir)
-    store = BlobStore(data / NODE_BLOBS_DIR, max_blob_bytes=config.store.max_blob_bytes)
+    store = BlobStore(data / BLOBS_DIR, max_blob_bytes=config.store.max_blob_bytes)
     spec_hash = store.put_bytes(spec.canonical_bytes())
     model_hash = store.put_bytes(initial_model_bytes(spec))
     state = StateDB.open(data / STATE_FILE)

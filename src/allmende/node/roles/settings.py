@@ -26,7 +26,7 @@ from __future__ import annotations
 from eth_utils import is_address, to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from allmende.learn.task import DatasetDecl
+from allmende.learn.dataset import DatasetDecl
 
 DEFAULT_POLL_SECONDS = 0.3
 DEFAULT_REFRESH_SECONDS = 2.0
