@@ -2,9 +2,10 @@
 
 :class:`BenchNetwork` starts a devnet with enough funded accounts, creates one node home per
 participant with ``allmende node init`` (the job owner's node, which also aggregates, and one
-trainer node per partition part), runs each with ``allmende node run`` as its own OS process,
-submits a job with ``allmende job submit``, and follows it on chain. Everything it started is
-stopped by :meth:`BenchNetwork.close`, whatever happened.
+trainer node per partition part), starts them all with one ``allmende node run HOME ...`` (one OS
+process per node, forked after the node libraries are imported once; each logs to its
+``HOME/node.log``), submits a job with ``allmende job submit``, and follows it on chain.
+Everything it started is stopped by :meth:`BenchNetwork.close`, whatever happened.
 
 The nodes follow new blocks through Anvil's websocket, as every node does by default; their
 chain poll interval, the fallback while there is no websocket, is lowered to
@@ -61,13 +62,25 @@ class NetworkFailed(Exception):
 
 @dataclass
 class Node:
-    """One node home and, once started, its process."""
+    """One node home; its process is found through the pid the node writes to its lock file."""
 
     name: str
     home: Path
     address: str
     port: int
-    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The node's process id once it has started (``HOME/node.lock``), else None."""
+        try:
+            text = (self.home / "node.lock").read_text().strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
+    def running(self) -> bool:
+        pid = self.pid
+        return pid is not None and Path(f"/proc/{pid}").exists()
 
 
 @dataclass
@@ -122,6 +135,7 @@ class BenchNetwork:
         self.deployment: Deployment | None = None
         self.owner: Node | None = None
         self.trainers: list[Node] = []
+        self.launcher: subprocess.Popen[bytes] | None = None  # `allmende node run HOME ...`
 
     # ---- start -------------------------------------------------------------------------------
 
@@ -138,8 +152,7 @@ class BenchNetwork:
             ]
             self.owner = owner.result()
             self.trainers = [future.result() for future in trainers]
-        for node in self.nodes():
-            self._start_node(node)
+        self._start_nodes()
         self._wait_healthy()
 
     def nodes(self) -> list[Node]:
@@ -170,20 +183,23 @@ class BenchNetwork:
         write_config(home, parse_config(raw))
         return Node(name=name, home=home, address=Account.from_key(key).address, port=port)
 
-    def _start_node(self, node: Node) -> None:
-        with (node.home / "node.log").open("wb") as log:
-            node.process = subprocess.Popen(
-                [*self.cli, "node", "run", str(node.home)], stdout=log,
-                stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
+    def _start_nodes(self) -> None:
+        homes = [str(node.home) for node in self.nodes()]
+        with (self.root / "nodes.log").open("wb") as log:
+            self.launcher = subprocess.Popen(
+                [*self.cli, "node", "run", *homes], stdout=log, stderr=subprocess.STDOUT,
+                env=self.env, start_new_session=True,
             )
 
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         waiting = {node.name: node for node in self.nodes()}
         while waiting:
+            assert self.launcher is not None
+            if self.launcher.poll() is not None:
+                raise NetworkFailed(f"`allmende node run` exited; see {self.root}/nodes.log")
             for name, node in list(waiting.items()):
-                assert node.process is not None
-                if node.process.poll() is not None:
+                if node.pid is not None and not node.running():
                     raise NetworkFailed(f"node {name} exited at start-up; see {node.home}/node.log")
                 try:
                     health = httpx.get(f"http://127.0.0.1:{node.port}/healthz", timeout=1.0)
@@ -239,15 +255,13 @@ class BenchNetwork:
     # ---- stop --------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """SIGTERM every node (SIGKILL after a grace period), then stop the devnet."""
-        running = [n.process for n in self.nodes() if n.process and n.process.poll() is None]
-        for process in running:
-            process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        for process in running:
+        """SIGTERM the nodes (SIGKILL after a grace period), then stop the devnet."""
+        launcher = self.launcher
+        if launcher is not None and launcher.poll() is None:
+            launcher.send_signal(signal.SIGTERM)  # it stops every node it started
             try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                launcher.wait(timeout=STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+                os.killpg(launcher.pid, signal.SIGKILL)  # the nodes are in its process group
+                launcher.wait()
         self.devnet.down()

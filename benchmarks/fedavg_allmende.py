@@ -46,10 +46,10 @@ BYTES_SERVED_METRIC = "allmende_blob_bytes_served_total"
 
 def node_peak_rss(node: Node) -> int | None:
     """Peak resident memory (``VmHWM``) of the node's process while it is still running."""
-    if node.process is None:
+    if node.pid is None:
         return None
     try:
-        status = Path(f"/proc/{node.process.pid}/status").read_text()
+        status = Path(f"/proc/{node.pid}/status").read_text()
     except OSError:
         return None
     for line in status.splitlines():

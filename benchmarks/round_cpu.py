@@ -47,7 +47,7 @@ def main() -> None:
         network.start()
         print(f"network up in {time.perf_counter() - started:.1f} s", flush=True)
         anvil = subprocess.run(["pgrep", "-x", "anvil"], capture_output=True, text=True, check=True)
-        pids = {node.name: node.process.pid for node in network.nodes() if node.process}
+        pids = {node.name: node.pid for node in network.nodes() if node.pid}
         pids["anvil"] = int(anvil.stdout.split()[0])
         traces: list[JobTrace] = []
         runner = threading.Thread(target=lambda: traces.append(network.run_job()))

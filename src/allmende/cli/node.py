@@ -20,6 +20,7 @@ from rich.console import Console
 from allmende.chain import Deployment
 from allmende.errors import ConfigError, NodeError
 from allmende.node.config import (
+    BLOBS_DIR,
     CONFIG_FILE,
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -29,7 +30,6 @@ from allmende.node.config import (
     write_config,
 )
 from allmende.node.keystore import create_key
-from allmende.node.process import BLOBS_DIR, run_node
 from allmende.store.blobs import BlobStore, check_digest
 from allmende.store.state import STATE_FILE, StateDB
 
@@ -117,12 +117,26 @@ def init(
 
 
 @app.command()
-def run(home: Path = HOME) -> None:
-    """Register the node on chain, stake, and serve its API until SIGINT/SIGTERM."""
+def run(
+    homes: list[Path] = typer.Argument(..., help="The node home directory (or several)."),
+) -> None:
+    """Register the node on chain, stake, and serve its API until SIGINT/SIGTERM.
+
+    With several homes, one node process per home is forked from this one after it has imported
+    the node's libraries, so many nodes on one machine start about as fast as one. Each node
+    logs to HOME/node.log; key passwords come from the environment (no prompt).
+    """
+    if len(homes) > 1:
+        from allmende.node.fleet import run_fleet
+
+        code = run_fleet(homes, say=typer.echo)
+        raise typer.Exit(code)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    run_node(home, prompt=lambda: _password_prompt(confirm=False))
+    from allmende.node.process import run_node  # torch and the web stack: only to run
+
+    run_node(homes[0], prompt=lambda: _password_prompt(confirm=False))
 
 
 @app.command()

@@ -1,0 +1,159 @@
+"""Several nodes from one command: ``allmende node run HOME HOME ...``.
+
+Each node home still gets its own OS process, with its own key, store, state, port, chain
+connection and roles, exactly as ``allmende node run HOME`` would run it. What the nodes share is
+the start-up: this process imports the node's libraries (the web stack, the chain bindings, torch
+and the installed tasks) once and then forks one child per home, so *n* nodes on one machine
+start in about the time of one instead of *n* times the imports, and the children share the
+imported code's memory until they write to it.
+
+Each child writes its log to ``HOME/node.log`` (appending) and its pid to ``HOME/node.lock``.
+SIGINT or SIGTERM to this process stops every node gracefully; a node that exits on its own is
+reported here and the others keep running. The command ends when every node has ended; its exit
+code is 0 only if every node ended cleanly.
+
+Key passwords cannot be prompted for several nodes at once: each node reads its password from the
+environment variable its ``[node] password_env`` names, or has a devnet plaintext key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from allmende.errors import AllmendeError, NodeError
+from allmende.node.config import CONFIG_FILE, load_config
+
+log = logging.getLogger(__name__)
+
+NODE_LOG_FILE = "node.log"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Exit code of a child whose node stopped with an error (the reason is in its node.log).
+EXIT_NODE_FAILED = 1
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def check_homes(homes: Sequence[Path]) -> list[Path]:
+    """The homes as absolute paths, each a distinct node home with a valid ``node.toml``;
+    :class:`NodeError` or :class:`~allmende.errors.ConfigError` naming the first bad one."""
+    resolved = [Path(home).resolve() for home in homes]
+    seen: set[Path] = set()
+    for home in resolved:
+        if home in seen:
+            raise NodeError(f"The node home {home} is named twice; give each node its own home.")
+        seen.add(home)
+        if not (home / CONFIG_FILE).is_file():
+            raise NodeError(
+                f"No node home at {home} (no {CONFIG_FILE}); create it with "
+                f"`allmende node init {home}`."
+            )
+        load_config(home)  # a bad config fails here, before any node starts
+    return resolved
+
+
+def preload() -> None:
+    """Import what every node needs, so the forked children do not each import it again.
+
+    Only imports and task classes: no tensor is made here, so no torch thread pool exists yet
+    when the children are forked (each child makes its own).
+    """
+    import torch._dynamo  # noqa: F401 - the first optimizer step imports it (sympy...: seconds)
+
+    import allmende.node.process
+    import allmende.node.roles.aggregator
+    import allmende.node.roles.trainer  # noqa: F401 - imported for the children
+    from allmende.learn.task import installed_tasks, load_task
+
+    for name in installed_tasks():
+        try:
+            load_task(name)
+        except AllmendeError as exc:  # the node that needs it reports it in its own log
+            log.debug("Task %s not preloaded: %s", name, exc)
+
+
+def _child(home: Path, run: Callable[[Path], None]) -> int:
+    """Body of a forked child: log to ``home/node.log``, run the node; the exit code."""
+    with (home / NODE_LOG_FILE).open("ab", buffering=0) as out:
+        os.dup2(out.fileno(), sys.stdout.fileno())
+        os.dup2(out.fileno(), sys.stderr.fileno())
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr, force=True)
+    try:
+        run(home)
+    except AllmendeError as exc:
+        log.error("The node stopped: %s", exc)
+        return EXIT_NODE_FAILED
+    except BaseException:  # a child must never return into the parent's code
+        log.exception("The node failed.")
+        return EXIT_NODE_FAILED
+    return 0
+
+
+def _run_one(home: Path) -> None:
+    from allmende.node.process import run_node
+
+    run_node(home, prompt=None)
+
+
+def run_fleet(
+    homes: Sequence[Path],
+    *,
+    run: Callable[[Path], None] = _run_one,
+    say: Callable[[str], None] = print,
+) -> int:
+    """Run one node process per home until all have ended; 0 if every node ended cleanly.
+
+    ``run`` is what a child does with its home (``run_node`` by default); ``say`` reports
+    starts and exits.
+    """
+    checked = check_homes(homes)
+    preload()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    children: dict[int, Path] = {}
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
+    try:
+        for home in checked:
+            if stopping:
+                break
+            # Signals wait until the child has dropped this process's handlers.
+            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            pid = os.fork()
+            if pid == 0:  # the child: never returns
+                for sig in STOP_SIGNALS:  # the node installs its own handlers
+                    signal.signal(sig, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+                os._exit(_child(home, run))
+            children[pid] = home
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+            say(f"node {home} started (pid {pid}); its log is {home / NODE_LOG_FILE}")
+        failed = 0
+        while children:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            if pid not in children:
+                continue
+            home = children.pop(pid)
+            code = os.waitstatus_to_exitcode(status)
+            if code != 0:
+                failed += 1
+            say(f"node {home} ended with exit code {code}; see {home / NODE_LOG_FILE}")
+        return 0 if failed == 0 else EXIT_NODE_FAILED
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
