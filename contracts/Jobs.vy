@@ -3,11 +3,16 @@
 @title Allmende training jobs
 @notice Escrow, rounds, aggregator quorum and pull payments for training jobs.
         An owner escrows the reward for every round; trainers commit the hash of
-        their update; aggregators vote for a (model hash, included trainers) pair;
-        once `quorum` aggregators agree, anyone finalizes the round, which credits
-        the round's reward and slashes dissenting aggregators through the Registry.
+        their update; aggregators vote for a (model hash, included trainers) pair.
+        The vote that brings a pair to `quorum` votes finalizes the round in the same
+        transaction: it records the result, credits the round's reward and slashes,
+        through the Registry, the aggregators that voted for another pair. The round
+        is then over, so later votes for it are refused ("jobs: wrong round"): only
+        dissenting votes cast before the quorum was reached are slashed.
 @dev    Invariant: self.balance == total_escrow + total_owed.
-        Gas: `commit_update` and `propose` touch a fixed handful of slots. Per-trainer
+        Gas: `commit_update`, and a `propose` that does not complete the quorum, touch
+        a fixed handful of slots; the vote that completes it also pays for the round's
+        bookkeeping (`_finalize`, linear in trainers and aggregators). Per-trainer
         and per-aggregator slots are reused across rounds and tagged with `round + 1`
         (a round r + 1 commit can only happen after round r is final), and they are
         written nonzero already by `join`, so no commit pays for a fresh slot. The
@@ -170,8 +175,8 @@ def __init__(registry: IRegistry, aggregator_share_bps: uint256, slash_amount: u
     """
     @notice Create the jobs contract bound to a node registry.
     @dev After deployment the registry's admin must call
-         `registry.set_slasher(<this contract>, True)`, or finalizing a round with
-         dissenting aggregators reverts.
+         `registry.set_slasher(<this contract>, True)`, or the vote that would
+         finalize a round with dissenting aggregators reverts.
     @param registry The Registry contract that holds nodes and stake.
     @param aggregator_share_bps Share of each round's reward for the agreeing aggregators, in basis points.
     @param slash_amount Stake (wei) slashed from each dissenting aggregator.
@@ -217,7 +222,7 @@ def _check_pair(job_id: uint256, model_hash: bytes32, included: uint256):
     @dev The cheap checks on a (model hash, included) pair: a model hash, only joined
          trainer indices, at least min_trainers of them, and either every trainer
          committed or the deadline passed. That every included trainer committed in
-         this round is checked by `finalize_round`.
+         this round is checked by `_finalize`, when the pair reaches the quorum.
     """
     assert model_hash != empty(bytes32), "jobs: model hash is empty"
     n_trainers: uint256 = self.jobs[job_id].n_trainers
@@ -365,8 +370,15 @@ def commit_update(job_id: uint256, round: uint256, update_hash: bytes32, weight:
 def propose(job_id: uint256, round: uint256, model_hash: bytes32, included: uint256):
     """
     @notice Vote for the current round's result: the aggregated model and the trainers in it.
+            The vote that brings the pair to `quorum` votes also finalizes the round.
     @dev One vote per aggregator per round. Accepted once every trainer committed or
          the deadline passed; `included` must name joined trainers, at least min_trainers.
+         The quorum-reaching vote emits `Proposed`, then runs `_finalize` (its events
+         follow), and reverts as a whole when finalizing does: when an included trainer
+         did not commit this round, or when a dissenter is to be slashed and this
+         contract is not an authorized slasher of the Registry. After it, the round is
+         over: a later vote for it reverts with "jobs: wrong round", so an aggregator
+         that would have dissented after the quorum is not slashed.
     @param job_id The job.
     @param round The job's current round.
     @param model_hash SHA-256 of the aggregated model blob.
@@ -380,28 +392,28 @@ def propose(job_id: uint256, round: uint256, model_hash: bytes32, included: uint
     key: bytes32 = keccak256(abi_encode(model_hash, included))
     self._aggregator_word[job_id][msg.sender] = MARK | ((round + 1) << 128) | (word & LOW_MASK)
     self._vote_key[job_id][(word & LOW_MASK) - 1] = key
-    self.votes[job_id][round][key] += 1
+    votes: uint256 = self.votes[job_id][round][key] + 1
+    self.votes[job_id][round][key] = votes
     log Proposed(job_id=job_id, round=round, aggregator=msg.sender, model_hash=model_hash, included=included)
+    if votes == self.jobs[job_id].quorum:
+        self._finalize(job_id, round, model_hash, included, key)
 
 
-@external
-def finalize_round(job_id: uint256, round: uint256, model_hash: bytes32, included: uint256):
+@internal
+def _finalize(job_id: uint256, round: uint256, model_hash: bytes32, included: uint256, key: bytes32):
     """
-    @notice Finalize the current round with a pair that reached the quorum.
-    @dev Records the result, credits the round's reward (aggregator share split equally
-         among agreeing aggregators, the rest pro rata to weight among included
-         trainers; rounding dust stays in escrow), slashes every aggregator that voted
-         for another pair, and starts the next round or finishes the job.
+    @dev Finalize the current round with the pair that just reached the quorum; only
+         `propose` calls it, after its own checks of the round and the pair. Records the
+         result, credits the round's reward (aggregator share split equally among
+         agreeing aggregators, the rest pro rata to weight among included trainers;
+         rounding dust stays in escrow), slashes every aggregator that voted for another
+         pair in this round, and starts the next round or finishes the job.
     @param job_id The job.
     @param round The job's current round.
     @param model_hash The aggregated model's hash, as voted.
     @param included The included-trainers bitmap, as voted.
+    @param key keccak256(abi_encode(model_hash, included)), the pair's vote key.
     """
-    self._check_open_round(job_id, round)
-    key: bytes32 = keccak256(abi_encode(model_hash, included))
-    assert self.votes[job_id][round][key] >= self.jobs[job_id].quorum, "jobs: pair has fewer votes than the quorum"
-    self._check_pair(job_id, model_hash, included)
-
     tag: uint256 = round + 1
     n_trainers: uint256 = self.jobs[job_id].n_trainers
     total_weight: uint256 = 0

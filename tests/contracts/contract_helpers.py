@@ -21,6 +21,7 @@ ROUND_DEADLINE = 600
 REWARD = 10 * ETHER + 7
 TRAINER, AGGREGATOR, VERIFIER, PROVIDER = 1, 2, 4, 8
 OPEN, FINISHED, CANCELLED = 1, 2, 3
+EMPTY = b"\0" * 32
 
 def h(text: str) -> bytes:
     """A deterministic 32-byte hash for a label (stands in for a blob's SHA-256)."""
@@ -102,8 +103,18 @@ def commit_all(jobs: Any, job: JobSetup, round_: int, weights: list[int] | None 
             jobs.commit_update(job.id, round_, h(f"update {round_} {index}"), weight)
 
 
-def vote_all(jobs: Any, job: JobSetup, round_: int, model: bytes, included: int) -> None:
-    for aggregator in job.aggregators:
+def vote_all(
+    jobs: Any,
+    job: JobSetup,
+    round_: int,
+    model: bytes,
+    included: int,
+    *,
+    voters: list[str] | None = None,
+) -> None:
+    """Every aggregator (or ``voters``) votes for the pair, in order. The vote that brings the
+    pair to the job's quorum finalizes the round; a vote after it would revert."""
+    for aggregator in job.aggregators if voters is None else voters:
         with boa.env.prank(aggregator):
             jobs.propose(job.id, round_, model, included)
 

@@ -9,6 +9,7 @@ import pytest
 from contract_helpers import (
     AGGREGATOR,
     AGGREGATOR_SHARE_BPS,
+    EMPTY,
     OPEN,
     REWARD,
     ROUND_DEADLINE,
@@ -25,7 +26,6 @@ from contract_helpers import (
 )
 
 ZERO_ADDRESS = "0x" + "00" * 20
-EMPTY = b"\0" * 32
 
 
 def test_constructor_sets_parameters(jobs: Any, registry: Any) -> None:
@@ -200,8 +200,7 @@ def test_commit_of_keeps_only_the_latest_round(jobs: Any, registry: Any) -> None
     job = make_job(jobs, registry, quorum=1)
     commit_all(jobs, job, 0, [5, 6, 7])
     with boa.env.prank(job.aggregators[0]):
-        jobs.propose(job.id, 0, h("model 1"), bitmap(range(3)))
-    jobs.finalize_round(job.id, 0, h("model 1"), bitmap(range(3)))
+        jobs.propose(job.id, 0, h("model 1"), bitmap(range(3)))  # quorum 1: final
     assert jobs.commit_of(job.id, 0, job.trainers[0]) == (h("update 0 0"), 5)
     with boa.env.prank(job.trainers[0]):
         jobs.commit_update(job.id, 1, h("next"), 9)
@@ -281,6 +280,5 @@ def test_a_256_trainer_bitmap_is_accepted(jobs: Any, registry: Any) -> None:
     commit_all(jobs, job, 0)
     everyone = 2**256 - 1
     with boa.env.prank(job.aggregators[0]):
-        jobs.propose(job.id, 0, h("m"), everyone)
-    jobs.finalize_round(job.id, 0, h("m"), everyone)
+        jobs.propose(job.id, 0, h("m"), everyone)  # quorum 1: final, 256 trainers credited
     assert jobs.round_result(job.id, 0) == (h("m"), everyone, 256)

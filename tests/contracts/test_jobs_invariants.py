@@ -1,10 +1,11 @@
 """Stateful fuzzing of Jobs (with its Registry) against an independent Python model.
 
 Random sequences of every Jobs function by many accounts, valid and invalid alike. The model
-predicts whether each call succeeds (the contract must agree) and what it credits. After every
-step: the contract's ETH balance equals total escrow + total owed and the model's own sum, every
-account's credit matches the model, nobody has withdrawn more than it was credited, and every
-finalized round's result is unchanged.
+predicts whether each call succeeds (the contract must agree), whether a vote finalizes the
+round (exactly the vote that brings its pair to the quorum does) and what it credits and
+slashes. After every step: the contract's ETH balance equals total escrow + total owed and the
+model's own sum, every account's credit matches the model, nobody has withdrawn more than it
+was credited, and every finalized round's result is unchanged.
 """
 
 from __future__ import annotations
@@ -136,7 +137,6 @@ class JobsMachine(RuleBasedStateMachine):
         self.owed: Counter[str] = Counter()
         self.credited: Counter[str] = Counter()
         self.withdrawn: Counter[str] = Counter()
-        self._proposals: dict[tuple[int, int, bytes], tuple[bytes, int]] = {}
         self._start_job()
 
     def _start_job(self) -> None:
@@ -250,32 +250,31 @@ class JobsMachine(RuleBasedStateMachine):
     def _propose(
         self, job_id: int, account: str, round_: int, model_hash: bytes, included: int
     ) -> None:
+        """A vote; the one that brings its pair to the quorum also finalizes the round, and
+        then reverts as a whole unless every included trainer committed this round."""
+        key = vote_key(model_hash, included)
         job = self._open_round(job_id, round_)
         expected = (
             job is not None and account in job.aggregators and account not in job.votes
             and self._pair_ok(job, included)
         )
+        finalizes = job is not None and expected and job.vote_counts[key] + 1 == job.quorum
+        if finalizes and job is not None:
+            expected = all(
+                i in job.commits for i in range(len(job.trainers)) if included >> i & 1
+            )
         self._call(account, expected, self.jobs.propose, job_id, round_, model_hash, included)
-        if expected and job is not None:
-            key = vote_key(model_hash, included)
-            job.votes[account] = key
-            job.vote_counts[key] += 1
-            self._proposals[(job_id, round_, key)] = (model_hash, included)
-
-    def _finalize(
-        self, job_id: int, sender: str, round_: int, model_hash: bytes, included: int
-    ) -> None:
-        key = vote_key(model_hash, included)
-        job = self._open_round(job_id, round_)
-        expected = (
-            job is not None and job.vote_counts[key] >= job.quorum
-            and self._pair_ok(job, included)
-            and all(i in job.commits for i in range(len(job.trainers)) if included >> i & 1)
-        )
-        self._call(sender, expected, self.jobs.finalize_round, job_id, round_, model_hash, included)
-        if expected and job is not None:
+        if not expected or job is None:
+            return
+        job.votes[account] = key
+        job.vote_counts[key] += 1
+        if finalizes:
             credited = self._apply_finalization(job, round_, model_hash, included, key)
-            self._check_credits(credited)
+            self._check_credits([*credited, *job.aggregators])
+            for aggregator in job.aggregators:
+                assert self.registry.nodes(aggregator).stake == self.stake[aggregator]
+        state = self.jobs.jobs(job_id)  # final exactly when this vote reached the quorum
+        assert (state.current_round, state.status) == (job.round, job.status)
 
     def _apply_finalization(
         self, job: JobModel, round_: int, model_hash: bytes, included: int, key: bytes
@@ -305,20 +304,6 @@ class JobsMachine(RuleBasedStateMachine):
         if job.round == job.rounds:
             job.status = FINISHED
         return list(credits)
-
-    def _best_pair(self, job_id: int, job: JobModel | None, pick: int) -> tuple[bytes, int]:
-        """A voted pair of the job's current round, preferring one that reached the quorum."""
-        round_ = job.round if job is not None else 0
-        voted = [
-            pair
-            for (j, r, _), pair in sorted(self._proposals.items())
-            if (j, r) == (job_id, round_)
-        ]
-        if not voted:
-            return MODELS[0], 1
-        if job is not None:
-            voted.sort(key=lambda pair: job.vote_counts[vote_key(*pair)] < job.quorum)
-        return voted[pick % len(voted)] if pick else voted[0]
 
     # --- rules -----------------------------------------------------------------------------
 
@@ -385,20 +370,13 @@ class JobsMachine(RuleBasedStateMachine):
         account = self._member(job.aggregators, who, insider, job.votes)
         self._propose(job_id, account, job.round, model_hash, included)
 
-    @rule(job_pick=job_picks, pick=st.integers(0, 3), caller=st.integers(0, N_OWNERS - 1))
-    def finalize_round(self, job_pick: int, pick: int, caller: int) -> None:
-        job_id = self._job_id(job_pick)
-        job = self.model.get(job_id)
-        model_hash, included = self._best_pair(job_id, job, pick)
-        round_ = job.round if job is not None else 0
-        self._finalize(job_id, self.owners[caller], round_, model_hash, included)
-
     @rule(job_pick=job_picks, who=st.integers(0, N_NODES - 1), actions=st.integers(1, 6),
           model_hash=st.sampled_from(MODELS), weight=st.integers(1, 2**64 - 1))
     def progress(
         self, job_pick: int, who: int, actions: int, model_hash: bytes, weight: int
     ) -> None:
-        """Drive an open job forward by a few useful actions (join, commit, vote, finalize)."""
+        """Drive an open job forward by a few useful actions (join, commit, vote; the vote
+        that reaches the quorum finalizes)."""
         job_id = self._job_id(job_pick)
         for action in range(actions):
             self._next_action(job_id, who + action, model_hash, weight)
@@ -418,10 +396,11 @@ class JobsMachine(RuleBasedStateMachine):
         elif any(a not in job.votes for a in job.aggregators):
             voter = next(a for a in job.aggregators if a not in job.votes)
             included = sum(1 << i for i in job.commits)
+            if who % 3 == 0 and not job.votes and len(job.aggregators) > job.quorum:
+                # the round's first voter dissents; the quorum can still be reached without it
+                model_hash = MODELS[1] if model_hash == MODELS[0] else MODELS[0]
             self._propose(job_id, voter, job.round, model_hash, included)
-        else:
-            pair = self._best_pair(job_id, job, 0)
-            self._finalize(job_id, job.owner, job.round, *pair)
+        # else: every aggregator voted and no pair has the quorum; the round waits for a cancel
 
     @rule(job_pick=job_picks, caller=st.integers(0, N_OWNERS - 1))
     def cancel(self, job_pick: int, caller: int) -> None:
@@ -500,7 +479,7 @@ class JobsMachine(RuleBasedStateMachine):
     @invariant()
     def nobody_withdraws_more_than_credited(self) -> None:
         # The contract's per-account credit is compared with the model after every step that
-        # can change it (finalize_round, refund, withdraw), and the totals after every step.
+        # can change it (a finalizing propose, refund, withdraw), and the totals after every step.
         for account in self.nodes + self.owners:
             assert self.withdrawn[account] <= self.credited[account]
 

@@ -1,4 +1,5 @@
-"""Jobs: finalize_round, payouts, slashing, cancel, refund, withdraw and reentrancy."""
+"""Jobs: the quorum vote that finalizes a round, payouts, slashing, cancel, refund, withdraw
+and reentrancy."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from contract_helpers import (
     AGGREGATOR_SHARE_BPS,
     CANCELLED,
+    EMPTY,
     ETHER,
     FINISHED,
     MIN_STAKE,
@@ -23,6 +25,7 @@ from contract_helpers import (
     h,
     make_job,
     vote_all,
+    vote_key,
 )
 
 
@@ -40,64 +43,99 @@ def expected_payouts(
     return aggregator_pool // n_agreeing, {i: trainer_pool * w // total for i, w in weights.items()}
 
 
-def test_finalize_records_the_round_and_starts_the_next(jobs: Any, registry: Any) -> None:
-    job = make_job(jobs, registry, rounds=3)
+def event_names(contract: Any) -> list[str]:
+    """The names of the events the contract's last call emitted, in log order."""
+    return [type(event).__name__ for event in contract.get_logs()]
+
+
+def test_the_quorum_reaching_vote_finalizes_and_pays_in_the_same_transaction(
+    jobs: Any, registry: Any
+) -> None:
+    job = make_job(jobs, registry, rounds=3, quorum=2)
     commit_all(jobs, job, 0, [1, 2, 3])
-    vote_all(jobs, job, 0, h("model 1"), bitmap(range(3)))
+    with boa.env.prank(job.aggregators[0]):
+        jobs.propose(job.id, 0, h("model 1"), bitmap(range(3)))
     boa.env.time_travel(seconds=7)
-    jobs.finalize_round(job.id, 0, h("model 1"), bitmap(range(3)))
+    last = job.aggregators[1]
+    with boa.env.prank(last):
+        jobs.propose(job.id, 0, h("model 1"), bitmap(range(3)))
+    # one transaction: the vote, then the credits and the round's result, nothing else
+    assert event_names(jobs) == ["Proposed"] + ["Credited"] * 5 + ["RoundFinalized"]
+    (proposed,) = events(jobs, "Proposed")
+    assert (proposed.aggregator, proposed.round, proposed.model_hash) == (last, 0, h("model 1"))
     (event,) = events(jobs, "RoundFinalized")
     assert (event.round, event.model_hash, event.included, event.total_weight) == (
         0, h("model 1"), 7, 6,
     )
+    each_aggregator, per_trainer = expected_payouts(REWARD, {0: 1, 1: 2, 2: 3}, 2)
+    assert [jobs.owed(a) for a in job.aggregators] == [each_aggregator] * 2
+    assert [jobs.owed(t) for t in job.trainers] == [per_trainer[i] for i in range(3)]
     assert jobs.round_result(job.id, 0) == (h("model 1"), 7, 6)
     state = jobs.jobs(job.id)
     assert (state.current_round, state.model_hash, state.status) == (1, h("model 1"), OPEN)
-    assert state.round_start == boa.env.evm.patch.timestamp
+    assert state.round_start == boa.env.evm.patch.timestamp  # the quorum vote's block
     assert jobs.deadline(job.id) == state.round_start + ROUND_DEADLINE
     assert_solvent(jobs)
 
 
-def test_finalize_needs_the_quorum(jobs: Any, registry: Any) -> None:
+def test_a_vote_below_the_quorum_does_not_finalize(jobs: Any, registry: Any) -> None:
     job = make_job(jobs, registry, aggregators=3, quorum=2)
     commit_all(jobs, job, 0)
-    with boa.env.prank(job.aggregators[0]):
-        jobs.propose(job.id, 0, h("m"), bitmap(range(3)))
-    with boa.env.prank(job.aggregators[1]):
-        jobs.propose(job.id, 0, h("other"), bitmap(range(3)))
-    with boa.reverts("jobs: pair has fewer votes than the quorum"):
-        jobs.finalize_round(job.id, 0, h("m"), bitmap(range(3)))
-    with boa.reverts("jobs: pair has fewer votes than the quorum"):
-        jobs.finalize_round(job.id, 0, h("never voted"), bitmap(range(3)))
+    for aggregator, model in ((job.aggregators[0], "m"), (job.aggregators[1], "other")):
+        with boa.env.prank(aggregator):
+            jobs.propose(job.id, 0, h(model), bitmap(range(3)))
+        assert event_names(jobs) == ["Proposed"]
+        assert jobs.jobs(job.id).current_round == 0
+    assert jobs.round_result(job.id, 0) == (EMPTY, 0, 0)
+    assert jobs.votes(job.id, 0, vote_key(h("m"), bitmap(range(3)))) == 1
+    assert jobs.total_owed() == 0
+    assert jobs.jobs(job.id).escrow == 2 * REWARD
     with boa.env.prank(job.aggregators[2]):
         jobs.propose(job.id, 0, h("m"), bitmap(range(3)))
-    jobs.finalize_round(job.id, 0, h("m"), bitmap(range(3)))
+    assert "RoundFinalized" in event_names(jobs)
     assert jobs.jobs(job.id).current_round == 1
+    assert_solvent(jobs)
 
 
-def test_a_final_round_cannot_be_finalized_again(jobs: Any, registry: Any) -> None:
-    job = make_job(jobs, registry, rounds=2)
+def test_a_vote_after_the_round_was_finalized_is_refused(jobs: Any, registry: Any) -> None:
+    job = make_job(jobs, registry, aggregators=3, quorum=2, rounds=2)
     commit_all(jobs, job, 0)
-    vote_all(jobs, job, 0, h("m"), bitmap(range(3)))
-    jobs.finalize_round(job.id, 0, h("m"), bitmap(range(3)))
-    with boa.reverts("jobs: wrong round"):
-        jobs.finalize_round(job.id, 0, h("m"), bitmap(range(3)))
-    with boa.reverts("jobs: job is not open"):
-        jobs.finalize_round(job.id + 1, 0, h("m"), bitmap(range(3)))
+    vote_all(jobs, job, 0, h("m"), bitmap(range(3)), voters=job.aggregators[:2])
+    late = job.aggregators[2]
+    with boa.env.prank(late):
+        for model in ("m", "a different model"):  # agreeing or dissenting: too late either way
+            with boa.reverts("jobs: wrong round"):
+                jobs.propose(job.id, 0, h(model), bitmap(range(3)))
+        with boa.reverts("jobs: job is not open"):
+            jobs.propose(job.id + 1, 0, h("m"), bitmap(range(3)))
+    assert jobs.vote_of(job.id, 0, late) == EMPTY
+    assert registry.nodes(late).stake == 2 * MIN_STAKE  # a refused vote is not slashed
+    assert jobs.owed(late) == 0
     assert jobs.round_result(job.id, 0) == (h("m"), 7, 3)
 
 
-def test_finalize_refuses_a_pair_naming_a_trainer_that_did_not_commit(
+def test_the_quorum_vote_refuses_a_pair_naming_a_trainer_that_did_not_commit(
     jobs: Any, registry: Any
 ) -> None:
-    job = make_job(jobs, registry, trainers=3, quorum=2)
+    job = make_job(jobs, registry, trainers=3, aggregators=3, quorum=2)
+    first, second, third = job.aggregators
     for trainer in job.trainers[:2]:
         with boa.env.prank(trainer):
             jobs.commit_update(job.id, 0, h("u"), 1)
     boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
-    vote_all(jobs, job, 0, h("m"), bitmap(range(3)))  # propose cannot see who committed
-    with boa.reverts("jobs: an included trainer did not commit this round"):
-        jobs.finalize_round(job.id, 0, h("m"), bitmap(range(3)))
+    wrong = bitmap(range(3))
+    with boa.env.prank(first):
+        jobs.propose(job.id, 0, h("m"), wrong)  # below the quorum: propose cannot see it
+    with boa.env.prank(second):
+        with boa.reverts("jobs: an included trainer did not commit this round"):
+            jobs.propose(job.id, 0, h("m"), wrong)  # the quorum vote reverts as a whole
+        assert jobs.vote_of(job.id, 0, second) == EMPTY
+        jobs.propose(job.id, 0, h("m"), bitmap([0, 1]))
+    with boa.env.prank(third):
+        jobs.propose(job.id, 0, h("m"), bitmap([0, 1]))
+    (slashed,) = events(jobs, "AggregatorSlashed")
+    assert slashed.aggregator == first
+    assert jobs.round_result(job.id, 0) == (h("m"), 3, 2)
 
 
 def test_after_the_deadline_the_committed_trainers_suffice(jobs: Any, registry: Any) -> None:
@@ -107,7 +145,6 @@ def test_after_the_deadline_the_committed_trainers_suffice(jobs: Any, registry: 
             jobs.commit_update(job.id, 0, h("u"), 4)
     boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
     vote_all(jobs, job, 0, h("m"), bitmap([0, 1]))
-    jobs.finalize_round(job.id, 0, h("m"), bitmap([0, 1]))
     assert jobs.round_result(job.id, 0) == (h("m"), 3, 8)
     assert jobs.owed(job.trainers[2]) == 0
 
@@ -118,8 +155,7 @@ def test_payouts_are_exact_and_dust_stays_in_escrow(jobs: Any, registry: Any) ->
     job = make_job(jobs, registry, trainers=4, aggregators=3, quorum=3, reward=reward, rounds=2)
     commit_all(jobs, job, 0, weights)
     included = bitmap([0, 1, 2])  # trainer 3 committed but is left out
-    vote_all(jobs, job, 0, h("m"), included)
-    jobs.finalize_round(job.id, 0, h("m"), included)
+    vote_all(jobs, job, 0, h("m"), included)  # the third vote finalizes
     credited = {event.account: event.amount for event in events(jobs, "Credited")}
 
     each_aggregator, per_trainer = expected_payouts(reward, {0: 3, 1: 5, 2: 11}, 3)
@@ -135,51 +171,79 @@ def test_payouts_are_exact_and_dust_stays_in_escrow(jobs: Any, registry: Any) ->
     assert_solvent(jobs)
 
 
-def test_dissenting_aggregators_are_slashed_and_not_paid(jobs: Any, registry: Any) -> None:
+def test_dissenters_before_the_quorum_are_slashed_when_it_lands(
+    jobs: Any, registry: Any
+) -> None:
     job = make_job(jobs, registry, aggregators=4, quorum=2)
-    agree_1, agree_2, dissenter, silent = job.aggregators
+    agree_1, dissenter, agree_2, late = job.aggregators
     commit_all(jobs, job, 0)
-    for aggregator, model in ((agree_1, "m"), (dissenter, "wrong"), (agree_2, "m")):
+    for aggregator, model in ((agree_1, "m"), (dissenter, "wrong")):
         with boa.env.prank(aggregator):
             jobs.propose(job.id, 0, h(model), bitmap(range(3)))
-    jobs.finalize_round(job.id, 0, h("m"), bitmap(range(3)))
+    assert registry.nodes(dissenter).stake == 2 * MIN_STAKE  # nothing happens before the quorum
+    with boa.env.prank(agree_2):
+        jobs.propose(job.id, 0, h("m"), bitmap(range(3)))
+    assert event_names(jobs)[0] == "Proposed"
+    # the Registry's Slashed, then Jobs' AggregatorSlashed, after the round's result
+    assert event_names(jobs)[-3:] == ["RoundFinalized", "Slashed", "AggregatorSlashed"]
     (slashed,) = events(jobs, "AggregatorSlashed")
     assert (slashed.aggregator, slashed.round, slashed.amount) == (dissenter, 0, SLASH_AMOUNT)
     assert registry.nodes(dissenter).stake == 2 * MIN_STAKE - SLASH_AMOUNT
-    assert registry.nodes(silent).stake == 2 * MIN_STAKE
     assert registry.owed(job.owner) == SLASH_AMOUNT
+    with boa.env.prank(late), boa.reverts("jobs: wrong round"):
+        jobs.propose(job.id, 0, h("late dissent"), bitmap(range(3)))
+    assert registry.nodes(late).stake == 2 * MIN_STAKE
     each_aggregator, _ = expected_payouts(REWARD, {0: 1, 1: 1, 2: 1}, 2)
-    assert [jobs.owed(a) for a in job.aggregators] == [each_aggregator, each_aggregator, 0, 0]
+    assert [jobs.owed(a) for a in job.aggregators] == [each_aggregator, 0, each_aggregator, 0]
+    assert_solvent(jobs)
 
 
-def test_finalize_reverts_while_jobs_is_not_an_authorized_slasher(
+def test_the_quorum_vote_reverts_while_jobs_is_not_an_authorized_slasher(
     jobs_deployer: Any, registry: Any
 ) -> None:
     unauthorized = jobs_deployer.deploy(registry.address, AGGREGATOR_SHARE_BPS, SLASH_AMOUNT)
-    job = make_job(unauthorized, registry, aggregators=2, quorum=1)
+    job = make_job(unauthorized, registry, aggregators=3, quorum=2)
+    dissenter, agree_1, agree_2 = job.aggregators
     commit_all(unauthorized, job, 0)
-    with boa.env.prank(job.aggregators[0]):
+    for aggregator, model in ((dissenter, "wrong"), (agree_1, "m")):
+        with boa.env.prank(aggregator):
+            unauthorized.propose(job.id, 0, h(model), bitmap(range(3)))
+    with boa.env.prank(agree_2), boa.reverts("registry: caller is not an authorized slasher"):
         unauthorized.propose(job.id, 0, h("m"), bitmap(range(3)))
-    with boa.env.prank(job.aggregators[1]):
-        unauthorized.propose(job.id, 0, h("wrong"), bitmap(range(3)))
-    with boa.reverts("registry: caller is not an authorized slasher"):
-        unauthorized.finalize_round(job.id, 0, h("m"), bitmap(range(3)))
+    assert unauthorized.jobs(job.id).current_round == 0
+    assert unauthorized.vote_of(job.id, 0, agree_2) == EMPTY
+    assert unauthorized.total_owed() == 0
 
 
-def test_the_last_round_finishes_the_job(jobs: Any, registry: Any) -> None:
+def test_the_last_rounds_quorum_vote_finishes_the_job(jobs: Any, registry: Any) -> None:
     job = make_job(jobs, registry, rounds=2)
     for round_ in range(2):
         commit_all(jobs, job, round_)
         vote_all(jobs, job, round_, h(f"model {round_ + 1}"), bitmap(range(3)))
-        jobs.finalize_round(job.id, round_, h(f"model {round_ + 1}"), bitmap(range(3)))
+    names = event_names(jobs)  # the last round's quorum vote
+    assert (names[0], names[-2:]) == ("Proposed", ["RoundFinalized", "JobFinished"])
     (finished,) = events(jobs, "JobFinished")
     assert finished.final_model_hash == h("model 2")
+    assert [jobs.round_result(job.id, r)[0] for r in range(2)] == [h("model 1"), h("model 2")]
     state = jobs.jobs(job.id)
     assert (state.status, state.final_model_hash) == (FINISHED, h("model 2"))
     assert state.current_round == 2
     with boa.env.prank(job.trainers[0]), boa.reverts("jobs: job is not open"):
         jobs.commit_update(job.id, 2, h("u"), 1)
+    with boa.env.prank(job.aggregators[0]), boa.reverts("jobs: job is not open"):
+        jobs.propose(job.id, 1, h("model 2"), bitmap(range(3)))
     assert_solvent(jobs)
+
+
+def test_a_quorum_vote_before_the_last_round_does_not_finish_the_job(
+    jobs: Any, registry: Any
+) -> None:
+    job = make_job(jobs, registry, rounds=2)
+    commit_all(jobs, job, 0)
+    vote_all(jobs, job, 0, h("model 1"), bitmap(range(3)))
+    assert "JobFinished" not in event_names(jobs)
+    state = jobs.jobs(job.id)
+    assert (state.status, state.final_model_hash) == (OPEN, EMPTY)
 
 
 def test_cancel_a_stalled_job(jobs: Any, registry: Any) -> None:
@@ -203,8 +267,7 @@ def test_cancel_a_stalled_job(jobs: Any, registry: Any) -> None:
 def test_cancel_refuses_a_finished_job(jobs: Any, registry: Any) -> None:
     job = make_job(jobs, registry, rounds=1)
     commit_all(jobs, job, 0)
-    vote_all(jobs, job, 0, h("m"), bitmap(range(3)))
-    jobs.finalize_round(job.id, 0, h("m"), bitmap(range(3)))
+    vote_all(jobs, job, 0, h("m"), bitmap(range(3)))  # the last vote finalizes
     boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
     with boa.env.prank(job.owner), boa.reverts("jobs: job is not open"):
         jobs.cancel(job.id)
@@ -233,8 +296,7 @@ def test_refund_after_cancel_returns_the_whole_escrow(jobs: Any, registry: Any) 
 def test_refund_after_finish_returns_the_dust(jobs: Any, registry: Any) -> None:
     job = make_job(jobs, registry, rounds=1, trainers=3, quorum=2)
     commit_all(jobs, job, 0, [1, 1, 1])
-    vote_all(jobs, job, 0, h("m"), bitmap(range(3)))
-    jobs.finalize_round(job.id, 0, h("m"), bitmap(range(3)))
+    vote_all(jobs, job, 0, h("m"), bitmap(range(3)))  # the last vote finalizes
     dust = jobs.jobs(job.id).escrow
     each_aggregator, per_trainer = expected_payouts(REWARD, {0: 1, 1: 1, 2: 1}, 2)
     assert dust == REWARD - 2 * each_aggregator - sum(per_trainer.values()) > 0
@@ -248,8 +310,7 @@ def test_refund_after_finish_returns_the_dust(jobs: Any, registry: Any) -> None:
 def test_withdraw_pays_what_is_owed_once(jobs: Any, registry: Any) -> None:
     job = make_job(jobs, registry, rounds=1)
     commit_all(jobs, job, 0)
-    vote_all(jobs, job, 0, h("m"), bitmap(range(3)))
-    jobs.finalize_round(job.id, 0, h("m"), bitmap(range(3)))
+    vote_all(jobs, job, 0, h("m"), bitmap(range(3)))  # the last vote finalizes
     trainer = job.trainers[0]
     owed = jobs.owed(trainer)
     before, total_before = boa.env.get_balance(trainer), jobs.total_owed()
