@@ -2,9 +2,10 @@
 
 Starts Anvil in a temporary state directory, deploys Registry and Jobs, registers three nodes
 (they stake), and runs a two-round job through the contracts: the owner escrows the reward, the
-nodes join as trainers and aggregators, commit update hashes, propose and finalize each round's
-model, withdraw what they earned, and the owner takes back the unspent escrow. Every balance is
-shown before and after. (The hashes stand in for real model blobs until the federated job lands.)
+nodes join as trainers and aggregators, commit update hashes and vote for each round's model
+(the vote that completes the quorum finalizes the round), withdraw what they earned, and the
+owner takes back the unspent escrow. Every balance is shown before and after. (The hashes stand
+in for real model blobs until the federated job lands.)
 
 Run: ``python examples/money_flow.py`` (after ``make setup``).
 """
@@ -79,7 +80,7 @@ def run_job(owner: Contracts, nodes: list[Contracts], gas: dict[str, int]) -> No
         reward_per_round=REWARD_PER_ROUND,
         min_trainers=2,
         max_trainers=len(nodes),
-        quorum=2,
+        quorum=len(nodes),  # every node votes; a vote after the quorum would be refused
         round_deadline=ROUND_DEADLINE,
     )
     paid(owner, receipt)
@@ -94,9 +95,8 @@ def run_job(owner: Contracts, nodes: list[Contracts], gas: dict[str, int]) -> No
             update = sha256(f"update of {node.client.address} in round {round_}")
             paid(node, node.jobs.commit_update(job_id, round_, update, weight))
         new_model = sha256(f"model round {round_ + 1}")
-        for node in nodes:
+        for node in nodes:  # the last vote reaches the quorum and finalizes the round
             paid(node, node.jobs.propose(job_id, round_, new_model, everyone))
-        paid(owner, owner.jobs.finalize_round(job_id, round_, new_model, everyone))
         result = owner.jobs.round_result(job_id, round_)
         console.print(
             f"round {round_} final: model {result.model_hash.hex()[:16]}…, "

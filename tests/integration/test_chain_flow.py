@@ -31,6 +31,7 @@ from allmende.chain.events import (
     Credited,
     JobCreated,
     JobFinished,
+    Proposed,
     RoundFinalized,
     Slashed,
 )
@@ -115,7 +116,8 @@ def test_job_money_flow_pays_exactly_and_slashes_the_dissenter(devnet) -> None:
     with pytest.raises(ContractRevert, match="jobs: "):
         anyone.jobs.join(job_id, ROLE_TRAINER)  # not a registered, staked node
 
-    # Round 0: three commits; two aggregators agree, the third dissents and is slashed.
+    # Round 0: three commits; the third aggregator dissents before the other two reach the
+    # quorum, and the quorum vote finalizes the round and slashes it.
     weights0 = {t.client.address: w for t, w in zip(trainers, (1, 2, 3), strict=True)}
     for node in trainers:
         w = weights0[node.client.address]
@@ -123,11 +125,14 @@ def test_job_money_flow_pays_exactly_and_slashes_the_dissenter(devnet) -> None:
     with pytest.raises(ContractRevert, match="jobs: "):
         trainers[0].jobs.propose(job_id, 0, h("model-1"), 0b111)  # a trainer cannot vote
     ledger.paid(aggregators[0], aggregators[0].jobs.propose(job_id, 0, h("model-1"), 0b111))
-    ledger.paid(aggregators[1], aggregators[1].jobs.propose(job_id, 0, h("model-1"), 0b111))
     ledger.paid(aggregators[2], aggregators[2].jobs.propose(job_id, 0, h("wrong"), 0b111))
+    assert owner.jobs.job(job_id).current_round == 0  # no pair has the quorum yet
+    receipt = aggregators[1].jobs.propose(job_id, 0, h("model-1"), 0b111)
+    ledger.paid(aggregators[1], receipt)
     assert owner.jobs.votes(job_id, 0, h("model-1"), 0b111) == 2
-    receipt = ledger.paid(anyone, anyone.jobs.finalize_round(job_id, 0, h("model-1"), 0b111))
     events = anyone.events(receipt)
+    assert isinstance(events[0], Proposed)  # the vote, then the round's finalization
+    assert [e.round for e in events if isinstance(e, RoundFinalized)] == [0]
     agreeing0 = [a.client.address for a in aggregators[:2]]
     expected0 = round_payouts(REWARD, bps, agreeing0, weights0)
     credited0 = {e.account: e.amount for e in events if isinstance(e, Credited)}
@@ -150,8 +155,11 @@ def test_job_money_flow_pays_exactly_and_slashes_the_dissenter(devnet) -> None:
     with pytest.raises(ContractRevert, match="jobs: "):
         trainers[2].jobs.commit_update(job_id, 1, h("late"), 1)  # too late
     ledger.paid(aggregators[0], aggregators[0].jobs.propose(job_id, 1, h("model-2"), 0b011))
-    ledger.paid(aggregators[1], aggregators[1].jobs.propose(job_id, 1, h("model-2"), 0b011))
-    receipt = ledger.paid(anyone, anyone.jobs.finalize_round(job_id, 1, h("model-2"), 0b011))
+    receipt = ledger.paid(
+        aggregators[1], aggregators[1].jobs.propose(job_id, 1, h("model-2"), 0b011)
+    )  # the quorum vote of the last round finishes the job
+    with pytest.raises(ContractRevert, match="jobs: job is not open"):
+        aggregators[2].jobs.propose(job_id, 1, h("wrong"), 0b011)  # too late to vote at all
     expected1 = round_payouts(REWARD, bps, agreeing0, weights1)
     credited1 = {e.account: e.amount for e in anyone.events(receipt) if isinstance(e, Credited)}
     assert credited1 == expected1

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
+import time
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,7 +20,7 @@ import pytest
 import torch
 
 from allmende.chain import Commit, Job
-from allmende.chain.events import UpdateCommitted
+from allmende.chain.events import ChainEvent, Proposed, RoundFinalized, UpdateCommitted
 from allmende.errors import ContractRevert, PeerError
 from allmende.learn.aggregate import aggregate
 from allmende.net.client import FetchResult
@@ -34,13 +37,12 @@ ME = "0x00000000000000000000000000000000000000aa"
 OWNER = "0x00000000000000000000000000000000000000ee"
 T = ["0x0000000000000000000000000000000000000003", "0x0000000000000000000000000000000000000001",
      "0x0000000000000000000000000000000000000002"]  # fmt: skip
-SPEC = parse_jobspec(
-    {
-        "task": "digits-mlp", "rounds": 2, "min_trainers": 2, "max_trainers": 3, "quorum": 1,
-        "reward_per_round": 100, "round_deadline": 60, "norm_bound": 5.0, "seed": 1,
-        "optimizer": {"name": "sgd", "lr": 0.1}, "aggregation": {"rule": "fedavg"},
-    }
-)  # fmt: skip
+SPEC_FIELDS: dict[str, Any] = {
+    "task": "digits-mlp", "rounds": 2, "min_trainers": 2, "max_trainers": 3, "quorum": 1,
+    "reward_per_round": 100, "round_deadline": 60, "norm_bound": 5.0, "seed": 1,
+    "optimizer": {"name": "sgd", "lr": 0.1}, "aggregation": {"rule": "fedavg"},
+}  # fmt: skip
+SPEC = parse_jobspec(SPEC_FIELDS)
 EMPTY = bytes(32)
 
 
@@ -53,7 +55,9 @@ class FakeJobs:
         self.aggregator_list: list[str] = []
         self.commits: dict[str, Commit] = {}
         self.proposals: list[tuple[str, int, int]] = []  # (hash, included, round)
+        self.other_votes: Counter[tuple[str, int, int]] = Counter()  # other aggregators' votes
         self.finalized: list[tuple[int, str, int]] = []
+        self.quorum_before_my_vote: tuple[str, int] | None = None  # others win the race
         self.joined: list[tuple[str, int]] = []
         self.commit_reads: list[tuple[int, str]] = []
         self.listeners: list[Any] = []  # roles' ``observe``: what the event stream would call
@@ -100,14 +104,45 @@ class FakeJobs:
         mine = [bytes.fromhex(h) for h, _, r in self.proposals if r == round_]
         return mine[0] if mine else EMPTY
 
-    def propose(self, job_id: int, round_: int, digest: str, included: int) -> None:
+    def propose(self, job_id: int, round_: int, digest: str, included: int) -> list[ChainEvent]:
+        """This node's vote; as in the contract, the vote that brings the pair to the quorum
+        finalizes the round. The "receipt" is the list of the transaction's events."""
+        if self.quorum_before_my_vote is not None:
+            self._finalize(round_, *self.quorum_before_my_vote)
+            self.quorum_before_my_vote = None
+        if round_ != self.record.current_round or self.record.status != 1:
+            raise ContractRevert("jobs: wrong round", function="propose")
+        if self.vote_of(job_id, round_, self.sender) != EMPTY:
+            raise ContractRevert("jobs: already voted this round", function="propose")
         self.proposals.append((digest, included, round_))
+        where = {"block_number": 12, "tx_hash": "0x", "address": "0x", "job_id": job_id}
+        receipt: list[ChainEvent] = [Proposed(
+            **where, log_index=0, round=round_, aggregator=self.sender,
+            model_hash=bytes.fromhex(digest), included=included,
+        )]  # fmt: skip
+        if self.votes(job_id, round_, digest, included) == self.record.quorum:
+            self._finalize(round_, digest, included)
+            receipt.append(RoundFinalized(
+                **where, log_index=1, round=round_, model_hash=bytes.fromhex(digest),
+                included=included, total_weight=1,
+            ))  # fmt: skip
+        return receipt
+
+    def _finalize(self, round_: int, digest: str, included: int) -> None:
+        self.finalized.append((round_, digest, included))
+        last = round_ + 1 == self.record.rounds
+        self.record = replace(
+            self.record, current_round=round_ + 1, model_hash=bytes.fromhex(digest),
+            round_start=int(time.time()), status=2 if last else 1,
+            final_model_hash=bytes.fromhex(digest) if last else EMPTY,
+        )  # fmt: skip
+
+    def events(self, receipt: list[ChainEvent]) -> list[ChainEvent]:
+        return list(receipt)
 
     def votes(self, job_id: int, round_: int, digest: str, included: int) -> int:
-        return self.proposals.count((digest, included, round_))
-
-    def finalize_round(self, job_id: int, round_: int, digest: str, included: int) -> None:
-        self.finalized.append((round_, digest, included))
+        pair = (digest, included, round_)
+        return self.proposals.count(pair) + self.other_votes[pair]
 
 
 @dataclass
@@ -149,12 +184,13 @@ def publish(peers: FakePeers, data: bytes) -> str:
     return digest
 
 
-def make_job(peers: FakePeers, *, n_trainers: int, round_start: float) -> Job:
-    spec_hash = publish(peers, SPEC.canonical_bytes())
+def make_job(peers: FakePeers, *, n_trainers: int, round_start: float, quorum: int = 1) -> Job:
+    spec = parse_jobspec({**SPEC_FIELDS, "quorum": quorum})
+    spec_hash = publish(peers, spec.canonical_bytes())
     model_hash = publish(peers, initial_model_bytes(SPEC))
     return Job(
         owner=OWNER, spec_hash=bytes.fromhex(spec_hash), model_hash=bytes.fromhex(model_hash),
-        rounds=SPEC.rounds, reward_per_round=100, min_trainers=2, max_trainers=3, quorum=1,
+        rounds=SPEC.rounds, reward_per_round=100, min_trainers=2, max_trainers=3, quorum=quorum,
         round_deadline=60, escrow=200, current_round=0, round_start=int(round_start), status=1,
         n_trainers=n_trainers, n_aggregators=0, final_model_hash=EMPTY,
     )  # fmt: skip
@@ -255,7 +291,17 @@ def joined_aggregator(node: Any, job: Job, grace: float = 10.0) -> tuple[FakeJob
     return jobs, role
 
 
-def test_aggregator_waits_for_every_commit_then_proposes_and_finalizes(node) -> None:
+def finalize_lines(caplog: Any) -> list[str]:
+    """The aggregator's "proposed" and "finalized" lines, in order (the benchmarks parse them)."""
+    return [
+        r.getMessage() for r in caplog.records
+        if r.name == "allmende.node.roles.aggregator"
+        and (": proposed model" in r.getMessage() or ": finalized model" in r.getMessage())
+    ]  # fmt: skip
+
+
+def test_aggregator_waits_for_every_commit_then_proposes_and_finalizes(node, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="allmende.node.roles.aggregator")
     jobs, role = joined_aggregator(node, make_job(node.peers, n_trainers=3, round_start=9e9))
     states = {t: trained_like(i) for i, t in enumerate(T)}
     commit_updates(node, jobs, {T[0]: states[T[0]], T[1]: states[T[1]]})
@@ -270,8 +316,12 @@ def test_aggregator_waits_for_every_commit_then_proposes_and_finalizes(node) -> 
     assert decode_state(node.store.read_bytes(digest)).keys() == expected.keys()
     assert encode_state(expected) == node.store.read_bytes(digest)
     assert jobs.finalized == [(0, digest, 0b111)]  # quorum 1: its own vote completes it
+    assert jobs.record.current_round == 1  # in the same transaction; nothing else was sent
+    (proposed, finalized) = finalize_lines(caplog)
+    assert proposed.startswith("Job 1 round 0: proposed model ")
+    assert finalized == f"Job 1 round 0: finalized model {digest[:16]}."
     run(role.step(1))
-    assert len(jobs.proposals) == 1  # one vote per round
+    assert len(jobs.proposals) == 1  # round 1 waits for its commits
     # updates are asked for from their author first
     asked = dict(node.peers.asked)
     assert asked[jobs.commits[T[1]].update_hash.hex()][0] == f"http://{T[1]}"
@@ -319,7 +369,7 @@ def test_aggregator_decides_on_missing_commits_only_once_it_could_go_ahead(
     node, monkeypatch
 ) -> None:
     now = 1_000_000.0
-    job = make_job(node.peers, n_trainers=3, round_start=now)
+    job = make_job(node.peers, n_trainers=3, round_start=now, quorum=2)
     jobs, role = joined_aggregator(node, job, grace=30.0)
     commit_updates(node, jobs, {T[0]: trained_like(0)})
     commit_updates(node, jobs, {T[1]: trained_like(1)}, announce=False)
@@ -335,7 +385,8 @@ def test_aggregator_decides_on_missing_commits_only_once_it_could_go_ahead(
     assert jobs.proposals[0][1] == 0b011
     jobs.commit_reads.clear()
     run(role.step(1))
-    assert jobs.commit_reads == []  # proposed and voted: nothing more to read
+    assert jobs.commit_reads == []  # voted, the round not final yet: nothing more to read
+    assert len(jobs.proposals) == 1 and jobs.finalized == []
 
 
 def test_aggregator_downloads_each_announced_update_before_the_round_is_complete(node) -> None:
@@ -384,6 +435,64 @@ def test_aggregator_waits_for_an_unserved_update_until_its_grace_ends(node, monk
     clock.time = lambda: now + job.round_deadline + 31
     run(role.step(1))
     assert jobs.proposals[0][1] == 0b101
+
+
+def test_aggregator_whose_vote_completes_the_quorum_finalizes_the_round(node, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="allmende.node.roles.aggregator")
+    job = make_job(node.peers, n_trainers=3, round_start=9e9, quorum=2)
+    jobs, role = joined_aggregator(node, job)
+    commit_updates(node, jobs, {t: trained_like(i) for i, t in enumerate(T)})
+    run(role.step(1))  # the first vote of two
+    digest, included, _ = jobs.proposals[0]
+    assert (jobs.finalized, jobs.record.current_round) == ([], 0)
+    (proposed,) = finalize_lines(caplog)  # proposed, not finalized
+    assert proposed.startswith("Job 1 round 0: proposed model ")
+    jobs._finalize(0, digest, included)  # another aggregator's vote completed the quorum
+    run(role.step(1))  # round 1 waits for its commits; this node sends nothing for round 0
+    assert len(jobs.proposals) == 1
+    assert not any("finalized" in line for line in finalize_lines(caplog))
+
+    # the same round, but the other vote came first: this node's vote completes the quorum
+    jobs, role = joined_aggregator(node, make_job(node.peers, n_trainers=3, round_start=9e9,
+                                                  quorum=2))  # fmt: skip
+    commit_updates(node, jobs, {t: trained_like(i) for i, t in enumerate(T)})
+    jobs.other_votes[(digest, included, 0)] += 1
+    caplog.clear()
+    run(role.step(1))
+    assert jobs.finalized == [(0, digest, included)]
+    assert finalize_lines(caplog)[-1] == f"Job 1 round 0: finalized model {digest[:16]}."
+
+
+def test_a_restarted_aggregator_that_voted_sends_nothing(node, caplog, tmp_path) -> None:
+    caplog.set_level(logging.INFO, logger="allmende.node.roles.aggregator")
+    job = make_job(node.peers, n_trainers=3, round_start=9e9, quorum=2)
+    jobs, role = joined_aggregator(node, job)
+    commit_updates(node, jobs, {t: trained_like(i) for i, t in enumerate(T)})
+    run(role.step(1))
+    assert len(jobs.proposals) == 1
+    asked = len(node.peers.asked)
+    restarted = aggregator_role(node, jobs)  # same state database: the saved proposal
+    run(restarted.step(1))
+    assert len(jobs.proposals) == 1 and jobs.finalized == []
+    assert len(node.peers.asked) == asked  # it did not fetch or aggregate again
+    # a node that crashed between its vote and saving it: the chain has the vote; no second one
+    lost = SimpleNamespace(**{**vars(node), "state": StateDB.open(tmp_path / "lost.sqlite")})
+    run(aggregator_role(lost, jobs).step(1))
+    lost.state.close()
+    assert len(jobs.proposals) == 1 and jobs.finalized == []
+    assert len([line for line in finalize_lines(caplog) if "proposed" in line]) == 1
+
+
+def test_aggregator_whose_vote_comes_after_the_quorum_moves_on(node, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="allmende.node.roles.aggregator")
+    jobs, role = joined_aggregator(node, make_job(node.peers, n_trainers=3, round_start=9e9))
+    commit_updates(node, jobs, {t: trained_like(i) for i, t in enumerate(T)})
+    jobs.quorum_before_my_vote = ("ab" * 32, 0b111)  # others finalize between read and vote
+    assert run(role.step(1)) is False
+    assert jobs.proposals == [] and jobs.finalized == [(0, "ab" * 32, 0b111)]
+    assert "Job 1 round 0: finalized before this node's vote." in caplog.text
+    assert finalize_lines(caplog) == []
+    assert role.saved_proposal(1, 0) is None
 
 
 def test_aggregator_refuses_a_job_whose_owner_its_policy_rejects(node, caplog) -> None:

@@ -117,12 +117,10 @@ class Jobs(ContractBinding):
         return self._send("commit_update", job_id, round, to_bytes32(update_hash), weight)
 
     def propose(self, job_id: int, round: int, model_hash: bytes | str, included: int) -> Receipt:
+        """Vote for ``(model_hash, included)``. The vote that brings the pair to the job's
+        quorum finalizes the round in the same transaction: its receipt then holds the
+        ``RoundFinalized`` event (and ``Credited``, ``AggregatorSlashed``, ``JobFinished``)."""
         return self._send("propose", job_id, round, to_bytes32(model_hash), included)
-
-    def finalize_round(
-        self, job_id: int, round: int, model_hash: bytes | str, included: int
-    ) -> Receipt:
-        return self._send("finalize_round", job_id, round, to_bytes32(model_hash), included)
 
     def cancel(self, job_id: int) -> Receipt:
         return self._send("cancel", job_id)

@@ -1,9 +1,9 @@
-"""The aggregator role: wait for a round's commits, fetch and check them, aggregate, propose,
-finalize once a quorum agrees.
+"""The aggregator role: wait for a round's commits, fetch and check them, aggregate, propose.
+The vote that completes the quorum finalizes the round on chain, in the same transaction.
 
 A round's flow, one seam a step (later work adds trace checks, secure aggregation here)::
 
-    wait -> fetch updates -> check -> aggregate -> store -> propose -> finalize
+    wait -> fetch updates -> check -> aggregate -> store -> propose (-> final at the quorum)
 
 All of it is deterministic: the inputs are exactly the commits the chain accepted, ordered by
 trainer address, and an update is left out only for a reason every honest aggregator sees the
@@ -19,7 +19,8 @@ import logging
 import time
 
 from allmende.chain import ROLE_AGGREGATOR, ChainEvent, Commit, Job, JobStatus
-from allmende.chain.events import UpdateCommitted
+from allmende.chain.client import Receipt
+from allmende.chain.events import RoundFinalized, UpdateCommitted
 from allmende.errors import AggregationError, CodecError, ContractRevert, PeerError
 from allmende.learn.aggregate import MAX_WEIGHT, Update, aggregate, check_update
 from allmende.node.roles.base import JobRole
@@ -74,10 +75,8 @@ class AggregatorRole(JobRole):
                 return await self.consider(job_id, job)
             self._joined.add(job_id)
         round_ = job.current_round
-        proposal = self.saved_proposal(job_id, round_)
-        if proposal is not None and await self.voted(job_id, round_):
-            await self.finalize_if_quorum(job_id, job, *proposal)
-            return False
+        if self.saved_proposal(job_id, round_) is not None and await self.voted(job_id, round_):
+            return False  # voted: the round is final once a quorum votes the same (also on restart)
         trainers = (await self.members(job_id, job)).trainers
         commits = await self.round_commits(job_id, round_, trainers, read_missing=False)
         readiness = aggregation_readiness(job, commits, time.time())
@@ -115,14 +114,16 @@ class AggregatorRole(JobRole):
         included = to_bitmap(index[address.lower()] for address, _, _ in updates)
         # A vote already on chain means this node crashed between voting and saving it.
         if not await self.voted(job_id, round_):
-            if not await self.propose(job_id, round_, digest, included):
+            receipt = await self.propose(job_id, round_, digest, included)
+            if receipt is None:
                 return False
             log.info(
                 "Job %d round %d: proposed model %s with %d of %d trainers (%s).",
                 job_id, round_, digest[:16], len(updates), len(trainers), readiness.reason,
             )  # fmt: skip
+            if self.finalized_by(receipt, job_id, round_):
+                log.info("Job %d round %d: finalized model %s.", job_id, round_, digest[:16])
         self.save_proposal(job_id, round_, digest, included)
-        await self.finalize_if_quorum(job_id, job, digest, included)
         return False
 
     async def voted(self, job_id: int, round_: int) -> bool:
@@ -244,34 +245,29 @@ class AggregatorRole(JobRole):
         self.ctx.state.pin(digest, f"job:{job_id}:model:{round_ + 1}")
         return digest
 
-    async def propose(self, job_id: int, round_: int, digest: str, included: int) -> bool:
-        """Vote for (model, included); False when the round was finalized meanwhile."""
+    async def propose(
+        self, job_id: int, round_: int, digest: str, included: int
+    ) -> Receipt | None:
+        """Vote for (model, included): the vote's receipt, or None when the round was finalized
+        meanwhile (the contract refuses a vote once the quorum was reached)."""
         try:
-            await on_chain(self.jobs.propose, job_id, round_, digest, included)
+            return await on_chain(self.jobs.propose, job_id, round_, digest, included)
         except ContractRevert:
             now = await on_chain(self.jobs.job, job_id)
             if now.current_round > round_ or now.status != JobStatus.OPEN:
                 log.info("Job %d round %d: finalized before this node's vote.", job_id, round_)
-                return False
+                return None
             raise
-        return True
 
-    async def finalize_if_quorum(self, job_id: int, job: Job, digest: str, included: int) -> None:
-        """Finalize the round once ``quorum`` aggregators voted for this node's proposal."""
-        round_ = job.current_round
-        votes = await on_chain(self.jobs.votes, job_id, round_, digest, included)
-        if votes < job.quorum:
-            return
-        try:
-            await on_chain(self.jobs.finalize_round, job_id, round_, digest, included)
-        except ContractRevert as exc:
-            now = await on_chain(self.jobs.job, job_id)
-            if now.current_round > round_ or now.status != JobStatus.OPEN:
-                return  # another participant finalized it first
-            raise exc
-        log.info("Job %d round %d: finalized model %s.", job_id, round_, digest[:16])
+    def finalized_by(self, receipt: Receipt, job_id: int, round_: int) -> bool:
+        """Whether this vote completed the quorum: the contract then finalized the round in the
+        same transaction, and the receipt holds its ``RoundFinalized``."""
+        return any(
+            isinstance(event, RoundFinalized) and (event.job_id, event.round) == (job_id, round_)
+            for event in self.jobs.events(receipt)
+        )
 
-    # -- what this node proposed, so a restarted node can still finalize ------------------------
+    # -- what this node proposed, so it aggregates a round once, also across a restart ----------
 
     def saved_proposal(self, job_id: int, round_: int) -> tuple[str, int] | None:
         raw = self.ctx.state.get(f"aggregator:proposal:{job_id}:{round_}")
