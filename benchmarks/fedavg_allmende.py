@@ -9,8 +9,9 @@ Figures: when each round became final (polling the Jobs contract every 10 ms), t
 time, its digest (compared by ``run_all.py`` with the PyTorch loop run with the nodes' addresses
 as trainer identities), blob bytes each trainer served per round (its ``/metrics``), the peak RSS
 of each node process (``VmHWM``), the mean time of a round's phases from the nodes' logs
-(:mod:`node_logs`), and the gas of the job's ``commit_update``, ``propose`` and
-``finalize_round`` transactions per round (their receipts).
+(:mod:`node_logs`), and the gas of the job's ``commit_update`` and ``propose`` transactions per
+round (their receipts; the vote that completes the quorum finalizes the round in the same
+transaction, so there is no other per-round transaction).
 
 Run: ``python benchmarks/fedavg_allmende.py [--job JSON] [--out PATH]``.
 """
@@ -40,7 +41,7 @@ from fedavg_job import (
 )
 from node_logs import finalized_at, phase_summary
 
-ROUND_FUNCTIONS = ("commit_update", "propose", "finalize_round")
+ROUND_FUNCTIONS = ("commit_update", "propose")
 BYTES_SERVED_METRIC = "allmende_blob_bytes_served_total"
 
 

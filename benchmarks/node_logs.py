@@ -8,7 +8,10 @@ The trainer and aggregator roles log one line per step of a round (``trained ...
   model, training, committing on chain;
 - ``aggregate``: last commit to the first proposal: noticing the commits, fetching the updates,
   aggregating, proposing on chain;
-- ``finalize``: first proposal to finalization.
+- ``finalize``: first proposal to finalization. The vote that completes the quorum finalizes
+  the round in the same transaction, and its aggregator logs ``finalized`` right after its
+  ``proposed`` line; so with quorum 1 this phase is about 0, and otherwise it is the wait for
+  the other aggregators' votes.
 
 This is a diagnostic: lines it does not recognise are ignored, and a round missing a step has no
 phases rather than a wrong one.
@@ -71,8 +74,9 @@ def _lines(log_files: Iterable[Path]) -> list[str]:
 
 def finalized_at(log_files: Iterable[Path], *, job_id: int) -> list[float]:
     """When each round was finalized (the first ``finalized`` line), for rounds 0, 1, ... as
-    far as no round is missing. The stamps are written as the finalizing transaction returns,
-    so unlike a poll of the chain from a busy machine they never lump rounds together."""
+    far as no round is missing. The stamps are written as the finalizing transaction (the vote
+    that completed the quorum) returns, so unlike a poll of the chain from a busy machine they
+    never lump rounds together."""
     events = round_events(_lines(log_files), job_id=job_id)
     ends: list[float] = []
     while events.get(len(ends), {}).get("final"):
