@@ -13,27 +13,20 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from allmende.chain import Contracts, JobStatus
 from allmende.errors import NodeError
+from allmende.node.control import submit_through_node
 from allmende.node.jobspec import load_jobspec
-from allmende.node.lineage import JobHistory, check_lineage, read_history
-from allmende.node.remote import (
-    JobReader,
-    evaluate,
-    find_deployment,
-    node_store,
-    task_and_reference,
-)
-from allmende.node.roles.common import hex_hash
-from allmende.node.roles.rounds import from_bitmap
-from allmende.node.submit import submit_job
-from allmende.store.blobs import BlobStore
+
+if TYPE_CHECKING:  # the chain, torch and the task code load only for the commands that use them
+    from allmende.node.lineage import JobHistory
+    from allmende.node.remote import JobReader
 
 app = typer.Typer(help="Submit, watch and inspect training jobs.", no_args_is_help=True)
 
@@ -64,12 +57,18 @@ def submit(
 ) -> None:
     """Publish the spec and initial model into the owner's node, create the job with its escrow.
 
+    A running node does it when asked through its control socket (HOME/node.sock): it has the
+    task code, the key and the chain connection loaded already. Otherwise this command does it.
     Prints the job id on stdout (details on stderr).
     """
-    job_spec = load_jobspec(spec)
-    submitted = submit_job(
-        home, job_spec, prompt=lambda: str(typer.prompt("Key password", hide_input=True))
-    )
+    job_spec = load_jobspec(spec)  # a bad spec is refused here, before any node is asked
+    submitted = submit_through_node(home, spec.read_text(encoding="utf-8"))
+    if submitted is None:
+        from allmende.node.submit import submit_job
+
+        submitted = submit_job(
+            home, job_spec, prompt=lambda: str(typer.prompt("Key password", hide_input=True))
+        )
     _err.print(
         f"job {submitted.job_id} created by {submitted.owner}: task {job_spec.task}, "
         f"{job_spec.rounds} rounds, escrow {eth(submitted.escrow)} ETH\n"
@@ -81,6 +80,10 @@ def submit(
 @contextlib.asynccontextmanager
 async def open_reader(home: Path | None, deployment: Path | None) -> AsyncIterator[JobReader]:
     """A :class:`JobReader` on the node's store (``home``) or a scratch store."""
+    from allmende.chain import Contracts
+    from allmende.node.remote import JobReader, find_deployment, node_store
+    from allmende.store.blobs import BlobStore
+
     contracts = Contracts.connect(find_deployment(home=home, deployment=deployment))
     with tempfile.TemporaryDirectory(prefix="allmende-blobs-") as scratch:
         store = node_store(home) if home is not None else BlobStore(Path(scratch))
@@ -106,6 +109,11 @@ def watch(
 
 
 async def _watch(job_id: int, home: Path | None, deployment: Path | None, timeout: float) -> None:
+    from allmende.chain import JobStatus
+    from allmende.node.remote import evaluate, task_and_reference
+    from allmende.node.roles.common import hex_hash
+    from allmende.node.roles.rounds import from_bitmap
+
     started = time.monotonic()
     async with open_reader(home, deployment) as reader:
         job = reader.job(job_id)
@@ -169,6 +177,11 @@ def show(
 
 
 async def _show(job_id: int, home: Path | None, deployment: Path | None) -> None:
+    from allmende.chain import JobStatus
+    from allmende.node.lineage import check_lineage, read_history
+    from allmende.node.remote import task_and_reference
+    from allmende.node.roles.common import hex_hash
+
     async with open_reader(home, deployment) as reader:
         history = read_history(reader, job_id)
         job = history.job

@@ -183,10 +183,15 @@ def load_jobspec(path: str | Path) -> JobSpec:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"job spec: cannot read {path} ({exc}); check the path.") from None
+    return loads_jobspec(text, source=str(path))
+
+
+def loads_jobspec(text: str, *, source: str) -> JobSpec:
+    """Parse the TOML text of a job spec; ``source`` names it in the error."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"job spec: {path} is not valid TOML ({exc}).") from None
+        raise ConfigError(f"job spec: {source} is not valid TOML ({exc}).") from None
     return parse_jobspec(raw)
 
 

@@ -40,6 +40,7 @@ from allmende.net.messages import MessageDomain
 from allmende.net.metrics import NodeMetrics
 from allmende.net.signers import RegistrySigners, SignerCheck, StaticSigners
 from allmende.node.config import BLOBS_DIR, NodeConfig, load_config, resolve
+from allmende.node.control import CONTROL_SOCKET, bind_control_socket, control_app
 from allmende.node.keystore import PasswordPrompt, load_key
 from allmende.store.blobs import BlobStore
 from allmende.store.state import STATE_FILE, StateDB
@@ -293,9 +294,13 @@ async def serve(ctx: NodeContext, services: Sequence[RoleService]) -> None:
         )
     )
 
+    control = _control_server(ctx)
+
     def stop() -> None:
         ctx.stopping.set()
         server.should_exit = True
+        if control is not None:
+            control[0].should_exit = True
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
@@ -304,6 +309,9 @@ async def serve(ctx: NodeContext, services: Sequence[RoleService]) -> None:
     if ctx.chain is not None:
         ctx.chain.heads.watch_logs(wake_filter(ctx.chain.deployment, services))
         tasks.append(asyncio.create_task(ctx.chain.heads.run(ctx.stopping), name="new-blocks"))
+    if control is not None:
+        control_server, control_sock = control
+        tasks.append(asyncio.create_task(control_server.serve(sockets=[control_sock])))
     watcher = asyncio.create_task(_stop_when(ctx.stopping, stop))
     log.info("Node %s serving on %s.", ctx.address, ctx.config.node.endpoint)
     try:
@@ -311,12 +319,29 @@ async def serve(ctx: NodeContext, services: Sequence[RoleService]) -> None:
     finally:
         stop()
         await _finish(tasks)
+        if control is not None:
+            control[1].close()
+            (ctx.home / CONTROL_SOCKET).unlink(missing_ok=True)
         watcher.cancel()
         await ctx.peers.aclose()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         sock.close()
     log.info("Node %s stopped.", ctx.address)
+
+
+def _control_server(ctx: NodeContext) -> tuple[_Server, socket.socket] | None:
+    """The server of the node's control socket (:mod:`allmende.node.control`), or None for an
+    offline node or when the socket cannot be made (the commands then work without it)."""
+    if ctx.chain is None:
+        return None
+    try:
+        sock = bind_control_socket(ctx.home)
+    except NodeError as exc:
+        log.warning("%s Commands such as `job submit` will do their work themselves.", exc)
+        return None
+    config = uvicorn.Config(control_app(ctx), log_config=None, access_log=False, lifespan="off")
+    return _Server(config), sock
 
 
 def _start(service: RoleService, ctx: NodeContext) -> asyncio.Task[None]:

@@ -7,31 +7,20 @@ any ether is escrowed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
 
-from allmende.chain import Contracts, Deployment
+from allmende.chain import Contracts, Deployment, Jobs, Registry
 from allmende.errors import NodeError
 from allmende.learn.task import load_task, seeded_state
 from allmende.node.config import BLOBS_DIR, load_config, resolve
+from allmende.node.control import SubmittedJob
 from allmende.node.jobspec import JobSpec
 from allmende.node.keystore import PasswordPrompt, load_key
 from allmende.store.blobs import BlobStore
 from allmende.store.codec import encode_state
 from allmende.store.state import STATE_FILE, StateDB
-
-
-@dataclass(frozen=True)
-class SubmittedJob:
-    """What :func:`submit_job` created."""
-
-    job_id: int
-    owner: str
-    spec_hash: str
-    model_hash: str
-    escrow: int
 
 
 def connect_as_node(
@@ -62,40 +51,59 @@ def initial_model_bytes(spec: JobSpec) -> bytes:
 def submit_job(
     home: Path, spec: JobSpec, *, prompt: PasswordPrompt | None = None
 ) -> SubmittedJob:
-    """Store spec and initial model in the node at ``home`` (pinned) and create the job."""
+    """Store spec and initial model in the node at ``home`` (pinned) and create the job, in
+    this process (what the running node does when asked through its control socket)."""
     config = load_config(home)
     contracts, account = connect_as_node(home, prompt=prompt, purpose="a job owner's node")
-    record = contracts.registry.node(account.address)
-    if not record.registered:
-        raise NodeError(
-            f"The owner's node {account.address} is not registered, so nobody could fetch the "
-            f"job's spec and model from it; start it with `allmende node run {home}` first."
-        )
     data = resolve(home, config.node.data_dir)
     store = BlobStore(data / BLOBS_DIR, max_blob_bytes=config.store.max_blob_bytes)
-    spec_hash = store.put_bytes(spec.canonical_bytes())
-    model_hash = store.put_bytes(initial_model_bytes(spec))
     state = StateDB.open(data / STATE_FILE)
     try:
-        state.pin(spec_hash, "job-submit:spec")
-        state.pin(model_hash, "job-submit:model")
-        job_id, _ = contracts.jobs.create_job(
-            spec_hash=spec_hash,
-            model_hash=model_hash,
-            rounds=spec.rounds,
-            reward_per_round=spec.reward_per_round,
-            min_trainers=spec.min_trainers,
-            max_trainers=spec.max_trainers,
-            quorum=spec.quorum,
-            round_deadline=spec.round_deadline,
-        )
-        state.pin(spec_hash, f"job:{job_id}:spec")
-        state.pin(model_hash, f"job:{job_id}:model:0")
+        return publish_job(
+            spec, jobs=contracts.jobs, registry=contracts.registry, owner=account.address,
+            store=store, state=state, home=home,
+        )  # fmt: skip
     finally:
         state.close()
+
+
+def publish_job(
+    spec: JobSpec,
+    *,
+    jobs: Jobs,
+    registry: Registry,
+    owner: str,
+    store: BlobStore,
+    state: StateDB,
+    home: Path,
+) -> SubmittedJob:
+    """Put the spec and initial model into ``store`` (pinned in ``state``) and create the job
+    with the escrow, signed by ``owner``'s key (the one ``jobs`` sends with). Refuses before
+    any ether moves if the owner's node is not registered, since nobody could fetch the blobs."""
+    if not registry.node(owner).registered:
+        raise NodeError(
+            f"The owner's node {owner} is not registered, so nobody could fetch the "
+            f"job's spec and model from it; start it with `allmende node run {home}` first."
+        )
+    spec_hash = store.put_bytes(spec.canonical_bytes())
+    model_hash = store.put_bytes(initial_model_bytes(spec))
+    state.pin(spec_hash, "job-submit:spec")
+    state.pin(model_hash, "job-submit:model")
+    job_id, _ = jobs.create_job(
+        spec_hash=spec_hash,
+        model_hash=model_hash,
+        rounds=spec.rounds,
+        reward_per_round=spec.reward_per_round,
+        min_trainers=spec.min_trainers,
+        max_trainers=spec.max_trainers,
+        quorum=spec.quorum,
+        round_deadline=spec.round_deadline,
+    )
+    state.pin(spec_hash, f"job:{job_id}:spec")
+    state.pin(model_hash, f"job:{job_id}:model:0")
     return SubmittedJob(
         job_id=job_id,
-        owner=str(account.address),
+        owner=str(owner),
         spec_hash=spec_hash,
         model_hash=model_hash,
         escrow=spec.rounds * spec.reward_per_round,

@@ -1,0 +1,139 @@
+"""The control socket's API (``allmende.node.control``): what a node answers before any ether
+moves. The happy path, on a real node and chain, is in ``tests/e2e/test_job_cli.py``."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+
+from allmende.errors import ConfigError, NodeError
+from allmende.node.control import (
+    CONTROL_SOCKET,
+    MAX_SPEC_BYTES,
+    bind_control_socket,
+    control_app,
+    submit_through_node,
+)
+
+SPEC = b"""
+task = "digits-mlp"
+rounds = 2
+min_trainers = 1
+max_trainers = 2
+quorum = 1
+reward_per_round = "0.01 ether"
+[optimizer]
+name = "sgd"
+lr = 0.1
+[aggregation]
+rule = "fedavg"
+"""
+
+
+class UnregisteredRegistry:
+    def node(self, address: str) -> SimpleNamespace:
+        return SimpleNamespace(registered=False)
+
+
+class NoJobs:
+    def create_job(self, **_: object) -> None:
+        raise AssertionError("no job may be created")
+
+
+class Client:
+    """Posts to the control app of a node with ``chain`` (None: offline) in-process."""
+
+    def __init__(self, *, chain: object | None, home: Path) -> None:
+        ctx = SimpleNamespace(chain=chain, address="0x" + "11" * 20, store=None, state=None,
+                              home=home)  # fmt: skip
+        self.app = control_app(ctx)  # type: ignore[arg-type]
+
+    def post(self, path: str, *, content: bytes) -> httpx.Response:
+        async def go() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://node") as http:
+                return await http.post(path, content=content)
+
+        return asyncio.run(go())
+
+
+client = Client
+
+
+def test_a_malformed_spec_is_refused_as_a_config_error(tmp_path: Path) -> None:
+    answer = client(chain=None, home=tmp_path).post("/v1/jobs", content=b"rounds = = 2")
+    assert answer.status_code == 400
+    assert answer.json()["kind"] == "config" and "not valid TOML" in answer.json()["error"]
+
+    answer = client(chain=None, home=tmp_path).post("/v1/jobs", content=SPEC + b"roundz = 3\n")
+    assert answer.status_code == 400 and "roundz" in answer.json()["error"]
+
+
+def test_an_oversized_body_is_refused(tmp_path: Path) -> None:
+    body = SPEC + b"#" * MAX_SPEC_BYTES
+    answer = client(chain=None, home=tmp_path).post("/v1/jobs", content=body)
+    assert answer.status_code == 413 and answer.json()["kind"] == "config"
+
+
+def test_an_offline_node_refuses_to_submit(tmp_path: Path) -> None:
+    answer = client(chain=None, home=tmp_path).post("/v1/jobs", content=SPEC)
+    assert answer.status_code == 400
+    assert answer.json() == {"error": "This node is offline; a job needs a chain.", "kind": "node"}
+
+
+def test_an_unregistered_owner_is_refused_before_any_job(tmp_path: Path) -> None:
+    chain = SimpleNamespace(jobs=NoJobs(), registry=UnregisteredRegistry())
+    answer = client(chain=chain, home=tmp_path).post("/v1/jobs", content=SPEC)
+    assert answer.status_code == 400 and answer.json()["kind"] == "node"
+    assert "is not registered" in answer.json()["error"]
+
+
+def test_the_socket_is_the_owners_only_and_replaces_a_stale_one(tmp_path: Path) -> None:
+    home = tmp_path / ("a-long-directory-name-" * 6)  # longer than a Unix socket path may be
+    home.mkdir()
+    first = bind_control_socket(home)
+    first.close()  # like a killed node: the file stays
+    second = bind_control_socket(home)
+    try:
+        assert (home / CONTROL_SOCKET).stat().st_mode & 0o777 == 0o600
+    finally:
+        second.close()
+
+
+def test_the_command_does_the_work_itself_when_no_node_listens(tmp_path: Path) -> None:
+    assert submit_through_node(tmp_path, SPEC.decode()) is None  # no socket file
+    bind_control_socket(tmp_path).close()  # a socket file nobody listens on
+    assert submit_through_node(tmp_path, SPEC.decode()) is None
+
+
+@pytest.mark.parametrize(("kind", "error"), [("config", ConfigError), ("node", NodeError)])
+def test_a_refusal_reaches_the_command_as_its_kind_of_error(tmp_path, kind, error) -> None:
+    import threading
+
+    listener = bind_control_socket(tmp_path)
+    listener.listen()
+
+    def answer_once() -> None:
+        while True:  # the command first probes the socket with an empty connection
+            conn, _ = listener.accept()
+            with conn:
+                if not conn.recv(65536):
+                    continue
+                body = ('{"error": "refused for a reason", "kind": "' + kind + '"}').encode()
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                             % (len(body), body))
+                return
+
+    thread = threading.Thread(target=answer_once)
+    thread.start()
+    try:
+        with pytest.raises(error, match="refused for a reason"):
+            submit_through_node(tmp_path, SPEC.decode())
+    finally:
+        thread.join(timeout=10)
+        listener.close()
