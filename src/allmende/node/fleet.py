@@ -8,6 +8,9 @@ start in about the time of one instead of *n* times the imports, and the childre
 imported code's memory until they write to it.
 
 Each child writes its log to ``HOME/node.log`` (appending) and its pid to ``HOME/node.lock``.
+The nodes share the machine's cores: each trains with ``cores // nodes`` torch threads (at least
+one) unless ``OMP_NUM_THREADS`` says otherwise; several nodes each spinning up a thread per core
+would only fight over the cores.
 SIGINT or SIGTERM to this process stops every node gracefully; a node that exits on its own is
 reported here and the others keep running. The command ends when every node has ended; its exit
 code is 0 only if every node ended cleanly.
@@ -19,6 +22,7 @@ environment variable its ``[node] password_env`` names, or has a devnet plaintex
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -76,11 +80,20 @@ def preload() -> None:
             log.debug("Task %s not preloaded: %s", name, exc)
 
 
-def _child(home: Path, run: Callable[[Path], None]) -> int:
+def torch_threads(nodes: int) -> int:
+    """Torch threads for each of ``nodes`` nodes sharing this machine's cores."""
+    return max(1, len(os.sched_getaffinity(0)) // nodes)
+
+
+def _child(home: Path, run: Callable[[Path], None], threads: int) -> int:
     """Body of a forked child: log to ``home/node.log``, run the node; the exit code."""
     with (home / NODE_LOG_FILE).open("ab", buffering=0) as out:
         os.dup2(out.fileno(), sys.stdout.fileno())
         os.dup2(out.fileno(), sys.stderr.fileno())
+    if "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr, force=True)
     try:
         run(home)
@@ -111,7 +124,9 @@ def run_fleet(
     starts and exits.
     """
     checked = check_homes(homes)
+    threads = torch_threads(len(checked))
     preload()
+    gc.freeze()  # the preloaded objects: never scanned by the children's collections, so shared
     sys.stdout.flush()
     sys.stderr.flush()
     children: dict[int, Path] = {}
@@ -136,7 +151,7 @@ def run_fleet(
                 for sig in STOP_SIGNALS:  # the node installs its own handlers
                     signal.signal(sig, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-                os._exit(_child(home, run))
+                os._exit(_child(home, run, threads))
             children[pid] = home
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
             say(f"node {home} started (pid {pid}); its log is {home / NODE_LOG_FILE}")
