@@ -109,3 +109,18 @@ def test_gc_removes_only_old_unpinned_blobs_and_stale_temporaries(store: BlobSto
     assert removed == [old_dropped]
     assert store.has(old_kept) and store.has(young) and not store.has(old_dropped)
     assert not stale_tmp.exists()
+
+
+@pytest.mark.parametrize(("durable", "fsyncs"), [(True, 2), (False, 0)])
+def test_only_durable_writes_wait_for_the_disk(
+    store: BlobStore, monkeypatch, durable, fsyncs
+) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    data = b"a copy fetched from a peer" if not durable else b"this node's own update"
+    with store.writer(hashlib.sha256(data).hexdigest(), durable=durable) as writer:
+        writer.write(data)
+        digest = writer.commit()
+    assert len(synced) == fsyncs  # the file and its folder, or neither
+    assert store.read_bytes(digest) == data  # stored and readable either way

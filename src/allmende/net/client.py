@@ -130,7 +130,8 @@ class PeerClient:
                     raise _PeerFailure("not_found", "does not have it (404)")
                 if response.status_code != 200:
                     raise _PeerFailure("http", f"answered HTTP {response.status_code}")
-                with self.store.writer(digest, max_bytes=max_bytes) as writer:
+                # a copy: a peer has it, so a crash may lose it (see BlobStore.writer)
+                with self.store.writer(digest, max_bytes=max_bytes, durable=False) as writer:
                     declared = response.headers.get("content-length", "")
                     if declared.isdigit() and int(declared) > writer.max_bytes:
                         raise _PeerFailure(

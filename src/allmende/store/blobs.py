@@ -54,10 +54,13 @@ class BlobWriter:
     deletes the temporary file. Get one from :meth:`BlobStore.writer`.
     """
 
-    def __init__(self, store: BlobStore, expected: str | None, max_bytes: int) -> None:
+    def __init__(
+        self, store: BlobStore, expected: str | None, max_bytes: int, *, durable: bool = True
+    ) -> None:
         self._store = store
         self._expected = expected
         self.max_bytes = max_bytes
+        self.durable = durable
         self._hash = hashlib.sha256()
         self.size = 0
         fd, name = _mkstemp(store.tmp_dir)
@@ -77,19 +80,21 @@ class BlobWriter:
         self._file.write(chunk)
 
     def commit(self) -> str:
-        """Check the hash, fsync and rename into place; returns the digest."""
+        """Check the hash, fsync (when durable) and rename into place; returns the digest."""
         digest = self._hash.hexdigest()
         if self._expected is not None and digest != self._expected:
             raise HashMismatch(
                 f"The received bytes hash to {digest}, not to the requested {self._expected}."
             )
         self._file.flush()
-        os.fsync(self._file.fileno())
+        if self.durable:
+            os.fsync(self._file.fileno())
         self._file.close()
         target = self._store.path(digest)
         target.parent.mkdir(exist_ok=True)
         os.replace(self._tmp, target)
-        _fsync_dir(target.parent)
+        if self.durable:
+            _fsync_dir(target.parent)
         self.digest = digest
         return digest
 
@@ -139,12 +144,19 @@ class BlobStore:
         except FileNotFoundError:
             raise self._not_found(digest) from None
 
-    def writer(self, expected: str | None = None, *, max_bytes: int | None = None) -> BlobWriter:
-        """A :class:`BlobWriter`; when ``expected`` is given the bytes must hash to it."""
+    def writer(
+        self, expected: str | None = None, *, max_bytes: int | None = None, durable: bool = True
+    ) -> BlobWriter:
+        """A :class:`BlobWriter`; when ``expected`` is given the bytes must hash to it.
+
+        ``durable=False`` skips the fsyncs, for copies that can be fetched again (blobs from
+        peers): a copy torn by a crash fails its hash check on the next read, is quarantined and
+        fetched again, and the round does not wait for the disk.
+        """
         if expected is not None:
             check_digest(expected)
         limit = self.max_blob_bytes if max_bytes is None else min(max_bytes, self.max_blob_bytes)
-        return BlobWriter(self, expected, limit)
+        return BlobWriter(self, expected, limit, durable=durable)
 
     def put_bytes(self, data: bytes, *, expected: str | None = None) -> str:
         """Store ``data``; returns its digest."""
