@@ -141,6 +141,11 @@ class BenchNetwork:
 
     def start(self) -> None:
         """Devnet up, node homes created, every node running and healthy."""
+        self.set_up()
+        self.start_nodes()
+
+    def set_up(self) -> None:
+        """What an operator does once: the chain with its contracts, and the node homes."""
         self.deployment = self.devnet.up()
         keys = dev_keys(self.job.trainers + 2)[1:]  # key 0 deployed the contracts
         with ThreadPoolExecutor(max_workers=INIT_PARALLEL) as pool:  # `node init` waits on I/O
@@ -152,6 +157,9 @@ class BenchNetwork:
             ]
             self.owner = owner.result()
             self.trainers = [future.result() for future in trainers]
+
+    def start_nodes(self) -> None:
+        """``allmende node run`` with every home, until every node is healthy."""
         self._start_nodes()
         self._wait_healthy()
 

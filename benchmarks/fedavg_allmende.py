@@ -112,8 +112,11 @@ def run_allmende_fedavg(job: FedAvgJob, *, keep: Path | None = None) -> dict[str
     network = BenchNetwork(root, job)
     started = time.perf_counter()
     try:
-        network.start()
-        network_ready_s = time.perf_counter() - started
+        network.set_up()
+        set_up_at = time.perf_counter()
+        nodes_started_at = time.time()
+        network.start_nodes()
+        ready_at = time.perf_counter()
         trace = network.run_job()
         rss = {node.name: node_peak_rss(node) for node in network.nodes()}
         served = {node.name: bytes_served(node) for node in network.trainers}
@@ -134,7 +137,10 @@ def run_allmende_fedavg(job: FedAvgJob, *, keep: Path | None = None) -> dict[str
         "column": "allmende",
         "job": job.model_copy(update={"trainer_ids": ids}).model_dump(),
         "job_id": trace.job_id,
-        "network_ready_s": network_ready_s,
+        "network_ready_s": ready_at - started,
+        "set_up_s": set_up_at - started,
+        "nodes_start_s": ready_at - set_up_at,
+        "from_node_run_s": trace.final_model_at - nodes_started_at,
         "job_wall_s": trace.final_model_at - trace.submitted_at,
         "final_model_at": trace.final_model_at,
         "round_s": round_seconds(trace, finals),

@@ -26,7 +26,7 @@ from fedavg_job import FedAvgJob
 from node_logs import phase_summary
 
 FIRST_ROUND = 5  # after start-up effects
-POLL_S = 0.005
+POLL_S = 0.05  # a faster poll from this process would itself take CPU from the rounds
 ENDED = (JobStatus.FINISHED, JobStatus.CANCELLED)
 
 
