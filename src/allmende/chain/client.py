@@ -34,6 +34,7 @@ from web3.types import BlockIdentifier
 from allmende.chain.compile import CompiledContract
 from allmende.chain.deployment import ContractInfo
 from allmende.chain.rpc import JsonRpcTransport, RpcBadAnswer, RpcUnreachable
+from allmende.chain.signing import CallSigner
 from allmende.errors import ChainError, ContractRevert
 
 DEFAULT_RPC_TIMEOUT = 10.0
@@ -170,6 +171,7 @@ class ChainClient:
         self.receipt_timeout = receipt_timeout
         self._nonce: int | None = None
         self._lock = threading.Lock()
+        self._call_signer: CallSigner | None = None
         self._fees_read: tuple[float, dict[str, int]] | None = None  # (monotonic time, fees)
         self._chain_id: int | None = None
 
@@ -306,13 +308,9 @@ class ChainClient:
                         self.request("eth_getTransactionCount", [account.address, "pending"]), 16
                     )
                 tx["nonce"] = self._nonce
-                signed = account.sign_transaction(tx)
+                raw = self._sign(account, tx)
                 try:
-                    tx_hash = str(
-                        self.request(
-                            "eth_sendRawTransaction", ["0x" + signed.raw_transaction.hex()]
-                        )
-                    )
+                    tx_hash = str(self.request("eth_sendRawTransaction", ["0x" + raw.hex()]))
                 except ChainError as exc:
                     self._nonce = None  # unknown whether it went out: re-read from chain
                     if attempt == 0 and "nonce" in str(exc).lower():
@@ -324,6 +322,14 @@ class ChainClient:
                 self._nonce += 1
                 return tx_hash
         raise AssertionError("unreachable: the second attempt returns or raises")
+
+    def _sign(self, account: LocalAccount, tx: dict[str, Any]) -> bytes:
+        """The raw signed ``tx``: contract calls by :class:`CallSigner`, the rest by eth_account."""
+        if not CallSigner.can_sign(tx):
+            return bytes(account.sign_transaction(tx).raw_transaction)
+        if self._call_signer is None:
+            self._call_signer = CallSigner(bytes(account.key))
+        return self._call_signer.sign(tx)
 
     def _fees(self) -> dict[str, int]:
         read = self._fees_read
