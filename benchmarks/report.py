@@ -67,6 +67,7 @@ def fedavg_rows(columns: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "column": name,
                 "wall_s": result.get("wall_s"),
                 "job_wall_s": result.get("job_wall_s"),
+                "from_node_run_s": result.get("from_node_run_s"),
                 "first_round_s": (result.get("round_s") or [None])[0],
                 "steady_round_ms": _scaled(steady_round_s(result), 1000.0),
                 "overhead_ms": None if name == "pytorch" else overhead_ms(result, reference),
