@@ -73,6 +73,9 @@ def preload() -> None:
     import allmende.node.roles.trainer  # noqa: F401 - imported for the children
     from allmende.learn.task import installed_tasks, load_task
 
+    with contextlib.suppress(ImportError):  # each node's event loop, where it is installed
+        import uvloop  # noqa: F401
+
     for name in installed_tasks():
         try:
             load_task(name)

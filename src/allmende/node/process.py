@@ -22,10 +22,10 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 import httpx
 import uvicorn
@@ -377,6 +377,17 @@ async def _sweep_nonces(ctx: NodeContext) -> None:
             await asyncio.wait_for(ctx.stopping.wait(), NONCE_SWEEP_SECONDS)
 
 
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop when it is installed (less overhead a callback and a socket read
+    than asyncio's own loop, which a node on a busy machine feels every round), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
 def run_node(
     home: Path,
     *,
@@ -392,7 +403,7 @@ def run_node(
         try:
             register_node(ctx)
             chosen = role_services(ctx.config) if services is None else services
-            asyncio.run(serve(ctx, chosen))
+            run_loop(serve(ctx, chosen))
         except AllmendeError:
             raise
         except Exception as exc:
