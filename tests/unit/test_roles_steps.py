@@ -112,7 +112,7 @@ class FakeJobs:
             self.quorum_before_my_vote = None
         if round_ != self.record.current_round or self.record.status != 1:
             raise ContractRevert("jobs: wrong round", function="propose")
-        if self.vote_of(job_id, round_, self.sender) != EMPTY:
+        if FakeJobs.vote_of(self, job_id, round_, self.sender) != EMPTY:  # not a node's read
             raise ContractRevert("jobs: already voted this round", function="propose")
         self.proposals.append((digest, included, round_))
         where = {"block_number": 12, "tx_hash": "0x", "address": "0x", "job_id": job_id}
@@ -403,6 +403,55 @@ def test_aggregator_downloads_each_announced_update_before_the_round_is_complete
     asked, peers = node.peers.asked[-1]
     assert (asked, peers[0]) == (digest, f"http://{T[1]}")  # from its author first
     assert jobs.proposals == []
+
+
+def test_aggregator_uses_the_updates_it_checked_when_they_were_announced(node) -> None:
+    jobs, role = joined_aggregator(node, make_job(node.peers, n_trainers=3, round_start=9e9))
+    states = {t: trained_like(i) for i, t in enumerate(T)}
+
+    async def scenario() -> None:
+        await role.step(1)
+        commit_updates(node, jobs, {T[0]: states[T[0]], T[1]: states[T[1]]})
+        await asyncio.gather(*role._prefetching)
+        early = jobs.commits[T[1]].update_hash.hex()
+        node.store.path(early).unlink()  # gone from the store and from every peer:
+        del node.peers.network[early]  # only the tensors decoded on arrival are left
+        commit_updates(node, jobs, {T[2]: states[T[2]]})
+        await asyncio.gather(*role._prefetching)
+        await role.step(1)
+
+    run(scenario())
+    digest, included, _ = jobs.proposals[0]
+    assert included == 0b111  # trainer 1's update counted without being read again
+    initial = decode_state(initial_model_bytes(SPEC))
+    expected = aggregate("fedavg", initial, [(t, states[t], 10 + T.index(t)) for t in T], {})
+    assert node.store.read_bytes(digest) == encode_state(expected)
+
+
+def test_aggregator_starts_a_round_from_the_model_it_stored_and_checks_its_vote_once(
+    node,
+) -> None:
+    jobs, role = joined_aggregator(node, make_job(node.peers, n_trainers=3, round_start=9e9))
+    vote_reads: list[int] = []
+    real_vote_of = jobs.vote_of
+
+    def counted_vote_of(job_id: int, round_: int, aggregator: str) -> bytes:
+        vote_reads.append(round_)
+        return real_vote_of(job_id, round_, aggregator)
+
+    jobs.vote_of = counted_vote_of  # type: ignore[method-assign]
+    for round_ in (0, 1):
+        states = {t: trained_like(10 * round_ + i) for i, t in enumerate(T)}
+        commit_updates(node, jobs, states)
+        run(role.step(1))
+        assert jobs.finalized[-1][0] == round_
+    round_1_model = jobs.finalized[0][1]  # the global model of round 1, stored by this node
+    assert round_1_model not in [digest for digest, _ in node.peers.asked]  # not read back
+    assert vote_reads == [0]  # only the first vote of this process could predate it
+    # and the round-1 result is still FedAvg over the round-1 global model
+    global_1 = decode_state(node.store.read_bytes(round_1_model))
+    expected = aggregate("fedavg", global_1, [(t, states[t], 10 + T.index(t)) for t in T], {})
+    assert node.store.read_bytes(jobs.finalized[1][1]) == encode_state(expected)
 
 
 def test_aggregator_leaves_out_bad_updates_deterministically(node) -> None:

@@ -41,7 +41,7 @@ from allmende.node.roles.rounds import (
     to_bitmap,
 )
 from allmende.node.roles.settings import AggregatorSection
-from allmende.store.codec import encode_state
+from allmende.store.codec import decode_state, encode_state
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,14 @@ class AggregatorRole(JobRole):
         self._joined: set[int] = set()
         self._last_read: dict[int, Job] = {}  # job id -> its record as the last step read it
         self._prefetching: set[asyncio.Task[None]] = set()
+        # Updates decoded and checked as they arrived: (job, round) -> update hash -> tensors.
+        self._decoded: dict[int, tuple[int, dict[str, State]]] = {}
+        # The model this node stored last for each job: job -> (hash, tensors). It is the next
+        # round's global model when the quorum agreed with this node.
+        self._stored: dict[int, tuple[str, State]] = {}
+        # Jobs whose vote this process has checked on chain: only a node restarted between
+        # voting and saving its proposal can have a vote it does not know about.
+        self._vote_checked: set[int] = set()
 
     async def step(self, job_id: int) -> bool:
         job = self._last_read[job_id] = await on_chain(self.jobs.job, job_id)
@@ -93,10 +101,7 @@ class AggregatorRole(JobRole):
             )
             return False
         plan = await self.plan(job_id, job)
-        peers = await self.peers(job_id, job)
-        global_state = await fetch_state(
-            self.ctx, hex_hash(job.model_hash), peers, reference=plan.reference
-        )
+        global_state = await self.global_state(job_id, job, plan)
         updates = await self.fetch_updates(job_id, job, plan, global_state, committed(commits))
         if updates is None:
             return False  # an update is not available yet; ask again next step
@@ -113,7 +118,8 @@ class AggregatorRole(JobRole):
         index = {trainer.lower(): i for i, trainer in enumerate(trainers)}
         included = to_bitmap(index[address.lower()] for address, _, _ in updates)
         # A vote already on chain means this node crashed between voting and saving it.
-        if not await self.voted(job_id, round_):
+        if job_id in self._vote_checked or not await self.voted(job_id, round_):
+            self._vote_checked.add(job_id)
             receipt = await self.propose(job_id, round_, digest, included)
             if receipt is None:
                 return False
@@ -125,6 +131,16 @@ class AggregatorRole(JobRole):
                 log.info("Job %d round %d: finalized model %s.", job_id, round_, digest[:16])
         self.save_proposal(job_id, round_, digest, included)
         return False
+
+    async def global_state(self, job_id: int, job: Job, plan: JobPlan) -> State:
+        """The round's global model: the one this node stored last round when the quorum chose
+        it, else fetched (from the store or peers) and checked."""
+        digest = hex_hash(job.model_hash)
+        stored = self._stored.get(job_id)
+        if stored is not None and stored[0] == digest:
+            return stored[1]
+        peers = await self.peers(job_id, job)
+        return await fetch_state(self.ctx, digest, peers, reference=plan.reference)
 
     async def voted(self, job_id: int, round_: int) -> bool:
         """Whether this node's vote for the round is on chain."""
@@ -154,13 +170,23 @@ class AggregatorRole(JobRole):
         task.add_done_callback(self._prefetching.discard)
 
     async def _download(self, job: Job, event: UpdateCommitted) -> None:
-        assert self.ctx.peers is not None
+        """Fetch an announced update and decode and check it, off the round's critical path;
+        the step uses the tensors if it gets there (see :meth:`fetch_updates`)."""
         digest = hex_hash(event.update_hash)
         try:
             peers = await self.peers(event.job_id, job, first=event.trainer)
-            await self.ctx.peers.fetch_blob(digest, peers)
+            plan = await self.plan(event.job_id, job)
+            state = await fetch_state(self.ctx, digest, peers, reference=plan.reference)
         except Exception as exc:  # the step asks again, and decides what a failure means
             log.debug("Job %d: no early download of update %s: %s", event.job_id, digest, exc)
+            return
+        self._decoded_for(event.job_id, event.round)[digest] = state
+
+    def _decoded_for(self, job_id: int, round_: int) -> dict[str, State]:
+        seen = self._decoded.get(job_id)
+        if seen is None or seen[0] < round_:
+            seen = self._decoded[job_id] = (round_, {})  # an older round's tensors are dropped
+        return seen[1] if seen[0] == round_ else {}
 
     def _round_cache(self, job_id: int, round_: int) -> dict[str, Commit]:
         seen = self._commits.get(job_id)
@@ -197,9 +223,13 @@ class AggregatorRole(JobRole):
         patience_over = time.time() > round_deadline(job) + self.section.fetch_grace_seconds
         trainers = by_address(commits)
 
+        decoded = self._decoded_for(job_id, round_)
+
         async def fetch(trainer: str) -> State:
-            peers = await self.peers(job_id, job, first=trainer)
             digest = hex_hash(commits[trainer].update_hash)
+            if digest in decoded:  # downloaded, decoded and checked when it was announced
+                return decoded[digest]
+            peers = await self.peers(job_id, job, first=trainer)
             return await fetch_state(self.ctx, digest, peers, reference=plan.reference)
 
         # Downloads overlap; what each outcome means is then decided in address order.
@@ -241,8 +271,10 @@ class AggregatorRole(JobRole):
 
     def store_model(self, job_id: int, round_: int, state: State) -> str:
         """Model r+1 as a canonical blob in the node's store, pinned; its hash."""
-        digest = self.ctx.store.put_bytes(encode_state(state))
+        data = encode_state(state)
+        digest = self.ctx.store.put_bytes(data)
         self.ctx.state.pin(digest, f"job:{job_id}:model:{round_ + 1}")
+        self._stored[job_id] = (digest, decode_state(data))  # exactly what peers will decode
         return digest
 
     async def propose(
