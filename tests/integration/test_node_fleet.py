@@ -43,6 +43,8 @@ def launched() -> Iterator[list[subprocess.Popen[str]]]:
                 os.killpg(process.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(STOP_TIMEOUT)
+            if process.stdout is not None:
+                process.stdout.close()
 
 
 def launch(homes: list[Path], started: list[subprocess.Popen[str]]) -> subprocess.Popen[str]:
@@ -147,3 +149,28 @@ def test_a_failing_node_leaves_the_others_serving(factory, launched) -> None:
     assert launcher.returncode == 1, output  # not every node ended cleanly
     assert f"node {clash} ended with exit code 1" in output, output
     assert f"node {ok} ended with exit code 0" in output, output
+
+
+def test_the_nodes_stop_when_the_launcher_is_killed(factory, launched) -> None:
+    homes = [factory.init(name) for name in ("a", "b")]
+    launcher = launch(homes, launched)
+    wait_until(lambda: all(healthy(home) for home in homes), "every node healthy", launcher)
+    pids = [lock_pid(home) for home in homes]
+
+    os.kill(launcher.pid, signal.SIGKILL)  # no chance to stop its nodes itself
+    launcher.wait(STOP_TIMEOUT)
+
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while any(Path(f"/proc/{pid}").exists() and not zombie(pid) for pid in pids):
+        assert time.monotonic() < deadline, "a node outlived its launcher"
+        time.sleep(0.2)
+    assert not any(healthy(home) for home in homes)
+    for home in homes:
+        assert "stopped" in (home / "node.log").read_text()  # a graceful stop, not a kill
+
+
+def zombie(pid: int) -> bool:
+    """Ended but not yet reaped (its parent is gone; init reaps it shortly)."""
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    return False

@@ -11,9 +11,11 @@ Each child writes its log to ``HOME/node.log`` (appending) and its pid to ``HOME
 The nodes share the machine's cores: each trains with ``cores // nodes`` torch threads (at least
 one) unless ``OMP_NUM_THREADS`` says otherwise; several nodes each spinning up a thread per core
 would only fight over the cores.
+
 SIGINT or SIGTERM to this process stops every node gracefully; a node that exits on its own is
-reported here and the others keep running. The command ends when every node has ended; its exit
-code is 0 only if every node ended cleanly.
+reported here and the others keep running. If this process dies without stopping them (SIGKILL),
+every node gets SIGTERM from the kernel and stops too (Linux), so no node is left orphaned. The
+command ends when every node has ended; its exit code is 0 only if every node ended cleanly.
 
 Key passwords cannot be prompted for several nodes at once: each node reads its password from the
 environment variable its ``[node] password_env`` names, or has a devnet plaintext key.
@@ -22,6 +24,7 @@ environment variable its ``[node] password_env`` names, or has a devnet plaintex
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import logging
 import os
@@ -40,6 +43,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Exit code of a child whose node stopped with an error (the reason is in its node.log).
 EXIT_NODE_FAILED = 1
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
 def check_homes(homes: Sequence[Path]) -> list[Path]:
@@ -86,6 +90,17 @@ def preload() -> None:
 def torch_threads(nodes: int) -> int:
     """Torch threads for each of ``nodes`` nodes sharing this machine's cores."""
     return max(1, len(os.sched_getaffinity(0)) // nodes)
+
+
+def _stop_with_parent(parent: int) -> None:
+    """Ask the kernel for SIGTERM when the launcher dies (Linux ``PR_SET_PDEATHSIG``)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the launcher's SIGTERM is all there is
+        return
+    if os.getppid() != parent:  # it died before the request: nobody would send the signal
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _child(home: Path, run: Callable[[Path], None], threads: int) -> int:
@@ -149,10 +164,12 @@ def run_fleet(
                 break
             # Signals wait until the child has dropped this process's handlers.
             signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            parent = os.getpid()
             pid = os.fork()
             if pid == 0:  # the child: never returns
                 for sig in STOP_SIGNALS:  # the node installs its own handlers
                     signal.signal(sig, signal.SIG_DFL)
+                _stop_with_parent(parent)
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
                 os._exit(_child(home, run, threads))
             children[pid] = home
