@@ -139,3 +139,19 @@ def test_dataset_declaration_rejects_bad_values(raw):
 def test_local_data_rejects_mismatched_lengths():
     with pytest.raises(TaskError, match="3 inputs but 2 targets"):
         LocalData(inputs=torch.zeros(3, 2), targets=torch.zeros(2))
+
+
+def test_digits_are_read_exactly_as_scikit_learn_loads_them(monkeypatch):
+    from sklearn.datasets import load_digits
+
+    from allmende.learn import digits as digits_module
+
+    reference = load_digits()
+    table = digits_module.digits_table()
+    assert table.dtype == reference.data.dtype and table.shape == (1797, 65)
+    assert (table[:, :64] == reference.data).all()  # the same float64 values, not just close
+    assert (table[:, 64].astype(reference.target.dtype) == reference.target).all()
+
+    # where the file is not in its usual place, scikit-learn is asked for it, with the same rows
+    monkeypatch.setattr(digits_module, "DIGITS_FILE", ("no", "such", "file.csv.gz"))
+    assert (digits_module.digits_table() == table).all()

@@ -1,19 +1,22 @@
 """``digits-mlp``: the built-in task, 8x8 handwritten digits with a small MLP.
 
-Data is scikit-learn's bundled ``load_digits`` (1,797 images, no download), pixels scaled to
-[0, 1]. A stratified 80/20 train/test split is fixed in code (``SPLIT_SEED``), so every node has
-the same held-out set; a node's training data is one part of a seeded partition of the training
-split (see :mod:`allmende.learn.partition`).
+Data is scikit-learn's bundled digits (1,797 images, no download), read from the file
+``load_digits`` reads, without importing scikit-learn (a second of every node's start-up),
+pixels scaled to [0, 1]. A stratified 80/20 train/test split is fixed in code (``SPLIT_SEED``),
+so every node has the same held-out set; a node's training data is one part of a seeded
+partition of the training split (see :mod:`allmende.learn.partition`).
 """
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
 from torch import Tensor, nn
 
 from allmende.learn.partition import partition_indices
@@ -27,12 +30,34 @@ N_HIDDEN = 128
 N_CLASSES = 10
 
 
+DIGITS_FILE = ("datasets", "data", "digits.csv.gz")  # inside the scikit-learn package
+
+
+def digits_table() -> np.ndarray:
+    """scikit-learn's digits as one float64 table ``(1797, 65)``: 64 pixels, then the label.
+
+    Read exactly as ``sklearn.datasets.load_digits`` reads it (``np.loadtxt`` of the gzipped
+    CSV it ships), found without importing scikit-learn; where the file is not at that place,
+    ``load_digits`` itself is asked.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(location).joinpath(*DIGITS_FILE)
+        if path.is_file():
+            with gzip.open(path, mode="rt", encoding="utf-8") as text:
+                return np.loadtxt(text, delimiter=",")
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return np.column_stack([digits.data, digits.target.astype(np.float64)])
+
+
 @lru_cache(maxsize=1)
 def _split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(train_x, train_y, test_x, test_y): per label, a seeded ``TEST_FRACTION`` goes to test."""
-    digits = load_digits()
-    features = (digits.data / PIXEL_MAX).astype(np.float32)  # (1797, 64) in [0, 1]
-    labels = digits.target.astype(np.int64)  # (1797,)
+    table = digits_table()  # (1797, 65)
+    features = (table[:, :N_FEATURES] / PIXEL_MAX).astype(np.float32)  # (1797, 64) in [0, 1]
+    labels = table[:, N_FEATURES].astype(np.int64)  # (1797,)
     rng = np.random.default_rng(SPLIT_SEED)
     test_rows: list[np.ndarray] = []
     for label in range(N_CLASSES):
