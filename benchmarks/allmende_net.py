@@ -158,10 +158,6 @@ class BenchNetwork:
             self.owner = owner.result()
             self.trainers = [future.result() for future in trainers]
 
-    def start_nodes(self) -> None:
-        """``allmende node run`` with every home, until every node is healthy."""
-        self._start_nodes()
-        self._wait_healthy()
 
     def nodes(self) -> list[Node]:
         return ([self.owner] if self.owner else []) + self.trainers
@@ -191,13 +187,15 @@ class BenchNetwork:
         write_config(home, parse_config(raw))
         return Node(name=name, home=home, address=Account.from_key(key).address, port=port)
 
-    def _start_nodes(self) -> None:
+    def start_nodes(self) -> None:
+        """``allmende node run`` with every home, until every node is healthy."""
         homes = [str(node.home) for node in self.nodes()]
         with (self.root / "nodes.log").open("wb") as log:
             self.launcher = subprocess.Popen(
                 [*self.cli, "node", "run", *homes], stdout=log, stderr=subprocess.STDOUT,
                 env=self.env, start_new_session=True,
             )
+        self._wait_healthy()
 
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S

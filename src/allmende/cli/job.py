@@ -22,7 +22,7 @@ from rich.table import Table
 
 from allmende.errors import NodeError
 from allmende.node.control import submit_through_node
-from allmende.node.jobspec import load_jobspec
+from allmende.node.jobspec import loads_jobspec, read_jobspec_text
 
 if TYPE_CHECKING:  # the chain, torch and the task code load only for the commands that use them
     from allmende.node.lineage import JobHistory
@@ -61,8 +61,9 @@ def submit(
     task code, the key and the chain connection loaded already. Otherwise this command does it.
     Prints the job id on stdout (details on stderr).
     """
-    job_spec = load_jobspec(spec)  # a bad spec is refused here, before any node is asked
-    submitted = submit_through_node(home, spec.read_text(encoding="utf-8"))
+    text = read_jobspec_text(spec)
+    job_spec = loads_jobspec(text, source=str(spec))  # refused here, before any node is asked
+    submitted = submit_through_node(home, text)
     if submitted is None:
         from allmende.node.submit import submit_job
 

@@ -32,9 +32,8 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 
 from allmende import __version__
 from allmende.errors import AllmendeError, BlobNotFound, HashMismatch, MessageError
-from allmende.net.limits import DEFAULT_MAX_MESSAGE_BYTES
+from allmende.net.limits import DEFAULT_MAX_MESSAGE_BYTES, MAX_MESSAGE_TTL_SECONDS
 from allmende.net.messages import (
-    MAX_MESSAGE_TTL_SECONDS,
     MessageDomain,
     SignedMessage,
     parse_message,

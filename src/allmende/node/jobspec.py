@@ -178,12 +178,16 @@ def parse_jobspec(raw: object) -> JobSpec:
 
 def load_jobspec(path: str | Path) -> JobSpec:
     """Read a TOML job spec; :class:`ConfigError` with one line naming the bad field."""
+    return loads_jobspec(read_jobspec_text(path), source=str(path))
+
+
+def read_jobspec_text(path: str | Path) -> str:
+    """The text of the job spec file ``path``; :class:`ConfigError` when it cannot be read."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"job spec: cannot read {path} ({exc}); check the path.") from None
-    return loads_jobspec(text, source=str(path))
 
 
 def loads_jobspec(text: str, *, source: str) -> JobSpec:

@@ -14,10 +14,11 @@ from eth_account.signers.local import LocalAccount
 from allmende.chain import Contracts, Deployment, Jobs, Registry
 from allmende.errors import NodeError
 from allmende.learn.task import load_task, seeded_state
-from allmende.node.config import BLOBS_DIR, load_config, resolve
+from allmende.node.config import load_config, resolve
 from allmende.node.control import SubmittedJob
 from allmende.node.jobspec import JobSpec
 from allmende.node.keystore import PasswordPrompt, load_key
+from allmende.node.remote import node_store
 from allmende.store.blobs import BlobStore
 from allmende.store.codec import encode_state
 from allmende.store.state import STATE_FILE, StateDB
@@ -55,13 +56,11 @@ def submit_job(
     this process (what the running node does when asked through its control socket)."""
     config = load_config(home)
     contracts, account = connect_as_node(home, prompt=prompt, purpose="a job owner's node")
-    data = resolve(home, config.node.data_dir)
-    store = BlobStore(data / BLOBS_DIR, max_blob_bytes=config.store.max_blob_bytes)
-    state = StateDB.open(data / STATE_FILE)
+    state = StateDB.open(resolve(home, config.node.data_dir) / STATE_FILE)
     try:
         return publish_job(
             spec, jobs=contracts.jobs, registry=contracts.registry, owner=account.address,
-            store=store, state=state, home=home,
+            store=node_store(home), state=state, home=home,
         )  # fmt: skip
     finally:
         state.close()

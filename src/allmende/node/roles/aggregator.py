@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TypeVar
 
 from allmende.chain import ROLE_AGGREGATOR, ChainEvent, Commit, Job, JobStatus
 from allmende.chain.client import Receipt
@@ -46,6 +47,19 @@ from allmende.store.codec import decode_state, encode_state
 log = logging.getLogger(__name__)
 
 NO_COMMIT = Commit(update_hash=EMPTY_HASH, weight=0)
+
+
+V = TypeVar("V")
+
+
+def for_round(cache: dict[int, tuple[int, dict[str, V]]], job_id: int, round_: int) -> dict[str, V]:
+    """What ``cache`` keeps of the job's round ``round_``. A later round replaces the job's
+    entry (what an older round kept is dropped); an older round gets an empty dict that is
+    kept nowhere, since its events and downloads come too late to matter."""
+    seen = cache.get(job_id)
+    if seen is None or seen[0] < round_:
+        seen = cache[job_id] = (round_, {})
+    return seen[1] if seen[0] == round_ else {}
 
 
 class AggregatorRole(JobRole):
@@ -150,7 +164,7 @@ class AggregatorRole(JobRole):
         """Keep the commits the chain announces (``UpdateCommitted``), so a step reads none,
         and start downloading each announced update."""
         if isinstance(event, UpdateCommitted) and event.weight > 0:
-            self._round_cache(event.job_id, event.round)[event.trainer.lower()] = Commit(
+            for_round(self._commits, event.job_id, event.round)[event.trainer.lower()] = Commit(
                 update_hash=event.update_hash, weight=event.weight
             )
             self._prefetch(event)
@@ -180,19 +194,7 @@ class AggregatorRole(JobRole):
         except Exception as exc:  # the step asks again, and decides what a failure means
             log.debug("Job %d: no early download of update %s: %s", event.job_id, digest, exc)
             return
-        self._decoded_for(event.job_id, event.round)[digest] = state
-
-    def _decoded_for(self, job_id: int, round_: int) -> dict[str, State]:
-        seen = self._decoded.get(job_id)
-        if seen is None or seen[0] < round_:
-            seen = self._decoded[job_id] = (round_, {})  # an older round's tensors are dropped
-        return seen[1] if seen[0] == round_ else {}
-
-    def _round_cache(self, job_id: int, round_: int) -> dict[str, Commit]:
-        seen = self._commits.get(job_id)
-        if seen is None or seen[0] < round_:
-            seen = self._commits[job_id] = (round_, {})
-        return seen[1] if seen[0] == round_ else {}  # an older round's event: nothing to keep
+        for_round(self._decoded, event.job_id, event.round)[digest] = state
 
     async def round_commits(
         self, job_id: int, round_: int, trainers: list[str], *, read_missing: bool
@@ -200,7 +202,7 @@ class AggregatorRole(JobRole):
         """Every trainer's commit for the round, as announced by ``UpdateCommitted`` events.
         A commit, once made, is final for its round; with ``read_missing``, the trainers not
         announced yet are read from the chain too."""
-        known = self._round_cache(job_id, round_)
+        known = for_round(self._commits, job_id, round_)
         for trainer in trainers if read_missing else ():
             if trainer.lower() not in known:
                 commit = await on_chain(self.jobs.commit_of, job_id, round_, trainer)
@@ -223,7 +225,7 @@ class AggregatorRole(JobRole):
         patience_over = time.time() > round_deadline(job) + self.section.fetch_grace_seconds
         trainers = by_address(commits)
 
-        decoded = self._decoded_for(job_id, round_)
+        decoded = for_round(self._decoded, job_id, round_)
 
         async def fetch(trainer: str) -> State:
             digest = hex_hash(commits[trainer].update_hash)
