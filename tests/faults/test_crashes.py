@@ -176,7 +176,11 @@ def test_crashed_nodes_and_a_restarted_chain_do_not_stop_the_job(devnet_slot, tm
             first_block, reader.client.block_number()
         )
         final = decode_state(owner.store.read_bytes(bytes(job.final_model_hash).hex()))
-        logs = {node.home.name: node.log() for node in [*aggregators, *trainers]}
+        last = f"Job {job_id} round {ROUNDS - 1}: "
+        logs = {
+            node.home.name: node.log_once(f"{last}trained", f"{last}proposed", f"{last}finalized")
+            for node in [*aggregators, *trainers]
+        }
         results = [reader.jobs.round_result(job_id, r) for r in range(ROUNDS)]
         on_chain_trainers = reader.jobs.trainers(job_id)
         balance = reader.client.balance(deployment.jobs.address)

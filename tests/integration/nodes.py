@@ -40,6 +40,7 @@ from allmende.store.state import STATE_FILE, StateDB
 # The CLI imports torch and web3; on a loaded machine a node needs a while to come up.
 START_TIMEOUT = 180.0
 STOP_TIMEOUT = 30.0
+LOG_TIMEOUT = 60.0  # how long a line logged after a mined transaction may lag the chain
 KEY_ENV = "ALLMENDE_TEST_NODE_KEY"
 
 
@@ -108,6 +109,19 @@ class NodeProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_once(self, *lines: str, timeout: float = LOG_TIMEOUT) -> str:
+        """The log, once any of ``lines`` is in it or ``timeout`` has passed.
+
+        A node logs a step after its transaction is mined, so the chain can show the step
+        (even the job's end) a moment before the line reaches the log.
+        """
+        deadline = time.monotonic() + timeout
+        text = self.log()
+        while not any(line in text for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            text = self.log()
+        return text
 
 
 @dataclass
