@@ -92,12 +92,12 @@ def test_sections_can_be_added_by_subclassing() -> None:
 
 def test_encrypted_key_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "key.json"
-    account = create_key(path, password="correct horse", chain_id=1)
+    address = create_key(path, password="correct horse", chain_id=1)
     assert not is_plaintext(path)
     assert "private" not in path.read_text()
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     monkeypatch.setenv("PW", "correct horse")
-    assert load_key(path, chain_id=1, password_env="PW").address == account.address
+    assert load_key(path, chain_id=1, password_env="PW").address == address
     monkeypatch.setenv("PW", "wrong horse!")
     with pytest.raises(ConfigError, match="does not decrypt"):
         load_key(path, chain_id=1, password_env="PW")
@@ -105,7 +105,7 @@ def test_encrypted_key_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     with pytest.raises(ConfigError, match=r"set \$PW"):
         load_key(path, chain_id=1, password_env="PW")
     prompted = load_key(path, chain_id=1, password_env="PW", prompt=lambda: "correct horse")
-    assert prompted.address == account.address
+    assert prompted.address == address
 
 
 def test_key_creation_refusals(tmp_path: Path) -> None:
@@ -121,10 +121,10 @@ def test_key_creation_refusals(tmp_path: Path) -> None:
 def test_plaintext_key_only_on_devnet_chains(tmp_path: Path) -> None:
     path = tmp_path / "key.json"
     imported = Account.create()
-    account = create_key(
+    address = create_key(
         path, password=None, plaintext=True, chain_id=31337, private_key=imported.key.hex()
     )
-    assert account.address == imported.address and is_plaintext(path)
+    assert address == imported.address and is_plaintext(path)
     assert load_key(path, chain_id=31337, password_env="UNSET_X").address == imported.address
     with pytest.raises(ConfigError, match="only on a devnet"):
         load_key(path, chain_id=1, password_env="UNSET_X")

@@ -1,26 +1,71 @@
-"""The control plane: contract compilation and deployment, typed bindings, the Anvil devnet."""
+"""The control plane: contract compilation and deployment, typed bindings, the Anvil devnet.
+
+The names below are imported on first use (PEP 562): a command that needs only the deployment
+file or a dev key does not pay for web3 and the contract bindings.
+"""
 
 from __future__ import annotations
 
-from allmende.chain._binding import to_bytes32
-from allmende.chain.accounts import DEVNET_MNEMONIC, dev_account, dev_keys
-from allmende.chain.client import ChainClient, Receipt, decode_revert
-from allmende.chain.compile import CompiledContract, compile_contracts
-from allmende.chain.contracts import Contracts
-from allmende.chain.deploy import ContractSettings, deploy_contracts
-from allmende.chain.deployment import ContractInfo, Deployment
-from allmende.chain.devnet import Devnet, DevnetConfig, DevnetStatus, advance_time, find_anvil
-from allmende.chain.events import ChainEvent, EventDecoder
-from allmende.chain.jobs import Commit, Job, Jobs, JobStatus, RoundResult, vote_key
-from allmende.chain.registry import (
-    ROLE_AGGREGATOR,
-    ROLE_PROVIDER,
-    ROLE_TRAINER,
-    ROLE_VERIFIER,
-    Node,
-    Registry,
-)
-from allmende.chain.stream import EventStream
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from allmende.chain._binding import to_bytes32
+    from allmende.chain.accounts import DEVNET_MNEMONIC, dev_account, dev_keys
+    from allmende.chain.client import ChainClient, Receipt, decode_revert
+    from allmende.chain.compile import CompiledContract, compile_contracts
+    from allmende.chain.contracts import Contracts
+    from allmende.chain.deploy import ContractSettings, deploy_contracts
+    from allmende.chain.deployment import ContractInfo, Deployment
+    from allmende.chain.devnet import Devnet, DevnetConfig, DevnetStatus, advance_time, find_anvil
+    from allmende.chain.events import ChainEvent, EventDecoder
+    from allmende.chain.jobs import Commit, Job, Jobs, JobStatus, RoundResult, vote_key
+    from allmende.chain.registry import (
+        ROLE_AGGREGATOR,
+        ROLE_PROVIDER,
+        ROLE_TRAINER,
+        ROLE_VERIFIER,
+        Node,
+        Registry,
+    )
+    from allmende.chain.stream import EventStream
+
+_MODULE_OF = {
+    "to_bytes32": "_binding",
+    "DEVNET_MNEMONIC": "accounts",
+    "dev_account": "accounts",
+    "dev_keys": "accounts",
+    "ChainClient": "client",
+    "Receipt": "client",
+    "decode_revert": "client",
+    "CompiledContract": "compile",
+    "compile_contracts": "compile",
+    "Contracts": "contracts",
+    "ContractSettings": "deploy",
+    "deploy_contracts": "deploy",
+    "ContractInfo": "deployment",
+    "Deployment": "deployment",
+    "Devnet": "devnet",
+    "DevnetConfig": "devnet",
+    "DevnetStatus": "devnet",
+    "advance_time": "devnet",
+    "find_anvil": "devnet",
+    "ChainEvent": "events",
+    "EventDecoder": "events",
+    "Commit": "jobs",
+    "Job": "jobs",
+    "JobStatus": "jobs",
+    "Jobs": "jobs",
+    "RoundResult": "jobs",
+    "vote_key": "jobs",
+    "Node": "registry",
+    "ROLE_AGGREGATOR": "registry",
+    "ROLE_PROVIDER": "registry",
+    "ROLE_TRAINER": "registry",
+    "ROLE_VERIFIER": "registry",
+    "Registry": "registry",
+    "EventStream": "stream",
+}
 
 __all__ = [
     "DEVNET_MNEMONIC",
@@ -58,3 +103,16 @@ __all__ = [
     "to_bytes32",
     "vote_key",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_MODULE_OF])

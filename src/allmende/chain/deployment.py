@@ -13,17 +13,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
-from web3 import Web3
 
+from allmende.chain.addresses import is_address, to_checksum_address
 from allmende.errors import ConfigError
 
 DEPLOYMENT_FILE = "deployment.json"
 
 
 def _checksummed(value: str) -> str:
-    if not Web3.is_address(value):
+    if not is_address(value):
         raise ValueError(f"{value!r} is not an Ethereum address")
-    return Web3.to_checksum_address(value)
+    return to_checksum_address(value)
 
 
 Address = Annotated[str, AfterValidator(_checksummed)]

@@ -102,7 +102,7 @@ def init(
     if not insecure_plaintext_key:
         password = os.environ.get(config.node.password_env) or _password_prompt(confirm=True)
     home.mkdir(parents=True, exist_ok=True)
-    account = create_key(
+    address = create_key(
         resolve(home, config.node.key_file),
         password=password,
         plaintext=insecure_plaintext_key,
@@ -113,7 +113,7 @@ def init(
     data = resolve(home, config.node.data_dir)
     BlobStore(data / BLOBS_DIR)
     StateDB.open(data / STATE_FILE).close()
-    _out.print(f"node home {home} created; node address {account.address}")
+    _out.print(f"node home {home} created; node address {address}", soft_wrap=True)
 
 
 @app.command()

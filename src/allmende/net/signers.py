@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import anyio.to_thread
-from eth_utils import to_checksum_address
+
+from allmende.chain.addresses import to_checksum_address
 
 # How long a "registered" answer from the Registry is trusted; a node that deregistered or was
 # slashed out is still accepted this long. "Not registered" is trusted only NEGATIVE_CACHE_SECONDS

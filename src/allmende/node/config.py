@@ -28,7 +28,6 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from eth_utils import is_address
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -38,6 +37,7 @@ from pydantic import (
     model_validator,
 )
 
+from allmende.chain.addresses import is_address
 from allmende.errors import ConfigError
 from allmende.net.limits import DEFAULT_MAX_MESSAGE_BYTES, MAX_MESSAGE_TTL_SECONDS
 from allmende.net.signers import DEFAULT_SIGNER_CACHE_SECONDS

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
-
+from allmende.chain.addresses import address_of_key
 from allmende.errors import ConfigError, NodeError
 from allmende.node.config import DEVNET_CHAIN_IDS
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
 
 PLAINTEXT_MARKER = "allmende-insecure-plaintext-key"
 MIN_PASSWORD_LENGTH = 8
@@ -33,22 +35,30 @@ def create_key(
     plaintext: bool = False,
     chain_id: int,
     private_key: str | None = None,
-) -> LocalAccount:
-    """Create (or import ``private_key`` into) a key file at ``path``; returns the account.
+) -> str:
+    """Create (or import ``private_key`` into) a key file at ``path``; returns its address.
 
     With ``plaintext`` the key is stored unencrypted, which only a devnet chain id allows.
     """
     if path.exists():
         raise NodeError(f"A key file already exists at {path}; refusing to overwrite it.")
-    account: LocalAccount = (
-        Account.from_key(private_key) if private_key is not None else Account.create()
-    )
+    if private_key is None:
+        key = secrets.token_bytes(32)
+    else:
+        try:
+            key = bytes.fromhex(private_key.removeprefix("0x"))
+        except ValueError:
+            raise ConfigError("The private key to import is not hex.") from None
+    try:
+        address = address_of_key(key)
+    except ValueError as exc:
+        raise ConfigError(f"The private key to import is not a valid key: {exc}.") from None
     if plaintext:
         _require_devnet(chain_id)
         document: dict[str, Any] = {
             PLAINTEXT_MARKER: True,
-            "address": account.address,
-            "private_key": "0x" + bytes(account.key).hex(),
+            "address": address,
+            "private_key": "0x" + key.hex(),
         }
     else:
         if password is None or len(password) < MIN_PASSWORD_LENGTH:
@@ -56,11 +66,13 @@ def create_key(
                 f"The key password must have at least {MIN_PASSWORD_LENGTH} characters; set a "
                 "longer one (or use --insecure-plaintext-key on a devnet)."
             )
-        document = Account.encrypt(account.key, password)
+        from eth_account import Account  # scrypt keystore; only here and when loading one
+
+        document = Account.encrypt(key, password)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(document, f, indent=2)
-    return account
+    return address
 
 
 def is_plaintext(path: Path) -> bool:
@@ -76,6 +88,8 @@ def load_key(
     prompt: PasswordPrompt | None = None,
 ) -> LocalAccount:
     """The node's account from its key file; decrypts with the env password or ``prompt``."""
+    from eth_account import Account  # the signing stack: only a running node needs it
+
     document = _read(path)
     if document.get(PLAINTEXT_MARKER):
         _require_devnet(chain_id)

@@ -23,9 +23,9 @@ never runs a task that is not installed on it, whatever its policy says).
 
 from __future__ import annotations
 
-from eth_utils import is_address, to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from allmende.chain.addresses import is_address, to_checksum_address
 from allmende.learn.dataset import DatasetDecl
 
 DEFAULT_POLL_SECONDS = 0.3
