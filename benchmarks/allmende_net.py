@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from eth_account import Account
 
 from allmende.chain import Contracts, Deployment, Devnet, DevnetConfig, JobStatus, dev_keys
+from allmende.chain.addresses import address_of_key
 from allmende.node.config import parse_config, write_config
 from fedavg_job import FedAvgJob
 
@@ -185,7 +185,7 @@ class BenchNetwork:
                 raw[section] = {**raw.get(section, {}), **extra,
                                 "poll_seconds": BENCH_POLL_SECONDS}
         write_config(home, parse_config(raw))
-        return Node(name=name, home=home, address=Account.from_key(key).address, port=port)
+        return Node(name=name, home=home, address=address_of_key(key), port=port)
 
     def start_nodes(self) -> None:
         """``allmende node run`` with every home, until every node is healthy."""

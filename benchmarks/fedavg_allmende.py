@@ -28,7 +28,6 @@ from typing import Any
 
 import httpx
 
-from allmende.store.codec import decode_state
 from allmende_net import BenchNetwork, JobTrace, Node
 from fedavg_job import (
     FedAvgJob,
@@ -88,6 +87,8 @@ def round_gas(network: BenchNetwork, trace: JobTrace) -> dict[str, int]:
 
 def final_state(network: BenchNetwork, trace: JobTrace) -> dict:
     """The final model, fetched and hash-checked by ``allmende model get``."""
+    from allmende.store.codec import decode_state  # torch: not needed before the job has ended
+
     assert network.owner is not None
     path = network.root / "final.safetensors"
     network.run_cli("model", "get", trace.final_model_hash.removeprefix("0x"), "-o", str(path),

@@ -18,12 +18,16 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from torch import Tensor
 
-from allmende.learn.task import DatasetDecl, LocalData, Task, load_task, seeded_model
+from allmende.learn.dataset import DatasetDecl
+
+if TYPE_CHECKING:  # torch is imported where a model is built, not by the drivers' start-up
+    from torch import Tensor
+
+    from allmende.learn.task import LocalData, Task
 
 DEFAULT_TASK = "digits-mlp"
 DEFAULT_TRAINERS = 8
@@ -81,11 +85,15 @@ class FedAvgJob(BaseModel):
 
 def load_job_task(job: FedAvgJob) -> Task:
     """The installed task the job names."""
+    from allmende.learn.task import load_task
+
     return load_task(job.task)
 
 
 def initial_state(task: Task, job: FedAvgJob) -> dict[str, Tensor]:
     """Round-0 model, the same in every column."""
+    from allmende.learn.task import seeded_model
+
     model = seeded_model(task, seed=job.model_seed)
     return {key: value.detach().clone() for key, value in model.state_dict().items()}
 
