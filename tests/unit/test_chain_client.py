@@ -94,3 +94,28 @@ def test_logs_are_parsed_and_a_malformed_one_is_refused_clearly() -> None:
     for broken in ({**entry, "data": "zz"}, {**entry, "blockNumber": None}, {"topics": []}):
         with pytest.raises(ChainError, match="malformed log"):
             _log_entry(broken)
+
+
+RECEIPT = {
+    "transactionHash": "0x" + "ab" * 32, "blockNumber": "0x7", "status": "0x1",
+    "gasUsed": "0x5208", "effectiveGasPrice": "0x1", "logs": [],
+}  # fmt: skip
+
+
+def test_a_receipt_is_asked_again_after_short_then_steady_waits(monkeypatch) -> None:
+    client = ChainClient("http://127.0.0.1:9")  # nothing listens: the test answers instead
+    answers = iter([None] * 7 + [RECEIPT])
+    monkeypatch.setattr(client, "request", lambda method, params, **_: next(answers))
+    slept: list[float] = []
+    monkeypatch.setattr("allmende.chain.client.time.sleep", slept.append)
+    receipt = client._wait("0x" + "ab" * 32, {}, "propose")
+    assert receipt.block_number == 7 and receipt.gas_used == 21000
+    assert slept == [0.002, 0.004, 0.008, 0.016, 0.02, 0.02, 0.02]
+
+
+def test_a_receipt_that_never_comes_times_out_with_the_function_named(monkeypatch) -> None:
+    client = ChainClient("http://127.0.0.1:9", receipt_timeout=0.0)
+    monkeypatch.setattr(client, "request", lambda method, params, **_: None)
+    monkeypatch.setattr("allmende.chain.client.time.sleep", lambda _: None)
+    with pytest.raises(ChainError, match="propose transaction 0x.* was not mined within 0 s"):
+        client._wait("0x" + "ab" * 32, {}, "propose")

@@ -14,6 +14,7 @@ call about ten times slower (``benchmarks/chain_calls.py``); ``w3`` stays availa
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterable
@@ -39,7 +40,10 @@ from allmende.errors import ChainError, ContractRevert
 
 DEFAULT_RPC_TIMEOUT = 10.0
 DEFAULT_RECEIPT_TIMEOUT = 60.0
-RECEIPT_POLL_SECONDS = 0.02
+# Waits between asking for a receipt: a devnet mines a transaction a few milliseconds after
+# accepting it, so the first waits are short; a real chain's blocks take seconds, so the last
+# wait repeats until the receipt timeout.
+RECEIPT_POLL_SECONDS = (0.002, 0.004, 0.008, 0.016, 0.02)
 GAS_MARGIN = 1.2  # estimate * margin: room for state that changes between estimate and mining
 # Fees are reused this long. maxFeePerGas is twice the base fee plus the tip, which covers the
 # base fee's rise over several full blocks.
@@ -343,16 +347,17 @@ class ChainClient:
         return fees
 
     def _wait(self, tx_hash: str, tx: dict[str, Any], label: str) -> Receipt:
-        """Wait for the receipt: asked at once (a devnet mines on arrival), then every
-        :data:`RECEIPT_POLL_SECONDS`, up to ``receipt_timeout``."""
+        """Wait for the receipt: asked at once (a devnet mines on arrival), then after each of
+        :data:`RECEIPT_POLL_SECONDS` (the last repeated), up to ``receipt_timeout``."""
         deadline = time.monotonic() + self.receipt_timeout
+        waits = itertools.chain(RECEIPT_POLL_SECONDS, itertools.repeat(RECEIPT_POLL_SECONDS[-1]))
         while (raw := self.request("eth_getTransactionReceipt", [tx_hash])) is None:
             if time.monotonic() > deadline:
                 raise ChainError(
                     f"The {label} transaction {tx_hash} was not mined within "
                     f"{self.receipt_timeout:.0f} s; check that the chain is producing blocks."
                 )
-            time.sleep(RECEIPT_POLL_SECONDS)
+            time.sleep(next(waits))
         receipt = Receipt(
             tx_hash=str(raw["transactionHash"]),
             block_number=int(raw["blockNumber"], 16),
