@@ -5,13 +5,13 @@ which also aggregates (quorum 1), are started as a user would (see :mod:`allmend
 is submitted with ``allmende job submit`` and followed on chain; the final model is fetched with
 ``allmende model get`` and evaluated on the shared held-out split.
 
-Figures: when each round became final (polling the Jobs contract every 10 ms), the final model's
-time, its digest (compared by ``run_all.py`` with the PyTorch loop run with the nodes' addresses
-as trainer identities), blob bytes each trainer served per round (its ``/metrics``), the peak RSS
-of each node process (``VmHWM``), the mean time of a round's phases from the nodes' logs
-(:mod:`node_logs`), and the gas of the job's ``commit_update`` and ``propose`` transactions per
-round (their receipts; the vote that completes the quorum finalizes the round in the same
-transaction, so there is no other per-round transaction).
+Figures: when each round became final (the finalizing node's log stamp, see :func:`round_ends`), so
+the final model's time; its digest (compared by ``run_all.py`` with the PyTorch loop run with the
+nodes' addresses as trainer identities), blob bytes each trainer served per round (its
+``/metrics``), the peak RSS of each node process (``VmHWM``), the mean time of a round's phases from
+the nodes' logs (:mod:`node_logs`), and the gas of the job's ``commit_update`` and ``propose``
+transactions per round (their receipts; the vote that completes the quorum finalizes the round in
+the same transaction, so there is no other per-round transaction).
 
 Run: ``python benchmarks/fedavg_allmende.py [--job JSON] [--out PATH]``.
 """
@@ -96,15 +96,12 @@ def final_state(network: BenchNetwork, trace: JobTrace) -> dict:
     return decode_state(path.read_bytes())
 
 
-def round_seconds(trace: JobTrace, finals: list[float]) -> list[float]:
-    """Each round's duration. Round 0 runs from the submission to the follower seeing it end;
-    the later rounds from one ``finalized`` log line to the next (:func:`finalized_at`). The
-    follower polls the chain every few milliseconds, but on a busy machine it can stall and see
-    several rounds end at once, which would make round 0 look longer and the rest shorter."""
-    follower = [b - a for a, b in itertools.pairwise([trace.submitted_at, *trace.round_ends])]
-    if len(finals) != len(trace.round_ends) or not follower:
-        return follower  # a node log is missing lines: the follower's times are all there is
-    return [follower[0], *(b - a for a, b in itertools.pairwise(finals))]
+def round_ends(trace: JobTrace, finals: list[float]) -> list[float]:
+    """When each round became final. From the nodes' logs (:func:`finalized_at`): the stamp is
+    written as the finalizing transaction returns, so the final model is on chain by then. The
+    follower polls the chain only every few hundred milliseconds (a fast poll would take CPU
+    from the rounds on a small machine), so its times are the fallback when a log lacks lines."""
+    return finals if len(finals) == len(trace.round_ends) else trace.round_ends
 
 
 def run_allmende_fedavg(job: FedAvgJob, *, keep: Path | None = None) -> dict[str, Any]:
@@ -125,7 +122,7 @@ def run_allmende_fedavg(job: FedAvgJob, *, keep: Path | None = None) -> dict[str
         state = final_state(network, trace)
         logs = [node.home / "node.log" for node in network.nodes()]
         phases = phase_summary(logs, job_id=trace.job_id)
-        finals = finalized_at(logs, job_id=trace.job_id)
+        ends = round_ends(trace, finalized_at(logs, job_id=trace.job_id))
     finally:
         network.close()
         if keep is None:
@@ -141,10 +138,10 @@ def run_allmende_fedavg(job: FedAvgJob, *, keep: Path | None = None) -> dict[str
         "network_ready_s": ready_at - started,
         "set_up_s": set_up_at - started,
         "nodes_start_s": ready_at - set_up_at,
-        "from_node_run_s": trace.final_model_at - nodes_started_at,
-        "job_wall_s": trace.final_model_at - trace.submitted_at,
-        "final_model_at": trace.final_model_at,
-        "round_s": round_seconds(trace, finals),
+        "from_node_run_s": ends[-1] - nodes_started_at,
+        "job_wall_s": ends[-1] - trace.submitted_at,
+        "final_model_at": ends[-1],
+        "round_s": [b - a for a, b in itertools.pairwise([trace.submitted_at, *ends])],
         "accuracy": metrics["accuracy"],
         "loss": metrics["loss"],
         "update_bytes": state_bytes(state),
