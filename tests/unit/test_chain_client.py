@@ -117,5 +117,5 @@ def test_a_receipt_that_never_comes_times_out_with_the_function_named(monkeypatc
     client = ChainClient("http://127.0.0.1:9", receipt_timeout=0.0)
     monkeypatch.setattr(client, "request", lambda method, params, **_: None)
     monkeypatch.setattr("allmende.chain.client.time.sleep", lambda _: None)
-    with pytest.raises(ChainError, match="propose transaction 0x.* was not mined within 0 s"):
+    with pytest.raises(ChainError, match=r"propose transaction 0x\w+ was not mined within 0 s"):
         client._wait("0x" + "ab" * 32, {}, "propose")

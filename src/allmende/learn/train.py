@@ -27,9 +27,9 @@ import torch
 from torch import Tensor
 
 from allmende.errors import ConfigError, TaskError
+from allmende.learn.optim import LocalOptimizer
 from allmende.learn.task import LocalData, Task, state_of
 
-OPTIMIZERS = ("sgd", "adam")
 SEED_BITS = 63
 
 
@@ -51,40 +51,27 @@ def deterministic_torch(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         torch.set_num_threads(1)
-        torch.use_deterministic_algorithms(True)
+        _use_deterministic_algorithms(True)
         try:
             yield
         finally:
-            torch.use_deterministic_algorithms(was_deterministic)
+            _use_deterministic_algorithms(was_deterministic)
             torch.set_num_threads(threads)
 
 
-def make_optimizer(
-    name: str,
-    params: list[torch.nn.Parameter],
-    *,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-) -> torch.optim.Optimizer:
-    """``sgd`` (with optional momentum) or ``adam`` (``momentum`` is its beta1)."""
-    if not lr > 0:
-        raise ConfigError(f"The learning rate must be > 0, got {lr}; set optimizer.lr.")
-    if not 0 <= momentum < 1:
-        raise ConfigError(f"momentum must be in [0, 1), got {momentum}; set optimizer.momentum.")
-    if not weight_decay >= 0:
-        raise ConfigError(
-            f"weight_decay must be >= 0, got {weight_decay}; set optimizer.weight_decay."
-        )
-    if name == "sgd":
-        return torch.optim.SGD(
-            params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=False
-        )
-    if name == "adam":
-        return torch.optim.Adam(
-            params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay, foreach=False
-        )
-    raise ConfigError(f"Unknown optimizer '{name}'; use one of: {', '.join(OPTIMIZERS)}.")
+def _use_deterministic_algorithms(mode: bool) -> None:
+    """``torch.use_deterministic_algorithms(mode)`` for eager code.
+
+    The public function also sets the flag in the compiler's config, and imports the compiler
+    (``torch._inductor``, then ``torch._dynamo`` and sympy: seconds of a node's start-up) to do
+    so. Local training never compiles, so only the flag eager kernels read is set, through the
+    call the public function makes; where this torch build lacks it, the public function.
+    """
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None:
+        torch.use_deterministic_algorithms(mode)
+    else:
+        setter(mode, warn_only=False)
 
 
 def train_local(
@@ -124,7 +111,7 @@ def train_local(
                 "was made for another task or version, so do not train it."
             ) from None
         model.train()
-        opt = make_optimizer(
+        opt = LocalOptimizer(
             optimizer,
             list(model.parameters()),
             lr=lr,
@@ -140,7 +127,7 @@ def train_local(
             for start in range(0, n, batch_size):
                 batch = data.batch(order[start : start + batch_size])
                 loss = task.loss(model, batch)
-                opt.zero_grad(set_to_none=True)
+                opt.zero_grad()
                 loss.backward()
                 opt.step()
                 epoch_loss += float(loss.detach()) * len(batch[1])

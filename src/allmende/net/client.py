@@ -10,7 +10,9 @@ database (``peer_faults``) and counted in ``allmende_peer_faults``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +43,14 @@ class FetchResult:
     peer: str | None
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """How peers' TLS certificates are checked (httpx's defaults), made once per process:
+    loading the CA bundle takes tens of milliseconds. The launcher of several nodes makes it
+    before forking them, so they share it."""
+    return httpx.create_ssl_context()
+
+
 class PeerClient:
     """Talks to other nodes for this one; one instance per node, closed with :meth:`aclose`.
 
@@ -69,6 +79,7 @@ class PeerClient:
             headers={"user-agent": f"allmende/{__version__}"},
             follow_redirects=False,
             transport=transport,
+            verify=tls_context(),
         )
         self._fetching: dict[str, asyncio.Lock] = {}
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import importlib
 import logging
 import os
 import signal
@@ -64,22 +65,45 @@ def check_homes(homes: Sequence[Path]) -> list[Path]:
     return resolved
 
 
+# Imported by a node only once it serves or fetches (the HTTP protocol and client pieces,
+# FastAPI's pydantic compatibility layer, numpy's random generators for data partitions).
+SERVING_MODULES = (
+    "anyio._backends._asyncio",
+    "h11",
+    "httpcore._async.connection_pool",
+    "httpcore._backends.anyio",
+    "httptools",
+    "numpy.random",
+    "pydantic.v1",
+    "uvicorn.lifespan.off",
+    "uvicorn.lifespan.on",
+    "uvicorn.protocols.http.httptools_impl",
+    "uvicorn.protocols.websockets.auto",
+    "allmende.node.remote",
+    "allmende.node.submit",
+)
+
+
 def preload() -> None:
     """Import what every node needs, so the forked children do not each import it again.
 
-    Only imports and task classes: no tensor is made here, so no torch thread pool exists yet
-    when the children are forked (each child makes its own).
+    Only imports, task classes and the TLS settings: no tensor is made here, so no torch thread
+    pool exists yet when the children are forked (each child makes its own).
     """
-    import torch._dynamo  # noqa: F401 - the first optimizer step imports it (sympy...: seconds)
+    import torch  # noqa: F401 - training never imports torch._dynamo (see allmende.learn.optim)
 
     import allmende.node.process
     import allmende.node.roles.aggregator
     import allmende.node.roles.trainer  # noqa: F401 - imported for the children
     from allmende.learn.task import installed_tasks, load_task
+    from allmende.net.client import tls_context
 
     with contextlib.suppress(ImportError):  # each node's event loop, where it is installed
         import uvloop  # noqa: F401
-
+    for name in SERVING_MODULES:
+        with contextlib.suppress(ImportError):  # an optional speed-up that is not installed
+            importlib.import_module(name)
+    tls_context()
     for name in installed_tasks():
         try:
             load_task(name)
