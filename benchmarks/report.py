@@ -78,6 +78,7 @@ def fedavg_rows(columns: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "peak_total_rss_bytes": (result.get("memory") or {}).get("peak_total_rss_bytes"),
                 "gas_per_round": result.get("gas_per_round"),
                 "round_phases_s": result.get("round_phases_s"),
+                "run_walls_s": [run["wall_s"] for run in result.get("runs", [])],
             }
         )
     return rows
@@ -119,8 +120,10 @@ def goals(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def print_fedavg(rows: list[dict[str, Any]], *, console: Console, title: str) -> None:
-    """Table 1: the same FedAvg job three ways."""
+def print_fedavg(
+    rows: list[dict[str, Any]], *, console: Console, title: str, repeats: int = 1
+) -> None:
+    """Table 1: the same FedAvg job three ways (each column's median run of ``repeats``)."""
     table = Table(title=title)
     for header in FEDAVG_HEADERS:
         table.add_column(header, justify="left" if header == "column" else "right")
@@ -144,6 +147,14 @@ def print_fedavg(rows: list[dict[str, Any]], *, console: Console, title: str) ->
             _number(row["gas_per_round"], ",.0f"),
         )
     console.print(table)
+    if repeats > 1:
+        walls = "; ".join(
+            f"{row['column']} " + " / ".join(f"{wall:.1f}" for wall in row["run_walls_s"])
+            for row in rows
+            if row.get("run_walls_s")
+        )
+        console.print(f"  each column ran {repeats} times in turn; shown: its median run by wall "
+                      f"time (walls in s: {walls})")
     for row in rows:
         if "not_run" in row:
             console.print(f"  {row['column']}: not run: {row['not_run']}")

@@ -10,12 +10,15 @@ tree); its wall time runs from just before the process is started to the moment 
 the final model existed. Each result file holds the machine description. A piece that cannot run
 here prints "not run" with the reason and is recorded as such.
 
-Run: ``python benchmarks/run_all.py [--only fedavg,robustness,scale] [--rounds N]``.
+The FedAvg columns run ``--repeats`` times in turn and the table shows each column's median run.
+
+Run: ``python benchmarks/run_all.py [--only fedavg,robustness,scale] [--rounds N] [--repeats N]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
@@ -36,6 +39,7 @@ RESULTS_DIR = BENCH_DIR / "results"
 LOG_DIR = RESULTS_DIR / "logs"
 COLUMN_TIMEOUT_S = 1800.0
 BENCHMARKS = ("fedavg", "robustness", "scale")
+DEFAULT_REPEATS = 3  # a shared 2-core machine's speed drifts by half within minutes
 MIN_CONSOLE_WIDTH = 150  # the tables are wide; piped output would otherwise wrap at 80
 
 
@@ -95,28 +99,60 @@ def run_column(
     return result
 
 
-def bench_fedavg(job: FedAvgJob, *, console: Console) -> dict[str, Any]:
-    """Table 1. Each non-PyTorch column is compared bit for bit with a PyTorch reference run
-    that uses the same trainer identities (seeds depend on them)."""
+def bench_fedavg(job: FedAvgJob, *, console: Console, repeats: int = 1) -> dict[str, Any]:
+    """Table 1. The columns run ``repeats`` times in turn (PyTorch, Flower, Allmende, PyTorch,
+    ...), so a slow spell of a shared machine falls on all of them; each column's median run by
+    wall time stands for it, and every run's times are kept under ``runs``. Each non-PyTorch
+    column is compared bit for bit with a PyTorch reference run that uses the same trainer
+    identities (seeds depend on them)."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in COLUMNS}
+    not_run: dict[str, str] = {}
+    for repeat in range(repeats):
+        if repeats > 1:
+            console.print(f"  run {repeat + 1} of {repeats}")
+        for name in COLUMNS:
+            if name in not_run:
+                continue
+            tag = f"-{repeat + 1}" if repeats > 1 else ""
+            try:
+                runs[name].append(run_column(name, job, console=console, tag=tag))
+            except NotRun as reason:
+                console.print(f"  {name}: not run: {reason}")
+                not_run[name] = str(reason)
     columns: dict[str, dict[str, Any]] = {}
-    for name in COLUMNS:
-        try:
-            columns[name] = run_column(name, job, console=console)
-        except NotRun as reason:
-            console.print(f"  {name}: not run: {reason}")
-            columns[name] = {"not_run": str(reason)}
+    for name, results in runs.items():
+        if not results:
+            columns[name] = {"not_run": not_run[name]}
+            continue
+        columns[name] = {**median_run(results), "runs": [run_times(r) for r in results]}
     reference = columns.get("pytorch", {})
+    references: dict[tuple[str, ...], str] = {}  # trainer ids -> the reference's digest
     for result in columns.values():
         if "not_run" in result or "not_run" in reference:
             continue
-        ids = result.get("job", {}).get("trainer_ids") or []
-        if ids and ids != reference.get("job", {}).get("trainer_ids"):
-            same_ids = job.model_copy(update={"trainer_ids": ids})
-            rerun = run_column("pytorch", same_ids, console=console, tag="-reference")
-            result["reference_sha256"] = rerun["final_state_sha256"]
+        ids = tuple(result.get("job", {}).get("trainer_ids") or ())
+        if ids and list(ids) != reference.get("job", {}).get("trainer_ids"):
+            if ids not in references:
+                same_ids = job.model_copy(update={"trainer_ids": list(ids)})
+                rerun = run_column("pytorch", same_ids, console=console, tag="-reference")
+                references[ids] = rerun["final_state_sha256"]
+            result["reference_sha256"] = references[ids]
         else:
             result["reference_sha256"] = reference["final_state_sha256"]
-    return {"job": job.model_dump(), "columns": columns, "rows": fedavg_rows(columns)}
+    return {"job": job.model_dump(), "repeats": repeats, "columns": columns,
+            "rows": fedavg_rows(columns)}
+
+
+def median_run(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median wall time (of an even count, the faster of the middle two)."""
+    ordered = sorted(results, key=lambda result: result["wall_s"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def run_times(result: dict[str, Any]) -> dict[str, Any]:
+    """The times of one run of a column, kept beside the median run's full figures."""
+    keys = ("wall_s", "job_wall_s", "from_node_run_s", "round_s")
+    return {key: result[key] for key in keys if key in result}
 
 
 def bench_robustness(job: FedAvgJob, *, console: Console) -> dict[str, Any]:
@@ -152,7 +188,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated subset of: " + ", ".join(BENCHMARKS))
     parser.add_argument("--rounds", type=int, default=FedAvgJob().rounds,
                         help="rounds of every job (default: the issue's 20)")
+    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
+                        help="runs of each FedAvg column, taken in turn; the table shows each "
+                             f"column's median run (default {DEFAULT_REPEATS})")
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(BENCHMARKS))
     if unknown:
@@ -166,7 +207,11 @@ def main(argv: list[str] | None = None) -> int:
         console.print("  [yellow]the machine is busy with other work (load above its core count);"
                       " every time below is slower than on an idle machine[/yellow]")
     job = FedAvgJob(rounds=args.rounds)
-    runners = {"fedavg": bench_fedavg, "robustness": bench_robustness, "scale": bench_scale}
+    runners: dict[str, Callable[..., dict[str, Any]]] = {
+        "fedavg": functools.partial(bench_fedavg, repeats=args.repeats),
+        "robustness": bench_robustness,
+        "scale": bench_scale,
+    }
     for name in chosen:
         console.rule(name)
         try:
@@ -176,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
             result = {"not_run": str(reason)}
         path = write_result(name, result, machine)
         if name == "fedavg":
-            print_fedavg(result["rows"], console=console, title=_fedavg_title(job))
+            print_fedavg(result["rows"], console=console, title=_fedavg_title(job),
+                         repeats=result.get("repeats", 1))
         elif name == "robustness" and "not_run" not in result:
             print_robustness(result, console=console)
         elif name == "scale" and "not_run" not in result:

@@ -125,6 +125,21 @@ def test_fedavg_table_prints_not_run_with_its_reason() -> None:
     assert "0.9000" in text
 
 
+def test_repeated_columns_show_their_median_run_and_every_wall() -> None:
+    from run_all import median_run, run_times
+
+    runs = [_column([1.0, 0.2], sha="a", wall=wall) for wall in (31.0, 29.0, 40.0)]
+    assert median_run(runs)["wall_s"] == 31.0
+    assert median_run(runs[:2])["wall_s"] == 29.0  # of two, the faster
+    column = {**median_run(runs), "runs": [run_times(run) for run in runs]}
+    rows = fedavg_rows({"pytorch": _column([1.0, 0.1], sha="a", wall=2.0), "flower": column})
+    assert rows[1]["run_walls_s"] == [31.0, 29.0, 40.0]
+    out = io.StringIO()
+    print_fedavg(rows, console=Console(file=out, width=200), title="FedAvg", repeats=3)
+    assert "each column ran 3 times in turn" in out.getvalue()
+    assert "flower 31.0 / 29.0 / 40.0" in out.getvalue()
+
+
 def test_scale_rows_compute_overhead_memory_and_growth() -> None:
     from scale import run_table
 
