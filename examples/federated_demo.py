@@ -5,8 +5,9 @@ What it does, the way a user would, with the `allmende` command:
 1. `allmende devnet up` starts Anvil and deploys the contracts (in a temporary directory);
 2. `allmende node init` creates nine node homes from the devnet's funded accounts: the job
    owner's node (which also aggregates), six trainers each declaring its own Dirichlet(0.5)
-   slice of the digits data, and two aggregators; `allmende node run` starts each as its own OS
-   process (logs in each home's `node.log`);
+   slice of the digits data, and two aggregators; one `allmende node run HOME ...` starts each as
+   its own OS process, forked after the libraries are imported once (logs in each home's
+   `node.log`);
 3. `allmende job submit examples/jobs/federated-demo.toml` publishes spec and initial model and
    escrows the reward; the trainers' and aggregators' nodes join by themselves;
 4. `allmende job watch` shows the rounds' progress, accuracy, loss and contributors;
@@ -80,7 +81,7 @@ class Demo:
         self.cli = allmende_command()
         self.devnet_dir = root / "devnet"
         self.nodes: dict[str, Path] = {}
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.launcher: subprocess.Popen[bytes] | None = None  # `allmende node run HOME ...`
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
     def run(self, *args: str, env: dict[str, str] | None = None) -> str:
@@ -138,22 +139,23 @@ class Demo:
             self.nodes[name] = home
 
     def start_nodes(self) -> None:
-        for name, home in self.nodes.items():
-            log = open(home / "node.log", "wb")  # noqa: SIM115 - the child keeps it open
-            self.processes[name] = subprocess.Popen(
-                [*self.cli, "node", "run", str(home)],
+        """One `allmende node run HOME ...` for every node: one process per node, forked after
+        the libraries are imported once; each node logs to HOME/node.log."""
+        homes = [str(home) for home in self.nodes.values()]
+        with (self.root / "nodes.log").open("wb") as log:
+            self.launcher = subprocess.Popen(
+                [*self.cli, "node", "run", *homes],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 start_new_session=True,
             )
-            log.close()
         deadline = time.monotonic() + START_TIMEOUT
         waiting = dict(self.nodes)
         while waiting:
+            if self.launcher.poll() is not None:
+                raise DemoFailed(f"`allmende node run` exited; see {self.root / 'nodes.log'}")
             for name, home in list(waiting.items()):
-                if self.processes[name].poll() is not None:
-                    raise DemoFailed(f"node {name} exited at start-up; see {home / 'node.log'}")
                 port = tomllib.loads((home / "node.toml").read_text())["node"]["port"]
                 try:
                     health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0)
@@ -162,21 +164,24 @@ class Demo:
                 except (httpx.HTTPError, ValueError):
                     pass
             if time.monotonic() > deadline:
-                raise DemoFailed(f"nodes {sorted(waiting)} did not start within {START_TIMEOUT} s")
+                raise DemoFailed(
+                    f"nodes {sorted(waiting)} did not start within {START_TIMEOUT} s; see their "
+                    "node.log"
+                )
             time.sleep(0.3)
         say(f"{len(self.nodes)} node processes running: {', '.join(self.nodes)}")
 
     def stop_nodes(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        """SIGTERM to `allmende node run`, which stops every node; SIGKILL after a grace time."""
+        launcher = self.launcher
+        if launcher is None or launcher.poll() is not None:
+            return
+        launcher.send_signal(signal.SIGTERM)
+        try:
+            launcher.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(launcher.pid, signal.SIGKILL)  # the nodes are in its process group
+            launcher.wait()
 
     def devnet_down(self) -> None:
         subprocess.run(
