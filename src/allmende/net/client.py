@@ -13,7 +13,7 @@ import asyncio
 import functools
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from allmende.errors import BlobTooLarge, HashMismatch, PeerError
 from allmende.net.limits import DEFAULT_MESSAGE_TTL_SECONDS
 from allmende.net.messages import MessageDomain, sign_message
 from allmende.net.metrics import NodeMetrics
+from allmende.net.plainhttp import PlainHttp, PlainHttpError
 from allmende.store.blobs import BlobStore, check_digest
 from allmende.store.state import StateDB
 
@@ -74,18 +75,31 @@ class PeerClient:
         self.metrics = metrics
         self.account = account
         self.domain = domain
+        headers = {"user-agent": f"allmende/{__version__}"}
         self._http = httpx.AsyncClient(
             timeout=timeout,
-            headers={"user-agent": f"allmende/{__version__}"},
+            headers=headers,
             follow_redirects=False,
             transport=transport,
             verify=tls_context(),
         )
+        # Blob downloads from http:// peers; a test's own transport sees every request instead.
+        self._plain = (
+            PlainHttp(
+                connect_timeout=timeout.connect or DEFAULT_TIMEOUT.connect or 5.0,
+                read_timeout=timeout.read or DEFAULT_TIMEOUT.read or 30.0,
+                headers=headers,
+            )
+            if transport is None
+            else None
+        )
         self._fetching: dict[str, asyncio.Lock] = {}
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pools."""
         await self._http.aclose()
+        if self._plain is not None:
+            await self._plain.aclose()
 
     async def __aenter__(self) -> PeerClient:
         return self
@@ -135,31 +149,40 @@ class PeerClient:
 
     async def _fetch_from(self, peer: str, digest: str, max_bytes: int | None) -> int:
         url = f"{peer.rstrip('/')}/v1/blobs/{digest}"
-        try:
-            async with self._http.stream("GET", url) as response:
-                if response.status_code == 404:
+        # a copy: a peer has it, so a crash may lose it (see BlobStore.writer)
+        with self.store.writer(digest, max_bytes=max_bytes, durable=False) as writer:
+
+            def check_answer(status: int, headers: Mapping[str, str]) -> None:
+                if status == 404:
                     raise _PeerFailure("not_found", "does not have it (404)")
-                if response.status_code != 200:
-                    raise _PeerFailure("http", f"answered HTTP {response.status_code}")
-                # a copy: a peer has it, so a crash may lose it (see BlobStore.writer)
-                with self.store.writer(digest, max_bytes=max_bytes, durable=False) as writer:
-                    declared = response.headers.get("content-length", "")
-                    if declared.isdigit() and int(declared) > writer.max_bytes:
-                        raise _PeerFailure(
-                            "size", f"announced {declared} bytes, over the limit {writer.max_bytes}"
-                        )
-                    async for chunk in response.aiter_raw():
-                        writer.write(chunk)
-                    writer.commit()
-                    return writer.size
-        except HashMismatch as exc:
-            raise _PeerFailure("hash", f"served wrong bytes: {exc}") from None
-        except BlobTooLarge as exc:
-            raise _PeerFailure("size", f"sent too much: {exc}") from None
-        except httpx.TimeoutException as exc:
-            raise _PeerFailure("timeout", f"timed out ({type(exc).__name__})") from None
-        except httpx.HTTPError as exc:
-            raise _PeerFailure("unreachable", f"failed: {type(exc).__name__}: {exc}") from None
+                if status != 200:
+                    raise _PeerFailure("http", f"answered HTTP {status}")
+                declared = headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > writer.max_bytes:
+                    raise _PeerFailure(
+                        "size", f"announced {declared} bytes, over the limit {writer.max_bytes}"
+                    )
+
+            try:
+                if self._plain is not None and url.startswith("http://"):
+                    await self._plain.get(url, check_answer, writer.write)
+                else:
+                    async with self._http.stream("GET", url) as response:
+                        check_answer(response.status_code, response.headers)
+                        async for chunk in response.aiter_raw():
+                            writer.write(chunk)
+                writer.commit()
+                return writer.size
+            except HashMismatch as exc:
+                raise _PeerFailure("hash", f"served wrong bytes: {exc}") from None
+            except BlobTooLarge as exc:
+                raise _PeerFailure("size", f"sent too much: {exc}") from None
+            except PlainHttpError as exc:
+                raise _PeerFailure(exc.kind, f"failed: {exc.detail}") from None
+            except httpx.TimeoutException as exc:
+                raise _PeerFailure("timeout", f"timed out ({type(exc).__name__})") from None
+            except httpx.HTTPError as exc:
+                raise _PeerFailure("unreachable", f"failed: {type(exc).__name__}: {exc}") from None
 
     def _record_fault(self, peer: str, kind: str, detail: str) -> None:
         log.warning("Peer %s %s", peer, detail)

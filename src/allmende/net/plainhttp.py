@@ -1,0 +1,203 @@
+"""``GET`` over plain HTTP/1.1 with kept-alive connections: the fast path of blob downloads.
+
+Every round, each trainer downloads the round's model and the aggregator downloads every
+update, all small blobs from peers on ``http://`` URLs. Through httpx a download costs about
+2.5 ms of CPU (its transport layers, anyio and the request and response models), ten times
+what the bytes cost; on a small machine shared by many nodes that is a sizeable part of a
+round. :class:`PlainHttp` writes the request line itself and parses the answer with httptools
+(the C parser uvicorn serves with): status, headers, a ``Content-Length`` or chunked body, and
+whether the connection may be reused. HTTPS and everything that is not a blob download still
+go through httpx.
+
+A peer is untrusted: headers are bounded (:data:`MAX_HEADER_BYTES`), every read has a timeout,
+a malformed answer raises :class:`PlainHttpError`, and a connection is reused only after a
+complete, well-formed answer that allows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import httptools
+
+READ_BYTES = 256 * 1024
+MAX_HEADER_BYTES = 64 * 1024  # status line and headers together
+MAX_IDLE_PER_PEER = 8
+
+
+class PlainHttpError(Exception):
+    """The peer could not be asked or answered wrongly; ``kind`` is ``timeout``,
+    ``unreachable`` or ``protocol``."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+
+
+@dataclass
+class _Answer:
+    """httptools' callbacks collect one response here."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+    header_bytes: int = 0
+    headers_done: bool = False
+    complete: bool = False
+    pieces: list[bytes] = field(default_factory=list)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value)
+        if self.header_bytes > MAX_HEADER_BYTES:
+            raise PlainHttpError("protocol", f"sent over {MAX_HEADER_BYTES} bytes of headers")
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.pieces.append(body)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+OnHeaders = Callable[[int, dict[str, str]], None]
+OnBody = Callable[[bytes], None]
+
+
+class PlainHttp:
+    """``GET`` requests to ``http://`` peers, reusing idle connections per host and port."""
+
+    def __init__(
+        self, *, connect_timeout: float, read_timeout: float, headers: dict[str, str]
+    ) -> None:
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self._extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        self._idle: dict[tuple[str, int], list[Connection]] = {}
+
+    async def get(self, url: str, on_headers: OnHeaders, on_body: OnBody) -> None:
+        """``GET url``: ``on_headers(status, headers)`` once the headers are in (lower-case
+        names), then ``on_body`` with each piece of the body. An exception from either stops
+        the download (the connection is closed) and propagates."""
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise PlainHttpError("protocol", f"{url} is not a plain http:// URL")
+        host, port = parts.hostname, parts.port or 80
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        request = (f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n{self._extra}\r\n").encode(
+            "latin-1"
+        )
+        idle = self._idle.setdefault((host, port), [])
+        while idle:  # an idle connection the peer closed meanwhile fails before any byte
+            connection = idle.pop()
+            try:
+                return await self._exchange(connection, request, idle, on_headers, on_body)
+            except _Stale:
+                continue
+        connection = await self._connect(host, port)
+        try:
+            return await self._exchange(connection, request, idle, on_headers, on_body)
+        except _Stale:
+            raise PlainHttpError("unreachable", "closed the connection without answering") from None
+
+    async def aclose(self) -> None:
+        """Close every idle connection."""
+        idle, self._idle = self._idle, {}
+        for connections in idle.values():
+            for _, writer in connections:
+                writer.close()
+
+    async def _connect(self, host: str, port: int) -> Connection:
+        try:
+            return await asyncio.wait_for(asyncio.open_connection(host, port), self.connect_timeout)
+        except TimeoutError:
+            raise PlainHttpError("timeout", f"did not accept a connection in "
+                                 f"{self.connect_timeout:g} s") from None  # fmt: skip
+        except OSError as exc:
+            raise PlainHttpError("unreachable", f"{type(exc).__name__}: {exc}") from None
+
+    async def _exchange(
+        self,
+        connection: Connection,
+        request: bytes,
+        idle: list[Connection],
+        on_headers: OnHeaders,
+        on_body: OnBody,
+    ) -> None:
+        reader, writer = connection
+        answer = _Answer()
+        parser = httptools.HttpResponseParser(answer)
+        received = 0
+        status_line = b""
+        reusable = False
+        try:
+            writer.write(request)
+            reported = False
+            while not answer.complete:
+                data = await self._read(reader, received)
+                if not data:
+                    if received == 0:
+                        raise _Stale
+                    if answer.headers_done and _until_close(answer.headers):
+                        break  # a body delimited by the end of the connection
+                    raise PlainHttpError("unreachable", "closed the connection mid-answer")
+                if received == 0:
+                    status_line = data.split(b"\r\n", 1)[0]
+                received += len(data)
+                try:
+                    parser.feed_data(data)
+                except httptools.HttpParserUpgrade:
+                    raise PlainHttpError("protocol", "asked to switch protocols") from None
+                except httptools.HttpParserError as exc:
+                    raise PlainHttpError("protocol", f"sent a malformed answer ({exc})") from None
+                if not answer.headers_done and received > MAX_HEADER_BYTES:
+                    raise PlainHttpError("protocol", f"sent over {MAX_HEADER_BYTES} bytes of "
+                                         "headers")  # fmt: skip
+                if answer.headers_done and not reported:
+                    reported = True
+                    on_headers(parser.get_status_code(), answer.headers)
+                for piece in answer.pieces:
+                    on_body(piece)
+                answer.pieces.clear()
+            reusable = answer.complete and _keep_alive(status_line, answer.headers)
+        except ConnectionError as exc:
+            if received == 0:
+                raise _Stale from None
+            raise PlainHttpError("unreachable", f"{type(exc).__name__}: {exc}") from None
+        finally:
+            if reusable and len(idle) < MAX_IDLE_PER_PEER:
+                idle.append(connection)
+            else:
+                writer.close()
+
+    async def _read(self, reader: asyncio.StreamReader, received: int) -> bytes:
+        try:
+            return await asyncio.wait_for(reader.read(READ_BYTES), self.read_timeout)
+        except TimeoutError:
+            raise PlainHttpError(
+                "timeout", f"sent nothing for {self.read_timeout:g} s after {received} bytes"
+            ) from None
+
+
+class _Stale(Exception):
+    """The connection ended before the answer's first byte (a reused one the peer closed)."""
+
+
+def _keep_alive(status_line: bytes, headers: dict[str, str]) -> bool:
+    """Whether the connection may carry another request after this answer (the parser's own
+    flag is reset once it has parsed a whole message)."""
+    tokens = {token.strip().lower() for token in headers.get("connection", "").split(",")}
+    if status_line.startswith(b"HTTP/1.1 "):
+        return "close" not in tokens
+    return status_line.startswith(b"HTTP/1.0 ") and "keep-alive" in tokens
+
+
+def _until_close(headers: dict[str, str]) -> bool:
+    """Whether the body runs to the end of the connection (no length, not chunked)."""
+    chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+    return "content-length" not in headers and not chunked
