@@ -20,6 +20,7 @@ from allmende.net.api import (
     NodeIdentity,
     VerifiedMessage,
     create_app,
+    direct_blob_gets,
 )
 from allmende.net.messages import MessageDomain, sign_message
 from allmende.net.metrics import NodeMetrics
@@ -59,7 +60,7 @@ class SyncClient:
 
 
 class Node:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, *, direct: bool = False) -> None:
         self.store = BlobStore(tmp_path / "blobs")
         self.state = StateDB.open(tmp_path / "state.sqlite")
         self.metrics = NodeMetrics()
@@ -86,12 +87,20 @@ class Node:
             settings=ApiSettings(max_message_bytes=2048),
             ready=lambda: self.roles_ready,
         )
-        self.http = SyncClient(app)
+        self.app_calls = 0
+
+        async def counted(scope, receive, send) -> None:
+            self.app_calls += 1
+            await app(scope, receive, send)
+
+        served = direct_blob_gets(counted, store=self.store, metrics=self.metrics)
+        self.http = SyncClient(served if direct else counted)
 
 
-@pytest.fixture
-def node(tmp_path: Path):
-    n = Node(tmp_path)
+@pytest.fixture(params=["fastapi", "direct"])
+def node(tmp_path: Path, request: pytest.FixtureRequest):
+    """The API as FastAPI serves it, and as a node serves it (small whole-blob GETs first)."""
+    n = Node(tmp_path, direct=request.param == "direct")
     yield n
     n.http.close()
     n.state.close()
@@ -123,6 +132,29 @@ def test_info_health_metrics_and_openapi(node: Node) -> None:
     assert {"/v1/info", "/v1/blobs/{digest}", "/v1/messages"} <= set(paths)
 
 
+def test_small_blob_gets_skip_fastapi_and_everything_else_reaches_it(tmp_path: Path) -> None:
+    node = Node(tmp_path, direct=True)
+    try:
+        small = node.store.put_bytes(b"x" * 100)
+        large = node.store.put_bytes(os.urandom(SERVE_CHUNK_BYTES + 1))
+        assert node.http.get(f"/v1/blobs/{small}").content == b"x" * 100
+        assert node.app_calls == 0
+        for request in (
+            ("GET", f"/v1/blobs/{large}", {}),
+            ("GET", f"/v1/blobs/{small}", {"range": "bytes=0-9"}),
+            ("HEAD", f"/v1/blobs/{small}", {}),
+            ("GET", "/v1/blobs/" + "0" * 64, {}),
+            ("GET", "/v1/blobs/not-a-digest", {}),
+            ("GET", "/v1/info", {}),
+        ):
+            before = node.app_calls
+            node.http.request(request[0], request[1], headers=request[2])
+            assert node.app_calls == before + 1, request
+    finally:
+        node.http.close()
+        node.state.close()
+
+
 def test_get_head_and_range_of_a_blob(node: Node) -> None:
     data = bytes(range(256)) * 100
     digest = node.store.put_bytes(data)
@@ -136,7 +168,7 @@ def test_get_head_and_range_of_a_blob(node: Node) -> None:
     part = node.http.get(f"/v1/blobs/{digest}", headers={"range": "bytes=10-19"})
     assert part.status_code == 206
     assert part.content == data[10:20]
-    assert 'allmende_blob_bytes_served_total 25600.0' in node.http.get("/metrics").text
+    assert "allmende_blob_bytes_served_total 25600.0" in node.http.get("/metrics").text
 
 
 def test_unknown_and_malformed_blob_names_are_4xx_json(node: Node) -> None:

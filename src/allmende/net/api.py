@@ -22,6 +22,7 @@ is logged and answered with a JSON 500, and the node keeps serving.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -220,14 +221,13 @@ def create_app(
         handler = router.handlers.get(message.kind)
         if handler is None:
             metrics.messages.labels("unknown_kind").inc()
-            raise HTTPException(
-                400, f"This node has no handler for message kind {message.kind!r}."
-            )
+            raise HTTPException(400, f"This node has no handler for message kind {message.kind!r}.")
         if not state.remember_nonce(message.sender, message.nonce, message.expiry):
             metrics.messages.labels("replayed").inc()
             raise HTTPException(
-                409, f"Nonce {message.nonce} of {message.sender} was already used; this is a "
-                "replay. Sign a new message with a fresh nonce."
+                409,
+                f"Nonce {message.nonce} of {message.sender} was already used; this is a "
+                "replay. Sign a new message with a fresh nonce.",
             )
         verified = VerifiedMessage(
             sender=message.sender,
@@ -248,8 +248,14 @@ def create_app(
 
 
 def _whole_blob(store: BlobStore, digest: str, metrics: NodeMetrics) -> Response:
-    """A small blob as one response, checked first: a blob that rotted on disk is quarantined
-    and answered with 404, so the peer asks another node (a streamed blob is checked at its end,
+    """A small blob as one response (see :func:`_read_whole`)."""
+    body = _read_whole(store, digest, metrics)
+    return Response(body, media_type="application/octet-stream", headers={"Accept-Ranges": "bytes"})
+
+
+def _read_whole(store: BlobStore, digest: str, metrics: NodeMetrics) -> bytes:
+    """A small blob's bytes, checked first: a blob that rotted on disk is quarantined and
+    answered with 404, so the peer asks another node (a streamed blob is checked at its end,
     and the peer's own check refuses it)."""
     try:
         body = store.read_bytes(digest)
@@ -257,13 +263,72 @@ def _whole_blob(store: BlobStore, digest: str, metrics: NodeMetrics) -> Response
         metrics.corrupt_blobs.inc()
         log.warning("%s", exc)
         raise HTTPException(
-            404, f"Blob {digest} was corrupted on this node's disk and is quarantined; ask "
-            "another peer."
+            404,
+            f"Blob {digest} was corrupted on this node's disk and is quarantined; ask "
+            "another peer.",
         ) from None
     except BlobNotFound as exc:  # deleted (e.g. by gc) between the size check and the read
         raise HTTPException(404, str(exc)) from None
     metrics.blob_bytes_served.inc(len(body))
-    return Response(body, media_type="application/octet-stream", headers={"Accept-Ranges": "bytes"})
+    return body
+
+
+ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
+                   Awaitable[None]]  # fmt: skip
+BLOB_PATH = "/v1/blobs/"
+
+
+def direct_blob_gets(app: ASGIApp, *, store: BlobStore, metrics: NodeMetrics) -> ASGIApp:
+    """``app`` with whole-blob ``GET``s of small blobs answered before FastAPI sees them.
+
+    Every round each trainer downloads the model and the aggregator every update, all blobs
+    under :data:`SERVE_CHUNK_BYTES`; FastAPI's routing, middleware and response classes cost
+    more CPU per such request than reading and hashing the blob. The answer is the route's
+    own: the same bytes, headers, hash check, quarantine and metrics. Anything else (``HEAD``,
+    ``Range``, a bad name, a missing or large blob, other paths) goes to ``app``.
+    """
+
+    async def serve(
+        scope: dict[str, Any],
+        receive: Callable[[], Awaitable[Any]],
+        send: Callable[[Any], Awaitable[None]],
+    ) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "GET"
+            and scope["path"].startswith(BLOB_PATH)
+            and not any(name == b"range" for name, _ in scope["headers"])
+        ):
+            digest = scope["path"][len(BLOB_PATH) :]
+            if _small_blob(store, digest):
+                metrics.blob_requests.labels("served").inc()
+                try:
+                    body = _read_whole(store, digest, metrics)
+                    status, headers = (
+                        200,
+                        [
+                            (b"content-type", b"application/octet-stream"),
+                            (b"accept-ranges", b"bytes"),
+                        ],
+                    )
+                except HTTPException as exc:
+                    body = json.dumps({"detail": exc.detail}).encode()
+                    status, headers = exc.status_code, [(b"content-type", b"application/json")]
+                headers.append((b"content-length", str(len(body)).encode()))
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await app(scope, receive, send)
+
+    return serve
+
+
+def _small_blob(store: BlobStore, digest: str) -> bool:
+    """Whether ``digest`` names a stored blob of one serving piece at most."""
+    try:
+        return store.size(digest) <= SERVE_CHUNK_BYTES
+    except (HashMismatch, BlobNotFound):  # the route answers these (400, 404)
+        return False
 
 
 async def _verified_chunks(

@@ -34,7 +34,13 @@ from eth_account.signers.local import LocalAccount
 from allmende.chain import ChainClient, Deployment, Jobs, Registry
 from allmende.chain.heads import HeadWatcher, LogFilter, websocket_url
 from allmende.errors import AllmendeError, NodeError
-from allmende.net.api import ApiSettings, MessageRouter, NodeIdentity, create_app
+from allmende.net.api import (
+    ApiSettings,
+    MessageRouter,
+    NodeIdentity,
+    create_app,
+    direct_blob_gets,
+)
 from allmende.net.client import PeerClient
 from allmende.net.messages import MessageDomain
 from allmende.net.metrics import NodeMetrics
@@ -286,7 +292,7 @@ async def serve(ctx: NodeContext, services: Sequence[RoleService]) -> None:
     sock = _bind(ctx.config.node.host, ctx.config.node.port)
     server = _Server(
         uvicorn.Config(
-            app,
+            direct_blob_gets(app, store=ctx.store, metrics=ctx.metrics),
             log_config=None,
             access_log=False,
             lifespan="off",
@@ -411,4 +417,3 @@ def run_node(
             raise NodeError(f"The node stopped after an unexpected error: {exc!r}.") from exc
         finally:
             ctx.state.close()
-
