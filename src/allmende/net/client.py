@@ -1,4 +1,7 @@
-"""The peer client (httpx): fetch blobs by hash from whichever peer has them, post signed messages.
+"""The peer client: fetch blobs by hash from whichever peer has them, post signed messages.
+
+Blobs from ``http://`` peers come through :class:`~allmende.net.plainhttp.PlainHttp`; HTTPS
+peers and messages go through httpx.
 
 A fetch tries the candidate peers in order and moves on at the first error, timeout, oversized
 body or wrong hash. Bytes are hashed as they arrive and written to a temporary file in the store,
