@@ -158,7 +158,6 @@ class BenchNetwork:
             self.owner = owner.result()
             self.trainers = [future.result() for future in trainers]
 
-
     def nodes(self) -> list[Node]:
         return ([self.owner] if self.owner else []) + self.trainers
 

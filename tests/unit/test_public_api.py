@@ -45,3 +45,14 @@ def test_contract_revert_carries_the_contracts_reason() -> None:
     assert exc.reason == "jobs: round is final"
     assert "propose" in str(exc) and "jobs: round is final" in str(exc)
     assert isinstance(exc, RuntimeError)
+
+
+def test_the_chain_package_names_resolve_on_first_use() -> None:
+    import allmende.chain as chain
+
+    assert sorted(chain.__all__) == sorted(chain._MODULE_OF)  # one list of what is lazy
+    for name in chain.__all__:
+        value = getattr(chain, name)
+        module = f"allmende.chain.{chain._MODULE_OF[name]}"
+        assert getattr(__import__(module, fromlist=[name]), name) is value, name
+    assert not hasattr(chain, "NoSuchThing")
