@@ -3,9 +3,10 @@
 Six trainers (one IID part of digits each) and three aggregators (quorum 2; the first is the
 job owner's node) run a ten-round FedAvg job while the test:
 
-- SIGKILLs a trainer in the middle of round 3 and another in the middle of round 7, and restarts
-  each at once (``allmende node run`` on the same home, no other operator action);
-- SIGKILLs an aggregator in the middle of round 5 and restarts it once round 6 has begun;
+- SIGKILLs a trainer in the middle of round 3 and restarts it at once (``allmende node run`` on
+  the same home, no other operator action);
+- SIGKILLs an aggregator and another trainer together in the middle of round 5, and restarts
+  the aggregator, then the trainer once the aggregator serves again;
 - stops Anvil in the middle of round 8 and starts it again from its state file.
 
 Proven: the job finishes; every killed node worked again after its restart (its log and the
@@ -18,6 +19,7 @@ wei: the contract holds escrow + owed, and the job's credits plus its refund equ
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 
@@ -157,11 +159,15 @@ def test_crashed_nodes_and_a_restarted_chain_do_not_stop_the_job(devnet_slot, tm
         wait_for(lambda: in_round(reader, job_id, 3), "the middle of round 3")
         trainers[1] = kill_and_restart(factory, trainers[1])
         wait_for(lambda: in_round(reader, job_id, 5), "the middle of round 5")
+        # An aggregator and a trainer crash together. The round waits for the trainer (until
+        # its deadline), so the aggregator, restarted first, is back for the rounds after it;
+        # without that wait, a busy machine can take longer to start a node than the job
+        # takes for its last rounds, since two other aggregators make the quorum.
         aggregators[2].stop(signal.SIGKILL)
-        wait_for(lambda: reader.jobs.job(job_id).current_round >= 6, "round 6")
+        trainers[4].stop(signal.SIGKILL)
         aggregators[2] = factory.start(aggregators[2].home, wait=False)
-        wait_for(lambda: in_round(reader, job_id, 7), "the middle of round 7")
-        trainers[4] = kill_and_restart(factory, trainers[4])
+        wait_ready(aggregators[2])
+        trainers[4] = factory.start(trainers[4].home, wait=False)
         wait_for(lambda: in_round(reader, job_id, 8), "the middle of round 8")
         assert chain.down(timeout=30.0)
         chain.up()  # from its state file, on the same port
@@ -194,12 +200,12 @@ def test_crashed_nodes_and_a_restarted_chain_do_not_stop_the_job(devnet_slot, tm
         assert f"Job {job_id} round {later_round}: trained" in logs[name], name
         index = on_chain_trainers.index(trainers[int(name[-1])].address)
         assert results[later_round].included >> index & 1, name
-    # the restarted aggregator worked the last round: it voted, or saw the quorum beat its vote
-    last_round = logs["aggregator2"]
-    assert (
-        f"Job {job_id} round 9: proposed" in last_round
-        or f"Job {job_id} round 9: finalized before this node's vote" in last_round
-    )
+    # the restarted aggregator worked again in a later round: it voted, or saw the quorum beat
+    # its vote (it need not vote in the last one: two aggregators make the quorum)
+    after_restart = logs["aggregator2"].rsplit("serving on", 1)[-1]
+    assert re.search(
+        rf"Job {job_id} round [5-9]: (proposed|finalized before this node's vote)", after_restart
+    ), after_restart
 
     # accuracy within 1 point of the undisturbed run
     parts = {node.address: i for i, node in enumerate(trainers)}
