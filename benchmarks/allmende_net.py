@@ -1,8 +1,10 @@
 """A throw-away Allmende network for benchmarks: a real Anvil and real node processes.
 
 :class:`BenchNetwork` starts a devnet with enough funded accounts, creates one node home per
-participant with ``allmende node init`` (the job owner's node, which also aggregates, and one
-trainer node per partition part), starts them all with one ``allmende node run HOME ...`` (one OS
+participant (the job owner's node, which also aggregates, and one trainer node per partition
+part) with :func:`allmende.node.home.create_home`, the call ``allmende node init`` makes, in this
+process rather than in nine command processes that would each spend most of their time importing
+the same modules; it starts them all with one ``allmende node run HOME ...`` (one OS
 process per node, forked after the node libraries are imported once; each logs to its
 ``HOME/node.log``), submits a job with ``allmende job submit``, and follows it on chain.
 Everything it started is stopped by :meth:`BenchNetwork.close`, whatever happened.
@@ -20,16 +22,14 @@ import socket
 import subprocess
 import sys
 import time
-import tomllib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from allmende.chain import Contracts, Deployment, Devnet, DevnetConfig, JobStatus, dev_keys
-from allmende.chain.addresses import address_of_key
-from allmende.node.config import parse_config, write_config
+from allmende.node.config import parse_config
+from allmende.node.home import create_home
 from fedavg_job import FedAvgJob
 
 BENCH_POLL_SECONDS = 0.05
@@ -41,7 +41,6 @@ START_TIMEOUT_S = 600.0  # 33 nodes importing torch on 2 busy cores take minutes
 JOB_TIMEOUT_S = 1800.0
 STOP_TIMEOUT_S = 15.0
 FOLLOW_INTERVAL_S = 0.2  # the rounds' times come from the node logs; a fast poll costs them CPU
-INIT_PARALLEL = 4
 
 
 def _free_port() -> int:
@@ -148,15 +147,12 @@ class BenchNetwork:
         """What an operator does once: the chain with its contracts, and the node homes."""
         self.deployment = self.devnet.up()
         keys = dev_keys(self.job.trainers + 2)[1:]  # key 0 deployed the contracts
-        with ThreadPoolExecutor(max_workers=INIT_PARALLEL) as pool:  # `node init` waits on I/O
-            owner = pool.submit(self._init_node, "owner", keys[0], "aggregator", {})
-            trainers = [
-                pool.submit(self._init_node, f"trainer{part:02d}", keys[1 + part], "trainer",
-                            {"trainer": {"dataset": self.job.dataset(part).model_dump()}})
-                for part in range(self.job.trainers)
-            ]
-            self.owner = owner.result()
-            self.trainers = [future.result() for future in trainers]
+        self.owner = self._init_node("owner", keys[0], "aggregator", {})
+        self.trainers = [
+            self._init_node(f"trainer{part:02d}", keys[1 + part], "trainer",
+                            {"dataset": self.job.dataset(part).model_dump()})
+            for part in range(self.job.trainers)
+        ]  # fmt: skip
 
     def nodes(self) -> list[Node]:
         return ([self.owner] if self.owner else []) + self.trainers
@@ -169,22 +165,21 @@ class BenchNetwork:
             raise NetworkFailed(f"`allmende {' '.join(args)}` failed: {result.stderr.strip()}")
         return result.stdout
 
-    def _init_node(self, name: str, key: str, roles: str, sections: dict[str, dict]) -> Node:
+    def _init_node(self, name: str, key: str, role: str, settings: dict[str, object]) -> Node:
+        """The node home ``name``: what ``allmende node init --deployment ... --port ...
+        --roles ROLE --stake-wei ... --insecure-plaintext-key`` writes, with the role's
+        ``settings`` and the benchmark's poll interval in ``node.toml``."""
+        assert self.deployment is not None
         home, port = self.root / name, _free_port()
-        self.run_cli(
-            "node", "init", str(home), "--deployment", str(self.devnet.deployment_path),
-            "--port", str(port), "--roles", roles, "--stake-wei", str(STAKE_WEI),
-            "--insecure-plaintext-key", "--import-key-env", "BENCH_NODE_KEY",
-            env={**self.env, "BENCH_NODE_KEY": key},
-        )
-        raw = tomllib.loads((home / "node.toml").read_text())
-        for section in ("trainer", "aggregator"):
-            if section in roles:
-                extra = sections.get(section, {})
-                raw[section] = {**raw.get(section, {}), **extra,
-                                "poll_seconds": BENCH_POLL_SECONDS}
-        write_config(home, parse_config(raw))
-        return Node(name=name, home=home, address=address_of_key(key), port=port)
+        config = parse_config({
+            "node": {"port": port, "roles": [role]},
+            "chain": {"deployment": str(self.devnet.deployment_path.resolve())},
+            "stake": {"amount_wei": STAKE_WEI},
+            role: {**settings, "poll_seconds": BENCH_POLL_SECONDS},
+        }, source=f"The settings of node {name}")  # fmt: skip
+        address = create_home(home, config, chain_id=self.deployment.chain_id, password=None,
+                              plaintext=True, private_key=key)  # fmt: skip
+        return Node(name=name, home=home, address=address, port=port)
 
     def start_nodes(self) -> None:
         """``allmende node run`` with every home, until every node is healthy."""

@@ -27,9 +27,8 @@ from allmende.node.config import (
     load_config,
     parse_config,
     resolve,
-    write_config,
 )
-from allmende.node.keystore import create_key
+from allmende.node.home import create_home
 from allmende.store.blobs import BlobStore, check_digest
 from allmende.store.state import STATE_FILE, StateDB
 
@@ -101,18 +100,14 @@ def init(
     password = None
     if not insecure_plaintext_key:
         password = os.environ.get(config.node.password_env) or _password_prompt(confirm=True)
-    home.mkdir(parents=True, exist_ok=True)
-    address = create_key(
-        resolve(home, config.node.key_file),
+    address = create_home(
+        home,
+        config,
+        chain_id=chain_id,
         password=password,
         plaintext=insecure_plaintext_key,
-        chain_id=chain_id,
         private_key=private_key,
     )
-    write_config(home, config)
-    data = resolve(home, config.node.data_dir)
-    BlobStore(data / BLOBS_DIR)
-    StateDB.open(data / STATE_FILE).close()
     _out.print(f"node home {home} created; node address {address}", soft_wrap=True)
 
 
