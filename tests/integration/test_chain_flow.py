@@ -240,6 +240,21 @@ def test_devnet_restart_keeps_chain_balances_and_contracts(devnet_slot) -> None:
         run_cli("down", "--state", str(state))
 
 
+def test_the_chain_client_reads_balances_and_code_as_web3_does(devnet) -> None:
+    from allmende.chain import ChainClient
+
+    client = ChainClient(devnet.rpc_url, devnet.keys[4])
+    sink = Account.create().address
+    assert client.chain_id == client.w3.eth.chain_id == devnet.deployment.chain_id
+    assert client.has_code(devnet.deployment.jobs.address)
+    assert not client.has_code(sink)
+    before = client.balance(client.address)
+    receipt = client.send_value(sink.lower(), 7)  # any case is accepted
+    assert client.balance(sink) == client.w3.eth.get_balance(sink) == 7
+    assert client.balance(client.address) == before - 7 - receipt.fee
+    assert receipt.contract_address is None
+
+
 def test_event_stream_follows_the_real_chain_and_resumes_from_its_cursor(devnet, tmp_path) -> None:
     from allmende.chain import ChainClient, EventStream
     from allmende.chain.events import NodeRegistered, NodeUpdated, Staked

@@ -26,3 +26,31 @@ def test_another_mnemonic_gives_other_accounts() -> None:
 def test_negative_index_is_refused() -> None:
     with pytest.raises(ValueError, match=">= 0"):
         dev_account(-1)
+
+
+MNEMONICS = (
+    "test test test test test test test test test test test junk",
+    "legal winner thank year wave sausage worth useful legal winner thank yellow",
+    "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about",
+    "zoo zoo zoo zoo zoo zoo zoo zoo zoo zoo zoo wrong",
+)
+
+
+@pytest.mark.parametrize("mnemonic", MNEMONICS)
+def test_keys_equal_eth_accounts_hd_wallet(mnemonic: str) -> None:
+    Account.enable_unaudited_hdwallet_features()
+    for index in (0, 1, 7, 33, 2**31 - 1):
+        reference = Account.from_mnemonic(mnemonic, account_path=f"m/44'/60'/0'/0/{index}")
+        ours = dev_account(index, mnemonic=mnemonic)
+        assert (ours.key, ours.address) == (bytes(reference.key), reference.address)
+
+
+def test_an_index_beyond_the_unhardened_range_is_refused() -> None:
+    with pytest.raises(ValueError, match="2\\*\\*31"):
+        dev_account(2**31)
+
+
+def test_the_repr_of_a_dev_account_hides_its_key() -> None:
+    account = dev_account(0)
+    assert account.key.hex() not in repr(account)
+    assert ANVIL_ACCOUNT_0 in repr(account)

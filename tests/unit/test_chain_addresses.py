@@ -6,13 +6,19 @@ import subprocess
 import sys
 
 import pytest
+from coincurve import PrivateKey, PublicKey
 from eth_account import Account
 from eth_utils import is_checksum_address
 from eth_utils import to_checksum_address as eth_checksum
 from hypothesis import given
 from hypothesis import strategies as st
 
-from allmende.chain.addresses import address_of_key, is_address, to_checksum_address
+from allmende.chain.addresses import (
+    address_of_key,
+    address_of_public_key,
+    is_address,
+    to_checksum_address,
+)
 
 SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
@@ -53,6 +59,15 @@ def test_address_of_key_equals_eth_account(secret: int) -> None:
     expected = Account.from_key(key).address
     assert address_of_key(key) == expected
     assert address_of_key("0x" + key.hex()) == expected == address_of_key(key.hex())
+
+
+@given(st.integers(min_value=1, max_value=SECP256K1_ORDER - 1))
+def test_address_of_public_key_equals_eth_account(secret: int) -> None:
+    key = secret.to_bytes(32, "big")
+    public = PrivateKey(key).public_key
+    expected = Account.from_key(key).address
+    assert address_of_public_key(public) == expected
+    assert address_of_public_key(PublicKey(public.format(compressed=True))) == expected
 
 
 @pytest.mark.parametrize("key", ["0x1234", "zz" * 32, b"\x01" * 31, b"\x00" * 32])

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import pytest
 from eth_abi import encode
-from web3.exceptions import ContractLogicError
 
 from allmende.chain.client import (
     ChainClient,
     _is_revert,
     _log_entry,
-    _revert_from,
+    _quantity,
     _revert_from_error,
+    constructor_arguments,
     decode_revert,
 )
-from allmende.errors import ChainError, ContractRevert
+from allmende.chain.compile import CompiledContract
+from allmende.errors import ChainError
 
 
 def error_data(reason: str) -> str:
@@ -40,22 +41,6 @@ def test_malformed_error_data_is_described_not_raised() -> None:
     truncated = error_data("jobs: cut")[:20]
     assert decode_revert(truncated).startswith("reverted with undecodable data 0x08c379a0")
     assert decode_revert("0xdeadbeef").startswith("reverted with undecodable data")
-
-
-def test_contract_logic_error_becomes_contract_revert_with_reason() -> None:
-    exc = ContractLogicError(
-        "execution reverted: jobs: not a trainer", data=error_data("jobs: not a trainer")
-    )
-    revert = _revert_from(exc, "commit_update")
-    assert isinstance(revert, ContractRevert)
-    assert revert.reason == "jobs: not a trainer"
-    assert revert.function == "commit_update"
-    assert "commit_update" in str(revert)
-
-
-def test_contract_logic_error_without_data_uses_the_message() -> None:
-    revert = _revert_from(ContractLogicError("execution reverted: registry: no stake"), "stake")
-    assert revert.reason == "registry: no stake"
 
 
 def test_unreachable_chain_raises_chain_error_with_a_remedy() -> None:
@@ -119,3 +104,40 @@ def test_a_receipt_that_never_comes_times_out_with_the_function_named(monkeypatc
     monkeypatch.setattr("allmende.chain.client.time.sleep", lambda _: None)
     with pytest.raises(ChainError, match=r"propose transaction 0x\w+ was not mined within 0 s"):
         client._wait("0x" + "ab" * 32, {}, "propose")
+
+
+def test_a_quantity_that_is_not_hex_is_refused_clearly() -> None:
+    assert _quantity("0x7a69", "eth_chainId") == 31337
+    for answer in (None, 31337, "7a69", "0xzz", ["0x1"]):
+        with pytest.raises(ChainError, match="eth_chainId"):
+            _quantity(answer, "eth_chainId")
+
+
+def test_constructor_arguments_are_abi_encoded_and_counted() -> None:
+    abi = [{"type": "constructor", "inputs": [{"name": "a", "type": "address"},
+                                              {"name": "n", "type": "uint256"}]}]  # fmt: skip
+    compiled = CompiledContract(name="Pair", abi=abi, bytecode="0x00")
+    address = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+    assert constructor_arguments(compiled, (address, 5)) == encode(
+        ["address", "uint256"], [address, 5]
+    )
+    with pytest.raises(ValueError, match="takes 2 arguments, got 1"):
+        constructor_arguments(compiled, (address,))
+    no_constructor = CompiledContract(name="Bare", abi=[], bytecode="0x00")
+    assert constructor_arguments(no_constructor, ()) == b""
+
+
+def test_a_node_and_the_devnet_load_neither_web3_nor_eth_account() -> None:
+    """Importing either costs a node over a second of its start (see the module docstring)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, allmende.node.process, allmende.node.fleet, allmende.chain.devnet\n"
+        "from allmende.chain import Contracts, dev_keys\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'web3', 'eth_account', 'eth_keyfile', 'py_ecc', 'requests', 'aiohttp'}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)  # fmt: skip
+    assert result.stdout.strip() == "[]"

@@ -1,4 +1,4 @@
-"""The lean contract-call signer gives exactly eth_account's bytes, for any call."""
+"""The lean transaction signer gives exactly eth_account's bytes, for any call or creation."""
 
 from __future__ import annotations
 
@@ -43,10 +43,22 @@ def test_the_sender_recovers_to_the_key() -> None:
     assert Account.recover_transaction(raw) == account.address
 
 
-def test_other_transactions_are_left_to_eth_account() -> None:
+@settings(max_examples=50, deadline=None)
+@given(tx=calls, code=st.binary(min_size=1, max_size=2000))
+def test_a_contract_creation_equals_eth_account(tx: dict, code: bytes) -> None:
+    account = Account.from_key(b"\x05" * 32)
+    creation = {key: value for key, value in tx.items() if key != "to"}
+    creation.update({"from": account.address, "data": "0x" + code.hex()})
+    assert CallSigner.can_sign(creation)
+    raw = CallSigner(account.key).sign(creation)
+    assert raw == bytes(account.sign_transaction(creation).raw_transaction)
+    assert Account.recover_transaction(raw) == account.address
+
+
+def test_other_shapes_are_refused() -> None:
     base = {"chainId": 1, "nonce": 0, "maxPriorityFeePerGas": 1, "maxFeePerGas": 2,
             "gas": 21_000, "value": 0, "data": "0x"}  # fmt: skip
-    assert not CallSigner.can_sign(base)  # a deployment: no recipient
+    assert CallSigner.can_sign(base)  # a deployment: no recipient
     assert not CallSigner.can_sign({**base, "to": "0x" + "ab" * 20, "accessList": []})
     assert not CallSigner.can_sign({"to": "0x" + "ab" * 20, "gasPrice": 1, "nonce": 0,
                                     "gas": 21_000, "chainId": 1})  # a legacy transaction

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 from eth_account import Account
@@ -32,6 +35,51 @@ def test_a_signed_message_verifies_and_names_its_sender() -> None:
     assert verify_signature(message, DOMAIN, recipient=RECEIVER.address) == SENDER.address
     again = parse_message(message.model_dump_json())
     assert verify_signature(again, DOMAIN, recipient=RECEIVER.address) == SENDER.address
+
+
+def test_any_object_with_a_key_and_an_address_can_sign() -> None:
+    plain = SimpleNamespace(key=bytearray(SENDER.key), address=SENDER.address.lower())
+    args = {"kind": "ping", "payload": {}, "recipient": RECEIVER.address, "nonce": 5, "now": 1e9}
+    message = sign_message(SENDER, DOMAIN, **args)
+    assert sign_message(plain, DOMAIN, **args) == message
+    assert message.sender == SENDER.address
+    assert message.signature[-2:] in ("1b", "1c")  # v is 27 or 28
+
+
+def test_an_account_whose_address_is_not_its_key_signs_forgeries() -> None:
+    liar = SimpleNamespace(key=SENDER.key, address=RECEIVER.address)
+    message = sign_message(liar, DOMAIN, kind="ping", payload={}, recipient=RECEIVER.address)
+    with pytest.raises(MessageError, match=f"signed by {SENDER.address}"):
+        verify_signature(message, DOMAIN, recipient=RECEIVER.address)
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"nonce": -1}, "nonce"),
+        ({"nonce": 2**256}, "nonce"),
+        ({"nonce": True}, "nonce"),
+        ({"ttl_seconds": 2**64}, "expiry"),
+        ({"kind": "Bad Kind"}, "kind"),
+    ],
+)
+def test_fields_the_envelope_cannot_carry_are_refused_before_signing(
+    overrides: dict[str, object], field: str
+) -> None:
+    with pytest.raises(MessageError, match=f"malformed: {field}"):
+        _signed(**overrides)
+
+
+def test_importing_messages_does_not_load_eth_account() -> None:
+    """eth_account's import (through eth_keyfile and py_ecc) costs a node most of a second."""
+    code = (
+        "import sys\n"
+        "import allmende.net.messages\n"
+        "print(sorted(m for m in ('eth_account', 'eth_keyfile', 'py_ecc') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=120)  # fmt: skip
+    assert result.stdout.strip() == "[]"
 
 
 def test_each_message_gets_a_fresh_nonce() -> None:

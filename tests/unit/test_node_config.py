@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import tomllib
 from pathlib import Path
@@ -128,6 +129,23 @@ def test_plaintext_key_only_on_devnet_chains(tmp_path: Path) -> None:
     assert load_key(path, chain_id=31337, password_env="UNSET_X").address == imported.address
     with pytest.raises(ConfigError, match="only on a devnet"):
         load_key(path, chain_id=1, password_env="UNSET_X")
+
+
+def test_a_loaded_key_signs_as_the_imported_one(tmp_path: Path) -> None:
+    imported = Account.create()
+    path = tmp_path / "key.json"
+    create_key(path, password=None, plaintext=True, chain_id=31337, private_key=imported.key.hex())
+    loaded = load_key(path, chain_id=31337, password_env="UNSET_X")
+    assert loaded.key == bytes(imported.key)
+    assert imported.key.hex() not in repr(loaded)
+
+
+def test_a_plaintext_key_file_without_a_valid_key_is_refused_clearly(tmp_path: Path) -> None:
+    for i, bad in enumerate(("0x1234", "0x" + "00" * 32, None, "not hex")):
+        path = tmp_path / f"key{i}.json"
+        path.write_text(json.dumps({"allmende-insecure-plaintext-key": True, "private_key": bad}))
+        with pytest.raises(ConfigError, match="holds no valid key"):
+            load_key(path, chain_id=31337, password_env="UNSET_X")
 
 
 def _try_lock(home: str, queue: multiprocessing.Queue) -> None:

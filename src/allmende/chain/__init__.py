@@ -1,7 +1,7 @@
 """The control plane: contract compilation and deployment, typed bindings, the Anvil devnet.
 
 The names below are imported on first use (PEP 562): a command that needs only the deployment
-file or a dev key does not pay for web3 and the contract bindings.
+file or a dev key does not pay for the ABI codec and the contract bindings.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from allmende.chain.devnet import Devnet, DevnetConfig, DevnetStatus, advance_time, find_anvil
     from allmende.chain.events import ChainEvent, EventDecoder
     from allmende.chain.jobs import Commit, Job, Jobs, JobStatus, RoundResult, vote_key
+    from allmende.chain.keys import LocalKey
     from allmende.chain.registry import (
         ROLE_AGGREGATOR,
         ROLE_PROVIDER,
@@ -58,6 +59,7 @@ _MODULE_OF = {
     "Jobs": "jobs",
     "RoundResult": "jobs",
     "vote_key": "jobs",
+    "LocalKey": "keys",
     "Node": "registry",
     "ROLE_AGGREGATOR": "registry",
     "ROLE_PROVIDER": "registry",
@@ -89,6 +91,7 @@ __all__ = [
     "Job",
     "JobStatus",
     "Jobs",
+    "LocalKey",
     "Node",
     "Receipt",
     "Registry",

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import re
 
-from coincurve import PrivateKey
+from coincurve import PrivateKey, PublicKey
 from eth_hash.auto import keccak as keccak256
 
+SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 _HEX_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
@@ -48,5 +49,10 @@ def address_of_key(private_key: str | bytes) -> str:
         private_key = bytes.fromhex(text)
     if len(private_key) != 32:
         raise ValueError("a private key is 32 bytes: 64 hex digits")
-    public = PrivateKey(private_key).public_key.format(compressed=False)[1:]  # x || y
-    return to_checksum_address("0x" + keccak256(public)[-20:].hex())
+    return address_of_public_key(PrivateKey(private_key).public_key)
+
+
+def address_of_public_key(public_key: PublicKey) -> str:
+    """The checksummed address of a secp256k1 public key: the last 20 bytes of keccak(x || y)."""
+    point = public_key.format(compressed=False)[1:]  # drop the 0x04 prefix: x || y, 64 bytes
+    return to_checksum_address("0x" + keccak256(point)[-20:].hex())

@@ -9,7 +9,9 @@ key), and that transaction is then sent once more. Fees are read at most once a 
 The calls a node makes every round (``eth_call``, ``eth_getLogs``, transactions) go straight to
 the endpoint with :meth:`ChainClient.request` over a kept-alive connection
 (:mod:`allmende.chain.rpc`), skipping web3's middleware and contract machinery, which made a view
-call about ten times slower (``benchmarks/chain_calls.py``); ``w3`` stays available for the rest.
+call about ten times slower (``benchmarks/chain_calls.py``). Transactions are signed by
+:class:`CallSigner`. So a node never imports web3 or eth_account (over a second of its start);
+:attr:`ChainClient.w3` builds a web3 connection on first use, for tools that want one.
 """
 
 from __future__ import annotations
@@ -19,24 +21,24 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
-import requests
 from eth_abi import decode as abi_decode
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
-from eth_typing import HexStr
-from web3 import HTTPProvider, Web3
-from web3.contract import Contract
-from web3.contract.contract import ContractFunction
-from web3.exceptions import ContractLogicError, Web3RPCError
-from web3.types import BlockIdentifier
+from eth_abi import encode as abi_encode
+from eth_utils import collapse_if_tuple
 
+from allmende.chain.addresses import to_checksum_address
 from allmende.chain.compile import CompiledContract
 from allmende.chain.deployment import ContractInfo
+from allmende.chain.keys import LocalKey
 from allmende.chain.rpc import JsonRpcTransport, RpcBadAnswer, RpcUnreachable
 from allmende.chain.signing import CallSigner
 from allmende.errors import ChainError, ContractRevert
+
+if TYPE_CHECKING:  # web3 is imported only by the tools that ask for :attr:`ChainClient.w3`
+    from web3 import Web3
+    from web3.contract import Contract
 
 DEFAULT_RPC_TIMEOUT = 10.0
 DEFAULT_RECEIPT_TIMEOUT = 60.0
@@ -62,6 +64,7 @@ class Receipt:
     gas_used: int
     effective_gas_price: int
     logs: tuple[Any, ...]
+    contract_address: str | None = None  # the new contract's, for a creation
 
     @property
     def fee(self) -> int:
@@ -120,6 +123,26 @@ def _log_entry(entry: Any) -> dict[str, Any]:
         raise ChainError(f"The chain sent a malformed log ({exc!r}): {entry!r:.200}.") from None
 
 
+def _quantity(value: Any, method: str) -> int:
+    """A JSON-RPC quantity (``0x`` hex) as an int; :class:`ChainError` for anything else."""
+    if not isinstance(value, str) or not value.startswith("0x"):
+        raise ChainError(f"The chain answered {method} with {value!r:.100}, not a quantity.")
+    try:
+        return int(value, 16)
+    except ValueError:
+        raise ChainError(f"The chain answered {method} with bad hex {value!r:.100}.") from None
+
+
+def constructor_arguments(compiled: CompiledContract, args: tuple[Any, ...]) -> bytes:
+    """The ABI encoding of ``args`` for the contract's constructor (empty without one)."""
+    constructors = [item for item in compiled.abi if item.get("type") == "constructor"]
+    inputs: list[dict[str, Any]] = constructors[0]["inputs"] if constructors else []
+    if len(args) != len(inputs):
+        raise ValueError(f"{compiled.name}'s constructor takes {len(inputs)} arguments, "
+                         f"got {len(args)}")  # fmt: skip
+    return abi_encode([collapse_if_tuple(item) for item in inputs], list(args))
+
+
 def _as_call(tx: dict[str, Any]) -> dict[str, Any]:
     """The JSON-RPC call object (``eth_call``, ``eth_estimateGas``) of a transaction."""
     call: dict[str, Any] = {key: tx[key] for key in ("from", "to", "data") if key in tx}
@@ -142,11 +165,6 @@ def _revert_from_error(error: dict[str, Any], function: str) -> ContractRevert:
     return ContractRevert(reason or "reverted without a reason", function=function)
 
 
-def _revert_from(exc: ContractLogicError, function: str) -> ContractRevert:
-    """:func:`_revert_from_error` for a revert web3 raised (``w3`` paths)."""
-    return _revert_from_error({"data": exc.data, "message": exc.message or str(exc)}, function)
-
-
 class ChainClient:
     """A connection to one EVM RPC endpoint, optionally with a local signing key."""
 
@@ -159,9 +177,7 @@ class ChainClient:
         receipt_timeout: float = DEFAULT_RECEIPT_TIMEOUT,
     ) -> None:
         self.rpc_url = rpc_url
-        session = requests.Session()
-        session.trust_env = False  # no proxy lookup in the environment on every call
-        self.w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}, session=session))
+        self.timeout = timeout
         try:
             self._transport = JsonRpcTransport(rpc_url, timeout=timeout)
         except ValueError:
@@ -169,8 +185,8 @@ class ChainClient:
                 f"The RPC URL {rpc_url!r} is not an http(s) URL; fix [chain] rpc_url or the "
                 "deployment file."
             ) from None
-        self.account: LocalAccount | None = (
-            Account.from_key(private_key) if private_key is not None else None
+        self.account: LocalKey | None = (
+            LocalKey.from_key(private_key) if private_key is not None else None
         )
         self.receipt_timeout = receipt_timeout
         self._nonce: int | None = None
@@ -186,23 +202,36 @@ class ChainClient:
             raise ChainError("This chain client has no key; pass private_key to send transactions.")
         return str(self.account.address)
 
+    @cached_property
+    def w3(self) -> Web3:
+        """A web3 connection to the same endpoint, for tools (web3 is imported here)."""
+        import requests
+        from web3 import HTTPProvider, Web3
+
+        session = requests.Session()
+        session.trust_env = False  # no proxy lookup in the environment on every call
+        provider = HTTPProvider(self.rpc_url, request_kwargs={"timeout": self.timeout},
+                                session=session)  # fmt: skip
+        return Web3(provider)
+
     @property
     def chain_id(self) -> int:
         if self._chain_id is None:
-            self._chain_id = int(self._rpc(lambda: self.w3.eth.chain_id))
+            self._chain_id = self._read_int("eth_chainId", [])
         return self._chain_id
 
     def block_number(self) -> int:
-        return int(self.request("eth_blockNumber", []), 16)
-
-    def block_timestamp(self, block: BlockIdentifier = "latest") -> int:
-        return int(self._rpc(lambda: self.w3.eth.get_block(block)["timestamp"]))
+        return self._read_int("eth_blockNumber", [])
 
     def balance(self, address: str) -> int:
-        return int(self._rpc(lambda: self.w3.eth.get_balance(Web3.to_checksum_address(address))))
+        return self._read_int("eth_getBalance", [to_checksum_address(address), "latest"])
 
     def has_code(self, address: str) -> bool:
-        return len(self._rpc(lambda: self.w3.eth.get_code(Web3.to_checksum_address(address)))) > 0
+        code = _hex_bytes(self.request("eth_getCode", [to_checksum_address(address), "latest"]))
+        return len(code) > 0
+
+    def _read_int(self, method: str, params: list[Any]) -> int:
+        return _quantity(self.request(method, params), method)
 
     def get_logs(
         self,
@@ -227,7 +256,9 @@ class ChainClient:
         return [_log_entry(entry) for entry in raw]
 
     def contract(self, info: ContractInfo) -> Contract:
-        return self.w3.eth.contract(address=Web3.to_checksum_address(info.address), abi=info.abi)
+        """A web3 contract object (for tools; the node uses :mod:`allmende.chain._binding`)."""
+        address: Any = to_checksum_address(info.address)  # web3 types it as ChecksumAddress
+        return self.w3.eth.contract(address=address, abi=info.abi)
 
     def call_data(self, to: str, data: bytes, *, label: str, block: str = "latest") -> bytes:
         """``eth_call`` of raw calldata; the returned bytes, or :class:`ContractRevert`."""
@@ -240,29 +271,18 @@ class ChainClient:
         """Sign, send and wait for a transaction with raw calldata (see :meth:`transact`)."""
         return self._send({"to": to, "data": "0x" + data.hex()}, value=value, label=label)
 
-    def call(self, fn: ContractFunction, *, block: BlockIdentifier = "latest") -> Any:
-        """Run a view function; a refusal raises :class:`ContractRevert`."""
-        try:
-            return self._rpc(lambda: fn.call(block_identifier=block))
-        except ContractLogicError as exc:
-            raise _revert_from(exc, fn.fn_name) from exc
-
-    def transact(self, fn: ContractFunction, *, value: int = 0) -> Receipt:
-        """Sign, send and wait for a contract call; raise :class:`ContractRevert` if refused."""
-        tx: dict[str, Any] = {"to": fn.address, "data": fn._encode_transaction_data()}
-        return self._send(tx, value=value, label=fn.fn_name)
-
     def send_value(self, to: str, amount: int) -> Receipt:
         """Send plain ether to ``to``."""
-        return self._send({"to": Web3.to_checksum_address(to)}, value=amount, label="transfer")
+        return self._send({"to": to_checksum_address(to)}, value=amount, label="transfer")
 
     def deploy(self, compiled: CompiledContract, *args: Any) -> tuple[str, Receipt]:
         """Deploy a compiled contract with constructor ``args``; return (address, receipt)."""
-        factory = self.w3.eth.contract(abi=compiled.abi, bytecode=compiled.bytecode)
-        data = factory.constructor(*args).data_in_transaction
-        receipt = self._send({"data": data}, value=0, label=f"{compiled.name} constructor")
-        raw = self._rpc(lambda: self.w3.eth.get_transaction_receipt(HexStr(receipt.tx_hash)))
-        return Web3.to_checksum_address(raw["contractAddress"]), receipt
+        data = compiled.bytecode.removeprefix("0x") + constructor_arguments(compiled, args).hex()
+        label = f"{compiled.name} constructor"
+        receipt = self._send({"data": "0x" + data}, value=0, label=label)
+        if receipt.contract_address is None:
+            raise ChainError(f"The {label} transaction {receipt.tx_hash} created no contract.")
+        return receipt.contract_address, receipt
 
     def rpc(self, method: str, params: list[Any] | None = None) -> Any:
         """A raw JSON-RPC call (``evm_increaseTime`` and other devnet helpers)."""
@@ -303,7 +323,7 @@ class ChainClient:
         tx_hash = self._send_signed(account, tx)
         return self._wait(tx_hash, tx, label)
 
-    def _send_signed(self, account: LocalAccount, tx: dict[str, Any]) -> str:
+    def _send_signed(self, account: LocalKey, tx: dict[str, Any]) -> str:
         """Sign ``tx`` with the next nonce and send it; its hash."""
         with self._lock:
             for attempt in range(2):
@@ -327,10 +347,8 @@ class ChainClient:
                 return tx_hash
         raise AssertionError("unreachable: the second attempt returns or raises")
 
-    def _sign(self, account: LocalAccount, tx: dict[str, Any]) -> bytes:
-        """The raw signed ``tx``: contract calls by :class:`CallSigner`, the rest by eth_account."""
-        if not CallSigner.can_sign(tx):
-            return bytes(account.sign_transaction(tx).raw_transaction)
+    def _sign(self, account: LocalKey, tx: dict[str, Any]) -> bytes:
+        """The raw signed ``tx`` (every transaction this client builds has the signer's shape)."""
         if self._call_signer is None:
             self._call_signer = CallSigner(bytes(account.key))
         return self._call_signer.sign(tx)
@@ -365,6 +383,9 @@ class ChainClient:
             gas_used=int(raw["gasUsed"], 16),
             effective_gas_price=int(raw["effectiveGasPrice"], 16),
             logs=tuple(_log_entry(entry) for entry in raw["logs"]),
+            contract_address=(
+                to_checksum_address(raw["contractAddress"]) if raw.get("contractAddress") else None
+            ),
         )
         if receipt.status != 1:
             raise self._replay_failure(tx, receipt, label)
@@ -381,14 +402,3 @@ class ChainClient:
             f"The {label} transaction {receipt.tx_hash} failed on chain (status 0); "
             "inspect it with the RPC node's trace API."
         )
-
-    def _rpc(self, request: Any) -> Any:
-        try:
-            return request()
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise ChainError(
-                f"Cannot reach the chain at {self.rpc_url}; check that it is running "
-                "(`allmende devnet status`) and the URL is right."
-            ) from exc
-        except (Web3RPCError, requests.HTTPError) as exc:
-            raise ChainError(f"The chain at {self.rpc_url} refused a request: {exc}.") from exc

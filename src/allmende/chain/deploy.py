@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from allmende.chain.client import ChainClient
 from allmende.chain.compile import compile_contracts
 from allmende.chain.deployment import ContractInfo, Deployment
+from allmende.chain.registry import Registry
 
 DEFAULT_MIN_STAKE = 10**18  # 1 ether
 DEFAULT_UNBOND_DELAY = 3600  # seconds
@@ -45,7 +46,7 @@ def deploy_contracts(client: ChainClient, settings: ContractSettings) -> Deploym
     )
     registry = ContractInfo(address=registry_address, abi=compiled["Registry"].abi)
     jobs = ContractInfo(address=jobs_address, abi=compiled["Jobs"].abi)
-    client.transact(client.contract(registry).functions.set_slasher(jobs_address, True))
+    Registry(client, registry).set_slasher(jobs_address, True)
     return Deployment(
         chain_id=client.chain_id,
         rpc_url=client.rpc_url,

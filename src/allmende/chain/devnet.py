@@ -13,9 +13,8 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import requests
 from pydantic import BaseModel, ConfigDict, Field
 
 from allmende import _paths
@@ -23,6 +22,8 @@ from allmende.chain.accounts import DEVNET_ACCOUNTS, DEVNET_BALANCE_ETH, DEVNET_
 from allmende.chain.client import ChainClient
 from allmende.chain.deploy import ContractSettings, deploy_contracts, deployment_is_live
 from allmende.chain.deployment import DEPLOYMENT_FILE, Deployment
+from allmende.chain.registry import Registry
+from allmende.chain.rpc import JsonRpcTransport, RpcBadAnswer, RpcUnreachable
 from allmende.errors import ChainError, DevnetError
 
 DEFAULT_STATE_DIR = Path(".devnet")
@@ -196,8 +197,7 @@ class Devnet:
         client = ChainClient(rpc_url)
         node_count = None
         if deployment is not None and deployment_is_live(client, deployment):
-            registry = client.contract(deployment.registry)
-            node_count = int(client.call(registry.functions.node_count()))
+            node_count = Registry(client, deployment.registry).node_count()
         return DevnetStatus(
             running=True,
             pid=pid,
@@ -254,12 +254,18 @@ def advance_time(client: ChainClient, seconds: int) -> None:
 
 
 def _rpc_answers(url: str) -> bool:
-    payload: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
+    """Whether a JSON-RPC endpoint answers ``eth_chainId`` at ``url`` within a second."""
     try:
-        response = requests.post(url, json=payload, timeout=1.0)
-        return response.ok and "result" in response.json()
-    except (requests.RequestException, ValueError):
+        transport = JsonRpcTransport(url, timeout=1.0)
+    except ValueError:
         return False
+    try:
+        answer = transport.call("eth_chainId", [])
+    except (RpcUnreachable, RpcBadAnswer, OSError):
+        return False
+    finally:
+        transport.close()
+    return isinstance(answer, dict) and "result" in answer
 
 
 def _is_alive(pid: int) -> bool:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from eth_abi import encode as abi_encode
-from web3 import Web3
+from eth_utils import keccak
 
 from allmende.chain._binding import ContractBinding, to_bytes32
 from allmende.chain.client import Receipt
@@ -63,7 +63,7 @@ class RoundResult:
 def vote_key(model_hash: bytes | str, included: int) -> bytes:
     """``keccak256(abi_encode(model_hash, included))``: the key of a proposal's vote count."""
     return bytes(
-        Web3.keccak(abi_encode(["bytes32", "uint256"], [to_bytes32(model_hash), included]))
+        keccak(abi_encode(["bytes32", "uint256"], [to_bytes32(model_hash), included]))
     )
 
 

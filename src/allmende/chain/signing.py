@@ -1,9 +1,11 @@
-"""Signing EIP-1559 contract calls directly with libsecp256k1, for the node's hot path.
+"""Signing EIP-1559 transactions directly with libsecp256k1.
 
 A node sends a few transactions every round; the general-purpose signer of ``eth_account``
 validates and normalises every field through several layers and takes over a millisecond a
-transaction. A contract call has a fixed shape, so :class:`CallSigner` encodes it straight to
-the typed-transaction bytes (EIP-2718 type 2, EIP-1559 fields, empty access list)::
+transaction (and importing it most of a second). The transactions this project sends have one
+shape: contract calls, plain transfers and contract creations. :class:`CallSigner` encodes them
+straight to the typed-transaction bytes (EIP-2718 type 2, EIP-1559 fields, empty access list;
+a creation has an empty ``to``)::
 
     payload = 0x02 || rlp([chain_id, nonce, max_priority_fee, max_fee, gas, to, value, data, []])
     signature = secp256k1_sign_recoverable(keccak256(payload))         # low-s, y parity
@@ -29,15 +31,16 @@ CALL_FIELDS = frozenset(
 
 
 class CallSigner:
-    """Signs EIP-1559 contract calls with one private key."""
+    """Signs EIP-1559 transactions with one private key."""
 
     def __init__(self, private_key: bytes) -> None:
         self._key = PrivateKey(private_key)
 
     @staticmethod
     def can_sign(tx: Mapping[str, Any]) -> bool:
-        """Whether ``tx`` is a plain contract call this signer encodes (else: eth_account)."""
-        return bool(tx.get("to")) and set(tx) <= CALL_FIELDS and "maxFeePerGas" in tx
+        """Whether ``tx`` has the shape this signer encodes: EIP-1559 fees and no other fields
+        than :data:`CALL_FIELDS` (no access list, no legacy gas price)."""
+        return set(tx) <= CALL_FIELDS and "maxFeePerGas" in tx
 
     def sign(self, tx: Mapping[str, Any]) -> bytes:
         """The raw signed transaction (what ``eth_sendRawTransaction`` takes)."""
@@ -47,7 +50,7 @@ class CallSigner:
             int(tx["maxPriorityFeePerGas"]),
             int(tx["maxFeePerGas"]),
             int(tx["gas"]),
-            to_bytes(hexstr=tx["to"]),
+            to_bytes(hexstr=tx["to"]) if tx.get("to") else b"",  # empty: a contract creation
             int(tx.get("value", 0)),
             _data_bytes(tx.get("data", b"")),
             [],  # access list

@@ -17,8 +17,6 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from web3.exceptions import Web3Exception
-
 from allmende.chain.client import ChainClient
 from allmende.chain.events import ChainEvent, EventDecoder
 from allmende.errors import ChainError
@@ -93,7 +91,7 @@ class EventStream:
                 return []
             to_block = min(head, self.next_block + self.chunk_blocks - 1)
             events = self.fetch(self.next_block, to_block)
-        except (ChainError, Web3Exception, OSError) as exc:  # an RPC hiccup: back off, retry
+        except (ChainError, OSError) as exc:  # an RPC hiccup: back off, retry
             self._backoff = min(MAX_BACKOFF, max(self.poll_interval, 2 * self._backoff))
             log.warning("event poll failed (%s); retrying in %.1f s", exc, self._backoff)
             return []

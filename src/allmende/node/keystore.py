@@ -1,5 +1,8 @@
 """The node's Ethereum key: an encrypted keystore (eth-account, scrypt), or plaintext on devnets.
 
+``eth_account`` is imported only to create or decrypt a keystore; a node signs with the
+:class:`~allmende.chain.keys.LocalKey` it gets back.
+
 The password comes from an environment variable (``[node] password_env``, default
 ``ALLMENDE_KEY_PASSWORD``) or, when that is unset and a terminal is attached, from a prompt. A
 plaintext key file is allowed only for devnet chain ids (:data:`DEVNET_CHAIN_IDS`), where the
@@ -13,14 +16,12 @@ import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from allmende.chain.addresses import address_of_key
+from allmende.chain.keys import LocalKey
 from allmende.errors import ConfigError, NodeError
 from allmende.node.config import DEVNET_CHAIN_IDS
-
-if TYPE_CHECKING:
-    from eth_account.signers.local import LocalAccount
 
 PLAINTEXT_MARKER = "allmende-insecure-plaintext-key"
 MIN_PASSWORD_LENGTH = 8
@@ -86,14 +87,15 @@ def load_key(
     chain_id: int,
     password_env: str,
     prompt: PasswordPrompt | None = None,
-) -> LocalAccount:
-    """The node's account from its key file; decrypts with the env password or ``prompt``."""
-    from eth_account import Account  # the signing stack: only a running node needs it
-
+) -> LocalKey:
+    """The node's key from its key file; decrypts with the env password or ``prompt``."""
     document = _read(path)
     if document.get(PLAINTEXT_MARKER):
         _require_devnet(chain_id)
-        return Account.from_key(str(document["private_key"]))
+        try:
+            return LocalKey.from_key(str(document.get("private_key")))
+        except ValueError as exc:
+            raise ConfigError(f"The node key file {path} holds no valid key: {exc}.") from None
     password = os.environ.get(password_env)
     if password is None:
         if prompt is None:
@@ -101,13 +103,15 @@ def load_key(
                 f"The node key {path} is encrypted; set ${password_env} to its password."
             )
         password = prompt()
+    from eth_account import Account  # scrypt keystore: only an encrypted key needs it
+
     try:
         key = Account.decrypt(document, password)
     except ValueError:
         raise ConfigError(
             f"The password does not decrypt the node key {path}; check ${password_env}."
         ) from None
-    return Account.from_key(key)
+    return LocalKey.from_key(bytes(key))
 
 
 def _read(path: Path) -> dict[str, Any]:

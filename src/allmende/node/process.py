@@ -29,10 +29,10 @@ from typing import IO, Any, Protocol
 
 import httpx
 import uvicorn
-from eth_account.signers.local import LocalAccount
 
 from allmende.chain import ChainClient, Deployment, Jobs, Registry
 from allmende.chain.heads import HeadWatcher, LogFilter, websocket_url
+from allmende.chain.keys import LocalKey
 from allmende.errors import AllmendeError, NodeError
 from allmende.net.api import (
     ApiSettings,
@@ -79,7 +79,7 @@ class NodeContext:
 
     home: Path
     config: NodeConfig
-    account: LocalAccount
+    account: LocalKey
     store: BlobStore
     state: StateDB
     metrics: NodeMetrics

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eth_account.signers.local import LocalAccount
-
 from allmende.chain import Contracts, Deployment, Jobs, Registry
+from allmende.chain.keys import LocalKey
 from allmende.errors import NodeError
 from allmende.learn.task import load_task, seeded_state
 from allmende.node.config import load_config, resolve
@@ -26,7 +25,7 @@ from allmende.store.state import STATE_FILE, StateDB
 
 def connect_as_node(
     home: Path, *, prompt: PasswordPrompt | None = None, purpose: str = "this"
-) -> tuple[Contracts, LocalAccount]:
+) -> tuple[Contracts, LocalKey]:
     """The chain bindings signing with the key of the node at ``home``, and that key."""
     config = load_config(home)
     if config.chain.deployment is None:
