@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -31,9 +30,18 @@ ENDED = (JobStatus.FINISHED, JobStatus.CANCELLED)
 
 
 def cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds of process ``pid`` so far."""
+    """User plus system CPU seconds so far of process ``pid`` and its running descendants (the
+    devnet's pid is the npm package's launcher, whose child is the Anvil binary)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(child) for child in _children(pid))
+
+
+def _children(pid: int) -> list[int]:
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(child) for child in (task / "children").read_text().split()]
+    return children
 
 
 def main() -> None:
@@ -46,9 +54,11 @@ def main() -> None:
         started = time.perf_counter()
         network.start()
         print(f"network up in {time.perf_counter() - started:.1f} s", flush=True)
-        anvil = subprocess.run(["pgrep", "-x", "anvil"], capture_output=True, text=True, check=True)
         pids = {node.name: node.pid for node in network.nodes() if node.pid}
-        pids["anvil"] = int(anvil.stdout.split()[0])
+        anvil = network.devnet.pid()  # this network's own Anvil, not another one on the machine
+        if anvil is None:
+            raise SystemExit("The benchmark network's Anvil is not running.")
+        pids["anvil"] = anvil
         traces: list[JobTrace] = []
         runner = threading.Thread(target=lambda: traces.append(network.run_job()))
         runner.start()
