@@ -25,9 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from allmende.chain import Contracts, Deployment, Devnet, DevnetConfig, JobStatus, dev_keys
+from allmende.net.health import HealthProbe
 from allmende.node.config import parse_config
 from allmende.node.home import create_home
 from fedavg_job import FedAvgJob
@@ -194,22 +193,23 @@ class BenchNetwork:
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         waiting = {node.name: node for node in self.nodes()}
-        while waiting:
-            assert self.launcher is not None
-            if self.launcher.poll() is not None:
-                raise NetworkFailed(f"`allmende node run` exited; see {self.root}/nodes.log")
-            for name, node in list(waiting.items()):
-                if node.pid is not None and not node.running():
-                    raise NetworkFailed(f"node {name} exited at start-up; see {node.home}/node.log")
-                try:
-                    health = httpx.get(f"http://127.0.0.1:{node.port}/healthz", timeout=1.0)
-                    if health.is_success and health.json().get("ready", True):
+        with HealthProbe() as probe:
+            while waiting:
+                assert self.launcher is not None
+                if self.launcher.poll() is not None:
+                    raise NetworkFailed(f"`allmende node run` exited; see {self.root}/nodes.log")
+                for name, node in list(waiting.items()):
+                    if node.pid is not None and not node.running():
+                        raise NetworkFailed(
+                            f"node {name} exited at start-up; see {node.home}/node.log"
+                        )
+                    if probe.ready(f"http://127.0.0.1:{node.port}"):
                         del waiting[name]  # serving, and its roles have loaded their tasks
-                except (httpx.HTTPError, ValueError):
-                    pass
-            if time.monotonic() > deadline:
-                raise NetworkFailed(f"nodes {sorted(waiting)} not healthy in {START_TIMEOUT_S} s")
-            time.sleep(0.1)
+                if time.monotonic() > deadline:
+                    raise NetworkFailed(
+                        f"nodes {sorted(waiting)} not healthy in {START_TIMEOUT_S} s"
+                    )
+                time.sleep(0.1)
 
     # ---- the job -----------------------------------------------------------------------------
 

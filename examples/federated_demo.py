@@ -32,11 +32,11 @@ import time
 import tomllib
 from pathlib import Path
 
-import httpx
 from rich.console import Console
 
 from allmende.chain import Contracts, Deployment, dev_keys
 from allmende.learn.digits import DigitsMLP
+from allmende.net.health import HealthProbe
 from allmende.node.config import parse_config, write_config
 from allmende.store.codec import decode_state
 
@@ -152,23 +152,20 @@ class Demo:
             )
         deadline = time.monotonic() + START_TIMEOUT
         waiting = dict(self.nodes)
-        while waiting:
-            if self.launcher.poll() is not None:
-                raise DemoFailed(f"`allmende node run` exited; see {self.root / 'nodes.log'}")
-            for name, home in list(waiting.items()):
-                port = tomllib.loads((home / "node.toml").read_text())["node"]["port"]
-                try:
-                    health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0)
-                    if health.is_success and health.json().get("ready", True):
+        with HealthProbe() as probe:
+            while waiting:
+                if self.launcher.poll() is not None:
+                    raise DemoFailed(f"`allmende node run` exited; see {self.root / 'nodes.log'}")
+                for name, home in list(waiting.items()):
+                    port = tomllib.loads((home / "node.toml").read_text())["node"]["port"]
+                    if probe.ready(f"http://127.0.0.1:{port}"):
                         del waiting[name]  # serving, and its roles have loaded their tasks
-                except (httpx.HTTPError, ValueError):
-                    pass
-            if time.monotonic() > deadline:
-                raise DemoFailed(
-                    f"nodes {sorted(waiting)} did not start within {START_TIMEOUT} s; see their "
-                    "node.log"
-                )
-            time.sleep(0.3)
+                if time.monotonic() > deadline:
+                    raise DemoFailed(
+                        f"nodes {sorted(waiting)} did not start within {START_TIMEOUT} s; see "
+                        "their node.log"
+                    )
+                time.sleep(0.3)
         say(f"{len(self.nodes)} node processes running: {', '.join(self.nodes)}")
 
     def stop_nodes(self) -> None:

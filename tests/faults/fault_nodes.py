@@ -16,10 +16,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 
 from allmende.chain import Deployment
+from allmende.net.health import HealthProbe
 from allmende.node.config import parse_config, write_config
 from allmende.node.keystore import create_key
 from allmende.node.process import BLOBS_DIR
@@ -32,6 +32,7 @@ ALLMENDE = str(Path(sys.executable).with_name("allmende"))
 # tens of seconds.
 STARTUP_SECONDS = 180.0
 STOP_SECONDS = 20.0
+PROBE = HealthProbe()  # one kept-alive client for every node's /healthz
 
 
 def free_port() -> int:
@@ -104,9 +105,8 @@ class NodeProcess:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 pytest.fail(f"node exited with {self.proc.returncode}:\n{self.log_tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/healthz", timeout=2.0).status_code == 200:
-                    return
+            if PROBE.serving(self.url):
+                return
             time.sleep(0.3)
         pytest.fail(f"node did not answer within {timeout} s:\n{self.log_tail()}")
 

@@ -32,6 +32,7 @@ import httpx
 import pytest
 from eth_utils import to_checksum_address
 
+from allmende.net.health import HealthProbe
 from allmende.node.config import load_config, resolve
 from allmende.node.process import BLOBS_DIR
 from allmende.store.blobs import BlobStore
@@ -206,14 +207,15 @@ class NodeFactory:
 def wait_ready(node: NodeProcess, *, timeout: float = START_TIMEOUT) -> None:
     """Wait until ``GET /healthz`` answers; raise with the node's log if it exits or hangs."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not node.alive():
-            code = node.process.returncode
-            raise RuntimeError(f"node {node.home.name} exited with {code}:\n{node.log()[-3000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{node.url}/healthz", timeout=2).status_code == 200:
+    with HealthProbe() as probe:
+        while time.monotonic() < deadline:
+            if not node.alive():
+                code = node.process.returncode
+                log = node.log()[-3000:]
+                raise RuntimeError(f"node {node.home.name} exited with {code}:\n{log}")
+            if probe.serving(node.url):
                 return
-        time.sleep(0.2)
+            time.sleep(0.2)
     raise RuntimeError(f"node {node.home.name} not ready in {timeout:.0f} s:\n{node.log()[-3000:]}")
 
 

@@ -21,7 +21,10 @@ import httpx
 import pytest
 from nodes import START_TIMEOUT, STOP_TIMEOUT, NodeFactory, allmende
 
+from allmende.net.health import HealthProbe
 from allmende.node.config import load_config
+
+PROBE = HealthProbe()  # one kept-alive client for every node's /healthz
 
 
 @pytest.fixture
@@ -65,9 +68,7 @@ def url(home: Path) -> str:
 
 
 def healthy(home: Path) -> bool:
-    with contextlib.suppress(httpx.HTTPError):
-        return httpx.get(f"{url(home)}/healthz", timeout=2).status_code == 200
-    return False
+    return PROBE.serving(url(home))
 
 
 def wait_until(check, what: str, process: subprocess.Popen[str]) -> None:
