@@ -4,6 +4,8 @@ moves. The happy path, on a real node and chain, is in ``tests/e2e/test_job_cli.
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -99,30 +101,62 @@ def test_the_command_does_the_work_itself_when_no_node_listens(tmp_path: Path) -
     assert submit_through_node(tmp_path, SPEC.decode()) is None
 
 
-@pytest.mark.parametrize(("kind", "error"), [("config", ConfigError), ("node", NodeError)])
-def test_a_refusal_reaches_the_command_as_its_kind_of_error(tmp_path, kind, error) -> None:
-    import threading
-
-    listener = bind_control_socket(tmp_path)
+def answering(home: Path, reply: bytes | None) -> threading.Thread:
+    """A control socket at ``home`` whose listener reads one request and sends ``reply``
+    (None: closes the connection without a word); the thread ends after that request."""
+    listener = bind_control_socket(home)
     listener.listen()
 
     def answer_once() -> None:
-        while True:  # the command first probes the socket with an empty connection
+        with listener:
             conn, _ = listener.accept()
             with conn:
-                if not conn.recv(65536):
-                    continue
-                body = ('{"error": "refused for a reason", "kind": "' + kind + '"}').encode()
-                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
-                             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-                             % (len(body), body))
-                return
+                conn.recv(65536)
+                if reply is not None:
+                    conn.sendall(reply)
 
     thread = threading.Thread(target=answer_once)
     thread.start()
+    return thread
+
+
+def http_answer(status: str, body: bytes) -> bytes:
+    return (b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n%s" % (status.encode(), len(body), body))  # fmt: skip
+
+
+@pytest.mark.parametrize(("kind", "error"), [("config", ConfigError), ("node", NodeError)])
+def test_a_refusal_reaches_the_command_as_its_kind_of_error(tmp_path, kind, error) -> None:
+    body = ('{"error": "refused for a reason", "kind": "' + kind + '"}').encode()
+    thread = answering(tmp_path, http_answer("400 Bad Request", body))
     try:
         with pytest.raises(error, match="refused for a reason"):
             submit_through_node(tmp_path, SPEC.decode())
     finally:
         thread.join(timeout=10)
-        listener.close()
+
+
+@pytest.mark.parametrize("reply", [
+    None,  # the node died with the request
+    b"garbage\r\n\r\n",
+    http_answer("200 OK", b'{"job_id": 1}'),  # not a whole job
+    http_answer("200 OK", b"[1, 2]"),
+], ids=["closed", "garbage", "partial-job", "not-an-object"])  # fmt: skip
+def test_a_broken_answer_is_a_node_error_that_says_what_to_check(tmp_path, reply) -> None:
+    thread = answering(tmp_path, reply)
+    try:
+        with pytest.raises(NodeError, match="allmende job show"):
+            submit_through_node(tmp_path, SPEC.decode())
+    finally:
+        thread.join(timeout=10)
+
+
+def test_a_submission_answered_with_a_job_returns_it(tmp_path: Path) -> None:
+    job = {"job_id": 7, "owner": "0x" + "11" * 20, "spec_hash": "ab" * 32,
+           "model_hash": "cd" * 32, "escrow": 10**18}  # fmt: skip
+    thread = answering(tmp_path, http_answer("200 OK", json.dumps(job).encode()))
+    try:
+        submitted = submit_through_node(tmp_path, SPEC.decode())
+    finally:
+        thread.join(timeout=10)
+    assert submitted is not None and submitted.job_id == 7 and submitted.escrow == 10**18

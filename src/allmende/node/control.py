@@ -19,6 +19,7 @@ directory descriptor (``/proc/self/fd/N/node.sock``), so a node home may be anyw
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import socket
@@ -26,8 +27,6 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import httpx
 
 from allmende.errors import ConfigError, NodeError
 
@@ -42,6 +41,7 @@ CONTROL_SOCKET = "node.sock"
 MAX_SPEC_BYTES = 64 * 1024  # a job spec is a few hundred bytes of TOML
 # Creating a job sends one transaction and waits for its receipt.
 SUBMIT_TIMEOUT_SECONDS = 120.0
+MAX_ANSWER_BYTES = 64 * 1024  # the node's answer is a few hundred bytes of JSON
 
 
 @dataclass(frozen=True)
@@ -140,33 +140,50 @@ def submit_through_node(home: Path, spec_text: str) -> SubmittedJob | None:
     """
     if not (home / CONTROL_SOCKET).is_socket():
         return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     with socket_path(home) as path:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            try:
-                probe.connect(path)
-            except OSError:
-                return None  # a stale socket: the node is not running
-        # A unix socket carries no TLS: without verify=False httpx would load the CA
-        # certificates for nothing, tens of milliseconds of every submission.
-        transport = httpx.HTTPTransport(uds=path, verify=False)
-        with httpx.Client(
-            transport=transport, timeout=SUBMIT_TIMEOUT_SECONDS, verify=False
-        ) as client:
-            try:
-                response = client.post("http://node/v1/jobs", content=spec_text.encode())
-            except httpx.ConnectError:
-                return None  # the node stopped just now
-            except httpx.HTTPError as exc:
-                raise NodeError(
-                    f"The node at {home} did not answer the job submission ({exc}); "
-                    "check its node.log, then look with `allmende job show` whether the "
-                    "job was created before submitting again."
-                ) from None
+        try:
+            sock.connect(path)
+        except OSError:
+            sock.close()
+            return None  # a stale socket: the node is not running
+    sock.settimeout(SUBMIT_TIMEOUT_SECONDS)
+    connection = _ControlConnection(sock)
     try:
-        answer = response.json()
-    except json.JSONDecodeError:
+        connection.request("POST", "/v1/jobs", body=spec_text.encode(),
+                           headers={"content-type": "application/toml"})  # fmt: skip
+        response = connection.getresponse()
+        status, body = response.status, response.read(MAX_ANSWER_BYTES)
+    except (OSError, http.client.HTTPException) as exc:
+        raise NodeError(
+            f"The node at {home} did not answer the job submission ({exc!r}); check its "
+            "node.log, then look with `allmende job show` whether the job was created before "
+            "submitting again."
+        ) from None
+    finally:
+        connection.close()
+    try:
+        answer = json.loads(body)
+    except ValueError:
         answer = {}
-    if response.status_code != 200:
-        message = answer.get("error") or f"HTTP {response.status_code}"
+    if not isinstance(answer, dict):
+        answer = {}
+    if status != 200:
+        message = answer.get("error") or f"HTTP {status}"
         raise (ConfigError if answer.get("kind") == "config" else NodeError)(message)
-    return SubmittedJob(**answer)
+    try:
+        return SubmittedJob(**answer)
+    except TypeError:
+        raise NodeError(
+            f"The node at {home} answered the job submission with {body[:200]!r}, not a job; "
+            "look with `allmende job show` whether the job was created."
+        ) from None
+
+
+class _ControlConnection(http.client.HTTPConnection):
+    """HTTP/1.1 over an already connected control socket. The standard library's client keeps
+    a submission light: no TLS set-up and no third-party imports in the command."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__("node", timeout=SUBMIT_TIMEOUT_SECONDS)
+        self.sock = sock
