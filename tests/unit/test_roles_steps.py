@@ -236,6 +236,29 @@ def test_trainer_joins_trains_commits_once_and_recomputes_the_same_bytes(node) -
         node.store.read_bytes(commit.update_hash.hex())).items())  # fmt: skip
 
 
+def test_trainer_asks_the_chain_for_its_commit_only_when_it_cannot_know(node) -> None:
+    jobs = FakeJobs(make_job(node.peers, n_trainers=1, round_start=9e9), [ME])
+    role = trainer_role(node, jobs)
+    run(role.step(1))  # a fresh process: the chain says whether it committed in round 0
+    assert jobs.commit_reads == [(0, ME)] and ME in jobs.commits
+
+    def next_round(round_: int) -> None:  # the same model again: only the round matters here
+        jobs.record = replace(jobs.record, current_round=round_)
+        jobs.commits.clear()
+        jobs.commit_reads.clear()
+
+    next_round(1)
+    run(role.step(1))  # it committed in round 0, so not yet in round 1
+    assert jobs.commit_reads == [] and ME in jobs.commits
+
+    next_round(2)
+    jobs.commits[ME] = Commit(b"\x01" * 32, 5)  # its transaction went through, the receipt lost
+    with pytest.raises(ContractRevert):
+        run(role.step(1))
+    run(role.step(1))  # unsure after a failed commit: the chain says it committed
+    assert jobs.commit_reads == [(2, ME)] and jobs.commits[ME].weight == 5
+
+
 def test_trainer_does_not_train_after_the_deadline(node) -> None:
     jobs = FakeJobs(make_job(node.peers, n_trainers=1, round_start=0), [ME])
     run(trainer_role(node, jobs).step(1))

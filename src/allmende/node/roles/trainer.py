@@ -74,10 +74,14 @@ class TrainerRole(JobRole):
                 return await self.consider(job_id, job)
             self._joined.add(job_id)
         round_ = job.current_round
-        commit = await on_chain(self.jobs.commit_of, job_id, round_, self.me)
-        if commit.weight > 0:
-            self._committed[job_id] = round_
-            return False
+        # Having committed in the round before, this process knows it has not committed in this
+        # one (it commits once a round, and forgets the round when a commit fails); otherwise,
+        # after a restart or a missed round, the chain says.
+        if self._committed.get(job_id) != round_ - 1:
+            commit = await on_chain(self.jobs.commit_of, job_id, round_, self.me)
+            if commit.weight > 0:
+                self._committed[job_id] = round_
+                return False
         if deadline_passed(job, time.time()):
             self.say_once(
                 ("missed", job_id, round_),
@@ -89,7 +93,11 @@ class TrainerRole(JobRole):
         model = await self.fetch_model(job_id, job, plan)
         update, weight, metrics = await asyncio.to_thread(self.train, plan, model, job_id, round_)
         digest = self.store_update(job_id, round_, update)
-        await self.commit(job_id, round_, digest, weight)
+        try:
+            await self.commit(job_id, round_, digest, weight)
+        except BaseException:
+            self._committed.pop(job_id, None)  # it may have gone through: ask the chain next time
+            raise
         self._committed[job_id] = round_
         log.info(
             "Job %d round %d: trained on %d examples (loss %.4f), committed update %s.",
