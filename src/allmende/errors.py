@@ -2,7 +2,26 @@
 
 One base, :class:`AllmendeError`; each subsystem's errors also inherit the matching builtin, so a
 caller can catch either (``except ConfigError`` or ``except ValueError``). Messages are full
-sentences that say what to do next.
+sentences that say what to do next. The tree (builtin bases in brackets)::
+
+    AllmendeError
+    ├── ConfigError [ValueError]        a config file, job spec or command-line value is wrong
+    ├── ChainError [RuntimeError]       the chain is unreachable or a transaction failed
+    │   ├── ContractRevert              a contract refused a call ("jobs: ...")
+    │   └── DevnetError                 the local Anvil is missing or failed to start
+    ├── StoreError [OSError]            the blob store or the state database failed
+    │   └── BlobNotFound [KeyError]     no blob of that name is stored here
+    ├── BlobNameError [ValueError]      a string is not a blob name (64 lowercase hex)
+    ├── HashMismatch [ValueError]       bytes do not hash to the name they came under
+    ├── BlobTooLarge [ValueError]       a blob is over the configured size limit
+    ├── CodecError [ValueError]         a tensor blob is malformed, non-canonical or not finite
+    ├── PeerError [ConnectionError]     a peer is unreachable or served something wrong
+    ├── MessageError [ValueError]       a signed peer message is forged, expired, replayed, ...
+    ├── TaskError [LookupError]         a task is not installed, or its data declaration is wrong
+    ├── AggregationError [ValueError]   updates cannot be aggregated
+    └── NodeError [RuntimeError]        the node process cannot start or continue
+
+Every class here is exported from :mod:`allmende`.
 """
 
 from __future__ import annotations
@@ -43,6 +62,10 @@ class BlobNotFound(StoreError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else "blob not found"
+
+
+class BlobNameError(AllmendeError, ValueError):
+    """A string that should name a blob is not 64 lowercase hexadecimal characters."""
 
 
 class HashMismatch(AllmendeError, ValueError):

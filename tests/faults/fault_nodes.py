@@ -20,9 +20,8 @@ import pytest
 
 from allmende.chain import Deployment
 from allmende.net.health import HealthProbe
-from allmende.node.config import parse_config, write_config
+from allmende.node.config import BLOBS_DIR, parse_config, write_config
 from allmende.node.keystore import create_key
-from allmende.node.process import BLOBS_DIR
 from allmende.store.blobs import BlobStore
 from allmende.store.state import STATE_FILE, StateDB
 

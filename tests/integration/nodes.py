@@ -33,8 +33,7 @@ import pytest
 from eth_utils import to_checksum_address
 
 from allmende.net.health import HealthProbe
-from allmende.node.config import load_config, resolve
-from allmende.node.process import BLOBS_DIR
+from allmende.node.config import BLOBS_DIR, load_config, resolve
 from allmende.store.blobs import BlobStore
 from allmende.store.state import STATE_FILE, StateDB
 

@@ -77,10 +77,12 @@ def test_bad_keys_are_refused(key: str | bytes) -> None:
 
 
 def test_settings_modules_do_not_import_the_web3_stack() -> None:
-    """`node init` and config checks load these; web3 or eth_account would add over a second."""
+    """`node init`, config checks and `job submit` load these; web3, eth_account or torch would
+    add a second or more."""
     code = (
         "import sys\n"
         "import allmende.cli.node, allmende.chain.deployment, allmende.node.config\n"
+        "import allmende.cli.job, allmende.node.control, allmende.node.submit\n"
         "from allmende.chain import Deployment\n"
         "print(sorted(m for m in ('web3', 'eth_account', 'torch') if m in sys.modules))\n"
     )

@@ -15,8 +15,14 @@ from hypothesis import strategies as st
 
 import allmende.learn.aggregate as aggregate_module
 from allmende.errors import AggregationError, ConfigError
-from allmende.learn.aggregate import aggregate, check_update, delta_norm
-from allmende.learn.rules import RULES, rule_params
+from allmende.learn.aggregate import (
+    aggregate,
+    check_norm,
+    check_update,
+    delta_norm,
+    robust_delta,
+)
+from allmende.learn.rules import RULES, FedAvgParams, rule_params
 
 SHAPES = {"layer.weight": (2, 3), "layer.bias": (3,)}
 ROBUST_PARAMS = {
@@ -275,9 +281,10 @@ def test_check_update_returns_the_exact_delta_norm():
     global_state, updates = make_round(1)
     state = updates[0][1]
     expected = float(np.linalg.norm(flat(state) - flat(global_state)))
-    norm = check_update(state, global_state, norm_bound=expected * 1.0001)
+    norm = check_norm(state, global_state, norm_bound=expected * 1.0001)
     assert norm == pytest.approx(expected, rel=1e-12)
     assert delta_norm(state, global_state) == norm
+    assert check_norm(state, global_state, norm_bound=None) is None  # no bound: not computed
 
 
 def _broken(kind: str):
@@ -318,14 +325,22 @@ def test_check_update_rejects(kind, words):
         AggregationError,
         match=words.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]"),
     ):
-        check_update(state, global_state, norm_bound=10.0)
+        check_update(state, global_state)
+        check_norm(state, global_state, norm_bound=10.0)
 
 
-def test_aggregate_refuses_malformed_updates():
-    state, global_state = _broken("nan")
-    _, updates = make_round(2)
-    with pytest.raises(AggregationError, match="NaN"):
-        aggregate("fedavg", global_state, [*updates, ("0xabc", state, 5)], {})
+def test_every_registered_robust_rule_has_its_arithmetic():
+    deltas = torch.tensor([[0.0, 1.0], [1.0, 3.0], [2.0, 2.0], [9.0, -9.0], [1.5, 2.5]]).double()
+    for rule, params in RULES.items():
+        if params is FedAvgParams:
+            continue
+        result = robust_delta(deltas, rule_params(rule))  # defaults: Krum's f=1 needs 5
+        assert result.shape == (2,) and bool(torch.isfinite(result).all()), rule
+
+
+def test_parameters_of_no_robust_rule_are_refused():
+    with pytest.raises(AggregationError, match="names no robust rule"):
+        robust_delta(torch.zeros(3, 2, dtype=torch.float64), FedAvgParams())
 
 
 @pytest.mark.parametrize("weight", [0, -3, True, 1.5, 2**60])

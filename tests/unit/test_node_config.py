@@ -18,8 +18,8 @@ from allmende.node.config import (
     parse_config,
     write_config,
 )
+from allmende.node.home import home_lock
 from allmende.node.keystore import create_key, is_plaintext, load_key
-from allmende.node.process import home_lock
 
 OFFLINE = {"chain": {"offline": True}}
 
@@ -29,9 +29,29 @@ def test_defaults_and_derived_values() -> None:
     assert config.node.roles == ["trainer", "aggregator"]
     assert config.node.role_bits == 3
     assert config.node.endpoint == "http://127.0.0.1:8470"
-    custom = parse_config({**OFFLINE, "node": {"public_url": "http://x:1", "roles": ["verifier"]}})
+    node = {"public_url": "http://x:1", "roles": ["aggregator"]}
+    custom = parse_config({**OFFLINE, "node": node})
     assert custom.node.endpoint == "http://x:1"
-    assert custom.node.role_bits == 4
+    assert custom.node.role_bits == 2
+
+
+def test_role_bits_are_the_registrys() -> None:
+    from allmende.chain import ROLE_AGGREGATOR, ROLE_PROVIDER, ROLE_TRAINER, ROLE_VERIFIER
+    from allmende.node.config import ROLE_BITS
+
+    assert ROLE_BITS == {
+        "trainer": ROLE_TRAINER,
+        "aggregator": ROLE_AGGREGATOR,
+        "verifier": ROLE_VERIFIER,
+        "provider": ROLE_PROVIDER,
+    }
+
+
+@pytest.mark.parametrize("role", ["verifier", "provider"])
+def test_roles_without_a_service_are_refused_with_what_to_do(role: str) -> None:
+    with pytest.raises(ConfigError, match=f"node.roles: .*'{role}' has no service") as caught:
+        parse_config({**OFFLINE, "node": {"roles": ["trainer", role]}})
+    assert "remove it from node.roles" in str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -220,8 +240,18 @@ def test_node_init_put_and_gc_through_the_cli(
 
 
 def test_node_init_refuses_bad_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert _cli("node", "init", str(tmp_path / "a"), "--offline", "--roles", "baker",
-                "--insecure-plaintext-key") == 2
+    assert (
+        _cli(
+            "node",
+            "init",
+            str(tmp_path / "a"),
+            "--offline",
+            "--roles",
+            "baker",
+            "--insecure-plaintext-key",
+        )
+        == 2
+    )
     assert "node.roles.0" in capsys.readouterr().err
     assert _cli("node", "init", str(tmp_path / "b"), "--insecure-plaintext-key") == 2
     assert "--deployment" in capsys.readouterr().err

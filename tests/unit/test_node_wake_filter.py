@@ -5,9 +5,9 @@ from __future__ import annotations
 from eth_utils import event_abi_to_log_topic
 
 from allmende.chain.deployment import Deployment
+from allmende.node.config import AggregatorSection, TrainerSection
 from allmende.node.process import wake_filter
 from allmende.node.roles.aggregator import AggregatorRole
-from allmende.node.roles.settings import AggregatorSection, TrainerSection
 from allmende.node.roles.trainer import TrainerRole
 
 JOBS = "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"  # the address of the events tests' deployment

@@ -56,3 +56,12 @@ def test_the_chain_package_names_resolve_on_first_use() -> None:
         module = f"allmende.chain.{chain._MODULE_OF[name]}"
         assert getattr(__import__(module, fromlist=[name]), name) is value, name
     assert not hasattr(chain, "NoSuchThing")
+
+
+def test_every_public_error_is_exported_and_drawn_in_the_tree() -> None:
+    doc = errors.__doc__ or ""
+    for name, obj in vars(errors).items():
+        if isinstance(obj, type) and issubclass(obj, errors.AllmendeError):
+            assert name in allmende.__all__, f"{name} is not exported from allmende"
+            assert getattr(allmende, name) is obj
+            assert f" {name}" in doc, f"{name} is missing from the tree in errors.py's docstring"

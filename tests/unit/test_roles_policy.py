@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from allmende.errors import ConfigError
-from allmende.node.config import parse_config
+from allmende.node.config import ConsentPolicy, parse_config
 from allmende.node.roles.policy import decide
-from allmende.node.roles.settings import ConsentPolicy
 
 OWNER = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"
 OTHER = "0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65"

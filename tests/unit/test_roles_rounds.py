@@ -7,14 +7,13 @@ import dataclasses
 import pytest
 
 from allmende.chain import Commit, Job
+from allmende.chain.jobs import from_bitmap, to_bitmap
 from allmende.node.roles.rounds import (
     aggregation_readiness,
     by_address,
     committed,
     deadline_passed,
-    from_bitmap,
     round_deadline,
-    to_bitmap,
 )
 
 START = 1_000

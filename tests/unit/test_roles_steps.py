@@ -24,9 +24,9 @@ from allmende.chain.events import ChainEvent, Proposed, RoundFinalized, UpdateCo
 from allmende.errors import ContractRevert, PeerError
 from allmende.learn.aggregate import aggregate
 from allmende.net.client import FetchResult
+from allmende.node.config import AggregatorSection, TrainerSection
 from allmende.node.jobspec import parse_jobspec
 from allmende.node.roles.aggregator import AggregatorRole
-from allmende.node.roles.settings import AggregatorSection, TrainerSection
 from allmende.node.roles.trainer import TrainerRole
 from allmende.node.submit import initial_model_bytes
 from allmende.store.blobs import BlobStore
@@ -173,7 +173,9 @@ def node(tmp_path: Path):
     store = BlobStore(tmp_path / "blobs")
     state = StateDB.open(tmp_path / "state.sqlite")
     peers = FakePeers(store)
-    ctx = SimpleNamespace(address=ME, store=store, state=state, peers=peers)
+    ctx = SimpleNamespace(
+        address=ME, store=store, state=state, peers=peers, require_peers=lambda: peers
+    )
     yield ctx
     state.close()
 
@@ -475,6 +477,34 @@ def test_aggregator_starts_a_round_from_the_model_it_stored_and_checks_its_vote_
     global_1 = decode_state(node.store.read_bytes(round_1_model))
     expected = aggregate("fedavg", global_1, [(t, states[t], 10 + T.index(t)) for t in T], {})
     assert node.store.read_bytes(jobs.finalized[1][1]) == encode_state(expected)
+
+
+def test_aggregator_checks_each_update_once_where_its_bytes_enter(node, monkeypatch) -> None:
+    import allmende.learn.aggregate as aggregate_module
+    import allmende.store.codec as codec_module
+
+    checked: list[int] = []
+    decoded: list[int] = []
+    real_check, real_decode = aggregate_module.check_update, codec_module.decode_state
+
+    def counted_check(update, reference):  # type: ignore[no-untyped-def]
+        checked.append(len(update))
+        return real_check(update, reference)
+
+    def counted_decode(data, *args, **kwargs):  # type: ignore[no-untyped-def]
+        decoded.append(len(data))
+        return real_decode(data, *args, **kwargs)
+
+    monkeypatch.setattr(aggregate_module, "check_update", counted_check)
+    monkeypatch.setattr(codec_module, "decode_state", counted_decode)
+    jobs, role = joined_aggregator(node, make_job(node.peers, n_trainers=3, round_start=9e9))
+    for round_ in (0, 1):
+        commit_updates(node, jobs, {t: trained_like(10 * round_ + i) for i, t in enumerate(T)})
+        run(role.step(1))
+        assert jobs.finalized[-1][0] == round_
+    # Round 0: the initial model and three updates, each decoded and checked once; round 1:
+    # three updates (its global model is the one this node stored, neither decoded nor checked).
+    assert len(checked) == len(decoded) == 1 + 3 + 3
 
 
 def test_aggregator_leaves_out_bad_updates_deterministically(node) -> None:

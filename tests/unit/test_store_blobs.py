@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from allmende.errors import BlobNotFound, BlobTooLarge, HashMismatch
+from allmende.errors import BlobNameError, BlobNotFound, BlobTooLarge, HashMismatch
 from allmende.store.blobs import BlobStore, check_digest
 
 
@@ -88,10 +88,11 @@ def test_unknown_and_malformed_names(store: BlobStore) -> None:
         store.read_bytes("0" * 64)
     with pytest.raises(BlobNotFound):
         store.size("0" * 64)
-    for bad in ("0" * 63, "G" * 64, "../" + "0" * 61, "A" * 64):
-        with pytest.raises(HashMismatch, match="not a SHA-256"):
+    for bad in ("0" * 63, "G" * 64, "../" + "0" * 61, "A" * 64, "0" * 64 + "\n", "0" * 65):
+        with pytest.raises(BlobNameError, match="not a SHA-256") as caught:
             check_digest(bad)
-        with pytest.raises(HashMismatch):
+        assert not isinstance(caught.value, HashMismatch)  # a bad name is not a bad hash
+        with pytest.raises(BlobNameError):
             store.path(bad)
     assert not store.delete("0" * 64)
 

@@ -21,14 +21,8 @@ if TYPE_CHECKING:
     from allmende.chain.events import ChainEvent, EventDecoder
     from allmende.chain.jobs import Commit, Job, Jobs, JobStatus, RoundResult, vote_key
     from allmende.chain.keys import LocalKey
-    from allmende.chain.registry import (
-        ROLE_AGGREGATOR,
-        ROLE_PROVIDER,
-        ROLE_TRAINER,
-        ROLE_VERIFIER,
-        Node,
-        Registry,
-    )
+    from allmende.chain.registry import Node, Registry
+    from allmende.chain.roles import ROLE_AGGREGATOR, ROLE_PROVIDER, ROLE_TRAINER, ROLE_VERIFIER
     from allmende.chain.stream import EventStream
 
 _MODULE_OF = {
@@ -61,10 +55,10 @@ _MODULE_OF = {
     "vote_key": "jobs",
     "LocalKey": "keys",
     "Node": "registry",
-    "ROLE_AGGREGATOR": "registry",
-    "ROLE_PROVIDER": "registry",
-    "ROLE_TRAINER": "registry",
-    "ROLE_VERIFIER": "registry",
+    "ROLE_AGGREGATOR": "roles",
+    "ROLE_PROVIDER": "roles",
+    "ROLE_TRAINER": "roles",
+    "ROLE_VERIFIER": "roles",
     "Registry": "registry",
     "EventStream": "stream",
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -60,11 +61,26 @@ class RoundResult:
     total_weight: int
 
 
+def to_bitmap(indices: Iterable[int]) -> int:
+    """The contract's ``included`` bitmap of trainer indices (bit i = trainer i)."""
+    bitmap = 0
+    for index in indices:
+        if index < 0:
+            raise ValueError(f"Trainer index {index} is negative.")
+        bitmap |= 1 << index
+    return bitmap
+
+
+def from_bitmap(bitmap: int) -> list[int]:
+    """The trainer indices set in the contract's ``included`` bitmap, ascending."""
+    if bitmap < 0:
+        raise ValueError(f"Bitmap {bitmap} is negative.")
+    return [i for i in range(bitmap.bit_length()) if bitmap >> i & 1]
+
+
 def vote_key(model_hash: bytes | str, included: int) -> bytes:
     """``keccak256(abi_encode(model_hash, included))``: the key of a proposal's vote count."""
-    return bytes(
-        keccak(abi_encode(["bytes32", "uint256"], [to_bytes32(model_hash), included]))
-    )
+    return bytes(keccak(abi_encode(["bytes32", "uint256"], [to_bytes32(model_hash), included])))
 
 
 class Jobs(ContractBinding):

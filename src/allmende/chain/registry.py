@@ -9,10 +9,6 @@ from allmende.chain.client import Receipt
 from allmende.chain.deployment import ContractInfo
 from allmende.chain.events import EventDecoder
 
-ROLE_TRAINER = 1
-ROLE_AGGREGATOR = 2
-ROLE_VERIFIER = 4
-ROLE_PROVIDER = 8
 NO_METADATA = bytes(32)
 
 

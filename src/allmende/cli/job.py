@@ -8,10 +8,7 @@ and initial model). ``watch`` and ``show`` only read: they take the chain from `
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +23,6 @@ from allmende.node.jobspec import loads_jobspec, read_jobspec_text
 
 if TYPE_CHECKING:  # the chain, torch and the task code load only for the commands that use them
     from allmende.node.lineage import JobHistory
-    from allmende.node.remote import JobReader
 
 app = typer.Typer(help="Submit, watch and inspect training jobs.", no_args_is_help=True)
 
@@ -78,23 +74,6 @@ def submit(
     typer.echo(submitted.job_id)
 
 
-@contextlib.asynccontextmanager
-async def open_reader(home: Path | None, deployment: Path | None) -> AsyncIterator[JobReader]:
-    """A :class:`JobReader` on the node's store (``home``) or a scratch store."""
-    from allmende.chain import Contracts
-    from allmende.node.remote import JobReader, find_deployment, node_store
-    from allmende.store.blobs import BlobStore
-
-    contracts = Contracts.connect(find_deployment(home=home, deployment=deployment))
-    with tempfile.TemporaryDirectory(prefix="allmende-blobs-") as scratch:
-        store = node_store(home) if home is not None else BlobStore(Path(scratch))
-        reader = JobReader(contracts, store)
-        try:
-            yield reader
-        finally:
-            await reader.aclose()
-
-
 @app.command()
 def watch(
     job_id: int = typer.Argument(..., help="The job id."),
@@ -111,9 +90,9 @@ def watch(
 
 async def _watch(job_id: int, home: Path | None, deployment: Path | None, timeout: float) -> None:
     from allmende.chain import JobStatus
-    from allmende.node.remote import evaluate, task_and_reference
-    from allmende.node.roles.common import hex_hash
-    from allmende.node.roles.rounds import from_bitmap
+    from allmende.chain.jobs import from_bitmap
+    from allmende.node.jobdata import hex_hash
+    from allmende.node.remote import evaluate, open_reader, task_and_reference
 
     started = time.monotonic()
     async with open_reader(home, deployment) as reader:
@@ -137,7 +116,7 @@ async def _watch(job_id: int, home: Path | None, deployment: Path | None, timeou
                 while shown < job.current_round:
                     result = reader.jobs.round_result(job_id, shown)
                     digest = hex_hash(result.model_hash)
-                    peers = reader.job_peers(job_id, job)
+                    peers = await reader.job_peers(job_id, job)
                     state = await reader.state(digest, peers, reference=reference)
                     metrics = evaluate(task, state)
                     who = [trainers[i] for i in from_bitmap(result.included) if i < len(trainers)]
@@ -179,9 +158,9 @@ def show(
 
 async def _show(job_id: int, home: Path | None, deployment: Path | None) -> None:
     from allmende.chain import JobStatus
+    from allmende.node.jobdata import hex_hash
     from allmende.node.lineage import check_lineage, read_history
-    from allmende.node.remote import task_and_reference
-    from allmende.node.roles.common import hex_hash
+    from allmende.node.remote import open_reader, task_and_reference
 
     async with open_reader(home, deployment) as reader:
         history = read_history(reader, job_id)

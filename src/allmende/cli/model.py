@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
-from allmende.chain import Contracts
 from allmende.errors import ConfigError, PeerError
-from allmende.node.remote import JobReader, find_deployment, node_store
-from allmende.store.blobs import BlobStore, check_digest
+from allmende.node.remote import open_reader
+from allmende.store.blobs import check_digest
 from allmende.store.codec import decode_state
 
 app = typer.Typer(help="Fetch and verify models.", no_args_is_help=True)
@@ -47,19 +45,13 @@ def get(
 async def _get(
     digest: str, output: Path, job_id: int | None, home: Path | None, deployment: Path | None
 ) -> None:
-    contracts = Contracts.connect(find_deployment(home=home, deployment=deployment))
-    with tempfile.TemporaryDirectory(prefix="allmende-blobs-") as scratch:
-        store = node_store(home) if home is not None else BlobStore(Path(scratch))
-        reader = JobReader(contracts, store)
-        try:
-            peers = reader.job_peers(job_id, reader.job(job_id)) if job_id is not None else []
-            peers += [url for url in reader.all_peers() if url not in peers]
-            if not peers:
-                raise PeerError("No node is registered on this chain to fetch the model from.")
-            fetched = await reader.peers.fetch_blob(digest, peers)
-            data = store.read_bytes(digest)
-        finally:
-            await reader.aclose()
+    async with open_reader(home, deployment) as reader:
+        peers = await reader.job_peers(job_id, reader.job(job_id)) if job_id is not None else []
+        peers += [url for url in await reader.all_peers() if url not in peers]
+        if not peers:
+            raise PeerError("No node is registered on this chain to fetch the model from.")
+        fetched = await reader.peers.fetch_blob(digest, peers)
+        data = reader.store.read_bytes(digest)
     state = decode_state(data)
     tmp = output.with_name(output.name + ".tmp")
     tmp.write_bytes(data)

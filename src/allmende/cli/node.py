@@ -19,18 +19,9 @@ from rich.console import Console
 
 from allmende.chain import Deployment
 from allmende.errors import ConfigError, NodeError
-from allmende.node.config import (
-    BLOBS_DIR,
-    CONFIG_FILE,
-    DEFAULT_HOST,
-    DEFAULT_PORT,
-    load_config,
-    parse_config,
-    resolve,
-)
-from allmende.node.home import create_home
-from allmende.store.blobs import BlobStore, check_digest
-from allmende.store.state import STATE_FILE, StateDB
+from allmende.node.config import CONFIG_FILE, DEFAULT_HOST, DEFAULT_PORT, load_config, parse_config
+from allmende.node.home import create_home, open_state, open_store
+from allmende.store.blobs import check_digest
 
 app = typer.Typer(
     help="Create, run and maintain an Allmende node (one node home per node).",
@@ -142,10 +133,8 @@ def put(
 ) -> None:
     """Copy a file into the node's blob store and pin it; prints its SHA-256."""
     config = load_config(home)
-    data = resolve(home, config.node.data_dir)
-    store = BlobStore(data / BLOBS_DIR, max_blob_bytes=config.store.max_blob_bytes)
-    digest = store.put_file(file)
-    state = StateDB.open(data / STATE_FILE)
+    digest = open_store(home, config).put_file(file)
+    state = open_state(home, config)
     try:
         state.pin(digest, pin)
     finally:
@@ -162,9 +151,8 @@ def gc(
 ) -> None:
     """Delete blobs no job or local record references (pinned in the state database)."""
     config = load_config(home)
-    data = resolve(home, config.node.data_dir)
-    store = BlobStore(data / BLOBS_DIR, max_blob_bytes=config.store.max_blob_bytes)
-    state = StateDB.open(data / STATE_FILE)
+    store = open_store(home, config)
+    state = open_state(home, config)
     try:
         keep = state.pinned()
     finally:
@@ -191,23 +179,23 @@ def fetch(
 
 async def _fetch(home: Path, digest: str, pin: str) -> None:
     from allmende.chain import Contracts
-    from allmende.node.remote import JobReader, find_deployment, node_store
+    from allmende.node.remote import JobReader, find_deployment
 
     check_digest(digest)
     # Each failing peer is named in the one error line if no peer serves it; no log lines first.
     logging.getLogger("allmende.net.client").setLevel(logging.ERROR)
     config = load_config(home)
     contracts = Contracts.connect(find_deployment(home=home, deployment=None))
-    reader = JobReader(contracts, node_store(home))
+    reader = JobReader(contracts, open_store(home, config))
     try:
         own = config.node.endpoint.rstrip("/")
-        peers = [url for url in reader.all_peers() if url.rstrip("/") != own]
+        peers = [url for url in await reader.all_peers() if url.rstrip("/") != own]
         if not peers:
             raise NodeError("No other node is registered on this chain to fetch the blob from.")
         result = await reader.peers.fetch_blob(digest, peers)
     finally:
         await reader.aclose()
-    state = StateDB.open(resolve(home, config.node.data_dir) / STATE_FILE)
+    state = open_state(home, config)
     try:
         state.pin(digest, pin)
     finally:

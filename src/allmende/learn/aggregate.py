@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -36,6 +36,7 @@ from torch import Tensor
 from allmende.errors import AggregationError
 from allmende.learn.rules import (
     CenteredClipParams,
+    FedAvgParams,
     KrumParams,
     MedianParams,
     MultiKrumParams,
@@ -43,6 +44,7 @@ from allmende.learn.rules import (
     TrimmedMeanParams,
     rule_params,
 )
+from allmende.learn.train import TORCH_LOCK
 
 State = dict[str, Tensor]
 Update = tuple[str, State, int]
@@ -55,16 +57,10 @@ SUM_CHUNK = 1 << 16  # values converted to Python floats at a time by exact sums
 # validation
 
 
-def check_update(
-    update: State, reference_state: State, *, norm_bound: float | None
-) -> float | None:
-    """Check an untrusted update against the reference (global) model; with a ``norm_bound``,
-    return its delta norm.
-
-    Same keys, shapes and dtypes as the reference, all values finite, and the L2 norm of
-    ``update - reference`` at most ``norm_bound`` (not computed when ``None``: the exact norm
-    is the costly part of the check). Raises :class:`AggregationError` naming the first problem.
-    """
+def check_update(update: State, reference_state: State) -> None:
+    """Check an untrusted model or update against the reference model of its task: the same
+    keys, shapes and dtypes, and all values finite. Raises :class:`AggregationError` naming the
+    first problem. Run once, where the bytes were decoded (:mod:`allmende.node.jobdata`)."""
     missing = sorted(set(reference_state) - set(update))
     extra = sorted(set(update) - set(reference_state))
     if missing or extra:
@@ -85,9 +81,15 @@ def check_update(
             raise AggregationError(
                 f"Entry '{key}' of the update holds NaN or infinite values; exclude it."
             )
+
+
+def check_norm(update: State, global_state: State, *, norm_bound: float | None) -> float | None:
+    """With a ``norm_bound``, the L2 norm of ``update - global_state`` if it is at most the
+    bound, else :class:`AggregationError`; None without a bound (the exact norm is costly, so
+    it is not computed). ``update`` must have passed :func:`check_update`."""
     if norm_bound is None:
         return None
-    norm = delta_norm(update, reference_state)
+    norm = delta_norm(update, global_state)
     if not norm <= norm_bound:
         raise AggregationError(
             f"The update moves the model by {norm:.6g} (L2), more than the job's norm bound "
@@ -123,9 +125,11 @@ def aggregate(
 ) -> State:
     """Aggregate ``updates`` (address, model state, weight) into the next global model.
 
-    Raises :class:`ConfigError` for an unknown rule or bad parameters and
-    :class:`AggregationError` when the updates cannot be aggregated (none, duplicate addresses,
-    bad weights, malformed states, too few for the rule).
+    The states must have passed :func:`check_update` against ``global_state`` where their bytes
+    entered (a node checks each update once, when it decodes it); this function trusts their
+    keys, shapes and values. Raises :class:`ConfigError` for an unknown rule or bad parameters
+    and :class:`AggregationError` when the updates cannot be aggregated (none, duplicate
+    addresses, bad weights, too few for the rule). Holds :data:`TORCH_LOCK` while it computes.
     """
     config = rule_params(rule, params)
     if not updates:
@@ -134,19 +138,42 @@ def aggregate(
     addresses = [address.lower() for address, _, _ in ordered]
     if len(set(addresses)) != len(addresses):
         raise AggregationError("Two updates come from the same trainer; keep one per trainer.")
-    for address, state, weight in ordered:
-        if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= MAX_WEIGHT:
-            raise AggregationError(
-                f"The weight of {address}'s update is {weight!r}; weights must be integers "
-                f"in [1, 2**53]. Exclude that update."
-            )
-        check_update(state, global_state, norm_bound=None)
+    for address, _, weight in ordered:
+        check_weight(weight, author=address)
     states = [state for _, state, _ in ordered]
-    if rule == "fedavg":
-        return fedavg(global_state, states, [weight for _, _, weight in ordered])
-    deltas = flatten_deltas(global_state, states)  # (n, p) float64
-    robust = _ROBUST[rule]
-    return apply_delta(global_state, robust(deltas, config))
+    with TORCH_LOCK:
+        if isinstance(config, FedAvgParams):
+            return fedavg(global_state, states, [weight for _, _, weight in ordered])
+        deltas = flatten_deltas(global_state, states)  # (n, p) float64
+        return apply_delta(global_state, robust_delta(deltas, config))
+
+
+def check_weight(weight: object, *, author: str) -> int:
+    """``weight`` if it is an integer in [1, 2**53] (exact in float arithmetic); else
+    :class:`AggregationError`. The chain accepts weights up to 2**64 - 1."""
+    if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= MAX_WEIGHT:
+        raise AggregationError(
+            f"The weight of {author}'s update is {weight!r}; weights must be integers "
+            f"in [1, 2**53]. Exclude that update."
+        )
+    return weight
+
+
+def robust_delta(deltas: Tensor, config: RuleParams) -> Tensor:
+    """The robust rule that ``config`` is the parameters of, over ``(n, p)`` deltas: ``(p,)``.
+    The rule names and their parameter models are in :data:`allmende.learn.rules.RULES`."""
+    match config:
+        case TrimmedMeanParams():
+            return trimmed_mean(deltas, config)
+        case MedianParams():
+            return median(deltas, config)
+        case KrumParams():
+            return krum(deltas, config)
+        case MultiKrumParams():
+            return multi_krum(deltas, config)
+        case CenteredClipParams():
+            return centered_clip(deltas, config)
+    raise AggregationError(f"{type(config).__name__} names no robust rule; use fedavg for it.")
 
 
 def fedavg(global_state: State, states: list[State], weights: list[int]) -> State:
@@ -280,12 +307,3 @@ def centered_clip(deltas: Tensor, config: CenteredClipParams) -> Tensor:
             acc = acc + diff * scale
         center = center + acc / n
     return center
-
-
-_ROBUST: dict[str, Callable[[Tensor, RuleParams], Tensor]] = {
-    "trimmed_mean": trimmed_mean,  # type: ignore[dict-item]
-    "median": median,  # type: ignore[dict-item]
-    "krum": krum,  # type: ignore[dict-item]
-    "multi_krum": multi_krum,  # type: ignore[dict-item]
-    "centered_clip": centered_clip,  # type: ignore[dict-item]
-}

@@ -1,7 +1,9 @@
 """The aggregation rules a job can name and their parameters: pydantic only, no torch.
 
-A job spec is checked against these (``allmende job submit`` and every node that reads a spec)
-without importing torch; the arithmetic of each rule is in :mod:`allmende.learn.aggregate`.
+:data:`RULES` is the one registry of rules: name -> parameter model. A job spec is checked
+against it (``allmende job submit`` and every node that reads a spec) without importing torch;
+:func:`allmende.learn.aggregate.robust_delta` then picks each rule's arithmetic by the type of
+its validated parameters, so a rule is added in two places that the type checker ties together.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class CenteredClipParams(RuleParams):
     iters: int = Field(default=3, ge=1)
 
 
-PARAMS: dict[str, type[RuleParams]] = {
+RULES: dict[str, type[RuleParams]] = {
     "fedavg": FedAvgParams,
     "trimmed_mean": TrimmedMeanParams,
     "median": MedianParams,
@@ -64,21 +66,20 @@ PARAMS: dict[str, type[RuleParams]] = {
     "multi_krum": MultiKrumParams,
     "centered_clip": CenteredClipParams,
 }
-RULES = tuple(PARAMS)
 
 
 def rule_params(rule: str, params: dict[str, object] | None = None) -> RuleParams:
     """The validated parameters of ``rule``; :class:`ConfigError` for an unknown rule or bad
     parameters."""
-    if rule not in PARAMS:
+    if rule not in RULES:
         raise ConfigError(f"Unknown aggregation rule '{rule}'; use one of: {', '.join(RULES)}.")
     try:
-        return PARAMS[rule].model_validate(params or {})
+        return RULES[rule].model_validate(params or {})
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"]) or "params"
         if error["type"] == "extra_forbidden":
-            known = ", ".join(PARAMS[rule].model_fields) or "none"
+            known = ", ".join(RULES[rule].model_fields) or "none"
             raise ConfigError(
                 f"Unknown parameter '{where}' for aggregation rule '{rule}' (it takes: {known}); "
                 "fix the rule's params in the job spec."

@@ -6,9 +6,11 @@ Determinism, on CPU:
   RNG is forked and seeded with it too (for tasks that use dropout); the caller's RNG is restored;
 - while training, ``torch.use_deterministic_algorithms(True)`` is on and torch runs on one
   intra-op thread, because a matrix product split over a different number of threads may round
-  differently. Both are process-wide settings, so they are restored afterwards and
-  :func:`train_local` must not run concurrently with other torch work in the same process
-  (a node runs it in one worker at a time).
+  differently. Both are process-wide settings, so they are restored afterwards, and while
+  they are switched no other torch work of the process may run: :data:`TORCH_LOCK` says who
+  may. :func:`train_local` and :func:`~allmende.learn.aggregate.aggregate` take it themselves;
+  other torch work that runs beside them in a process (building a model, seeding one) holds it
+  too.
 
 Bit-identical results are guaranteed on the same machine and torch build; across CPUs with
 different vector units (AVX2 vs AVX-512) the kernels of a matrix product may differ.
@@ -20,6 +22,7 @@ The result is the trainer's new *model* (FedAvg semantics); aggregation rules ta
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -31,6 +34,9 @@ from allmende.learn.optim import LocalOptimizer
 from allmende.learn.task import LocalData, Task, state_of
 
 SEED_BITS = 63
+# One torch job at a time in a process: training switches process-wide torch settings (threads,
+# deterministic algorithms, the global RNG). Re-entrant, so a holder may call train_local.
+TORCH_LOCK = threading.RLock()
 
 
 def derive_seed(job_id: int, round: int, address: str) -> int:
@@ -45,10 +51,11 @@ def derive_seed(job_id: int, round: int, address: str) -> int:
 
 @contextmanager
 def deterministic_torch(seed: int) -> Iterator[None]:
-    """One thread, deterministic algorithms and a seeded global RNG; all restored on exit."""
-    threads = torch.get_num_threads()
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    with torch.random.fork_rng(devices=[]):
+    """One thread, deterministic algorithms and a seeded global RNG; all restored on exit.
+    Holds :data:`TORCH_LOCK` throughout."""
+    with TORCH_LOCK, torch.random.fork_rng(devices=[]):
+        threads = torch.get_num_threads()
+        was_deterministic = torch.are_deterministic_algorithms_enabled()
         torch.manual_seed(seed)
         torch.set_num_threads(1)
         _use_deterministic_algorithms(True)

@@ -32,7 +32,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from allmende import __version__
-from allmende.errors import AllmendeError, BlobNotFound, HashMismatch, MessageError
+from allmende.errors import AllmendeError, BlobNameError, BlobNotFound, HashMismatch, MessageError
 from allmende.net.limits import DEFAULT_MAX_MESSAGE_BYTES, MAX_MESSAGE_TTL_SECONDS
 from allmende.net.messages import (
     MessageDomain,
@@ -165,7 +165,7 @@ def create_app(
         try:
             path = store.path(digest)
             size = store.size(digest)
-        except HashMismatch as exc:
+        except BlobNameError as exc:
             metrics.blob_requests.labels("bad_name").inc()
             raise HTTPException(400, str(exc)) from None
         except BlobNotFound as exc:
@@ -327,7 +327,7 @@ def _small_blob(store: BlobStore, digest: str) -> bool:
     """Whether ``digest`` names a stored blob of one serving piece at most."""
     try:
         return store.size(digest) <= SERVE_CHUNK_BYTES
-    except (HashMismatch, BlobNotFound):  # the route answers these (400, 404)
+    except (BlobNameError, BlobNotFound):  # the route answers these (400, 404)
         return False
 
 

@@ -24,35 +24,25 @@ import json
 import os
 import socket
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from allmende.errors import ConfigError, NodeError
+from allmende.node.submit import SubmittedJob, publish_job
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
 
-    from allmende.node.process import NodeContext
+    from allmende.node.context import NodeContext
 
 CONTROL_SOCKET = "node.sock"
 MAX_SPEC_BYTES = 64 * 1024  # a job spec is a few hundred bytes of TOML
 # Creating a job sends one transaction and waits for its receipt.
 SUBMIT_TIMEOUT_SECONDS = 120.0
 MAX_ANSWER_BYTES = 64 * 1024  # the node's answer is a few hundred bytes of JSON
-
-
-@dataclass(frozen=True)
-class SubmittedJob:
-    """What submitting a job created."""
-
-    job_id: int
-    owner: str
-    spec_hash: str
-    model_hash: str
-    escrow: int
 
 
 @contextlib.contextmanager
@@ -96,7 +86,6 @@ def control_app(ctx: NodeContext) -> Starlette:
 
     from allmende.errors import AllmendeError
     from allmende.node.jobspec import loads_jobspec
-    from allmende.node.submit import publish_job
 
     async def submit(request: Request) -> JSONResponse:
         body = b""

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 
 from allmende.chain import Job
 from allmende.chain.events import Credited, JobCreated, RoundFinalized, UpdateCommitted
+from allmende.chain.jobs import from_bitmap
 from allmende.chain.stream import DEFAULT_CHUNK_BLOCKS
 from allmende.errors import AllmendeError
 from allmende.learn.aggregate import aggregate
+from allmende.node.jobdata import State, hex_hash
 from allmende.node.jobspec import JobSpec
 from allmende.node.remote import JobReader
-from allmende.node.roles.common import State, hex_hash
-from allmende.node.roles.rounds import from_bitmap
 from allmende.store.codec import state_hash
 
 CHUNK_BLOCKS = DEFAULT_CHUNK_BLOCKS  # blocks per eth_getLogs request
@@ -117,7 +117,7 @@ async def check_lineage(
     """Verify every round of ``history`` against the chain and the blobs (see module doc)."""
     checks: list[Check] = []
     job_id, job = history.job_id, history.job
-    peers = reader.job_peers(job_id, job)
+    peers = await reader.job_peers(job_id, job)
     previous: State | None = await _state(reader, history.initial_model_hash, peers, reference)
     checks.append(Check(None, "initial model blob", previous is not None))
     for record in history.rounds:
@@ -164,7 +164,7 @@ async def _reaggregate(
     updates = []
     for trainer in record.included:
         digest, weight = record.commits[trainer]
-        peers = reader.job_peers(job_id, job, first=[trainer])
+        peers = await reader.job_peers(job_id, job, first=[trainer])
         state = await _state(reader, digest, peers, reference)
         if state is None:
             return None

@@ -3,10 +3,11 @@
 :func:`run_node` takes an OS lock on the node home (a second process on the same home refuses to
 start), opens the store, state and key, connects to the chain, registers or updates the node's
 endpoint and roles on the Registry, tops up its stake, and serves the API with uvicorn until
-SIGINT or SIGTERM. Alongside the server it runs the *role services*: objects with
-``name`` and ``async run(ctx)`` that get the :class:`NodeContext` (store, state, peer client,
-message router, chain bindings) and should return when ``ctx.stopping`` is set; they are
-cancelled on shutdown. :func:`role_services` is where the roles are chosen from the config.
+SIGINT or SIGTERM. Alongside the server it runs the *role services*
+(:class:`~allmende.node.context.RoleService`): objects with ``name`` and ``async run(ctx)`` that
+get the :class:`~allmende.node.context.NodeContext` (store, state, peer client, message router,
+chain bindings) and should return when ``ctx.stopping`` is set; they are cancelled on shutdown.
+:func:`role_services` is where the roles are chosen from the config.
 
 Offline mode (``[chain] offline = true``) skips the chain entirely: no registration, and messages
 are accepted only from ``[chain] trusted_signers``. It exists for benchmarks and data-plane tests.
@@ -16,23 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
-import os
 import signal
 import socket
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any
 
 import httpx
 import uvicorn
 
 from allmende.chain import ChainClient, Deployment, Jobs, Registry
 from allmende.chain.heads import HeadWatcher, LogFilter, websocket_url
-from allmende.chain.keys import LocalKey
 from allmende.errors import AllmendeError, NodeError
 from allmende.net.api import (
     ApiSettings,
@@ -45,65 +42,21 @@ from allmende.net.client import PeerClient
 from allmende.net.messages import MessageDomain
 from allmende.net.metrics import NodeMetrics
 from allmende.net.signers import RegistrySigners, SignerCheck, StaticSigners
-from allmende.node.config import BLOBS_DIR, NodeConfig, load_config, resolve
+from allmende.node.config import NodeConfig, load_config, resolve
+from allmende.node.context import NodeChain, NodeContext, RoleService
 from allmende.node.control import CONTROL_SOCKET, bind_control_socket, control_app
+from allmende.node.home import home_lock, open_state, open_store
 from allmende.node.keystore import PasswordPrompt, load_key
-from allmende.store.blobs import BlobStore
-from allmende.store.state import STATE_FILE, StateDB
+from allmende.node.roles import role_services_for
 
 log = logging.getLogger(__name__)
 
-LOCK_FILE = "node.lock"
 # How often expired message nonces are dropped from the state database.
 NONCE_SWEEP_SECONDS = 60.0
 # How long role services get to finish after shutdown starts, before they are cancelled.
 ROLE_STOP_SECONDS = 10.0
 # A peer that does not accept a connection within this is skipped.
 CONNECT_TIMEOUT_SECONDS = 5.0
-
-
-@dataclass
-class NodeChain:
-    """The node's view of the chain: a signing client and the contract bindings."""
-
-    client: ChainClient
-    deployment: Deployment
-    registry: Registry
-    jobs: Jobs
-    heads: HeadWatcher
-
-
-@dataclass
-class NodeContext:
-    """Everything a role service needs; built by :func:`open_node`."""
-
-    home: Path
-    config: NodeConfig
-    account: LocalKey
-    store: BlobStore
-    state: StateDB
-    metrics: NodeMetrics
-    domain: MessageDomain
-    router: MessageRouter
-    chain: NodeChain | None
-    stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    peers: PeerClient | None = None  # created on the running event loop by serve()
-
-    @property
-    def address(self) -> str:
-        """This node's checksummed address."""
-        return str(self.account.address)
-
-
-class RoleService(Protocol):
-    """A role (trainer, aggregator, ...) run inside the node process; while it has a ``ready``
-    attribute that is False, ``/healthz`` says the node is not ready yet."""
-
-    name: str
-
-    async def run(self, ctx: NodeContext) -> None:
-        """Do the role's work until ``ctx.stopping`` is set."""
-        ...
 
 
 def wake_filter(deployment: Deployment, services: Sequence[RoleService]) -> LogFilter | None:
@@ -127,40 +80,13 @@ def wake_filter(deployment: Deployment, services: Sequence[RoleService]) -> LogF
 
 def role_services(config: NodeConfig) -> list[RoleService]:
     """The role services this node runs, from its config. The seam where roles plug in."""
-    from allmende.node.roles import role_services_for
-
     return role_services_for(config)
-
-
-@contextlib.contextmanager
-def home_lock(home: Path) -> Iterator[IO[str]]:
-    """Hold an exclusive OS lock on ``<home>/node.lock``; :class:`NodeError` if another has it."""
-    path = Path(home) / LOCK_FILE
-    handle = open(path, "a+")  # noqa: SIM115 - held for the whole block, closed below
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise NodeError(
-                f"Another `allmende node run` (pid {holder}) is already using the node home "
-                f"{home}; stop it first, or give this node its own home."
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield handle
-    finally:
-        handle.close()
 
 
 def open_node(home: Path, *, prompt: PasswordPrompt | None = None) -> NodeContext:
     """Load config and key, open store and state, connect to the chain (unless offline)."""
     home = Path(home).resolve()
     config = load_config(home)
-    data = resolve(home, config.node.data_dir)
     chain_cfg = config.chain
     deployment = None
     if not chain_cfg.offline:
@@ -195,8 +121,8 @@ def open_node(home: Path, *, prompt: PasswordPrompt | None = None) -> NodeContex
         home=home,
         config=config,
         account=account,
-        store=BlobStore(data / BLOBS_DIR, max_blob_bytes=config.store.max_blob_bytes),
-        state=StateDB.open(data / STATE_FILE),
+        store=open_store(home, config),
+        state=open_state(home, config),
         metrics=NodeMetrics(),
         domain=MessageDomain(chain_id=chain_id, registry=registry_address),
         router=MessageRouter(),

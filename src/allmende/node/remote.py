@@ -1,25 +1,32 @@
 """A job seen from outside a node: read-only chain access plus verified blob fetches from peers.
 
-What ``allmende job watch``, ``job show`` and ``model get`` use. Blobs land in a local blob store
-(a node home's, or a scratch directory) and are fetched by hash from the job's participants, so
-a peer can neither forge nor alter them.
+What ``allmende job watch``, ``job show``, ``model get`` and ``node fetch`` use. Blobs land in a
+local blob store (a node home's, or a scratch directory) and are fetched by hash from the job's
+participants through :mod:`allmende.node.jobdata`, so a peer can neither forge nor alter them;
+who the participants are and where they listen comes from :mod:`allmende.node.directory`, as
+for the roles.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import tempfile
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from allmende.chain import Contracts, Deployment, Job
 from allmende.errors import ConfigError
-from allmende.learn.aggregate import check_update
-from allmende.learn.task import Task, load_task, seeded_state
 from allmende.net.client import PeerClient
-from allmende.node.config import BLOBS_DIR, load_config, resolve
+from allmende.node.config import load_config, resolve
+from allmende.node.directory import MemberCache, PeerDirectory
+from allmende.node.home import open_store
+from allmende.node.jobdata import State, fetch_spec, fetch_state
 from allmende.node.jobspec import JobSpec
-from allmende.node.roles.common import MAX_SPEC_BYTES, State, check_spec_matches, hex_hash
 from allmende.store.blobs import BlobStore
-from allmende.store.codec import decode_state
+
+if TYPE_CHECKING:
+    from allmende.learn.task import Task
 
 DEFAULT_DEPLOYMENT = Path(".devnet/deployment.json")
 
@@ -40,15 +47,6 @@ def find_deployment(*, home: Path | None, deployment: Path | None) -> Deployment
     return Deployment.load(path)
 
 
-def node_store(home: Path) -> BlobStore:
-    """The blob store of the node at ``home``."""
-    config = load_config(home)
-    return BlobStore(
-        resolve(home, config.node.data_dir) / BLOBS_DIR,
-        max_blob_bytes=config.store.max_blob_bytes,
-    )
-
-
 class JobReader:
     """Reads a job's chain state and fetches its blobs; close with :meth:`aclose`."""
 
@@ -57,8 +55,8 @@ class JobReader:
         self.jobs = contracts.jobs
         self.store = store
         self.peers = PeerClient(store)
-        self._endpoints: dict[str, str | None] = {}
-        self._members: dict[int, tuple[int, int, list[str]]] = {}
+        self.directory = PeerDirectory(contracts.registry)
+        self._members = MemberCache(contracts.jobs)
 
     async def aclose(self) -> None:
         await self.peers.aclose()
@@ -69,60 +67,42 @@ class JobReader:
             raise ConfigError(f"There is no job {job_id} on this chain; check the job id.")
         return job
 
-    def endpoint(self, address: str) -> str | None:
-        if address not in self._endpoints:
-            record = self.contracts.registry.node(address)
-            url = record.endpoint if record.registered else ""
-            self._endpoints[address] = url if url.startswith(("http://", "https://")) else None
-        return self._endpoints[address]
-
-    def members(self, job_id: int, job: Job) -> list[str]:
-        """The job's aggregators, owner and trainers (re-read only when someone joined)."""
-        cached = self._members.get(job_id)
-        if cached is None or cached[:2] != (job.n_trainers, job.n_aggregators):
-            addresses = [
-                *self.jobs.aggregators(job_id),
-                job.owner,
-                *self.jobs.trainers(job_id),
-            ]
-            cached = self._members[job_id] = (job.n_trainers, job.n_aggregators, addresses)
-        return cached[2]
-
-    def job_peers(self, job_id: int, job: Job, *, first: Sequence[str] = ()) -> list[str]:
+    async def job_peers(self, job_id: int, job: Job, *, first: Sequence[str] = ()) -> list[str]:
         """Endpoints of ``first``, then the job's aggregators, owner and trainers."""
-        urls: list[str] = []
-        for address in [*first, *self.members(job_id, job)]:
-            url = self.endpoint(address)
-            if url is not None and url not in urls:
-                urls.append(url)
-        return urls
+        members = await self._members.get(job_id, job)
+        return await self.directory.endpoints([*first, *members.participants(job)])
 
-    def all_peers(self) -> list[str]:
+    async def all_peers(self) -> list[str]:
         """Endpoints of every registered node."""
-        urls: list[str] = []
-        for address in self.contracts.registry.node_addresses():
-            url = self.endpoint(address)
-            if url is not None and url not in urls:
-                urls.append(url)
-        return urls
+        return await self.directory.endpoints(self.contracts.registry.node_addresses())
 
     async def spec(self, job_id: int, job: Job) -> JobSpec:
-        digest = hex_hash(job.spec_hash)
-        await self.peers.fetch_blob(digest, self.job_peers(job_id, job), max_bytes=MAX_SPEC_BYTES)
-        spec = JobSpec.from_bytes(self.store.read_bytes(digest))
-        check_spec_matches(spec, job)
-        return spec
+        """The job's spec, fetched by hash from its participants and checked."""
+        return await fetch_spec(self.peers, self.store, job, await self.job_peers(job_id, job))
 
     async def state(self, digest: str, peers: Sequence[str], *, reference: State) -> State:
-        """Blob ``digest`` as tensors shaped like ``reference`` (hash-checked, canonical)."""
-        await self.peers.fetch_blob(digest, peers)
-        state = decode_state(self.store.read_bytes(digest))
-        check_update(state, reference, norm_bound=None)
-        return state
+        """Blob ``digest`` as tensors shaped like ``reference`` (see :func:`fetch_state`)."""
+        return await fetch_state(self.peers, self.store, digest, peers, reference=reference)
+
+
+@contextlib.asynccontextmanager
+async def open_reader(home: Path | None, deployment: Path | None) -> AsyncIterator[JobReader]:
+    """A :class:`JobReader` on the chain of ``home`` (or ``deployment``), fetching into the
+    node's store, or into a scratch store without a home."""
+    contracts = Contracts.connect(find_deployment(home=home, deployment=deployment))
+    with tempfile.TemporaryDirectory(prefix="allmende-blobs-") as scratch:
+        store = open_store(home) if home is not None else BlobStore(Path(scratch))
+        reader = JobReader(contracts, store)
+        try:
+            yield reader
+        finally:
+            await reader.aclose()
 
 
 def task_and_reference(spec: JobSpec) -> tuple[Task, State]:
     """The installed task a spec names and its model's keys, shapes and dtypes."""
+    from allmende.learn.task import load_task, seeded_state
+
     task = load_task(spec.task)
     return task, seeded_state(task, seed=spec.seed)
 

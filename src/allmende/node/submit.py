@@ -1,32 +1,50 @@
 """Submitting a job: publish the spec and initial model into the owner's node, create the job.
 
 The owner's node must be registered (running once is enough) so that trainers and aggregators can
-fetch the spec and initial model from it by hash; :func:`submit_job` refuses otherwise, before
-any ether is escrowed.
+fetch the spec and initial model from it by hash; :func:`publish_job` refuses otherwise, before
+any ether is escrowed. A running node does it when asked through its control socket
+(:mod:`allmende.node.control`); :func:`submit_job` does it in the calling process.
+
+Importing this module stays light (no torch, no chain stack): the control socket's client
+imports :class:`SubmittedJob` from here. The task code loads when the initial model is built.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from allmende.chain import Contracts, Deployment, Jobs, Registry
-from allmende.chain.keys import LocalKey
 from allmende.errors import NodeError
-from allmende.learn.task import load_task, seeded_state
 from allmende.node.config import load_config, resolve
-from allmende.node.control import SubmittedJob
+from allmende.node.home import open_state, open_store
 from allmende.node.jobspec import JobSpec
 from allmende.node.keystore import PasswordPrompt, load_key
-from allmende.node.remote import node_store
-from allmende.store.blobs import BlobStore
-from allmende.store.codec import encode_state
-from allmende.store.state import STATE_FILE, StateDB
+
+if TYPE_CHECKING:
+    from allmende.chain import Contracts, Jobs, Registry
+    from allmende.chain.keys import LocalKey
+    from allmende.store.blobs import BlobStore
+    from allmende.store.state import StateDB
+
+
+@dataclass(frozen=True)
+class SubmittedJob:
+    """What submitting a job created."""
+
+    job_id: int
+    owner: str
+    spec_hash: str
+    model_hash: str
+    escrow: int
 
 
 def connect_as_node(
     home: Path, *, prompt: PasswordPrompt | None = None, purpose: str = "this"
 ) -> tuple[Contracts, LocalKey]:
     """The chain bindings signing with the key of the node at ``home``, and that key."""
+    from allmende.chain import Contracts, Deployment
+
     config = load_config(home)
     if config.chain.deployment is None:
         raise NodeError(f"The node at {home} is offline; {purpose} needs a chain.")
@@ -45,21 +63,24 @@ def connect_as_node(
 
 def initial_model_bytes(spec: JobSpec) -> bytes:
     """The canonical blob of the task's model initialised with the spec's seed."""
-    return encode_state(seeded_state(load_task(spec.task), seed=spec.seed))
+    from allmende.learn.task import load_task, seeded_state
+    from allmende.learn.train import TORCH_LOCK
+    from allmende.store.codec import encode_state
+
+    with TORCH_LOCK:  # seeding a model uses torch's global RNG
+        return encode_state(seeded_state(load_task(spec.task), seed=spec.seed))
 
 
-def submit_job(
-    home: Path, spec: JobSpec, *, prompt: PasswordPrompt | None = None
-) -> SubmittedJob:
+def submit_job(home: Path, spec: JobSpec, *, prompt: PasswordPrompt | None = None) -> SubmittedJob:
     """Store spec and initial model in the node at ``home`` (pinned) and create the job, in
     this process (what the running node does when asked through its control socket)."""
     config = load_config(home)
     contracts, account = connect_as_node(home, prompt=prompt, purpose="a job owner's node")
-    state = StateDB.open(resolve(home, config.node.data_dir) / STATE_FILE)
+    state = open_state(home, config)
     try:
         return publish_job(
             spec, jobs=contracts.jobs, registry=contracts.registry, owner=account.address,
-            store=node_store(home), state=state, home=home,
+            store=open_store(home, config), state=state, home=home,
         )  # fmt: skip
     finally:
         state.close()

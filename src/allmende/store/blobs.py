@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 
-from allmende.errors import BlobNotFound, BlobTooLarge, HashMismatch, StoreError
+from allmende.errors import BlobNameError, BlobNotFound, BlobTooLarge, HashMismatch, StoreError
 
 # A blob larger than this is refused on write and on fetch. Raise it for big models; every peer
 # that must hold a blob needs a limit at least that large.
@@ -35,13 +35,14 @@ CHUNK_BYTES = 1024 * 1024
 # `gc` leaves unpinned blobs and temporary files younger than this alone (they may be in use).
 DEFAULT_GC_GRACE_SECONDS = 3600.0
 
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_DIGEST = re.compile(r"[0-9a-f]{64}")  # whole string only: see check_digest
 
 
 def check_digest(digest: str) -> str:
-    """``digest`` if it is 64 lowercase hex characters; else :class:`HashMismatch`."""
-    if not isinstance(digest, str) or not _DIGEST.match(digest):
-        raise HashMismatch(
+    """``digest`` if it is exactly 64 lowercase hex characters (no trailing newline); else
+    :class:`BlobNameError`."""
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+        raise BlobNameError(
             f"{digest!r} is not a SHA-256 blob name; use 64 lowercase hexadecimal characters."
         )
     return digest
@@ -222,9 +223,7 @@ class BlobStore:
                     if _DIGEST.match(entry.name) and entry.name.startswith(folder.name):
                         yield entry.name
 
-    def gc(
-        self, keep: set[str], *, grace_seconds: float = DEFAULT_GC_GRACE_SECONDS
-    ) -> list[str]:
+    def gc(self, keep: set[str], *, grace_seconds: float = DEFAULT_GC_GRACE_SECONDS) -> list[str]:
         """Delete blobs not in ``keep`` and older than ``grace_seconds``, and stale temporaries.
 
         Returns the deleted digests. The grace period protects a blob that was just written and

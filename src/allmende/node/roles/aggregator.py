@@ -22,27 +22,16 @@ from typing import TypeVar
 from allmende.chain import ROLE_AGGREGATOR, ChainEvent, Commit, Job, JobStatus
 from allmende.chain.client import Receipt
 from allmende.chain.events import RoundFinalized, UpdateCommitted
+from allmende.chain.jobs import to_bitmap
 from allmende.errors import AggregationError, CodecError, ContractRevert, PeerError
-from allmende.learn.aggregate import MAX_WEIGHT, Update, aggregate, check_update
+from allmende.learn.aggregate import Update, aggregate, check_norm, check_weight
+from allmende.node.config import AggregatorSection
+from allmende.node.context import on_chain
+from allmende.node.jobdata import EMPTY_HASH, State, hex_hash
 from allmende.node.roles.base import JobRole
-from allmende.node.roles.common import (
-    EMPTY_HASH,
-    TORCH_LOCK,
-    JobPlan,
-    State,
-    fetch_state,
-    hex_hash,
-    on_chain,
-)
-from allmende.node.roles.rounds import (
-    aggregation_readiness,
-    by_address,
-    committed,
-    round_deadline,
-    to_bitmap,
-)
-from allmende.node.roles.settings import AggregatorSection
-from allmende.store.codec import decode_state, encode_state
+from allmende.node.roles.plan import JobPlan
+from allmende.node.roles.rounds import aggregation_readiness, by_address, committed, round_deadline
+from allmende.store.codec import encode_state
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +142,7 @@ class AggregatorRole(JobRole):
         stored = self._stored.get(job_id)
         if stored is not None and stored[0] == digest:
             return stored[1]
-        peers = await self.peers(job_id, job)
-        return await fetch_state(self.ctx, digest, peers, reference=plan.reference)
+        return await self.fetch_state(job_id, job, digest, plan)
 
     async def voted(self, job_id: int, round_: int) -> bool:
         """Whether this node's vote for the round is on chain."""
@@ -188,9 +176,8 @@ class AggregatorRole(JobRole):
         the step uses the tensors if it gets there (see :meth:`fetch_updates`)."""
         digest = hex_hash(event.update_hash)
         try:
-            peers = await self.peers(event.job_id, job, first=event.trainer)
             plan = await self.plan(event.job_id, job)
-            state = await fetch_state(self.ctx, digest, peers, reference=plan.reference)
+            state = await self.fetch_state(event.job_id, job, digest, plan, first=event.trainer)
         except Exception as exc:  # the step asks again, and decides what a failure means
             log.debug("Job %d: no early download of update %s: %s", event.job_id, digest, exc)
             return
@@ -231,8 +218,7 @@ class AggregatorRole(JobRole):
             digest = hex_hash(commits[trainer].update_hash)
             if digest in decoded:  # downloaded, decoded and checked when it was announced
                 return decoded[digest]
-            peers = await self.peers(job_id, job, first=trainer)
-            return await fetch_state(self.ctx, digest, peers, reference=plan.reference)
+            return await self.fetch_state(job_id, job, digest, plan, first=trainer)
 
         # Downloads overlap; what each outcome means is then decided in address order.
         fetched = await asyncio.gather(*(fetch(t) for t in trainers), return_exceptions=True)
@@ -242,10 +228,9 @@ class AggregatorRole(JobRole):
             try:
                 if isinstance(outcome, BaseException):
                     raise outcome
-                state = outcome
-                if commit.weight > MAX_WEIGHT:
-                    raise AggregationError(f"its weight {commit.weight} is over 2**53")
-                check_update(state, global_state, norm_bound=plan.spec.norm_bound)
+                state = outcome  # keys, shapes, dtypes and finite values: checked by fetch_state
+                check_weight(commit.weight, author=trainer)
+                check_norm(state, global_state, norm_bound=plan.spec.norm_bound)
             except PeerError as exc:
                 if not patience_over:
                     self.say_once(
@@ -266,22 +251,20 @@ class AggregatorRole(JobRole):
         log.warning("Job %d round %d: leaving out %s's update: %s", job_id, round_, trainer, why)
 
     def aggregate(self, plan: JobPlan, global_state: State, updates: list[Update]) -> State:
-        """The job's rule over the updates (worker thread, one torch job at a time)."""
+        """The job's rule over the updates (worker thread; aggregate takes the torch lock)."""
         rule = plan.spec.aggregation
-        with TORCH_LOCK:
-            return aggregate(rule.rule, global_state, updates, rule.params)
+        return aggregate(rule.rule, global_state, updates, rule.params)
 
     def store_model(self, job_id: int, round_: int, state: State) -> str:
         """Model r+1 as a canonical blob in the node's store, pinned; its hash."""
-        data = encode_state(state)
-        digest = self.ctx.store.put_bytes(data)
+        digest = self.ctx.store.put_bytes(encode_state(state))
         self.ctx.state.pin(digest, f"job:{job_id}:model:{round_ + 1}")
-        self._stored[job_id] = (digest, decode_state(data))  # exactly what peers will decode
+        # The tensors are those the blob encodes (the codec is lossless): the next round's global
+        # model when the quorum agrees, without decoding the blob again.
+        self._stored[job_id] = (digest, state)
         return digest
 
-    async def propose(
-        self, job_id: int, round_: int, digest: str, included: int
-    ) -> Receipt | None:
+    async def propose(self, job_id: int, round_: int, digest: str, included: int) -> Receipt | None:
         """Vote for (model, included): the vote's receipt, or None when the round was finalized
         meanwhile (the contract refuses a vote once the quorum was reached)."""
         try:

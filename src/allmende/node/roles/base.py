@@ -24,29 +24,23 @@ from allmende.chain.events import JobCreated
 from allmende.chain.heads import LogFilter
 from allmende.errors import AllmendeError, ConfigError, PeerError, TaskError
 from allmende.learn.task import Task, installed_tasks, load_task
-from allmende.node.roles.common import (
-    TORCH_LOCK,
-    JobPlan,
-    Members,
-    PeerDirectory,
-    chain_bindings,
-    fetch_spec,
-    make_plan,
-    on_chain,
-    read_members,
-)
+from allmende.learn.train import TORCH_LOCK
+from allmende.node.config import ConsentPolicy
+from allmende.node.context import NodeContext, on_chain
+from allmende.node.directory import MemberCache, Members, PeerDirectory
+from allmende.node.jobdata import State, fetch_spec, fetch_state
+from allmende.node.jobspec import JobSpec
+from allmende.node.roles.plan import JobPlan, make_plan
 from allmende.node.roles.policy import Verdict, decide
-from allmende.node.roles.settings import ConsentPolicy
 
 if TYPE_CHECKING:
     from allmende.chain import Jobs
-    from allmende.node.process import NodeContext
 
 log = logging.getLogger(__name__)
 
 
 class JobRole(ABC):
-    """A role service (see :class:`allmende.node.process.RoleService`) that works on jobs."""
+    """A role service (see :class:`allmende.node.context.RoleService`) that works on jobs."""
 
     name: str = ""
     role_bit: int = 0
@@ -62,7 +56,6 @@ class JobRole(ABC):
         self.poll_seconds = poll_seconds
         self.refresh_seconds = refresh_seconds
         self.plans: dict[int, JobPlan] = {}
-        self._members: dict[int, Members] = {}
         self.refused: set[int] = set()
         self.ready = False  # True once warmed up and following the chain (``/healthz``)
         self._said: set[tuple[object, ...]] = set()
@@ -71,16 +64,15 @@ class JobRole(ABC):
 
     async def run(self, ctx: NodeContext) -> None:
         """Follow the chain and step every known job until ``ctx.stopping`` is set."""
-        jobs, registry = chain_bindings(ctx)
-        self.attach(ctx, jobs=jobs, directory=PeerDirectory(registry))
-        assert ctx.chain is not None
+        chain = ctx.require_chain()
+        self.attach(ctx, jobs=chain.jobs, directory=PeerDirectory(chain.registry))
         stream = EventStream(
-            ctx.chain.client,
-            self.decoder(ctx.chain.deployment),
-            from_block=ctx.chain.deployment.deploy_block,
+            chain.client,
+            self.decoder(chain.deployment),
+            from_block=chain.deployment.deploy_block,
             poll_interval=self.poll_seconds,
         )
-        heads = ctx.chain.heads
+        heads = chain.heads
         await self.warm_up()
         self.ready = True
         known: dict[int, float] = {}  # job id -> monotonic time of its last step
@@ -123,6 +115,7 @@ class JobRole(ABC):
         self.ctx = ctx
         self.jobs = jobs
         self.directory = directory
+        self._members = MemberCache(jobs)
 
     def observe(self, event: ChainEvent) -> None:  # noqa: B027 - a hook; most roles need none
         """See every event as it is read, before any step (roles keep what saves them reads)."""
@@ -177,16 +170,12 @@ class JobRole(ABC):
 
     async def members(self, job_id: int, job: Job) -> Members:
         """The job's trainers and aggregators, re-read only when someone joined."""
-        cached = self._members.get(job_id)
-        if cached is None or not cached.fresh_for(job):
-            cached = self._members[job_id] = await read_members(self.jobs, job_id, job)
-        return cached
+        return await self._members.get(job_id, job)
 
     async def peers(self, job_id: int, job: Job, *, first: str | None = None) -> list[str]:
         """Endpoints of the job's participants, without this node: ``first``, then the
         aggregators, the owner and the trainers."""
-        members = await self.members(job_id, job)
-        addresses = [*members.aggregators, job.owner, *members.trainers]
+        addresses = (await self.members(job_id, job)).participants(job)
         if first is not None:
             addresses = [first, *addresses]
         return await self.directory.endpoints(addresses, exclude=self.me)
@@ -194,16 +183,30 @@ class JobRole(ABC):
     async def plan(self, job_id: int, job: Job) -> JobPlan:
         """The job's spec and task, fetched and loaded once per job."""
         if job_id not in self.plans:
-            spec = await fetch_spec(self.ctx, job, await self.peers(job_id, job))
+            spec = await self.fetch_spec(job_id, job)
             self.plans[job_id] = await asyncio.to_thread(make_plan, spec)
         return self.plans[job_id]
+
+    async def fetch_spec(self, job_id: int, job: Job) -> JobSpec:
+        """The job's spec from its participants, checked against its chain record."""
+        endpoints = await self.peers(job_id, job)
+        return await fetch_spec(self.ctx.require_peers(), self.ctx.store, job, endpoints)
+
+    async def fetch_state(
+        self, job_id: int, job: Job, digest: str, plan: JobPlan, *, first: str | None = None
+    ) -> State:
+        """A model or update of the job by hash, checked once (see :func:`fetch_state`)."""
+        endpoints = await self.peers(job_id, job, first=first)
+        return await fetch_state(
+            self.ctx.require_peers(), self.ctx.store, digest, endpoints, reference=plan.reference
+        )
 
     async def consider(self, job_id: int, job: Job) -> bool:
         """Join the job if the consent policy accepts it; True when refused for good."""
         if job_id in self.refused:
             return True
         try:
-            spec = await fetch_spec(self.ctx, job, await self.peers(job_id, job))
+            spec = await self.fetch_spec(job_id, job)
         except ConfigError as exc:
             return self.refuse(job_id, str(exc).rstrip("."))
         except PeerError as exc:  # the owner's node may not serve yet: ask again next step

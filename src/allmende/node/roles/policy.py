@@ -1,7 +1,7 @@
 """The consent decision: does this node agree to work on a job? Pure, so it is easy to test.
 
 A node works only on tasks installed on it, and only on jobs its operator's
-:class:`~allmende.node.roles.settings.ConsentPolicy` accepts. Every refusal carries a sentence
+:class:`~allmende.node.config.ConsentPolicy` accepts. Every refusal carries a sentence
 that says why, which the role logs once per job.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from allmende.node.roles.settings import ConsentPolicy
+from allmende.node.config import ConsentPolicy
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Round logic shared by the roles, free of I/O: when to aggregate, bitmaps, input order.
+"""Round logic shared by the roles, free of I/O: when to aggregate, deadlines, input order.
 
 A round's inputs are the commits the chain accepted. Aggregators wait until every joined trainer
 committed (and, in round 0, until the job is full, so they never propose before the trainers
@@ -59,20 +59,3 @@ def aggregation_readiness(job: Job, commits: Mapping[str, Commit], now: float) -
 def by_address(addresses: Iterable[str]) -> list[str]:
     """Addresses in the order aggregation uses: lower-cased hex, ascending."""
     return sorted(addresses, key=str.lower)
-
-
-def to_bitmap(indices: Iterable[int]) -> int:
-    """The ``included`` bitmap of trainer indices (bit i = trainer i)."""
-    bitmap = 0
-    for index in indices:
-        if index < 0:
-            raise ValueError(f"Trainer index {index} is negative.")
-        bitmap |= 1 << index
-    return bitmap
-
-
-def from_bitmap(bitmap: int) -> list[int]:
-    """The trainer indices set in ``bitmap``, ascending."""
-    if bitmap < 0:
-        raise ValueError(f"Bitmap {bitmap} is negative.")
-    return [i for i in range(bitmap.bit_length()) if bitmap >> i & 1]

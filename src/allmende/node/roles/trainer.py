@@ -18,19 +18,14 @@ import time
 from allmende.chain import ROLE_TRAINER, Job, JobStatus
 from allmende.chain.events import JobCancelled, JobCreated, JobFinished, Joined, RoundFinalized
 from allmende.learn.task import LocalData, Task, seeded_state
-from allmende.learn.train import derive_seed, train_local
+from allmende.learn.train import TORCH_LOCK, derive_seed, train_local
+from allmende.node.config import TrainerSection
+from allmende.node.context import on_chain
+from allmende.node.jobdata import State, hex_hash
 from allmende.node.roles.base import JobRole
-from allmende.node.roles.common import (
-    TORCH_LOCK,
-    JobPlan,
-    State,
-    fetch_state,
-    hex_hash,
-    on_chain,
-)
+from allmende.node.roles.plan import JobPlan
 from allmende.node.roles.policy import Verdict
 from allmende.node.roles.rounds import deadline_passed
-from allmende.node.roles.settings import TrainerSection
 from allmende.store.codec import encode_state
 
 log = logging.getLogger(__name__)
@@ -109,24 +104,20 @@ class TrainerRole(JobRole):
 
     async def fetch_model(self, job_id: int, job: Job, plan: JobPlan) -> State:
         """Model r, by the hash on chain, from any participant that serves it."""
-        peers = await self.peers(job_id, job)
-        digest = hex_hash(job.model_hash)
-        return await fetch_state(self.ctx, digest, peers, reference=plan.reference)
+        return await self.fetch_state(job_id, job, hex_hash(job.model_hash), plan)
 
     def train(
         self, plan: JobPlan, model: State, job_id: int, round_: int
     ) -> tuple[State, int, dict[str, float]]:
-        """Deterministic local training (runs in a worker thread, one torch job at a time)."""
-        spec = plan.spec
-        with TORCH_LOCK:
-            data = self.local_data(plan.task)
-            return train_local(
-                plan.task,
-                model,
-                data,
-                **spec.training_settings(),
-                seed=derive_seed(job_id, round_, self.me),
-            )
+        """Deterministic local training (runs in a worker thread; train_local takes the torch
+        lock, one torch job at a time)."""
+        return train_local(
+            plan.task,
+            model,
+            self.local_data(plan.task),
+            **plan.spec.training_settings(),
+            seed=derive_seed(job_id, round_, self.me),
+        )
 
     def store_update(self, job_id: int, round_: int, update: State) -> str:
         """The update as a canonical blob in the node's store, pinned; its hash."""

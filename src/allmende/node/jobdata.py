@@ -1,0 +1,90 @@
+"""Verified reads of a job's data: its spec, models and updates, fetched by hash and checked.
+
+Everything a job names on chain is a hash; the bytes come from peers, so each read here fetches
+the blob by that hash (the peer client checks it while receiving), then checks what the bytes
+say: a spec must parse and agree with the job's on-chain record, and a model or update must be
+a canonical tensor blob with the keys, shapes and dtypes of the task's reference model and
+finite values. This is the one place where these checks run: a role, ``allmende job show``
+and the lineage check all read job data through :func:`fetch_spec` and :func:`fetch_state`,
+each taking the peer client and the blob store it fetches into.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from allmende.errors import ConfigError
+from allmende.node.jobspec import JobSpec
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from allmende.chain import Job
+    from allmende.net.client import PeerClient
+    from allmende.store.blobs import BlobStore
+
+State = dict[str, "Tensor"]
+
+# A spec blob (canonical JSON) is a few hundred bytes; a fetch of more is refused.
+MAX_SPEC_BLOB_BYTES = 1024 * 1024
+EMPTY_HASH = bytes(32)  # a bytes32 the chain has not set
+
+
+def hex_hash(value: bytes) -> str:
+    """A bytes32 hash from the chain as the blob store's lower-case hex name."""
+    return bytes(value).hex()
+
+
+def check_spec_matches(spec: JobSpec, job: Job) -> None:
+    """:class:`ConfigError` unless the spec agrees with the job's on-chain settings."""
+    pairs = {
+        "rounds": (spec.rounds, job.rounds),
+        "reward_per_round": (spec.reward_per_round, job.reward_per_round),
+        "min_trainers": (spec.min_trainers, job.min_trainers),
+        "max_trainers": (spec.max_trainers, job.max_trainers),
+        "quorum": (spec.quorum, job.quorum),
+        "round_deadline": (spec.round_deadline, job.round_deadline),
+    }
+    wrong = [f"{name} {a} vs {b}" for name, (a, b) in pairs.items() if a != b]
+    if wrong:
+        raise ConfigError(
+            f"The job spec disagrees with the job on chain ({', '.join(wrong)}); the job was "
+            "created inconsistently and will not be worked on."
+        )
+
+
+async def fetch_spec(
+    peers: PeerClient, store: BlobStore, job: Job, endpoints: Sequence[str]
+) -> JobSpec:
+    """The job's spec blob, fetched by hash from ``endpoints`` into ``store`` and parsed;
+    :class:`ConfigError` when it is not a spec, or not this job's."""
+    digest = hex_hash(job.spec_hash)
+    await peers.fetch_blob(digest, endpoints, max_bytes=MAX_SPEC_BLOB_BYTES)
+    spec = JobSpec.from_bytes(store.read_bytes(digest))
+    check_spec_matches(spec, job)
+    return spec
+
+
+async def fetch_state(
+    peers: PeerClient,
+    store: BlobStore,
+    digest: str,
+    endpoints: Sequence[str],
+    *,
+    reference: State,
+) -> State:
+    """Tensors of blob ``digest`` from ``endpoints``: canonical, finite, shaped like
+    ``reference``. The returned state needs no further check of those properties.
+
+    Raises :class:`~allmende.errors.PeerError` when no peer serves it, and
+    :class:`~allmende.errors.CodecError` or :class:`~allmende.errors.AggregationError` when
+    the bytes are not a model of this task.
+    """
+    from allmende.learn.aggregate import check_update  # torch: only for who reads tensors
+    from allmende.store.codec import decode_state
+
+    await peers.fetch_blob(digest, endpoints)
+    state = decode_state(store.read_bytes(digest))
+    check_update(state, reference)
+    return state
