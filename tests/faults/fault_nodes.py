@@ -20,10 +20,9 @@ import pytest
 
 from allmende.chain import Deployment
 from allmende.net.health import HealthProbe
-from allmende.node.config import BLOBS_DIR, parse_config, write_config
-from allmende.node.keystore import create_key
+from allmende.node.config import parse_config
+from allmende.node.home import create_home, open_store
 from allmende.store.blobs import BlobStore
-from allmende.store.state import STATE_FILE, StateDB
 
 # The `allmende` command of the interpreter running the tests.
 ALLMENDE = str(Path(sys.executable).with_name("allmende"))
@@ -150,7 +149,7 @@ class NodeProcess:
     @property
     def store(self) -> BlobStore:
         """The node's blob store, opened directly (as ``allmende node put`` does)."""
-        return BlobStore(self.home / BLOBS_DIR)
+        return open_store(self.home)
 
     def put(self, path: Path) -> str:
         """Copy a file into the node's store; its digest."""
@@ -196,7 +195,6 @@ def write_home(
     For networks of many nodes: it skips the command's start-up (torch and web3 imports), which
     on a 2-core machine costs seconds a node. The CLI itself is tested by ``init_node`` users.
     """
-    home.mkdir(parents=True)
     raw: dict[str, dict[str, object]] = {
         "node": {"port": free_port(), "roles": list(roles)},
         "chain": {"deployment": str(deployment.resolve())},
@@ -204,11 +202,9 @@ def write_home(
     }
     for name, values in (sections or {}).items():
         raw[name] = {**raw.get(name, {}), **values}
-    config = parse_config(raw)
+    if home.exists():
+        raise FileExistsError(f"{home} exists already; each test node needs a new home.")
     chain_id = Deployment.load(deployment).chain_id
-    create_key(home / "key.json", password=None, plaintext=True, chain_id=chain_id,
-               private_key=key)  # fmt: skip
-    write_config(home, config)
-    BlobStore(home / BLOBS_DIR)
-    StateDB.open(home / STATE_FILE).close()
+    create_home(home, parse_config(raw), chain_id=chain_id, password=None, plaintext=True,
+                private_key=key)  # fmt: skip
     return home

@@ -33,9 +33,10 @@ import pytest
 from eth_utils import to_checksum_address
 
 from allmende.net.health import HealthProbe
-from allmende.node.config import BLOBS_DIR, load_config, resolve
+from allmende.node.config import load_config
+from allmende.node.home import open_state, open_store
 from allmende.store.blobs import BlobStore
-from allmende.store.state import STATE_FILE, StateDB
+from allmende.store.state import StateDB
 
 # The CLI imports torch and web3; on a loaded machine a node needs a while to come up.
 START_TIMEOUT = 180.0
@@ -76,13 +77,11 @@ class NodeProcess:
     @property
     def store(self) -> BlobStore:
         """The node's blob store (the same directory the process uses)."""
-        config = load_config(self.home)
-        return BlobStore(resolve(self.home, config.node.data_dir) / BLOBS_DIR)
+        return open_store(self.home)
 
     def state(self) -> StateDB:
         """A connection to the node's state database (close it after use)."""
-        config = load_config(self.home)
-        return StateDB.open(resolve(self.home, config.node.data_dir) / STATE_FILE)
+        return open_state(self.home)
 
     def info(self) -> dict[str, Any]:
         """``GET /v1/info``."""

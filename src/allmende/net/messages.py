@@ -20,6 +20,12 @@ signature); the node adds the registration and replay checks (:mod:`allmende.net
 The EIP-712 digest and the secp256k1 signature are computed here, on coincurve, rather than with
 ``eth_account``, whose import alone would cost every node start-up most of a second. Signatures
 and recovered senders are the same as ``eth_account``'s, byte for byte (the unit tests compare).
+
+No role sends messages yet: blobs and the chain carry today's rounds. The plane stays, tested end
+to end (signing, the API's ``POST /v1/messages``, the signer check, the router), because secure
+aggregation's pairwise key exchange (X25519 public keys and Shamir shares of mask seeds, signed
+by each trainer's node key) will be its first production user; later protocol steps that need a
+node-to-node word rather than a public record use it too.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 The Registry lookup is a chain call, so answers are cached briefly: a node that registers is
 accepted within ``cache_seconds``, and a flood of messages from one sender costs one call.
+Part of the signed-message plane (:mod:`allmende.net.messages`), kept for secure aggregation.
 """
 
 from __future__ import annotations

@@ -228,7 +228,7 @@ class ConsentPolicy(_Section):
         return [to_checksum_address(value) for value in values]
 
 
-class _RoleSection(ConsentPolicy):
+class RoleSection(ConsentPolicy):
     """Consent policy plus how often the role looks at the chain.
 
     ``poll_seconds``: pause between polls of the chain's events; lower reacts faster and costs
@@ -249,7 +249,7 @@ class _RoleSection(ConsentPolicy):
         )
 
 
-class TrainerSection(_RoleSection):
+class TrainerSection(RoleSection):
     """``[trainer]``: consent policy and the local dataset declaration (``[trainer.dataset]``).
 
     The dataset picks this node's part of the task's training data; the nodes of one network must
@@ -260,7 +260,7 @@ class TrainerSection(_RoleSection):
     dataset: DatasetDecl = DatasetDecl()
 
 
-class AggregatorSection(_RoleSection):
+class AggregatorSection(RoleSection):
     """``[aggregator]``: consent policy and fetch patience.
 
     ``fetch_grace_seconds``: after a round's deadline, how long to keep asking peers for a

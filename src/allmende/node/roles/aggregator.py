@@ -58,12 +58,8 @@ class AggregatorRole(JobRole):
     role_bit = ROLE_AGGREGATOR
 
     def __init__(self, section: AggregatorSection) -> None:
-        super().__init__(
-            section.policy,
-            poll_seconds=section.poll_seconds,
-            refresh_seconds=section.refresh_seconds,
-        )
-        self.section = section
+        super().__init__(section)
+        self.section: AggregatorSection = section
         self._commits: dict[int, tuple[int, dict[str, Commit]]] = {}  # job -> (round, commits)
         self._joined: set[int] = set()
         self._last_read: dict[int, Job] = {}  # job id -> its record as the last step read it

@@ -25,7 +25,7 @@ from allmende.chain.heads import LogFilter
 from allmende.errors import AllmendeError, ConfigError, PeerError, TaskError
 from allmende.learn.task import Task, installed_tasks, load_task
 from allmende.learn.train import TORCH_LOCK
-from allmende.node.config import ConsentPolicy
+from allmende.node.config import ConsentPolicy, RoleSection
 from allmende.node.context import NodeContext, on_chain
 from allmende.node.directory import MemberCache, Members, PeerDirectory
 from allmende.node.jobdata import State, fetch_spec, fetch_state
@@ -49,12 +49,11 @@ class JobRole(ABC):
     # The events the role reads at all (None: every one); its log queries leave out the rest.
     follows: tuple[type[ChainEvent], ...] | None = None
 
-    def __init__(
-        self, policy: ConsentPolicy, *, poll_seconds: float, refresh_seconds: float
-    ) -> None:
-        self.policy = policy
-        self.poll_seconds = poll_seconds
-        self.refresh_seconds = refresh_seconds
+    def __init__(self, section: RoleSection) -> None:
+        self.section = section
+        self.policy: ConsentPolicy = section.policy
+        self.poll_seconds = section.poll_seconds
+        self.refresh_seconds = section.refresh_seconds
         self.plans: dict[int, JobPlan] = {}
         self.refused: set[int] = set()
         self.ready = False  # True once warmed up and following the chain (``/healthz``)

@@ -43,12 +43,8 @@ class TrainerRole(JobRole):
     follows = wake_on  # a trainer has no use for the others (commits, votes, payouts)
 
     def __init__(self, section: TrainerSection) -> None:
-        super().__init__(
-            section.policy,
-            poll_seconds=section.poll_seconds,
-            refresh_seconds=section.refresh_seconds,
-        )
-        self.section = section
+        super().__init__(section)
+        self.section: TrainerSection = section
         self._data: dict[str, LocalData] = {}
         self._committed: dict[int, int] = {}  # job id -> last round this node committed in
         self._joined: set[int] = set()
