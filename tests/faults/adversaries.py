@@ -23,7 +23,7 @@ import httpx
 import torch
 
 from allmende.chain import ROLE_AGGREGATOR, ROLE_TRAINER, Contracts, JobStatus
-from allmende.errors import AllmendeError, BlobNotFound, HashMismatch
+from allmende.errors import AllmendeError, BlobNameError, BlobNotFound, HashMismatch
 from allmende.store.blobs import BlobStore
 from allmende.store.codec import decode_state, encode_state
 
@@ -57,18 +57,24 @@ def exploding_norm(state: State) -> State:
 
 
 class BlobServer:
-    """Serves ``GET|HEAD /v1/blobs/<sha256>`` from a blob store on 127.0.0.1 (a thread)."""
+    """Serves ``GET|HEAD /v1/blobs/<sha256>`` from a blob store on 127.0.0.1 (a thread).
+
+    ``serve_when(digest)`` says whether a stored blob is served yet (404 until then), so a test
+    can order what peers see without waiting on time."""
 
     def __init__(self, root: Path) -> None:
         self.store = BlobStore(root)
-        store = self.store
+        self.serve_when: Callable[[str], bool] = lambda digest: True
+        server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 digest = self.path.rsplit("/", 1)[-1]
                 try:
-                    data = store.read_bytes(digest)
-                except (BlobNotFound, HashMismatch):
+                    data = server.store.read_bytes(digest)
+                    if not server.serve_when(digest):
+                        raise BlobNotFound(digest)
+                except (BlobNotFound, BlobNameError, HashMismatch):
                     self.send_error(404)
                     return
                 self.send_response(200)
