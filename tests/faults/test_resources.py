@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import socket
 import time
 import tomllib
@@ -44,6 +45,36 @@ SMALL_LIMIT = 32
 SENT_BYTES = "allmende_blob_bytes_served_total"
 # Pieces a response may still send once its peer hung up, before it stops reading the blob.
 MAX_PIECES_AFTER_HANG_UP = 2
+
+
+# The test holds HELD_REQUESTS sockets and the node as many connections (plus its own files).
+OPEN_FILES_NEEDED = HELD_REQUESTS + 512
+
+
+@pytest.fixture(autouse=True)
+def enough_open_files() -> Iterator[None]:
+    """Raise this process's open-file limit (which the node processes it starts inherit) to
+    what the held requests need, or skip when the hard limit does not allow it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < OPEN_FILES_NEEDED:
+        pytest.skip(f"the open-file hard limit {hard} is below the {OPEN_FILES_NEEDED} needed")
+    if soft != resource.RLIM_INFINITY and soft < OPEN_FILES_NEEDED:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES_NEEDED, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def read_exactly(sock: socket.socket, size: int) -> bytes:
+    """``size`` bytes from ``sock``, or fewer if it closes first (one ``recv`` may return less)."""
+    data = b""
+    while len(data) < size:
+        piece = sock.recv(size - len(data))
+        if not piece:
+            break
+        data += piece
+    return data
 
 
 def metric(node: NodeProcess, sample: str) -> float:
@@ -168,7 +199,7 @@ def test_connections_beyond_the_limit_are_refused_with_503_until_some_close(
         for _ in range(SMALL_LIMIT + 8):  # one at a time: each learns its status before the next
             sock = open_request(node, digest)
             held.append(sock)
-            statuses.append(sock.recv(12).decode(errors="replace"))
+            statuses.append(read_exactly(sock, 12).decode(errors="replace"))
         admitted = statuses.count("HTTP/1.1 200")
         assert 0 < admitted <= SMALL_LIMIT
         assert statuses.count("HTTP/1.1 503") == len(statuses) - admitted

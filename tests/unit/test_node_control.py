@@ -4,7 +4,9 @@ moves. The happy path, on a real node and chain, is in ``tests/e2e/test_job_cli.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
+import socket
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,7 +17,7 @@ import pytest
 from allmende.errors import ConfigError, NodeError
 from allmende.node.control import (
     CONTROL_SOCKET,
-    MAX_SPEC_BYTES,
+    MAX_SUBMITTED_SPEC_BYTES,
     bind_control_socket,
     control_app,
     submit_through_node,
@@ -65,7 +67,7 @@ def test_a_malformed_spec_is_refused_as_a_config_error(tmp_path: Path) -> None:
 
 
 def test_an_oversized_body_is_refused(tmp_path: Path) -> None:
-    body = SPEC + b"#" * MAX_SPEC_BYTES
+    body = SPEC + b"#" * MAX_SUBMITTED_SPEC_BYTES
     answer = client(chain=None, home=tmp_path).post("/v1/jobs", content=body)
     assert answer.status_code == 413 and answer.json()["kind"] == "config"
 
@@ -101,9 +103,32 @@ def test_the_command_does_the_work_itself_when_no_node_listens(tmp_path: Path) -
     assert submit_through_node(tmp_path, SPEC.decode()) is None
 
 
-def answering(home: Path, reply: bytes | None) -> threading.Thread:
-    """A control socket at ``home`` whose listener reads one request and sends ``reply``
-    (None: closes the connection without a word); the thread ends after that request."""
+def read_request(conn: socket.socket) -> bytes:
+    """One whole HTTP request from ``conn``: the headers, then ``Content-Length`` bytes of body
+    (``http.client`` sends them in separate writes, so one ``recv`` may hold only a part)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = conn.recv(65536)
+        assert piece, f"the client hung up in the middle of its headers: {data!r}"
+        data += piece
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        piece = conn.recv(65536)
+        assert piece, "the client hung up in the middle of its body"
+        body += piece
+    return head + b"\r\n\r\n" + body
+
+
+def answering(home: Path, reply: bytes | None, *, early: bool = False) -> threading.Thread:
+    """A control socket at ``home`` whose listener reads one whole request and sends ``reply``
+    (None: closes the connection without a word); with ``early``, it answers and closes
+    without reading the request at all, as a node refusing at once does. The thread ends after
+    that request."""
     listener = bind_control_socket(home)
     listener.listen()
 
@@ -111,7 +136,8 @@ def answering(home: Path, reply: bytes | None) -> threading.Thread:
         with listener:
             conn, _ = listener.accept()
             with conn:
-                conn.recv(65536)
+                if not early:
+                    assert read_request(conn).startswith(b"POST /v1/jobs ")
                 if reply is not None:
                     conn.sendall(reply)
 
@@ -160,3 +186,33 @@ def test_a_submission_answered_with_a_job_returns_it(tmp_path: Path) -> None:
     finally:
         thread.join(timeout=10)
     assert submitted is not None and submitted.job_id == 7 and submitted.escrow == 10**18
+
+
+def test_a_refusal_sent_before_the_body_was_read_still_reaches_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node may refuse before it reads the whole request (413 for a body over its limit) and
+    close; the command's send then fails with a broken pipe, and the answer must still count."""
+    from allmende.node import control
+
+    failed_sends: list[BaseException] = []
+    real_send = control._ControlConnection.send
+
+    def send(self: http.client.HTTPConnection, data: object) -> None:
+        try:
+            real_send(self, data)  # type: ignore[arg-type]
+        except OSError as exc:
+            failed_sends.append(exc)
+            raise
+
+    monkeypatch.setattr(control._ControlConnection, "send", send)
+    body = b'{"error": "The job spec is over 65536 bytes.", "kind": "config"}'
+    thread = answering(tmp_path, http_answer("413 Content Too Large", body), early=True)
+    # far more than the socket buffers hold, so the send must meet the closed socket
+    spec = SPEC.decode() + "#" * (16 * 1024 * 1024)
+    try:
+        with pytest.raises(ConfigError, match="over 65536 bytes"):
+            submit_through_node(tmp_path, spec)
+    finally:
+        thread.join(timeout=10)
+    assert failed_sends and isinstance(failed_sends[0], BrokenPipeError | ConnectionResetError)

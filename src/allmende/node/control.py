@@ -7,10 +7,10 @@ connection loaded already: ``allmende job submit`` sends the job spec there and 
 under a second instead of importing all of that first. When no node listens (it is not running,
 or the socket could not be made), the command does the work in its own process, as before.
 
-``POST /v1/jobs``, body the job spec (TOML, at most :data:`MAX_SPEC_BYTES`): publish the spec
-and the initial model in the node's store and create the job with the node's key. Answers 200
-with the :class:`SubmittedJob` as JSON, or 400 with ``{"error": message, "kind": "config" or
-"node"}`` (413 for a larger body).
+``POST /v1/jobs``, body the job spec (TOML, at most :data:`MAX_SUBMITTED_SPEC_BYTES`): publish
+the spec and the initial model in the node's store and create the job with the node's key.
+Answers 200 with the :class:`SubmittedJob` as JSON, or 400 with ``{"error": message, "kind":
+"config" or "node"}`` (413 for a larger body, sent before the rest of the body is read).
 
 Unix socket paths are limited to about 100 bytes; the path is given through the home's
 directory descriptor (``/proc/self/fd/N/node.sock``), so a node home may be anywhere.
@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from allmende.node.context import NodeContext
 
 CONTROL_SOCKET = "node.sock"
-MAX_SPEC_BYTES = 64 * 1024  # a job spec is a few hundred bytes of TOML
+# The body of a submission (the spec's TOML, a few hundred bytes); more is refused with 413.
+MAX_SUBMITTED_SPEC_BYTES = 64 * 1024
 # Creating a job sends one transaction and waits for its receipt.
 SUBMIT_TIMEOUT_SECONDS = 120.0
 MAX_ANSWER_BYTES = 64 * 1024  # the node's answer is a few hundred bytes of JSON
@@ -91,8 +92,9 @@ def control_app(ctx: NodeContext) -> Starlette:
         body = b""
         async for piece in request.stream():
             body += piece
-            if len(body) > MAX_SPEC_BYTES:
-                return _refusal(f"The job spec is over {MAX_SPEC_BYTES} bytes.", "config", 413)
+            if len(body) > MAX_SUBMITTED_SPEC_BYTES:
+                message = f"The job spec is over {MAX_SUBMITTED_SPEC_BYTES} bytes."
+                return _refusal(message, "config", 413)
         try:
             spec = loads_jobspec(body.decode("utf-8"), source="the job spec")
         except UnicodeDecodeError:
@@ -139,8 +141,12 @@ def submit_through_node(home: Path, spec_text: str) -> SubmittedJob | None:
     sock.settimeout(SUBMIT_TIMEOUT_SECONDS)
     connection = _ControlConnection(sock)
     try:
-        connection.request("POST", "/v1/jobs", body=spec_text.encode(),
-                           headers={"content-type": "application/toml"})  # fmt: skip
+        # The node may answer and close before it read all of the request (a refusal, such as
+        # 413 for a spec over its limit): the send then fails, but the answer waits in the
+        # socket, so it is read all the same.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            connection.request("POST", "/v1/jobs", body=spec_text.encode(),
+                               headers={"content-type": "application/toml"})  # fmt: skip
         response = connection.getresponse()
         status, body = response.status, response.read(MAX_ANSWER_BYTES)
     except (OSError, http.client.HTTPException) as exc:
