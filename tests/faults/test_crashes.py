@@ -30,6 +30,7 @@ from nodes import NodeFactory, NodeProcess, wait_ready
 
 from allmende.chain import Contracts, Devnet, DevnetConfig, JobStatus, advance_time, dev_keys
 from allmende.chain.events import Credited, Refunded
+from allmende.errors import ChainError, ContractRevert
 from allmende.learn.aggregate import aggregate
 from allmende.learn.task import DatasetDecl, load_task
 from allmende.learn.train import derive_seed, train_local
@@ -63,12 +64,17 @@ FAST_ROLES = {"poll_seconds": 0.3, "refresh_seconds": 1.0}
 
 
 def wait_for(condition, what: str, timeout: float = JOB_TIMEOUT) -> None:
+    """Wait until ``condition()`` holds. Only a chain that cannot be reached (or answers garbage
+    while it restarts) is retried; any other error in the condition is a bug that must show at
+    once, not as a timeout."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             if condition():
                 return
-        except Exception:  # the chain may be down on purpose; ask again
+        except ContractRevert:
+            raise
+        except ChainError:  # the chain is down on purpose, or restarting: ask again
             pass
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")

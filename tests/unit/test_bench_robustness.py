@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -20,13 +21,16 @@ def test_every_rule_has_valid_parameters_for_the_table() -> None:
 
 
 @pytest.mark.parametrize("partition", ["iid", "dirichlet"])
-def test_a_one_round_cell_runs_and_an_attack_changes_the_outcome(partition: str) -> None:
+def test_a_one_round_cell_trains_repeatably_and_an_attack_makes_it_worse(partition: str) -> None:
     job = robustness_job(partition, rounds=1)
     assert job.trainers == ROBUST_TRAINERS
     honest = run_cell(job, attack="none", rule="fedavg", num_classes=10)
+    assert run_cell(job, attack="none", rule="fedavg", num_classes=10) == honest  # seeded
+    # one round of honest training brings the test loss below that of a uniform guess ...
+    assert honest["loss"] < math.log(10)
+    # ... and sign-flipping attackers averaged in by FedAvg push it back up
     flipped = run_cell(job, attack="sign_flip", rule="fedavg", num_classes=10)
-    assert 0.0 <= honest["accuracy"] <= 1.0
-    assert flipped["loss"] != honest["loss"]
+    assert flipped["loss"] > honest["loss"]
 
 
 def test_an_unknown_attack_is_refused() -> None:
