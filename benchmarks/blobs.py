@@ -4,9 +4,10 @@ Starts two ``allmende node run`` processes in offline mode (no chain: the data p
 a random blob into node A's store, and fetches it into node B's store with the peer client —
 streamed, hashed while received, written to a temporary file and renamed — the same path a node's
 roles use. Prints the fetch's MB/s next to ``hashlib.sha256``'s MB/s over the same bytes, and the
-ratio (goal: >= 40 %).
+ratio (goal: >= 40 %), and writes them with a description of the machine to
+``benchmarks/results/blobs.json``.
 
-    .venv/bin/python benchmarks/blobs.py [--mb 256] [--repeats 3]
+    .venv/bin/python benchmarks/blobs.py [--mb 256] [--repeats 3] [--out PATH]
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -29,10 +31,12 @@ import httpx
 
 from allmende.net.client import PeerClient
 from allmende.store.blobs import BlobStore
+from machine import describe_machine
 
 GOAL_RATIO = 0.40
 START_TIMEOUT = 180.0
 MB = 1024 * 1024
+RESULT = Path(__file__).resolve().parent / "results" / "blobs.json"
 
 
 def _free_port() -> int:
@@ -107,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=256, help="blob size in MiB")
     parser.add_argument("--repeats", type=int, default=3, help="fetches; the best is reported")
+    parser.add_argument("--out", type=Path, default=RESULT, help="where the figures are written")
     args = parser.parse_args(argv)
     data = os.urandom(args.mb * MB)
     digest = hashlib.sha256(data).hexdigest()
@@ -128,6 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"node-to-node fetch   {fetch:8.0f} MB/s (best of {args.repeats}: "
           + ", ".join(f"{r:.0f}" for r in fetches) + ")")
     print(f"ratio                {ratio:8.1%} (goal >= {GOAL_RATIO:.0%})")
+    result = {
+        "machine": describe_machine(), "blob_mib": args.mb, "hashlib_mb_s": round(hashing, 1),
+        "fetch_mb_s": [round(r, 1) for r in fetches], "ratio": round(ratio, 4),
+        "goal_ratio": GOAL_RATIO,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    print(f"written to {args.out}")
     return 0 if ratio >= GOAL_RATIO else 1
 
 

@@ -1,11 +1,25 @@
-"""Stateful fuzzing of Jobs (with its Registry) against an independent Python model.
+"""Stateful fuzzing of Jobs and its Registry against an independent Python model.
 
-Random sequences of every Jobs function by many accounts, valid and invalid alike. The model
-predicts whether each call succeeds (the contract must agree), whether a vote finalizes the
-round (exactly the vote that brings its pair to the quorum does) and what it credits and
-slashes. After every step: the contract's ETH balance equals total escrow + total owed and the
-model's own sum, every account's credit matches the model, nobody has withdrawn more than it
-was credited, and every finalized round's result is unchanged.
+Random sequences of every Jobs function and of Registry's money functions (stake,
+request_unbond, withdraw_unbonded, withdraw) by many accounts, valid and invalid alike. The
+model predicts whether each call succeeds (the contract must agree), whether a vote finalizes
+the round (exactly the vote that brings its pair to the quorum does), what it credits and what
+it slashes, from stake first and then from unbonding stake, to the job owner.
+
+After every step, each contract's money is checked against the model and against the chain's
+real balances:
+
+- Jobs holds exactly total escrow + total owed, and the model's own sum of both;
+- Registry holds exactly every node's stake + unbonding stake + the slash proceeds it owes;
+- every node's stake and unbonding stake, and every account's credit in both contracts, match
+  the model;
+- every account's real ETH balance is what it started with, less what it paid in (stakes and
+  escrow), plus what the model says it was paid out (credits and refunds it withdrew, unbonded
+  stake): so nobody ever receives a wei more, or less, than it was credited;
+- every finalized round's result is unchanged.
+
+``test_each_invariant_can_fail`` changes the chain behind the model's back, once per money
+check, and shows that each check notices.
 """
 
 from __future__ import annotations
@@ -132,11 +146,15 @@ class JobsMachine(RuleBasedStateMachine):
         self.registry, self.jobs = world.registry, world.jobs
         self.nodes, self.owners, self.roles = world.nodes, world.owners, world.roles
         self.stake = dict(world.stake)
+        self.unbonding: Counter[str] = Counter()
+        self.unbond_at: dict[str, int] = {}
         self.model: dict[int, JobModel] = {}
         self.next_job_id = 1
-        self.owed: Counter[str] = Counter()
-        self.credited: Counter[str] = Counter()
-        self.withdrawn: Counter[str] = Counter()
+        self.owed: Counter[str] = Counter()  # Jobs' credits not yet withdrawn
+        self.slash_owed: Counter[str] = Counter()  # Registry's slash proceeds not yet withdrawn
+        self.paid_in: Counter[str] = Counter()  # wei each account sent: stakes and escrow
+        self.paid_out: Counter[str] = Counter()  # wei each account should have received
+        self.start_balance = {a: boa.env.get_balance(a) for a in self.accounts}
         self._start_job()
 
     def _start_job(self) -> None:
@@ -153,17 +171,24 @@ class JobsMachine(RuleBasedStateMachine):
 
     # --- helpers ---------------------------------------------------------------------------
 
+    @property
+    def accounts(self) -> list[str]:
+        return self.nodes + self.owners
+
     def _now(self) -> int:
         return int(boa.env.evm.patch.timestamp)
 
-    def _call(self, sender: str, expected: bool, fn: Any, *args: Any, value: int = 0) -> Any:
-        """Send ``fn(*args)`` from ``sender``; it must succeed exactly when the model expects.
+    def _call(
+        self, sender: str, expected: bool, fn: Any, *args: Any, value: int = 0, to: Any = None
+    ) -> Any:
+        """Send ``fn(*args)`` to Jobs (or ``to``) from ``sender``; it must succeed exactly when
+        the model expects.
 
         Returns the call's output as an integer (the job id for ``create_job``) or None on a
         revert. Sent as a raw message, since reverts are expected here and need no report.
         """
         computation = boa.env.execute_code(
-            to_address=self.jobs.address, sender=sender, value=value,
+            to_address=(to or self.jobs).address, sender=sender, value=value,
             data=fn.prepare_calldata(*args),
         )
         if computation.is_error:
@@ -196,6 +221,12 @@ class JobsMachine(RuleBasedStateMachine):
     def _check_credits(self, accounts: Any) -> None:
         for account in accounts:
             assert self.jobs.owed(account) == self.owed[account]
+            assert self.registry.owed(account) == self.slash_owed[account]
+
+    def _check_stakes(self, nodes: Any) -> None:
+        for node in nodes:
+            record = self.registry.nodes(node)
+            assert (record.stake, record.unbonding) == (self.stake[node], self.unbonding[node])
 
     def _open_round(self, job_id: int, round_: int) -> JobModel | None:
         job = self.model.get(job_id)
@@ -213,6 +244,7 @@ class JobsMachine(RuleBasedStateMachine):
         )
         if job_id is None:
             return
+        self.paid_in[sender] += value
         assert job_id == self.next_job_id
         self.next_job_id += 1
         self.model[job_id] = JobModel(
@@ -271,8 +303,7 @@ class JobsMachine(RuleBasedStateMachine):
         if finalizes:
             credited = self._apply_finalization(job, round_, model_hash, included, key)
             self._check_credits([*credited, *job.aggregators])
-            for aggregator in job.aggregators:
-                assert self.registry.nodes(aggregator).stake == self.stake[aggregator]
+            self._check_stakes(job.aggregators)
         state = self.jobs.jobs(job_id)  # final exactly when this vote reached the quorum
         assert (state.current_round, state.status) == (job.round, job.status)
 
@@ -293,10 +324,13 @@ class JobsMachine(RuleBasedStateMachine):
             credits[job.trainers[index]] += trainer_pool * weight // total_weight
         for account, amount in credits.items():
             self.owed[account] += amount
-            self.credited[account] += amount
         job.escrow -= sum(credits.values())
         for aggregator in dissenting:
-            self.stake[aggregator] -= min(SLASH_AMOUNT, self.stake[aggregator])
+            from_stake = min(SLASH_AMOUNT, self.stake[aggregator])
+            from_unbonding = min(SLASH_AMOUNT - from_stake, self.unbonding[aggregator])
+            self.stake[aggregator] -= from_stake
+            self.unbonding[aggregator] -= from_unbonding
+            self.slash_owed[job.owner] += from_stake + from_unbonding
         job.results[round_] = (model_hash, included, total_weight)
         job.round += 1
         job.round_start = self._now()
@@ -427,29 +461,66 @@ class JobsMachine(RuleBasedStateMachine):
         self._call(sender, expected, self.jobs.refund, job_id)
         if expected and job is not None:
             self.owed[sender] += job.escrow
-            self.credited[sender] += job.escrow
             job.escrow = 0
         self._check_credits([sender])
 
     @rule(who=st.integers(0, N_NODES + N_OWNERS - 1))
     def withdraw(self, who: int) -> None:
-        account = (self.nodes + self.owners)[who]
+        account = self.accounts[who]
         amount = self.owed[account]
-        before = boa.env.get_balance(account)
         self._call(account, amount > 0, self.jobs.withdraw)
-        assert boa.env.get_balance(account) == before + amount
-        self.withdrawn[account] += amount
+        self.paid_out[account] += amount
         self.owed[account] = 0
         self._check_credits([account])
 
-    @rule(who=st.integers(0, N_NODES - 1))
-    def restake(self, who: int) -> None:
-        account = self.nodes[who]
-        with boa.env.prank(account):
-            self.registry.stake(value=MIN_STAKE)
-        self.stake[account] += MIN_STAKE
+    @rule(who=st.integers(0, N_NODES + N_OWNERS - 1))
+    def withdraw_slash_proceeds(self, who: int) -> None:
+        account = self.accounts[who]
+        amount = self.slash_owed[account]
+        self._call(account, amount > 0, self.registry.withdraw, to=self.registry)
+        self.paid_out[account] += amount
+        self.slash_owed[account] = 0
+        self._check_credits([account])
 
-    @rule(seconds=st.integers(1, 250))
+    @rule(who=st.integers(0, N_NODES + N_OWNERS - 1), amount=st.sampled_from((0, 1, 2, 3)))
+    def restake(self, who: int, amount: int) -> None:
+        """Add 0 (refused), 1 wei, one or two minimum stakes; owners are not registered."""
+        account = self.accounts[who]
+        value = (0, 1, MIN_STAKE, 2 * MIN_STAKE)[amount]
+        expected = value > 0 and account in self.nodes
+        self._call(account, expected, self.registry.stake, value=value, to=self.registry)
+        if expected:
+            self.stake[account] += value
+            self.paid_in[account] += value
+        self._check_stakes(self.nodes)
+
+    @rule(who=st.integers(0, N_NODES + N_OWNERS - 1),
+          share=st.sampled_from(("zero", "one wei", "half", "all", "too much")))
+    def request_unbond(self, who: int, share: str) -> None:
+        account = self.accounts[who]
+        stake = self.stake.get(account, 0)
+        amount = {"zero": 0, "one wei": 1, "half": stake // 2, "all": stake,
+                  "too much": stake + 1}[share]
+        expected = account in self.nodes and 0 < amount <= stake
+        self._call(account, expected, self.registry.request_unbond, amount, to=self.registry)
+        if expected:
+            self.stake[account] -= amount
+            self.unbonding[account] += amount
+            self.unbond_at[account] = self._now() + UNBOND_DELAY
+        self._check_stakes(self.nodes)
+
+    @rule(who=st.integers(0, N_NODES + N_OWNERS - 1))
+    def withdraw_unbonded(self, who: int) -> None:
+        account = self.accounts[who]
+        amount = self.unbonding[account]
+        expected = amount > 0 and self._now() >= self.unbond_at[account]
+        self._call(account, expected, self.registry.withdraw_unbonded, to=self.registry)
+        if expected:
+            self.paid_out[account] += amount
+            self.unbonding[account] = 0
+        self._check_stakes(self.nodes)
+
+    @rule(seconds=st.sampled_from((1, 30, 120, 250, UNBOND_DELAY)))
     def advance_time(self, seconds: int) -> None:
         boa.env.time_travel(seconds=seconds)
 
@@ -477,11 +548,20 @@ class JobsMachine(RuleBasedStateMachine):
         assert balance == sum(j.escrow for j in self.model.values()) + sum(self.owed.values())
 
     @invariant()
-    def nobody_withdraws_more_than_credited(self) -> None:
-        # The contract's per-account credit is compared with the model after every step that
-        # can change it (a finalizing propose, refund, withdraw), and the totals after every step.
-        for account in self.nodes + self.owners:
-            assert self.withdrawn[account] <= self.credited[account]
+    def registry_holds_stakes_unbonding_and_slash_proceeds(self) -> None:
+        held = sum(self.stake.values()) + sum(self.unbonding.values())
+        assert boa.env.get_balance(self.registry.address) == held + sum(self.slash_owed.values())
+
+    @invariant()
+    def stakes_and_credits_match_the_model(self) -> None:
+        self._check_stakes(self.nodes)
+        self._check_credits(self.accounts)
+
+    @invariant()
+    def every_account_received_exactly_what_it_was_paid_out(self) -> None:
+        for account in self.accounts:
+            expected = self.start_balance[account] - self.paid_in[account]
+            assert boa.env.get_balance(account) == expected + self.paid_out[account], account
 
     @invariant()
     def finalized_results_never_change(self) -> None:
@@ -490,14 +570,69 @@ class JobsMachine(RuleBasedStateMachine):
                 assert self.jobs.round_result(job_id, round_) == result
 
 
+class CountingMachine(JobsMachine):
+    """The machine, counting the rule steps it ran: hypothesis checks the invariants once
+    when a run starts and again after every step."""
+
+    steps = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        type(self).steps -= 1  # this run's first invariant check follows no step
+
+    def check_invariants(self, *args: Any, **kwargs: Any) -> None:
+        type(self).steps += 1
+        super().check_invariants(*args, **kwargs)
+
+
+def _run(profile: str, minimum: int) -> None:
+    CountingMachine.world = World.build()
+    CountingMachine.steps = 0
+    CountingMachine.TestCase.settings = settings.get_profile(profile)
+    CountingMachine.TestCase().runTest()
+    print(f"{CountingMachine.steps:,} stateful steps of Jobs and Registry")
+    assert CountingMachine.steps >= minimum, f"only {CountingMachine.steps} steps ran"
+
+
 def test_jobs_state_machine() -> None:
-    JobsMachine.world = World.build()
-    JobsMachine.TestCase.settings = settings.get_profile("contracts")
-    JobsMachine.TestCase().runTest()
+    _run("contracts", 2_000)
 
 
 @pytest.mark.long
 def test_jobs_state_machine_long() -> None:
-    JobsMachine.world = World.build()
-    JobsMachine.TestCase.settings = settings.get_profile("contracts-long")
-    JobsMachine.TestCase().runTest()
+    _run("contracts-long", 30_000)
+
+
+def _rogue_slash(world: World, node: str, beneficiary: str) -> None:
+    """Slash ``node`` through a slasher the model does not know of."""
+    rogue = boa.env.generate_address()
+    with boa.env.prank(world.registry.admin()):
+        world.registry.set_slasher(rogue, True)
+    with boa.env.prank(rogue):
+        world.registry.slash(node, SLASH_AMOUNT, beneficiary)
+
+
+def test_each_invariant_can_fail() -> None:
+    """Each money check notices when the chain's money moves behind the model's back."""
+    world = World.build()
+    JobsMachine.world = world
+    node, owner = world.nodes[0], world.owners[0]
+    tamperings = {
+        "balance_is_escrow_plus_owed": lambda: boa.env.set_balance(
+            world.jobs.address, boa.env.get_balance(world.jobs.address) + 1),
+        "registry_holds_stakes_unbonding_and_slash_proceeds": lambda: boa.env.set_balance(
+            world.registry.address, boa.env.get_balance(world.registry.address) - 1),
+        "stakes_and_credits_match_the_model": lambda: _rogue_slash(world, node, owner),
+        "every_account_received_exactly_what_it_was_paid_out": lambda: boa.env.set_balance(
+            owner, boa.env.get_balance(owner) + 1),
+    }
+    for name, tamper in tamperings.items():
+        machine = JobsMachine()
+        try:
+            for check in tamperings:
+                getattr(machine, check)()  # all hold before the tampering
+            tamper()
+            with pytest.raises(AssertionError):
+                getattr(machine, name)()
+        finally:
+            machine.teardown()

@@ -127,9 +127,12 @@ def test_a_block_announced_during_a_poll_is_not_slept_through() -> None:
         watcher = HeadWatcher(None)
         seen = watcher.seq
         watcher.wake()  # a block arrives while the role polls
-        start = time.monotonic()
-        await watcher.wait(seen, timeout=30)
-        assert time.monotonic() - start < 1
+        waiting = watcher.wait(seen, timeout=30)
+        with pytest.raises(StopIteration):  # it returns at its first step, never suspending
+            waiting.send(None)
+        still = watcher.wait(watcher.seq, timeout=30)
+        assert still.send(None) is not None  # nothing new since: this one does suspend
+        still.close()
 
     asyncio.run(scenario())
 
@@ -143,9 +146,10 @@ def test_without_a_websocket_wait_times_out_and_stopping_wakes() -> None:
         stopping = asyncio.Event()
         runner = asyncio.create_task(watcher.run(stopping))
         waiter = asyncio.create_task(watcher.wait(watcher.seq, timeout=30))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # one turn of the loop: both tasks now wait
+        assert not waiter.done()
         stopping.set()
-        await asyncio.wait_for(asyncio.gather(runner, waiter), 5)
+        await asyncio.wait_for(asyncio.gather(runner, waiter), 5)  # long before the 30 s
 
     asyncio.run(scenario())
 
@@ -176,13 +180,25 @@ def test_a_refused_subscription_or_dead_endpoint_leaves_polling_and_retries(
     assert sum("No new-block notifications" in line for line in said) == 1  # said once
     assert "refused the newHeads subscription" in said[0]
 
+    dead_attempts: list[int] = []
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        dead_attempts.append(1)  # a dead endpoint: accepts, then closes before any handshake
+        writer.close()
+
     async def dead() -> None:
-        watcher = HeadWatcher("ws://127.0.0.1:9")  # nothing listens on the discard port
+        server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        watcher = HeadWatcher(f"ws://127.0.0.1:{port}")
         stopping = asyncio.Event()
         runner = asyncio.create_task(watcher.run(stopping))
-        await asyncio.sleep(0.2)
-        assert not watcher.connected
+        await _until(lambda: len(dead_attempts) >= 3)  # it keeps retrying
+        assert not watcher.connected and not runner.done()
         stopping.set()
         await asyncio.wait_for(runner, 5)
+        server.close()
 
+    caplog.clear()
     asyncio.run(dead())
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("No new-block notifications" in line for line in said) == 1
