@@ -24,6 +24,7 @@ from allmende.net.fairshare import (
     fair_protocol,
     peer_of,
 )
+from allmende.net.metrics import NodeMetrics
 
 GREEDY, OTHER = "127.0.0.2", "127.0.0.3"
 BIG_BYTES = 4 * 1024 * 1024  # far more than the socket buffers of a peer that reads nothing
@@ -31,6 +32,7 @@ SMALL_BYTES = 1024 * 1024
 PIECE = 64 * 1024
 WAIT_SECONDS = 10.0
 TABLES: dict[int, PeerTable] = {}
+METRICS: dict[int, NodeMetrics] = {}
 LIMITS = PeerLimits(max_connections_per_peer=3, max_requests_per_peer=2, send_timeout_seconds=60)
 
 
@@ -49,6 +51,14 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b"x" * PIECE, "more_body": more})
 
 
+def sample(port: int, name: str) -> float:
+    """One sample of the server's metrics (0 when it has none yet)."""
+    for line in METRICS[port].render().decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
 class _Server(uvicorn.Server):
     @contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -58,11 +68,13 @@ class _Server(uvicorn.Server):
 @asynccontextmanager
 async def server(limits: PeerLimits) -> AsyncIterator[int]:
     """A uvicorn server with the fair protocol on 127.0.0.1; its port. Its peer table is
-    ``TABLES[port]``."""
+    ``TABLES[port]``, its metrics ``METRICS[port]``."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    protocol = fair_protocol(limits)
+    metrics = NodeMetrics()
+    protocol = fair_protocol(limits, metrics=metrics)
     TABLES[sock.getsockname()[1]] = protocol.table  # type: ignore[attr-defined]
+    METRICS[sock.getsockname()[1]] = metrics
     config = uvicorn.Config(
         app,
         http=protocol,
@@ -136,6 +148,7 @@ def test_a_peer_past_its_request_limit_gets_503_while_another_peer_is_served() -
             assert (status, headers["retry-after"], headers["connection"]) == (503, "1", "close")
             detail = json.loads(await refused.body(headers))["detail"]
             assert "already has 2 requests in flight" in detail
+            assert sample(port, 'allmende_peer_limit_refusals_total{limit="requests"}') == 1
             assert await refused.ended()
 
             other = await Connection.open(port, OTHER)
@@ -167,6 +180,7 @@ def test_a_peer_past_its_connection_limit_gets_503_while_another_peer_is_served(
             status, headers = await extra.ask("/small")
             assert status == 503
             assert "already holds 3 connections" in json.loads(await extra.body(headers))["detail"]
+            assert sample(port, 'allmende_peer_limit_refusals_total{limit="connections"}') == 1
 
             other = await Connection.open(port, OTHER)
             status, headers = await other.ask("/small")
@@ -212,6 +226,7 @@ def test_a_reader_that_stops_reading_is_dropped_after_the_send_timeout() -> None
                 await asyncio.sleep(0.05)
             assert time.monotonic() - started >= limits.send_timeout_seconds
             assert table.requests[GREEDY] == 0
+            assert sample(port, "allmende_stalled_sends_dropped_total") == 1
             assert await stalled.ended()
             # its request slot is free again (the limit is one)
             again = await Connection.open(port, GREEDY)
@@ -238,6 +253,7 @@ def test_a_slow_reader_that_keeps_reading_is_not_dropped() -> None:
                 received += len(await asyncio.wait_for(slow.reader.read(PIECE), WAIT_SECONDS))
                 await asyncio.sleep(0.1)
             assert received == SMALL_BYTES
+            assert sample(port, "allmende_stalled_sends_dropped_total") == 0
             slow.close()
 
     asyncio.run(run())

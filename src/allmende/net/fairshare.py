@@ -14,7 +14,9 @@ IPv6 /64, which one host usually holds whole):
   dropped after that long without progress: the connection is aborted, so its memory and its
   slots come back.
 
-A 503 carries ``{"detail": ...}`` saying which limit was hit and ``Retry-After``.
+A 503 carries ``{"detail": ...}`` saying which limit was hit and ``Retry-After``. Refusals and
+dropped sends are counted in ``allmende_peer_limit_refusals`` and
+``allmende_stalled_sends_dropped``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from allmende.net.limits import (
     DEFAULT_MAX_REQUESTS_PER_PEER,
     DEFAULT_SEND_TIMEOUT_SECONDS,
 )
+from allmende.net.metrics import NodeMetrics
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +83,18 @@ def peer_of(host: str) -> str:
     return str(address)
 
 
-def fair_protocol(limits: PeerLimits) -> type[asyncio.Protocol]:
-    """uvicorn's httptools protocol with ``limits`` on every peer; pass it as ``http=``."""
-    table = PeerTable()
+def fair_protocol(
+    limits: PeerLimits, *, metrics: NodeMetrics | None = None
+) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with ``limits`` on every peer; pass it as ``http=``. Its
+    ``table`` attribute is the live :class:`PeerTable`."""
 
     class FairHttpProtocol(_FairHttpProtocol):
         pass
 
     FairHttpProtocol.limits = limits
-    FairHttpProtocol.table = table
+    FairHttpProtocol.table = PeerTable()
+    FairHttpProtocol.metrics = metrics
     return FairHttpProtocol
 
 
@@ -97,6 +103,7 @@ class _FairHttpProtocol(HttpToolsProtocol):
 
     limits: PeerLimits
     table: PeerTable
+    metrics: NodeMetrics | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -151,12 +158,14 @@ class _FairHttpProtocol(HttpToolsProtocol):
         if peer is None or scope["type"] != "http":
             return await self._app(scope, receive, send)
         if self._excess:
+            self._count_refusal("connections")
             return await _refuse(
                 send,
                 f"This peer already holds {self.limits.max_connections_per_peer} connections "
                 "to this node; reuse them or close some before opening more.",
             )
         if self.table.requests[peer] >= self.limits.max_requests_per_peer:
+            self._count_refusal("requests")
             return await _refuse(
                 send,
                 f"This peer already has {self.limits.max_requests_per_peer} requests in "
@@ -167,6 +176,10 @@ class _FairHttpProtocol(HttpToolsProtocol):
             await self._app(scope, receive, send)
         finally:
             PeerTable._drop(self.table.requests, peer)
+
+    def _count_refusal(self, limit: str) -> None:
+        if self.metrics is not None:
+            self.metrics.peer_limit_refusals.labels(limit).inc()
 
     # send timeout
 
@@ -209,6 +222,8 @@ class _FairHttpProtocol(HttpToolsProtocol):
                 self._peer,
                 self.limits.send_timeout_seconds,
             )
+            if self.metrics is not None:
+                self.metrics.stalled_sends_dropped.inc()
             self.transport.abort()
             return
         self._stall_timer = self.loop.call_later(self._check_every, self._check_stall)

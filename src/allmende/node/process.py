@@ -234,7 +234,8 @@ async def serve(ctx: NodeContext, services: Sequence[RoleService]) -> None:
                     max_connections_per_peer=net.max_connections_per_peer,
                     max_requests_per_peer=net.max_requests_per_peer,
                     send_timeout_seconds=net.send_timeout_seconds,
-                )
+                ),
+                metrics=ctx.metrics,
             ),
         )
     )
