@@ -4,10 +4,14 @@ Blobs from ``http://`` peers come through :class:`~allmende.net.plainhttp.PlainH
 peers and messages go through httpx.
 
 A fetch tries the candidate peers in order and moves on at the first error, timeout, oversized
-body or wrong hash. Bytes are hashed as they arrive and written to a temporary file in the store,
-which is renamed into place only when the hash matches, so a whole blob is never held in memory
-and a half-received or forged blob is never visible. A peer that fails is recorded in the state
-database (``peer_faults``) and counted in ``allmende_peer_faults``.
+body or wrong hash. Besides the per-read timeout, a download from one peer is held to a
+:class:`FetchPace`: a whole-download deadline and a minimum rate over a sliding window, so a
+peer that trickles a byte now and then is dropped too. Bytes are hashed as they arrive and
+written to a temporary file in the store, which is renamed into place only when the hash
+matches, so a whole blob is never held in memory and a half-received or forged blob is never
+visible. A peer that fails (or is too slow) is recorded in the state database (``peer_faults``)
+and counted in ``allmende_peer_faults``, and tried after the others for
+:data:`FAULT_MEMORY_SECONDS`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import asyncio
 import functools
 import logging
 import ssl
+import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +30,12 @@ import httpx
 
 from allmende import __version__
 from allmende.errors import BlobTooLarge, HashMismatch, PeerError
-from allmende.net.limits import DEFAULT_MESSAGE_TTL_SECONDS
+from allmende.net.limits import (
+    DEFAULT_FETCH_DEADLINE_SECONDS,
+    DEFAULT_FETCH_MIN_BYTES_PER_SECOND,
+    DEFAULT_FETCH_RATE_WINDOW_SECONDS,
+    DEFAULT_MESSAGE_TTL_SECONDS,
+)
 from allmende.net.messages import MessageDomain, sign_message
 from allmende.net.metrics import NodeMetrics
 from allmende.net.plainhttp import PlainHttp, PlainHttpError
@@ -36,6 +47,20 @@ log = logging.getLogger(__name__)
 # Connect quickly or try the next peer; between two received chunks, wait at most read seconds.
 # A slow link with big blobs needs a longer read timeout, never a longer connect timeout.
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+# A peer that failed a download (or was too slow) is tried after the others for this long.
+FAULT_MEMORY_SECONDS = 600.0
+# The pace of a download is looked at this many times per rate window.
+PACE_CHECKS_PER_WINDOW = 4
+
+
+@dataclass(frozen=True)
+class FetchPace:
+    """How long a blob download from one peer may take and how slow it may get; see the
+    ``[net]`` config section. ``min_bytes_per_second`` 0 turns the rate check off."""
+
+    deadline_seconds: float = DEFAULT_FETCH_DEADLINE_SECONDS
+    min_bytes_per_second: int = DEFAULT_FETCH_MIN_BYTES_PER_SECOND
+    window_seconds: float = DEFAULT_FETCH_RATE_WINDOW_SECONDS
 
 
 @dataclass(frozen=True)
@@ -71,9 +96,11 @@ class PeerClient:
         account: Any = None,
         domain: MessageDomain | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        pace: FetchPace = FetchPace(),
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.store = store
+        self.pace = pace
         self.state = state
         self.metrics = metrics
         self.account = account
@@ -97,6 +124,7 @@ class PeerClient:
             else None
         )
         self._fetching: dict[str, asyncio.Lock] = {}
+        self._faulted: dict[str, float] = {}  # peer -> time.monotonic() of its last fault
 
     async def aclose(self) -> None:
         """Close the connection pools."""
@@ -115,8 +143,9 @@ class PeerClient:
     ) -> FetchResult:
         """Get blob ``digest`` into the local store from the first peer that serves it right.
 
-        ``peers`` are base URLs (``http://host:port``). Returns at once when the blob is already
-        stored. Raises :class:`PeerError` listing what went wrong with each peer when none did.
+        ``peers`` are base URLs (``http://host:port``), tried in order, except that peers which
+        failed lately go last. Returns at once when the blob is already stored. Raises
+        :class:`PeerError` listing what went wrong with each peer when none did.
         """
         check_digest(digest)
         lock = self._fetching.setdefault(digest, asyncio.Lock())
@@ -133,14 +162,16 @@ class PeerClient:
         self, digest: str, peers: Sequence[str], max_bytes: int | None
     ) -> FetchResult:
         failures = []
-        for peer in peers:
+        for peer in self.by_reliability(peers):
             try:
                 size = await self._fetch_from(peer, digest, max_bytes)
             except _PeerFailure as failure:
                 failures.append(f"{peer}: {failure.detail}")
                 if failure.kind != "not_found":
                     self._record_fault(peer, failure.kind, failure.detail)
+                    self._faulted[peer] = time.monotonic()
                 continue
+            self._faulted.pop(peer, None)
             if self.metrics is not None:
                 self.metrics.blob_bytes_fetched.inc(size)
             return FetchResult(digest, size, peer)
@@ -150,7 +181,30 @@ class PeerClient:
             "participants of the job for it."
         )
 
+    def by_reliability(self, peers: Sequence[str]) -> list[str]:
+        """``peers`` in their order, those with a fault in the last :data:`FAULT_MEMORY_SECONDS`
+        moved to the end (the longest ago first)."""
+        now = time.monotonic()
+        for peer, at in list(self._faulted.items()):
+            if now - at > FAULT_MEMORY_SECONDS:
+                del self._faulted[peer]
+        return sorted(peers, key=lambda peer: (peer in self._faulted, self._faulted.get(peer, 0)))
+
     async def _fetch_from(self, peer: str, digest: str, max_bytes: int | None) -> int:
+        watch = _PaceWatch(self.pace)
+        try:
+            return await self._download(peer, digest, max_bytes, watch)
+        except asyncio.CancelledError:
+            if watch.failure is None:
+                raise
+            watch.task.uncancel()
+            raise watch.failure from None
+        finally:
+            watch.stop()
+
+    async def _download(
+        self, peer: str, digest: str, max_bytes: int | None, watch: _PaceWatch
+    ) -> int:
         url = f"{peer.rstrip('/')}/v1/blobs/{digest}"
         # a copy: a peer has it, so a crash may lose it (see BlobStore.writer)
         with self.store.writer(digest, max_bytes=max_bytes, durable=False) as writer:
@@ -166,14 +220,20 @@ class PeerClient:
                         "size", f"announced {declared} bytes, over the limit {writer.max_bytes}"
                     )
 
+            def on_body(piece: bytes) -> None:
+                watch.received += len(piece)
+                writer.write(piece)
+
             try:
                 if self._plain is not None and url.startswith("http://"):
-                    await self._plain.get(url, check_answer, writer.write)
+                    await self._plain.get(url, check_answer, on_body)
                 else:
                     async with self._http.stream("GET", url) as response:
                         check_answer(response.status_code, response.headers)
                         async for chunk in response.aiter_raw():
-                            writer.write(chunk)
+                            on_body(chunk)
+                if watch.failure is not None:  # the cancel came as the download ended
+                    watch.task.uncancel()
                 writer.commit()
                 return writer.size
             except HashMismatch as exc:
@@ -254,6 +314,66 @@ class _PeerFailure(Exception):
         super().__init__(detail)
         self.kind = kind
         self.detail = detail
+
+
+class _PaceWatch:
+    """Holds the current task's download from one peer to a :class:`FetchPace`.
+
+    A timer looks at the bytes received (``received``, counted by the download) every
+    ``window / PACE_CHECKS_PER_WINDOW`` seconds; past the deadline, or below the rate over the
+    last window, it cancels the task and keeps the reason in ``failure``. A stalled read is
+    cut off too, as it would be by :func:`asyncio.timeout`.
+    """
+
+    def __init__(self, pace: FetchPace) -> None:
+        self.pace = pace
+        self.loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None, "a download runs in a task"
+        self.task = task
+        self.received = 0
+        self.failure: _PeerFailure | None = None
+        self.started = self.loop.time()
+        self._samples: deque[tuple[float, int]] = deque([(self.started, 0)])
+        self._timer = self.loop.call_at(self._next_check(self.started), self._check)
+
+    def stop(self) -> None:
+        self._timer.cancel()
+
+    def _next_check(self, now: float) -> float:
+        every = self.pace.window_seconds / PACE_CHECKS_PER_WINDOW
+        return min(now + every, self.started + self.pace.deadline_seconds)
+
+    def _check(self) -> None:
+        now = self.loop.time()
+        self.failure = self._verdict(now)
+        if self.failure is not None:
+            self.task.cancel()
+            return
+        self._timer = self.loop.call_at(self._next_check(now), self._check)
+
+    def _verdict(self, now: float) -> _PeerFailure | None:
+        if now - self.started >= self.pace.deadline_seconds:
+            return _PeerFailure(
+                "timeout",
+                f"did not finish in {self.pace.deadline_seconds:g} s (sent {self.received} bytes)",
+            )
+        self._samples.append((now, self.received))
+        # the newest sample at least one window old is where the window starts
+        while len(self._samples) > 1 and now - self._samples[1][0] >= self.pace.window_seconds:
+            self._samples.popleft()
+        since, then = self._samples[0]
+        span = now - since
+        if span < self.pace.window_seconds:  # not one window in yet
+            return None
+        sent = self.received - then
+        if sent < self.pace.min_bytes_per_second * span:
+            return _PeerFailure(
+                "slow",
+                f"sent {sent} bytes in the last {span:.1f} s, below the minimum of "
+                f"{self.pace.min_bytes_per_second} bytes/s",
+            )
+        return None
 
 
 def _json_or_none(response: httpx.Response) -> Any:

@@ -41,6 +41,18 @@ class NodeMetrics:
             ["kind"],
             registry=self.registry,
         )
+        self.peer_limit_refusals = Counter(
+            "allmende_peer_limit_refusals",
+            "Requests answered 503 because their peer was over its limit of connections or "
+            "requests in flight ([net] max_connections_per_peer, max_requests_per_peer).",
+            ["limit"],
+            registry=self.registry,
+        )
+        self.stalled_sends_dropped = Counter(
+            "allmende_stalled_sends_dropped",
+            "Connections dropped because their peer read nothing for [net] send_timeout_seconds.",
+            registry=self.registry,
+        )
         self.internal_errors = Counter(
             "allmende_internal_errors",
             "Requests that failed with an unexpected error (a bug; see the node log).",

@@ -60,7 +60,16 @@ from allmende.chain.addresses import is_address, to_checksum_address
 from allmende.chain.roles import ROLE_AGGREGATOR, ROLE_PROVIDER, ROLE_TRAINER, ROLE_VERIFIER
 from allmende.errors import ConfigError
 from allmende.learn.dataset import DatasetDecl
-from allmende.net.limits import DEFAULT_MAX_MESSAGE_BYTES, MAX_MESSAGE_TTL_SECONDS
+from allmende.net.limits import (
+    DEFAULT_FETCH_DEADLINE_SECONDS,
+    DEFAULT_FETCH_MIN_BYTES_PER_SECOND,
+    DEFAULT_FETCH_RATE_WINDOW_SECONDS,
+    DEFAULT_MAX_CONNECTIONS_PER_PEER,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_REQUESTS_PER_PEER,
+    DEFAULT_SEND_TIMEOUT_SECONDS,
+    MAX_MESSAGE_TTL_SECONDS,
+)
 from allmende.net.signers import DEFAULT_SIGNER_CACHE_SECONDS
 from allmende.store.blobs import DEFAULT_GC_GRACE_SECONDS, DEFAULT_MAX_BLOB_BYTES
 
@@ -196,12 +205,34 @@ class NetSection(_Section):
     503 until others finish, which bounds the memory peers can tie up (each stalled download
     holds ~120 KiB). Raise it for a node many peers download from at once (symptom: peers log
     HTTP 503 from this node); the process's open-file limit must exceed it. Peers need not agree.
+
+    Fair sharing, so one greedy peer (one IPv4 address or IPv6 /64) cannot starve the others;
+    ``max_connections`` applies first. ``max_connections_per_peer`` (default 512): connections
+    one peer may hold open. ``max_requests_per_peer`` (default 256): requests it may have in
+    flight, stalled downloads included. Past either, its new requests get 503. Raise them when
+    many honest nodes share one address, e.g. behind NAT or a fleet on one machine (symptom:
+    their logs show HTTP 503 "This peer already ..." from this node). ``send_timeout_seconds``
+    (default 30): a download whose reader took nothing for this long is dropped; raise it for
+    peers on very slow links (symptom: their downloads from this node break off).
+
+    Downloads from peers: ``fetch_deadline_seconds`` (default 600) is the longest one blob may
+    take from one peer; ``fetch_min_bytes_per_second`` (default 8 KiB/s) the rate it must
+    average over each ``fetch_rate_window_seconds`` (default 30; the first judged one window in).
+    A peer too slow is recorded as a fault ("slow" or "timeout") and the next holder is tried;
+    it is tried last for a while. Lower the rate or raise the deadline for big blobs on slow
+    links (symptom: "slow" peer faults for healthy peers). None of these need peers to agree.
     """
 
     max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, gt=0)
     max_message_ttl_seconds: int = Field(default=MAX_MESSAGE_TTL_SECONDS, gt=0)
     fetch_timeout_seconds: float = Field(default=30.0, gt=0)
     max_connections: int = Field(default=DEFAULT_MAX_CONNECTIONS, gt=0)
+    max_connections_per_peer: int = Field(default=DEFAULT_MAX_CONNECTIONS_PER_PEER, gt=0)
+    max_requests_per_peer: int = Field(default=DEFAULT_MAX_REQUESTS_PER_PEER, gt=0)
+    send_timeout_seconds: float = Field(default=DEFAULT_SEND_TIMEOUT_SECONDS, gt=0)
+    fetch_deadline_seconds: float = Field(default=DEFAULT_FETCH_DEADLINE_SECONDS, gt=0)
+    fetch_min_bytes_per_second: int = Field(default=DEFAULT_FETCH_MIN_BYTES_PER_SECOND, ge=0)
+    fetch_rate_window_seconds: float = Field(default=DEFAULT_FETCH_RATE_WINDOW_SECONDS, gt=0)
 
 
 class ConsentPolicy(_Section):

@@ -38,7 +38,8 @@ from allmende.net.api import (
     create_app,
     direct_blob_gets,
 )
-from allmende.net.client import PeerClient
+from allmende.net.client import FetchPace, PeerClient
+from allmende.net.fairshare import PeerLimits, fair_protocol
 from allmende.net.messages import MessageDomain
 from allmende.net.metrics import NodeMetrics
 from allmende.net.signers import RegistrySigners, SignerCheck, StaticSigners
@@ -199,6 +200,11 @@ async def serve(ctx: NodeContext, services: Sequence[RoleService]) -> None:
         account=ctx.account,
         domain=ctx.domain,
         timeout=httpx.Timeout(net.fetch_timeout_seconds, connect=CONNECT_TIMEOUT_SECONDS),
+        pace=FetchPace(
+            deadline_seconds=net.fetch_deadline_seconds,
+            min_bytes_per_second=net.fetch_min_bytes_per_second,
+            window_seconds=net.fetch_rate_window_seconds,
+        ),
     )
     app = create_app(
         identity=NodeIdentity(
@@ -223,6 +229,14 @@ async def serve(ctx: NodeContext, services: Sequence[RoleService]) -> None:
             access_log=False,
             lifespan="off",
             limit_concurrency=net.max_connections,
+            http=fair_protocol(
+                PeerLimits(
+                    max_connections_per_peer=net.max_connections_per_peer,
+                    max_requests_per_peer=net.max_requests_per_peer,
+                    send_timeout_seconds=net.send_timeout_seconds,
+                ),
+                metrics=ctx.metrics,
+            ),
         )
     )
 
