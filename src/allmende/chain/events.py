@@ -85,9 +85,31 @@ class SlasherSet(ChainEvent):
 @dataclass(frozen=True, kw_only=True)
 class Slashed(ChainEvent):
     node: str
+    job_id: int
     amount: int
     beneficiary: str
     slasher: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Locked(ChainEvent):
+    """``Registry.Locked``: stake a node locked for a job (it cannot be unbonded until
+    released)."""
+
+    node: str
+    slasher: str
+    job_id: int
+    amount: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Unlocked(ChainEvent):
+    """``Registry.Unlocked``: a job's lock released."""
+
+    node: str
+    slasher: str
+    job_id: int
+    amount: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -197,6 +219,8 @@ REGISTRY_EVENTS: dict[str, type[ChainEvent]] = {
     "Unbonded": Unbonded,
     "SlasherSet": SlasherSet,
     "Slashed": Slashed,
+    "Locked": Locked,
+    "Unlocked": Unlocked,
     "Withdrawn": RegistryWithdrawn,
 }
 JOBS_EVENTS: dict[str, type[ChainEvent]] = {

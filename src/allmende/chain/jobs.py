@@ -1,8 +1,8 @@
-"""Typed binding of ``contracts/Jobs.vy``: escrow, rounds, quorum, payouts."""
+"""Typed binding of ``contracts/Jobs.vy``: escrow, committee, rounds, quorum, locks, payouts."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -42,6 +42,22 @@ class Job:
     n_trainers: int
     n_aggregators: int
     final_model_hash: bytes
+    committee_size: int
+    signup_end: int
+    sealed: bool
+    trainer_stake: int
+    aggregator_stake: int
+    weight_cap: int
+    attempt: int
+    reopens: int
+    n_active_trainers: int
+    n_volunteers: int
+    ended_at: int
+
+    @property
+    def open_committee(self) -> bool:
+        """True when the committee is drawn from volunteers (not named by the owner)."""
+        return self.signup_end > 0
 
 
 @dataclass(frozen=True)
@@ -103,8 +119,18 @@ class Jobs(ContractBinding):
         max_trainers: int,
         quorum: int,
         round_deadline: int,
+        committee: Sequence[str] = (),
+        committee_size: int,
+        signup_period: int = 0,
+        trainer_stake: int = 0,
+        aggregator_stake: int = 0,
+        weight_cap: int = 0,
     ) -> tuple[int, Receipt]:
-        """Create a job escrowing ``rounds * reward_per_round`` wei; return (job id, receipt)."""
+        """Create a job escrowing ``rounds * reward_per_round`` wei; return (job id, receipt).
+
+        ``committee`` names the aggregators (then ``signup_period`` is 0); empty, an open
+        committee of ``committee_size`` is drawn from the volunteers of ``signup_period``
+        seconds. ``weight_cap`` 0: every trainer weighs 1."""
         receipt = self._send(
             "create_job",
             to_bytes32(spec_hash),
@@ -115,6 +141,12 @@ class Jobs(ContractBinding):
             max_trainers,
             quorum,
             round_deadline,
+            list(committee),
+            committee_size,
+            signup_period,
+            trainer_stake,
+            aggregator_stake,
+            weight_cap,
             value=rounds * reward_per_round,
         )
         for event in self.events(receipt):
@@ -137,6 +169,22 @@ class Jobs(ContractBinding):
         quorum finalizes the round in the same transaction: its receipt then holds the
         ``RoundFinalized`` event (and ``Credited``, ``AggregatorSlashed``, ``JobFinished``)."""
         return self._send("propose", job_id, round, to_bytes32(model_hash), included)
+
+    def seal(self, job_id: int) -> Receipt:
+        """Draw an open committee from the volunteers once the signup is over; round 0 starts."""
+        return self._send("seal", job_id)
+
+    def reopen(self, job_id: int) -> Receipt:
+        """Give a round whose deadline passed unfinalized a fresh deadline (bounded retries)."""
+        return self._send("reopen", job_id)
+
+    def evict(self, job_id: int, trainer_index: int) -> Receipt:
+        """Take the slot (and bond) of a trainer that missed too many rounds in a row."""
+        return self._send("evict", job_id, trainer_index)
+
+    def release(self, job_id: int) -> Receipt:
+        """Release the caller's locked stake once the job ended and its challenge window passed."""
+        return self._send("release", job_id)
 
     def cancel(self, job_id: int) -> Receipt:
         return self._send("cancel", job_id)
@@ -177,6 +225,16 @@ class Jobs(ContractBinding):
     def aggregators(self, job_id: int) -> list[str]:
         return [self.aggregator_at(job_id, i) for i in range(self.job(job_id).n_aggregators)]
 
+    def volunteer_at(self, job_id: int, index: int) -> str:
+        return str(self._call("volunteer_at", job_id, index))
+
+    def volunteers(self, job_id: int) -> list[str]:
+        """Who signed up for an open committee, in sign-up order."""
+        return [self.volunteer_at(job_id, i) for i in range(self.job(job_id).n_volunteers)]
+
+    def is_trainer_active(self, job_id: int, address: str) -> bool:
+        return bool(self._call("is_trainer_active", job_id, address))
+
     def commit_of(self, job_id: int, round: int, trainer: str) -> Commit:
         return self._record(Commit, "commit_of", job_id, round, trainer)
 
@@ -186,9 +244,10 @@ class Jobs(ContractBinding):
     def vote_of(self, job_id: int, round: int, aggregator: str) -> bytes:
         return bytes(self._call("vote_of", job_id, round, aggregator))
 
-    def votes(self, job_id: int, round: int, model_hash: bytes | str, included: int) -> int:
-        """How many aggregators voted for ``(model_hash, included)`` in the round."""
-        return int(self._call("votes", job_id, round, vote_key(model_hash, included)))
+    def votes(self, job_id: int, attempt: int, model_hash: bytes | str, included: int) -> int:
+        """How many aggregators voted for ``(model_hash, included)`` in the attempt (a round's
+        attempt grows when it is finalized or reopened; see ``Job.attempt``)."""
+        return int(self._call("votes", job_id, attempt, vote_key(model_hash, included)))
 
     def deadline(self, job_id: int) -> int:
         return int(self._call("deadline", job_id))
@@ -210,3 +269,6 @@ class Jobs(ContractBinding):
 
     def slash_amount(self) -> int:
         return int(self._call("slash_amount"))
+
+    def challenge_window(self) -> int:
+        return int(self._call("challenge_window"))

@@ -48,11 +48,25 @@ class Registry(ContractBinding):
     def withdraw_unbonded(self) -> Receipt:
         return self._send("withdraw_unbonded")
 
-    def set_slasher(self, account: str, allowed: bool) -> Receipt:
-        return self._send("set_slasher", account, allowed)
+    def set_first_slasher(self, account: str) -> Receipt:
+        """Authorize the first slasher (the Jobs contract), once, at deployment; every later
+        change goes through :meth:`propose_slasher` and its timelock."""
+        return self._send("set_first_slasher", account)
 
-    def slash(self, node: str, amount: int, beneficiary: str) -> Receipt:
-        return self._send("slash", node, amount, beneficiary)
+    def propose_slasher(self, account: str, allowed: bool) -> Receipt:
+        return self._send("propose_slasher", account, allowed)
+
+    def apply_slasher(self, account: str) -> Receipt:
+        return self._send("apply_slasher", account)
+
+    def transfer_admin(self, new_admin: str) -> Receipt:
+        return self._send("transfer_admin", new_admin)
+
+    def accept_admin(self) -> Receipt:
+        return self._send("accept_admin")
+
+    def slash(self, node: str, job_id: int, amount: int, beneficiary: str) -> Receipt:
+        return self._send("slash", node, job_id, amount, beneficiary)
 
     def withdraw(self) -> Receipt:
         """Pay out what slashing credited to the caller."""
@@ -80,6 +94,17 @@ class Registry(ContractBinding):
 
     def is_slasher(self, address: str) -> bool:
         return bool(self._call("slashers", address))
+
+    def locked(self, address: str) -> int:
+        """Wei of the node's stake locked by its jobs (it cannot be unbonded)."""
+        return int(self._call("locked", address))
+
+    def lock_of(self, slasher: str, job_id: int, address: str) -> int:
+        """Wei the node locked for job ``job_id`` of the contract ``slasher``."""
+        return int(self._call("lock_of", slasher, job_id, address))
+
+    def free_stake(self, address: str) -> int:
+        return int(self._call("free_stake", address))
 
     def owed(self, address: str) -> int:
         return int(self._call("owed", address))

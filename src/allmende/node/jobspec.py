@@ -14,12 +14,21 @@ Example::
     [aggregation]
     rule = "trimmed_mean"
     params = { beta = 0.2 }
+    [committee]
+    size = 3              # an open committee: three aggregators drawn from the volunteers
+    signup_seconds = 30   # (or ``members = ["0x...", ...]``: aggregators the owner names)
+
+Who may aggregate, and how much each participant puts at risk, are part of the spec too: an open
+committee needs a strict-majority ``quorum``; ``aggregator_stake`` and ``trainer_stake`` are
+locked on the Registry from joining until the job ends (plus the challenge window); trainers
+weigh equally unless ``weighting = "declared"`` with a ``max_weight`` the contract enforces.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import re
 import tomllib
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -31,7 +40,12 @@ from allmende.errors import ConfigError
 from allmende.learn.rules import rule_params
 
 MAX_TRAINERS = 256  # the Jobs contract's bound
-MAX_AGGREGATORS = 16  # the Jobs contract's bound, and so the largest quorum
+MAX_AGGREGATORS = 16  # the Jobs contract's bound on a committee, and so the largest quorum
+MAX_ROUNDS = 10_000  # the Jobs contract's bound
+MAX_PERIOD = 2_592_000  # 30 days: the Jobs contract's bound on a round deadline and a signup
+MAX_WEIGHT = 2**64 - 1  # the Jobs contract's bound on a declared weight
+DEFAULT_SIGNUP_SECONDS = 30
+DEFAULT_AGGREGATOR_STAKE = 2 * 10**17  # 0.2 ether: more than one slash takes (0.1 by default)
 DEFAULT_LOCAL_EPOCHS = 1
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_ROUND_DEADLINE = 300
@@ -41,7 +55,7 @@ WEI_PER_UNIT = {"wei": 1, "gwei": 10**9, "ether": 10**18}
 # What each setting must be, for one-line error messages ("job spec: 'rounds' must be ...").
 REQUIREMENTS = {
     "task": "the name of an installed task (a non-empty string)",
-    "rounds": "an integer >= 1",
+    "rounds": f"an integer between 1 and {MAX_ROUNDS}",
     "local_epochs": "an integer >= 1",
     "batch_size": "an integer >= 1",
     "optimizer": "a table with name and lr",
@@ -56,7 +70,15 @@ REQUIREMENTS = {
     "max_trainers": f"an integer between 1 and {MAX_TRAINERS}",
     "quorum": f"an integer between 1 and {MAX_AGGREGATORS}",
     "reward_per_round": "an integer number of wei >= 0, or a string like '0.01 ether'",
-    "round_deadline": "an integer number of seconds >= 1",
+    "round_deadline": f"an integer number of seconds between 1 and {MAX_PERIOD}",
+    "committee": "a table with members (named aggregators) or size and signup_seconds",
+    "committee.members": "a list of distinct 0x-prefixed addresses",
+    "committee.size": f"an integer between 1 and {MAX_AGGREGATORS}",
+    "committee.signup_seconds": f"an integer number of seconds between 1 and {MAX_PERIOD}",
+    "trainer_stake": "an integer number of wei >= 0, or a string like '0.1 ether'",
+    "aggregator_stake": "an integer number of wei >= 0, or a string like '0.1 ether'",
+    "weighting": "'equal' or 'declared'",
+    "max_weight": f"an integer between 1 and {MAX_WEIGHT}",
     "norm_bound": "a number > 0",
     "seed": "an integer >= 0",
 }
@@ -87,11 +109,53 @@ class AggregationSpec(_Strict):
         return self
 
 
+ADDRESS = r"^0x[0-9a-fA-F]{40}$"
+
+
+class CommitteeSpec(_Strict):
+    """The job's aggregators, fixed before round 0.
+
+    Named (``members``): the owner names them, e.g. its own nodes (owner-run aggregation); any
+    quorum up to their number. Open (no members): volunteers sign up for ``signup_seconds``
+    after the job is created, and ``size`` of them are drawn on chain, weighted by stake; the
+    quorum must then be a strict majority of ``size``.
+    """
+
+    members: tuple[str, ...] = ()
+    size: int | None = Field(default=None, ge=1, le=MAX_AGGREGATORS)
+    signup_seconds: int = Field(default=DEFAULT_SIGNUP_SECONDS, ge=1, le=MAX_PERIOD)
+
+    @field_validator("members", mode="before")
+    @classmethod
+    def _listed(cls, value: object) -> object:
+        return tuple(value) if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _members(self) -> CommitteeSpec:
+        if len(self.members) > MAX_AGGREGATORS:
+            raise ValueError(f"a named committee has at most {MAX_AGGREGATORS} members")
+        bad = [m for m in self.members if not re.fullmatch(ADDRESS, m)]
+        if bad:
+            raise ValueError(f"committee member {bad[0]!r} is not a 0x-prefixed address")
+        if len({m.lower() for m in self.members}) != len(self.members):
+            raise ValueError("the committee names a member twice; list each address once")
+        if self.members and self.size is not None and self.size != len(self.members):
+            raise ValueError(
+                "give the committee either members or a size, not both; a named committee's "
+                "size is its number of members"
+            )
+        return self
+
+    @property
+    def named(self) -> bool:
+        return bool(self.members)
+
+
 class JobSpec(_Strict):
     """A training job. All fields are public and identical for every participant."""
 
     task: str = Field(min_length=1)
-    rounds: int = Field(ge=1)
+    rounds: int = Field(ge=1, le=MAX_ROUNDS)
     local_epochs: int = Field(default=DEFAULT_LOCAL_EPOCHS, ge=1)
     batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1)
     optimizer: OptimizerSpec
@@ -103,14 +167,24 @@ class JobSpec(_Strict):
     """Aggregators that must propose the same model before a round is final."""
     reward_per_round: int = Field(ge=0)
     """Wei paid per round; the owner escrows ``rounds * reward_per_round``."""
-    round_deadline: int = Field(default=DEFAULT_ROUND_DEADLINE, ge=1)
+    round_deadline: int = Field(default=DEFAULT_ROUND_DEADLINE, ge=1, le=MAX_PERIOD)
     """Seconds a round stays open for commits; raise it if slow trainers keep missing rounds."""
+    committee: CommitteeSpec = Field(default_factory=CommitteeSpec)
+    """The aggregators; by default an open committee of ``2 * quorum - 1`` drawn from volunteers."""
+    trainer_stake: int = Field(default=0, ge=0)
+    """Wei each trainer locks on the Registry for the job (its bond, lost when evicted)."""
+    aggregator_stake: int = Field(default=DEFAULT_AGGREGATOR_STAKE, ge=0)
+    """Wei each aggregator locks for the job; a provably wrong vote is slashed from it."""
+    weighting: Literal["equal", "declared"] = "equal"
+    """``equal``: every included update counts once, in the aggregate and in the pay;
+    ``declared``: each trainer declares its number of examples, capped at ``max_weight``."""
+    max_weight: int | None = Field(default=None, ge=1, le=MAX_WEIGHT)
     norm_bound: float = Field(default=DEFAULT_NORM_BOUND, gt=0.0)
     """Largest L2 norm of ``update - global`` an aggregator accepts; larger ones are excluded."""
     seed: int = Field(default=0, ge=0)
     """Seeds the initial model and, with the round and address, each trainer's shuffle."""
 
-    @field_validator("reward_per_round", mode="before")
+    @field_validator("reward_per_round", "trainer_stake", "aggregator_stake", mode="before")
     @classmethod
     def _parse_amount(cls, value: object) -> object:
         return parse_wei(value) if isinstance(value, str) else value
@@ -122,7 +196,39 @@ class JobSpec(_Strict):
                 f"'max_trainers' ({self.max_trainers}) must be >= 'min_trainers' "
                 f"({self.min_trainers}); raise max_trainers or lower min_trainers."
             )
+        size = self.committee_size
+        if self.quorum > size:
+            raise ValueError(
+                f"'quorum' ({self.quorum}) exceeds the committee's {size} aggregators; lower it "
+                "or enlarge the committee."
+            )
+        if not self.committee.named and 2 * self.quorum <= size:
+            raise ValueError(
+                f"an open committee needs a strict-majority quorum: 'quorum' {self.quorum} of "
+                f"{size} lets a minority finalize; raise quorum to {size // 2 + 1}."
+            )
+        if (self.weighting == "declared") != (self.max_weight is not None):
+            raise ValueError(
+                "'max_weight' goes with weighting = 'declared' (the cap on each trainer's "
+                "declared weight), and only with it."
+            )
         return self
+
+    @property
+    def committee_size(self) -> int:
+        """How many aggregators the job has: the named members, or the open committee's size."""
+        if self.committee.named:
+            return len(self.committee.members)
+        return self.committee.size if self.committee.size is not None else 2 * self.quorum - 1
+
+    @property
+    def weight_cap(self) -> int:
+        """The contract's ``weight_cap``: 0 for equal weights, else the declared-weight cap."""
+        return self.max_weight or 0
+
+    def weight_of(self, examples: int) -> int:
+        """The weight a trainer with ``examples`` local examples commits under this spec."""
+        return 1 if self.max_weight is None else max(1, min(examples, self.max_weight))
 
     def training_settings(self) -> dict[str, Any]:
         """The keyword arguments of ``learn.train.train_local`` that this spec fixes."""

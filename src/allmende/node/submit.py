@@ -117,6 +117,12 @@ def publish_job(
         max_trainers=spec.max_trainers,
         quorum=spec.quorum,
         round_deadline=spec.round_deadline,
+        committee=spec.committee.members,
+        committee_size=spec.committee_size,
+        signup_period=0 if spec.committee.named else spec.committee.signup_seconds,
+        trainer_stake=spec.trainer_stake,
+        aggregator_stake=spec.aggregator_stake,
+        weight_cap=spec.weight_cap,
     )
     state.pin(spec_hash, f"job:{job_id}:spec")
     state.pin(model_hash, f"job:{job_id}:model:0")

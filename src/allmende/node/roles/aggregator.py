@@ -22,7 +22,7 @@ from typing import TypeVar
 from allmende.chain import ROLE_AGGREGATOR, ChainEvent, Commit, Job, JobStatus
 from allmende.chain.client import Receipt
 from allmende.chain.events import RoundFinalized, UpdateCommitted
-from allmende.chain.jobs import to_bitmap
+from allmende.chain.jobs import MAX_REOPENS, MISSED_ROUNDS_ALLOWED, to_bitmap
 from allmende.errors import AggregationError, CodecError, ContractRevert, PeerError
 from allmende.learn.aggregate import Update, aggregate, check_norm, check_weight
 from allmende.node.config import AggregatorSection
@@ -72,18 +72,31 @@ class AggregatorRole(JobRole):
         # Jobs whose vote this process has checked on chain: only a node restarted between
         # voting and saving its proposal can have a vote it does not know about.
         self._vote_checked: set[int] = set()
+        self._volunteered: set[int] = set()  # open committees this node signed up for
+        self._evicted: set[tuple[int, str]] = set()  # (job, trainer) evictions already asked
+        self._eviction_checked: set[tuple[int, int]] = set()  # (job, round)
 
     async def step(self, job_id: int) -> bool:
         job = self._last_read[job_id] = await on_chain(self.jobs.job, job_id)
         if job.status != JobStatus.OPEN:
-            return True
-        if job_id not in self._joined:  # an aggregator's place in a job never changes once taken
+            return await self.release_when_due(job_id, job)
+        if job_id not in self._joined:  # a committee seat never changes once the job is sealed
+            if not job.sealed:
+                return await self.sign_up(job_id, job)
             if not await on_chain(self.jobs.is_aggregator, job_id, self.me):
-                return await self.consider(job_id, job)
+                if job_id in self._volunteered:
+                    log.info("Job %d: not drawn into the committee; done with it.", job_id)
+                    return True
+                return await self.consider(job_id, job)  # a named member that has not joined
             self._joined.add(job_id)
         round_ = job.current_round
-        if self.saved_proposal(job_id, round_) is not None and await self.voted(job_id, round_):
-            return False  # voted: the round is final once a quorum votes the same (also on restart)
+        if self.saved_proposal(job_id, round_, job.attempt) is not None and await self.voted(
+            job_id, round_
+        ):
+            # voted: the round is final once a quorum votes the same (also on restart), or, past
+            # its deadline without a quorum, it is reopened and the committee votes again
+            await self.reopen_when_due(job_id, job, "no pair reached the quorum")
+            return False
         trainers = (await self.members(job_id, job)).trainers
         commits = await self.round_commits(job_id, round_, trainers, read_missing=False)
         readiness = aggregation_readiness(job, commits, time.time())
@@ -98,6 +111,11 @@ class AggregatorRole(JobRole):
                 logging.DEBUG,
                 f"Job {job_id} round {round_}: {readiness.reason}.",
             )
+            if readiness.stalled:
+                await self.reopen_when_due(job_id, job, readiness.reason)
+            elif (job_id, round_) not in self._eviction_checked:
+                self._eviction_checked.add((job_id, round_))  # once a round that waits
+                await self.evict_absent(job_id, job, trainers)
             return False
         plan = await self.plan(job_id, job)
         global_state = await self.global_state(job_id, job, plan)
@@ -106,11 +124,12 @@ class AggregatorRole(JobRole):
             return False  # an update is not available yet; ask again next step
         if len(updates) < job.min_trainers:
             self.say_once(
-                ("few", job_id, round_),
+                ("few", job_id, round_, job.attempt),
                 logging.WARNING,
                 f"Job {job_id} round {round_}: only {len(updates)} usable updates, fewer than "
                 f"min_trainers {job.min_trainers}; the round cannot be aggregated.",
             )
+            await self.reopen_when_due(job_id, job, "too few usable updates")
             return False
         new_state = await asyncio.to_thread(self.aggregate, plan, global_state, updates)
         digest = self.store_model(job_id, round_, new_state)
@@ -128,8 +147,73 @@ class AggregatorRole(JobRole):
             )  # fmt: skip
             if self.finalized_by(receipt, job_id, round_):
                 log.info("Job %d round %d: finalized model %s.", job_id, round_, digest[:16])
-        self.save_proposal(job_id, round_, digest, included)
+        self.save_proposal(job_id, round_, job.attempt, digest, included)
         return False
+
+    # -- the committee, liveness and the stake lock ---------------------------------------------
+
+    async def sign_up(self, job_id: int, job: Job) -> bool:
+        """Before an open committee is sealed: volunteer (if the consent policy accepts the
+        job) while the signup lasts, then seal it, which draws the committee and starts round 0.
+        True when the node is done with the job (refused, or the signup passed without it)."""
+        if job_id not in self._volunteered:
+            volunteers = await on_chain(self.jobs.volunteers, job_id)
+            if self.me.lower() in {v.lower() for v in volunteers}:
+                self._volunteered.add(job_id)
+        now = time.time()
+        if job_id not in self._volunteered:
+            if now > job.signup_end:
+                return True  # the signup is over; the committee is drawn from others
+            done = await self.consider(job_id, job)
+            if not done:
+                self._volunteered.add(job_id)
+            return done
+        if now <= job.signup_end:
+            return False  # signed up; the draw comes after the signup
+        try:
+            await on_chain(self.jobs.seal, job_id)
+            log.info("Job %d: sealed its committee (the draw is on chain).", job_id)
+        except ContractRevert as exc:  # sealed by another volunteer, or too few volunteers
+            self.say_once(("seal", job_id), logging.INFO, f"Job {job_id}: not sealed: {exc}")
+        return False
+
+    async def reopen_when_due(self, job_id: int, job: Job, why: str) -> None:
+        """Give the current round a fresh deadline when its own passed without a result (the
+        contract bounds how often; then only the owner's cancel ends the job)."""
+        if time.time() <= round_deadline(job) + self.section.fetch_grace_seconds:
+            return
+        if job.reopens >= MAX_REOPENS:
+            self.say_once(
+                ("stuck", job_id, job.current_round),
+                logging.WARNING,
+                f"Job {job_id} round {job.current_round}: {why}, and it was reopened "
+                f"{job.reopens} times already; only the owner's cancel can end the job now.",
+            )
+            return
+        try:
+            await on_chain(self.jobs.reopen, job_id)
+            log.info("Job %d round %d: %s by the deadline; reopened it.", job_id, job.current_round, why)
+        except ContractRevert as exc:  # reopened by another aggregator first
+            log.debug("Job %d: not reopened: %s", job_id, exc)
+
+    async def evict_absent(self, job_id: int, job: Job, trainers: list[str]) -> None:
+        """Ask the contract to evict trainers that missed the last rounds (it checks the rule
+        itself; a trainer that may stay just makes the call revert, which costs nothing)."""
+        recent = range(max(0, job.current_round - MISSED_ROUNDS_ALLOWED), job.current_round)
+        if len(recent) < MISSED_ROUNDS_ALLOWED:
+            return
+        seen = 0
+        for past in recent:
+            seen |= (await on_chain(self.jobs.round_result, job_id, past)).included
+        for index, trainer in enumerate(trainers):
+            if seen >> index & 1 or (job_id, trainer) in self._evicted:
+                continue
+            self._evicted.add((job_id, trainer))
+            try:
+                await on_chain(self.jobs.evict, job_id, index)
+                log.info("Job %d: evicted trainer %s, absent from the last rounds.", job_id, trainer)
+            except ContractRevert:
+                pass  # it committed and was left out for another reason: it keeps its slot
 
     async def global_state(self, job_id: int, job: Job, plan: JobPlan) -> State:
         """The round's global model: the one this node stored last round when the quorum chose
@@ -282,12 +366,15 @@ class AggregatorRole(JobRole):
 
     # -- what this node proposed, so it aggregates a round once, also across a restart ----------
 
-    def saved_proposal(self, job_id: int, round_: int) -> tuple[str, int] | None:
-        raw = self.ctx.state.get(f"aggregator:proposal:{job_id}:{round_}")
+    def saved_proposal(self, job_id: int, round_: int, attempt: int) -> tuple[str, int] | None:
+        raw = self.ctx.state.get(f"aggregator:proposal:{job_id}:{round_}:{attempt}")
         if raw is None:
             return None
         digest, included = raw.split(":")
         return digest, int(included)
 
-    def save_proposal(self, job_id: int, round_: int, digest: str, included: int) -> None:
-        self.ctx.state.set(f"aggregator:proposal:{job_id}:{round_}", f"{digest}:{included}")
+    def save_proposal(
+        self, job_id: int, round_: int, attempt: int, digest: str, included: int
+    ) -> None:
+        key = f"aggregator:proposal:{job_id}:{round_}:{attempt}"
+        self.ctx.state.set(key, f"{digest}:{included}")

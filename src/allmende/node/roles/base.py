@@ -22,7 +22,7 @@ from allmende.chain import ChainEvent, EventDecoder, EventStream, Job
 from allmende.chain.deployment import Deployment
 from allmende.chain.events import JobCreated
 from allmende.chain.heads import LogFilter
-from allmende.errors import AllmendeError, ConfigError, PeerError, TaskError
+from allmende.errors import AllmendeError, ConfigError, ContractRevert, PeerError, TaskError
 from allmende.learn.task import Task, installed_tasks, load_task
 from allmende.learn.train import TORCH_LOCK
 from allmende.node.config import ConsentPolicy, RoleSection
@@ -58,6 +58,7 @@ class JobRole(ABC):
         self.refused: set[int] = set()
         self.ready = False  # True once warmed up and following the chain (``/healthz``)
         self._said: set[tuple[object, ...]] = set()
+        self._challenge_window: int | None = None
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -230,6 +231,26 @@ class JobRole(ABC):
         await on_chain(self.jobs.join, job_id, self.role_bit)
         log.info("Joined job %d as %s (task %s).", job_id, self.name, spec.task)
         return False
+
+    async def release_when_due(self, job_id: int, job: Job) -> bool:
+        """For a job that ended: once its challenge window passed, release the stake this node
+        locked for it. True when the role is done with the job (released, or nothing locked)."""
+        chain = self.ctx.require_chain()
+        jobs_address = chain.deployment.jobs.address
+        locked = await on_chain(chain.registry.lock_of, jobs_address, job_id, self.me)
+        if locked == 0:
+            return True
+        if self._challenge_window is None:
+            self._challenge_window = await on_chain(self.jobs.challenge_window)
+        if time.time() < job.ended_at + self._challenge_window:
+            return False  # the stake stays at risk while the job's result can be challenged
+        try:
+            await on_chain(self.jobs.release, job_id)
+        except ContractRevert as exc:  # released by this node's other role meanwhile
+            log.debug("Job %d: no stake released: %s", job_id, exc)
+            return False
+        log.info("Job %d: released the %d wei this node locked for it.", job_id, locked)
+        return True
 
     def admits(self, job: Job) -> Verdict:
         """Role-specific admission checks beyond the consent policy."""

@@ -1,8 +1,9 @@
 """Round logic shared by the roles, free of I/O: when to aggregate, deadlines, input order.
 
-A round's inputs are the commits the chain accepted. Aggregators wait until every joined trainer
-committed (and, in round 0, until the job is full, so they never propose before the trainers
-joined), or until the round's deadline passed with at least ``min_trainers`` commits.
+A round's inputs are the commits the chain accepted. Aggregators wait until every active trainer
+(joined and not evicted) committed (and, in round 0, until the job is full, so they never propose
+before the trainers joined), or until the round's deadline passed with at least ``min_trainers``
+commits; a deadline passed with fewer stalls the round until it is reopened.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from allmende.chain import Commit, Job
 
 @dataclass(frozen=True)
 class Readiness:
-    """Whether a round can be aggregated now, and a sentence saying why (not)."""
+    """Whether a round can be aggregated now, and a sentence saying why (not); ``stalled``
+    when its deadline passed with too few commits (the round waits for a reopen)."""
 
     ready: bool
     reason: str
+    stalled: bool = False
 
 
 def round_deadline(job: Job) -> int:
@@ -45,15 +48,17 @@ def aggregation_readiness(job: Job, commits: Mapping[str, Commit], now: float) -
         return Readiness(
             False,
             f"deadline passed with {len(done)} commits, fewer than min_trainers "
-            f"{job.min_trainers}; the round is stalled",
+            f"{job.min_trainers}; the round is stalled until it is reopened",
+            stalled=True,
         )
-    if job.current_round == 0 and job.n_trainers < job.max_trainers:
+    active = job.n_active_trainers
+    if job.current_round == 0 and active < job.max_trainers:
         return Readiness(
-            False, f"{job.n_trainers} of {job.max_trainers} trainers joined; waiting for the rest"
+            False, f"{active} of {job.max_trainers} trainers joined; waiting for the rest"
         )
-    if job.n_trainers == 0 or len(done) < job.n_trainers:
-        return Readiness(False, f"{len(done)} of {job.n_trainers} trainers committed")
-    return Readiness(True, f"all {job.n_trainers} trainers committed")
+    if active == 0 or len(done) < active:
+        return Readiness(False, f"{len(done)} of {active} trainers committed")
+    return Readiness(True, f"all {active} trainers committed")
 
 
 def by_address(addresses: Iterable[str]) -> list[str]:

@@ -48,23 +48,35 @@ class TrainerRole(JobRole):
         self._data: dict[str, LocalData] = {}
         self._committed: dict[int, int] = {}  # job id -> last round this node committed in
         self._joined: set[int] = set()
+        self._active_in: dict[int, int] = {}  # job id -> round in which it was last seen active
 
     def admits(self, job: Job) -> Verdict:
-        if job.n_trainers >= job.max_trainers:
+        if job.n_active_trainers >= job.max_trainers:
             return Verdict(False, f"the job already has its {job.max_trainers} trainers")
         return Verdict(True)
 
     async def step(self, job_id: int) -> bool:
         job = await on_chain(self.jobs.job, job_id)
         if job.status != JobStatus.OPEN:
-            return True
+            return await self.release_when_due(job_id, job)
         if self._committed.get(job_id) == job.current_round:
             return False  # committed; wait for the round to be finalized
-        if job_id not in self._joined:  # a trainer's place in a job never changes once taken
+        if job_id not in self._joined:  # a trainer's place in a job is kept unless evicted
             if await on_chain(self.jobs.trainer_index, job_id, self.me) is None:
                 return await self.consider(job_id, job)
             self._joined.add(job_id)
+        if not job.sealed:
+            self.say_once(
+                ("unsealed", job_id), logging.INFO,
+                f"Job {job_id}: joined; round 0 starts once its committee is drawn.",
+            )  # fmt: skip
+            return False
         round_ = job.current_round
+        if self._active_in.get(job_id) != round_:  # once a round: evicted trainers stop
+            if not await on_chain(self.jobs.is_trainer_active, job_id, self.me):
+                log.warning("Job %d: this node was evicted (it missed rounds); done with it.", job_id)
+                return True
+            self._active_in[job_id] = round_
         # Having committed in the round before, this process knows it has not committed in this
         # one (it commits once a round, and forgets the round when a commit fails); otherwise,
         # after a restart or a missed round, the chain says.
@@ -82,7 +94,10 @@ class TrainerRole(JobRole):
             return False
         plan = await self.plan(job_id, job)
         model = await self.fetch_model(job_id, job, plan)
-        update, weight, metrics = await asyncio.to_thread(self.train, plan, model, job_id, round_)
+        update, examples, metrics = await asyncio.to_thread(
+            self.train, plan, model, job_id, round_
+        )
+        weight = plan.spec.weight_of(examples)
         digest = self.store_update(job_id, round_, update)
         try:
             await self.commit(job_id, round_, digest, weight)
@@ -92,7 +107,7 @@ class TrainerRole(JobRole):
         self._committed[job_id] = round_
         log.info(
             "Job %d round %d: trained on %d examples (loss %.4f), committed update %s.",
-            job_id, round_, weight, metrics["loss"], digest[:16],
+            job_id, round_, examples, metrics["loss"], digest[:16],
         )  # fmt: skip
         return False
 
