@@ -89,6 +89,22 @@ def test_written_config_reads_back_identically(tmp_path: Path) -> None:
     assert load_config(tmp_path) == config
 
 
+def test_strings_with_newlines_quotes_and_control_characters_read_back_exactly(
+    tmp_path: Path,
+) -> None:
+    awkward = 'a\nb "quoted" back\\slash\ttab\r\x01\x7f\u00e9 [x] = 1'
+    config = parse_config(
+        {
+            "node": {"data_dir": awkward, "password_env": awkward},
+            "chain": {"deployment": f"{awkward}/deployment.json"},
+            "trainer": {"allowed_tasks": [awkward, "plain"]},
+        }
+    )
+    write_config(tmp_path, config)
+    assert load_config(tmp_path) == config
+    assert load_config(tmp_path).node.password_env == awkward
+
+
 def test_load_config_errors_say_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="node init"):
         load_config(tmp_path)
