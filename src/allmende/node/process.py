@@ -304,7 +304,7 @@ async def _stop_when(event: asyncio.Event, stop: Callable[[], None]) -> None:
 
 async def _sweep_nonces(ctx: NodeContext) -> None:
     while not ctx.stopping.is_set():
-        ctx.state.forget_expired_nonces(time.time())
+        await asyncio.to_thread(ctx.state.forget_expired_nonces, time.time())  # a disk write
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ctx.stopping.wait(), NONCE_SWEEP_SECONDS)
 
