@@ -272,3 +272,22 @@ def test_node_init_refuses_bad_flags(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert _cli("node", "init", str(tmp_path / "b"), "--insecure-plaintext-key") == 2
     assert "--deployment" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()
+
+
+def test_node_init_on_a_devnet_allows_loopback_endpoints_and_the_ranges_given(
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from allmende.cli.node import app
+    from allmende.net.endpoints import LOOPBACK_RANGES
+
+    home = tmp_path / "n"
+    args = ["init", str(home), "--offline", "--insecure-plaintext-key"]
+    result = CliRunner().invoke(app, [*args, "--allow-endpoint-range", "10.0.0.0/8"])
+    assert result.exit_code == 0, result.output
+    net = load_config(home).net
+    assert net.allow_endpoint_ranges == [*LOOPBACK_RANGES, "10.0.0.0/8"]
+    assert net.endpoint_policy.url_problem("http://127.0.0.1:8470") is None
+    assert net.endpoint_policy.url_problem("http://10.1.2.3:8470") is None
+    assert net.endpoint_policy.url_problem("http://192.168.0.1:8470") is not None

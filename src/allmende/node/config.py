@@ -21,6 +21,9 @@ Example::
     [store]
     max_blob_bytes = 4294967296
 
+    [net]
+    allow_endpoint_ranges = ["127.0.0.0/8", "::1/128"]  # a devnet: every node on loopback
+
     [trainer]
     allowed_tasks = ["digits-mlp"]
     allowed_owners = ["0x90F79bf6EB2c4f870365E785982E1f101E93b906"]
@@ -60,6 +63,7 @@ from allmende.chain.addresses import is_address, to_checksum_address
 from allmende.chain.roles import ROLE_AGGREGATOR, ROLE_PROVIDER, ROLE_TRAINER, ROLE_VERIFIER
 from allmende.errors import ConfigError
 from allmende.learn.dataset import DatasetDecl
+from allmende.net.endpoints import EndpointPolicy, parse_ranges
 from allmende.net.limits import DEFAULT_MAX_MESSAGE_BYTES, MAX_MESSAGE_TTL_SECONDS
 from allmende.net.signers import DEFAULT_SIGNER_CACHE_SECONDS
 from allmende.store.blobs import DEFAULT_GC_GRACE_SECONDS, DEFAULT_MAX_BLOB_BYTES
@@ -74,6 +78,7 @@ DEFAULT_MAX_CONNECTIONS = 2048
 # Chain ids of local development chains (Anvil, Hardhat, Ganache): the only ones where a
 # plaintext key is allowed.
 DEVNET_CHAIN_IDS = frozenset({31337, 1337})
+DEFAULT_CHAIN_ID = 31337  # of an offline node's message domain
 
 DEFAULT_POLL_SECONDS = 0.3
 DEFAULT_REFRESH_SECONDS = 2.0
@@ -154,7 +159,7 @@ class ChainSection(_Section):
     rpc_url: str | None = None
     ws_url: str | None = None
     offline: bool = False
-    chain_id: int = Field(default=31337, ge=1)
+    chain_id: int = Field(default=DEFAULT_CHAIN_ID, ge=1)
     registry: str = "0x" + "00" * 20
     trusted_signers: list[str] = Field(default_factory=list)
     signer_cache_seconds: float = Field(default=DEFAULT_SIGNER_CACHE_SECONDS, ge=0)
@@ -196,12 +201,31 @@ class NetSection(_Section):
     503 until others finish, which bounds the memory peers can tie up (each stalled download
     holds ~120 KiB). Raise it for a node many peers download from at once (symptom: peers log
     HTTP 503 from this node); the process's open-file limit must exceed it. Peers need not agree.
+    ``allow_endpoint_ranges``: address ranges (CIDR) of peer endpoints this node contacts besides
+    public addresses. Endpoints come from the chain, written by whoever registered, so by default
+    loopback, link-local, private, multicast, reserved and unspecified addresses are refused
+    (and URLs with userinfo, a query or a fragment always are); ``allmende node init`` on a
+    devnet chain writes the loopback ranges here. A private network lists its range (e.g.
+    ``"10.0.0.0/8"``); every node of it must, or it skips the others (symptom: ``refused`` peer
+    faults naming the range). A node refuses to register an endpoint its own ranges refuse.
     """
 
     max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, gt=0)
     max_message_ttl_seconds: int = Field(default=MAX_MESSAGE_TTL_SECONDS, gt=0)
     fetch_timeout_seconds: float = Field(default=30.0, gt=0)
     max_connections: int = Field(default=DEFAULT_MAX_CONNECTIONS, gt=0)
+    allow_endpoint_ranges: list[str] = Field(default_factory=list)
+
+    @field_validator("allow_endpoint_ranges")
+    @classmethod
+    def _ranges(cls, values: list[str]) -> list[str]:
+        parse_ranges(values)
+        return values
+
+    @property
+    def endpoint_policy(self) -> EndpointPolicy:
+        """Which peer endpoints this node contacts."""
+        return EndpointPolicy.allowing(self.allow_endpoint_ranges)
 
 
 class ConsentPolicy(_Section):

@@ -30,7 +30,7 @@ import uvicorn
 
 from allmende.chain import ChainClient, Deployment, Jobs, Registry
 from allmende.chain.heads import HeadWatcher, LogFilter, websocket_url
-from allmende.errors import AllmendeError, NodeError
+from allmende.errors import AllmendeError, ConfigError, NodeError
 from allmende.net.api import (
     ApiSettings,
     MessageRouter,
@@ -136,6 +136,13 @@ def register_node(ctx: NodeContext) -> None:
         return
     registry = ctx.chain.registry
     node_cfg = ctx.config.node
+    problem = ctx.config.net.endpoint_policy.url_problem(node_cfg.endpoint)
+    if problem is not None:
+        raise ConfigError(
+            f"This node's endpoint {node_cfg.endpoint!r} would be refused by peers like it: "
+            f"{problem}. Set [node] public_url to an address peers can reach, or list its range "
+            "in [net] allow_endpoint_ranges of every node of this network."
+        )
     if ctx.chain.client.balance(ctx.address) == 0:
         raise NodeError(
             f"The node account {ctx.address} holds no ether to pay for gas; send it some "
@@ -199,6 +206,7 @@ async def serve(ctx: NodeContext, services: Sequence[RoleService]) -> None:
         account=ctx.account,
         domain=ctx.domain,
         timeout=httpx.Timeout(net.fetch_timeout_seconds, connect=CONNECT_TIMEOUT_SECONDS),
+        policy=net.endpoint_policy,
     )
     app = create_app(
         identity=NodeIdentity(
