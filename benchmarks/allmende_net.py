@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from allmende.chain import Contracts, Deployment, Devnet, DevnetConfig, JobStatus, dev_keys
+from allmende.net.endpoints import LOOPBACK_RANGES
 from allmende.net.health import HealthProbe
 from allmende.node.config import parse_config
 from allmende.node.home import create_home
@@ -174,6 +175,7 @@ class BenchNetwork:
             "node": {"port": port, "roles": [role]},
             "chain": {"deployment": str(self.devnet.deployment_path.resolve())},
             "stake": {"amount_wei": STAKE_WEI},
+            "net": {"allow_endpoint_ranges": list(LOOPBACK_RANGES)},
             role: {**settings, "poll_seconds": BENCH_POLL_SECONDS},
         }, source=f"The settings of node {name}")  # fmt: skip
         address = create_home(home, config, chain_id=self.deployment.chain_id, password=None,

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from allmende.chain import Deployment
+from allmende.net.endpoints import LOOPBACK_RANGES
 from allmende.net.health import HealthProbe
 from allmende.node.config import parse_config
 from allmende.node.home import create_home, open_store
@@ -199,6 +200,7 @@ def write_home(
         "node": {"port": free_port(), "roles": list(roles)},
         "chain": {"deployment": str(deployment.resolve())},
         "stake": {"amount_wei": stake_wei},
+        "net": {"allow_endpoint_ranges": list(LOOPBACK_RANGES)},  # as init writes on a devnet
     }
     for name, values in (sections or {}).items():
         raw[name] = {**raw.get(name, {}), **values}

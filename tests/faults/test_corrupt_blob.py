@@ -19,8 +19,11 @@ from fault_nodes import NodeProcess
 
 from allmende.errors import HashMismatch
 from allmende.net.client import PeerClient
+from allmende.net.endpoints import LOOPBACK_RANGES, EndpointPolicy
 from allmende.store.blobs import BlobStore
 from allmende.store.state import StateDB
+
+LOOPBACK = EndpointPolicy.allowing(LOOPBACK_RANGES)  # the nodes are on loopback
 
 BLOB_BYTES = 3 * 1024 * 1024 + 17  # more than one streamed chunk
 
@@ -62,7 +65,7 @@ def test_a_node_serving_a_corrupted_blob_is_passed_over_and_quarantines_it(
     store = BlobStore(tmp_path / "peer-blobs")
 
     async def fetch() -> str | None:
-        async with PeerClient(store, state=state) as client:
+        async with PeerClient(store, state=state, policy=LOOPBACK) as client:
             return (await client.fetch_blob(digest, [a.url, b.url])).peer
 
     assert asyncio.run(fetch()) == b.url  # A was asked first and served wrong bytes
@@ -92,7 +95,7 @@ def test_a_node_reading_its_corrupted_blob_detects_it_and_fetches_it_again(
     assert not local.has(digest)  # quarantined, so the next fetch does not trust it
 
     async def refetch() -> str | None:
-        async with PeerClient(local) as client:
+        async with PeerClient(local, policy=LOOPBACK) as client:
             return (await client.fetch_blob(digest, [b.url])).peer
 
     assert asyncio.run(refetch()) == b.url
@@ -105,7 +108,7 @@ def test_an_intact_blob_is_read_without_a_fetch(nodes, blob: Path, tmp_path: Pat
     digest = local.put_file(blob)
 
     async def fetch() -> str | None:
-        async with PeerClient(local) as client:
+        async with PeerClient(local, policy=LOOPBACK) as client:
             return (await client.fetch_blob(digest, ["http://127.0.0.1:9"])).peer
 
     assert asyncio.run(fetch()) is None  # already local and intact: no peer asked

@@ -35,6 +35,7 @@ from fault_nodes import NodeProcess
 
 from allmende.net.api import SERVE_CHUNK_BYTES
 from allmende.net.client import PeerClient
+from allmende.net.endpoints import LOOPBACK_RANGES, EndpointPolicy
 from allmende.node.config import parse_config, write_config
 from allmende.store.blobs import BlobStore
 
@@ -185,7 +186,11 @@ def configure(node: NodeProcess, **net: object) -> None:
 
 async def fetch_as_other_peer(node: NodeProcess, digest: str, into: Path) -> int:
     """Fetch a blob from the node with the real peer client (hash-checked); its size."""
-    async with PeerClient(BlobStore(into), timeout=httpx.Timeout(WAIT_SECONDS)) as client:
+    async with PeerClient(
+        BlobStore(into),
+        timeout=httpx.Timeout(WAIT_SECONDS),
+        policy=EndpointPolicy.allowing(LOOPBACK_RANGES),
+    ) as client:
         result = await client.fetch_blob(digest, [node.url])
     return result.size
 

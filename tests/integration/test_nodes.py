@@ -24,7 +24,9 @@ from nodes import NodeFactory, NodeProcess, allmende, wait_ready
 from allmende.chain import ChainClient, Registry
 from allmende.errors import PeerError
 from allmende.net.client import PeerClient
+from allmende.net.endpoints import LOOPBACK_RANGES, EndpointPolicy
 from allmende.net.messages import MessageDomain, sign_message
+from allmende.node.config import load_config
 from allmende.store.blobs import BlobStore
 from allmende.store.state import StateDB
 
@@ -136,6 +138,7 @@ def test_nodes_register_serve_info_and_exchange_messages(cluster) -> None:
             account=a_key,
             domain=domain,
             timeout=httpx.Timeout(HTTP_TIMEOUT),
+            policy=load_config(nodes["a"].home).net.endpoint_policy,  # as `node init` wrote it
         ) as client:
             return await client.post_message(
                 nodes["c"].url, recipient=nodes["c"].address, kind="ping", payload={"x": 2}
@@ -233,7 +236,13 @@ async def _fetch(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> Any:
     timeout = httpx.Timeout(HTTP_TIMEOUT)
-    async with PeerClient(store, state=state, transport=transport, timeout=timeout) as client:
+    async with PeerClient(
+        store,
+        state=state,
+        transport=transport,
+        timeout=timeout,
+        policy=EndpointPolicy.allowing(LOOPBACK_RANGES),
+    ) as client:
         return await client.fetch_blob(digest, peers)
 
 

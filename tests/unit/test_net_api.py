@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -87,6 +88,7 @@ class Node:
             settings=ApiSettings(max_message_bytes=2048),
             ready=lambda: self.roles_ready,
         )
+        self.app = app
         self.app_calls = 0
 
         async def counted(scope, receive, send) -> None:
@@ -264,3 +266,61 @@ def test_a_handler_bug_is_a_json_500_and_the_node_keeps_serving(node: Node) -> N
     assert "RuntimeError" in response.json()["detail"]
     assert _post(node, _message()).status_code == 200
     assert "allmende_internal_errors_total 1.0" in node.http.get("/metrics").text
+
+
+def test_the_nonce_write_of_a_message_never_blocks_the_event_loop(tmp_path: Path) -> None:
+    """Another connection holds the database's write lock (a slow disk, a backup): a message
+    waits for it, and meanwhile the node keeps answering other requests."""
+    node = Node(tmp_path)
+    blocker = sqlite3.connect(node.state.path, isolation_level=None)
+    transport = httpx.ASGITransport(app=node.app, raise_app_exceptions=False)
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
+            blocker.execute("BEGIN IMMEDIATE")
+            posting = asyncio.create_task(
+                client.post(
+                    "/v1/messages",
+                    content=_message(),
+                    headers={"content-type": "application/json"},
+                )
+            )
+            await asyncio.sleep(0.2)  # the message is waiting for the lock now
+            health = await asyncio.wait_for(client.get("/healthz"), 5)
+            assert health.status_code == 200
+            assert not posting.done()
+            blocker.execute("ROLLBACK")
+            answer = await asyncio.wait_for(posting, 10)
+            assert answer.status_code == 200, answer.text
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        blocker.close()
+        node.http.close()
+        node.state.close()
+
+
+def test_the_same_message_posted_concurrently_is_accepted_once(tmp_path: Path) -> None:
+    node = Node(tmp_path)
+    transport = httpx.ASGITransport(app=node.app, raise_app_exceptions=False)
+    body = _message()
+
+    async def scenario() -> list[int]:
+        async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
+            answers = await asyncio.gather(
+                *(
+                    client.post(
+                        "/v1/messages", content=body, headers={"content-type": "application/json"}
+                    )
+                    for _ in range(8)
+                )
+            )
+        return sorted(answer.status_code for answer in answers)
+
+    try:
+        assert asyncio.run(scenario()) == [200] + [409] * 7
+        assert len(node.received) == 1
+    finally:
+        node.http.close()
+        node.state.close()

@@ -89,6 +89,22 @@ def test_written_config_reads_back_identically(tmp_path: Path) -> None:
     assert load_config(tmp_path) == config
 
 
+def test_strings_with_newlines_quotes_and_control_characters_read_back_exactly(
+    tmp_path: Path,
+) -> None:
+    awkward = 'a\nb "quoted" back\\slash\ttab\r\x01\x7f\u00e9 [x] = 1'
+    config = parse_config(
+        {
+            "node": {"data_dir": awkward, "password_env": awkward},
+            "chain": {"deployment": f"{awkward}/deployment.json"},
+            "trainer": {"allowed_tasks": [awkward, "plain"]},
+        }
+    )
+    write_config(tmp_path, config)
+    assert load_config(tmp_path) == config
+    assert load_config(tmp_path).node.password_env == awkward
+
+
 def test_load_config_errors_say_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="node init"):
         load_config(tmp_path)
@@ -256,3 +272,22 @@ def test_node_init_refuses_bad_flags(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert _cli("node", "init", str(tmp_path / "b"), "--insecure-plaintext-key") == 2
     assert "--deployment" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()
+
+
+def test_node_init_on_a_devnet_allows_loopback_endpoints_and_the_ranges_given(
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from allmende.cli.node import app
+    from allmende.net.endpoints import LOOPBACK_RANGES
+
+    home = tmp_path / "n"
+    args = ["init", str(home), "--offline", "--insecure-plaintext-key"]
+    result = CliRunner().invoke(app, [*args, "--allow-endpoint-range", "10.0.0.0/8"])
+    assert result.exit_code == 0, result.output
+    net = load_config(home).net
+    assert net.allow_endpoint_ranges == [*LOOPBACK_RANGES, "10.0.0.0/8"]
+    assert net.endpoint_policy.url_problem("http://127.0.0.1:8470") is None
+    assert net.endpoint_policy.url_problem("http://10.1.2.3:8470") is None
+    assert net.endpoint_policy.url_problem("http://192.168.0.1:8470") is not None

@@ -19,7 +19,16 @@ from rich.console import Console
 
 from allmende.chain import Deployment
 from allmende.errors import ConfigError, NodeError
-from allmende.node.config import CONFIG_FILE, DEFAULT_HOST, DEFAULT_PORT, load_config, parse_config
+from allmende.net.endpoints import LOOPBACK_RANGES
+from allmende.node.config import (
+    CONFIG_FILE,
+    DEFAULT_CHAIN_ID,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    DEVNET_CHAIN_IDS,
+    load_config,
+    parse_config,
+)
 from allmende.node.home import create_home, open_state, open_store
 from allmende.store.blobs import check_digest
 
@@ -59,10 +68,18 @@ def init(
     import_key_env: str | None = typer.Option(
         None, "--import-key-env", help="Use the private key in this environment variable."
     ),
+    allow_endpoint_range: list[str] = typer.Option(
+        [],
+        "--allow-endpoint-range",
+        help="A non-public address range (CIDR) whose peer endpoints this node contacts "
+        "(repeatable; on a devnet chain loopback is allowed without it).",
+    ),
 ) -> None:
     """Create a node home: node.toml, an encrypted key, and the state database.
 
-    The key password is read from $ALLMENDE_KEY_PASSWORD, or prompted for.
+    The key password is read from $ALLMENDE_KEY_PASSWORD, or prompted for. On a devnet chain
+    (and offline) ``[net] allow_endpoint_ranges`` lists the loopback ranges, where every node of
+    a devnet listens.
     """
     if (home / CONFIG_FILE).exists():
         raise NodeError(f"{home} already holds a node ({CONFIG_FILE}); pick another directory.")
@@ -78,11 +95,18 @@ def init(
     chain: dict[str, object] = {"offline": offline, "trusted_signers": trust}
     if deployment is not None:
         chain["deployment"] = str(deployment.resolve())
+    chain_id = Deployment.load(deployment).chain_id if deployment else DEFAULT_CHAIN_ID
+    ranges = list(LOOPBACK_RANGES) if chain_id in DEVNET_CHAIN_IDS else []
+    ranges += [r for r in allow_endpoint_range if r not in ranges]
     config = parse_config(
-        {"node": node, "chain": chain, "stake": {"amount_wei": stake_wei}},
+        {
+            "node": node,
+            "chain": chain,
+            "stake": {"amount_wei": stake_wei},
+            "net": {"allow_endpoint_ranges": ranges},
+        },
         source="The node settings",
     )
-    chain_id = Deployment.load(deployment).chain_id if deployment else config.chain.chain_id
     private_key = None
     if import_key_env is not None:
         private_key = os.environ.get(import_key_env)
@@ -186,7 +210,7 @@ async def _fetch(home: Path, digest: str, pin: str) -> None:
     logging.getLogger("allmende.net.client").setLevel(logging.ERROR)
     config = load_config(home)
     contracts = Contracts.connect(find_deployment(home=home, deployment=None))
-    reader = JobReader(contracts, open_store(home, config))
+    reader = JobReader(contracts, open_store(home, config), policy=config.net.endpoint_policy)
     try:
         own = config.node.endpoint.rstrip("/")
         peers = [url for url in await reader.all_peers() if url.rstrip("/") != own]

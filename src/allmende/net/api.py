@@ -16,7 +16,8 @@ peer, which checks the hash itself, fetches it elsewhere. ``Range`` and ``HEAD``
 the file without hashing (a ranged reader checks the hash of the whole when it has it).
 
 Every refusal is a 4xx JSON body ``{"detail": "..."}`` saying what was wrong; an unexpected error
-is logged and answered with a JSON 500, and the node keeps serving.
+is logged and answered with a JSON 500, and the node keeps serving. A message's nonce is written
+to the state database in a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -32,7 +33,14 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from allmende import __version__
-from allmende.errors import AllmendeError, BlobNameError, BlobNotFound, HashMismatch, MessageError
+from allmende.errors import (
+    AllmendeError,
+    BlobNameError,
+    BlobNotFound,
+    HashMismatch,
+    MessageError,
+    StoreError,
+)
 from allmende.net.limits import DEFAULT_MAX_MESSAGE_BYTES, MAX_MESSAGE_TTL_SECONDS
 from allmende.net.messages import (
     MessageDomain,
@@ -224,7 +232,16 @@ def create_app(
         if handler is None:
             metrics.messages.labels("unknown_kind").inc()
             raise HTTPException(400, f"This node has no handler for message kind {message.kind!r}.")
-        if not state.remember_nonce(message.sender, message.nonce, message.expiry):
+        # A disk write: in a worker thread (the connection is shared under the state's lock),
+        # so a slow disk or a locked database stalls this request only, never the event loop.
+        try:
+            fresh = await asyncio.to_thread(
+                state.remember_nonce, message.sender, message.nonce, message.expiry
+            )
+        except StoreError as exc:
+            metrics.messages.labels("state_unavailable").inc()
+            raise HTTPException(503, f"Cannot record the message's nonce now: {exc}") from None
+        if not fresh:
             metrics.messages.labels("replayed").inc()
             raise HTTPException(
                 409,

@@ -1,7 +1,11 @@
 """The peer client: fetch blobs by hash from whichever peer has them, post signed messages.
 
 Blobs from ``http://`` peers come through :class:`~allmende.net.plainhttp.PlainHttp`; HTTPS
-peers and messages go through httpx.
+peers and messages go through httpx. Both contact a peer only as the client's
+:class:`~allmende.net.endpoints.EndpointPolicy` allows: its URL is checked before any request,
+and its host is resolved and every address checked when connecting, and the connection is made
+to those checked addresses (httpx through :class:`_PolicyBackend`), so a name that resolves to an
+internal address is refused too. A refused peer is a ``refused`` peer fault; nothing is sent.
 
 A fetch tries the candidate peers in order and moves on at the first error, timeout, oversized
 body or wrong hash. Besides the per-read timeout, a download from one peer is held to a
@@ -26,10 +30,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import httpcore
 import httpx
 
 from allmende import __version__
 from allmende.errors import BlobTooLarge, HashMismatch, PeerError
+from allmende.net.endpoints import EndpointPolicy, EndpointRefused
 from allmende.net.limits import (
     DEFAULT_FETCH_DEADLINE_SECONDS,
     DEFAULT_FETCH_MIN_BYTES_PER_SECOND,
@@ -80,11 +86,63 @@ def tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+class _PolicyBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend connecting only to addresses ``policy`` allows: it resolves the
+    host itself and connects to the checked addresses (TLS still checks the host's name)."""
+
+    def __init__(self, policy: EndpointPolicy) -> None:
+        self.policy = policy
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.AsyncNetworkStream:
+        error: Exception = httpcore.ConnectError(f"{host} resolved to no address")
+        for address in await self.policy.resolve(host, port):
+            try:
+                return await self._inner.connect_tcp(
+                    address, port, timeout, local_address, socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                error = exc
+        raise error
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.AsyncNetworkStream:
+        raise EndpointRefused("Peers are reached over TCP only, never a local socket.")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class _PolicyTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport with its connection pool on a :class:`_PolicyBackend`."""
+
+    def __init__(self, policy: EndpointPolicy) -> None:
+        super().__init__(verify=tls_context())
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's own
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=tls_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_PolicyBackend(policy),
+        )
+
+
 class PeerClient:
     """Talks to other nodes for this one; one instance per node, closed with :meth:`aclose`.
 
-    ``account`` and ``domain`` are needed only to post messages; ``state`` and ``metrics`` only to
-    record peers that misbehave.
+    ``policy`` says which endpoints may be contacted (default: public addresses only; a devnet
+    node's config allows loopback). ``account`` and ``domain`` are needed only to post messages;
+    ``state`` and ``metrics`` only to record peers that misbehave. A test's ``transport`` sees
+    every request instead of the network (the URL checks still apply).
     """
 
     def __init__(
@@ -97,10 +155,12 @@ class PeerClient:
         domain: MessageDomain | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         pace: FetchPace = FetchPace(),
+        policy: EndpointPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.store = store
         self.pace = pace
+        self.policy = policy or EndpointPolicy()
         self.state = state
         self.metrics = metrics
         self.account = account
@@ -110,8 +170,7 @@ class PeerClient:
             timeout=timeout,
             headers=headers,
             follow_redirects=False,
-            transport=transport,
-            verify=tls_context(),
+            transport=transport or _PolicyTransport(self.policy),
         )
         # Blob downloads from http:// peers; a test's own transport sees every request instead.
         self._plain = (
@@ -119,6 +178,7 @@ class PeerClient:
                 connect_timeout=timeout.connect or DEFAULT_TIMEOUT.connect or 5.0,
                 read_timeout=timeout.read or DEFAULT_TIMEOUT.read or 30.0,
                 headers=headers,
+                resolve=self.policy.resolve,
             )
             if transport is None
             else None
@@ -168,7 +228,7 @@ class PeerClient:
             except _PeerFailure as failure:
                 failures.append(f"{peer}: {failure.detail}")
                 if failure.kind != "not_found":
-                    self._record_fault(peer, failure.kind, failure.detail)
+                    self.record_fault(peer, failure.kind, failure.detail)
                     self._faulted[peer] = time.monotonic()
                 continue
             self._faulted.pop(peer, None)
@@ -191,6 +251,10 @@ class PeerClient:
         return sorted(peers, key=lambda peer: (peer in self._faulted, self._faulted.get(peer, 0)))
 
     async def _fetch_from(self, peer: str, digest: str, max_bytes: int | None) -> int:
+        try:
+            self.policy.check_url(peer)
+        except EndpointRefused as exc:
+            raise _PeerFailure("refused", f"was not asked: {exc}") from None
         watch = _PaceWatch(self.pace)
         try:
             return await self._download(peer, digest, max_bytes, watch)
@@ -240,6 +304,8 @@ class PeerClient:
                 raise _PeerFailure("hash", f"served wrong bytes: {exc}") from None
             except BlobTooLarge as exc:
                 raise _PeerFailure("size", f"sent too much: {exc}") from None
+            except EndpointRefused as exc:
+                raise _PeerFailure("refused", f"was not asked: {exc}") from None
             except PlainHttpError as exc:
                 raise _PeerFailure(exc.kind, f"failed: {exc.detail}") from None
             except httpx.TimeoutException as exc:
@@ -247,7 +313,8 @@ class PeerClient:
             except httpx.HTTPError as exc:
                 raise _PeerFailure("unreachable", f"failed: {type(exc).__name__}: {exc}") from None
 
-    def _record_fault(self, peer: str, kind: str, detail: str) -> None:
+    def record_fault(self, peer: str, kind: str, detail: str) -> None:
+        """Log a peer's misbehaviour, count it and record it in the state database."""
         log.warning("Peer %s %s", peer, detail)
         if self.metrics is not None:
             self.metrics.peer_faults.labels(kind).inc()
@@ -280,13 +347,17 @@ class PeerClient:
         )
         url = f"{peer.rstrip('/')}/v1/messages"
         try:
+            self.policy.check_url(peer)
             response = await self._http.post(
                 url,
                 content=message.model_dump_json(),
                 headers={"content-type": "application/json"},
             )
+        except EndpointRefused as exc:
+            self.record_fault(peer, "refused", f"was not sent a message: {exc}")
+            raise PeerError(f"Not sending a {kind!r} message to {peer}: {exc}") from None
         except httpx.HTTPError as exc:
-            self._record_fault(peer, "unreachable", f"failed: {type(exc).__name__}: {exc}")
+            self.record_fault(peer, "unreachable", f"failed: {type(exc).__name__}: {exc}")
             raise PeerError(f"Cannot deliver a {kind!r} message to {peer}: {exc}.") from None
         body = _json_or_none(response)
         if response.status_code != 200 or not isinstance(body, dict):
@@ -299,9 +370,12 @@ class PeerClient:
     async def info(self, peer: str) -> dict[str, Any]:
         """A peer's ``GET /v1/info`` (untrusted: it says what the peer claims)."""
         try:
+            self.policy.check_url(peer)
             response = await self._http.get(f"{peer.rstrip('/')}/v1/info")
             response.raise_for_status()
             body = response.json()
+        except EndpointRefused as exc:
+            raise PeerError(f"Not asking peer {peer} for its info: {exc}") from None
         except (httpx.HTTPError, ValueError) as exc:
             raise PeerError(f"Cannot read the info of peer {peer}: {exc}.") from None
         if not isinstance(body, dict):

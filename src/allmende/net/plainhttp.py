@@ -9,15 +9,17 @@ round. :class:`PlainHttp` writes the request line itself and parses the answer w
 whether the connection may be reused. HTTPS and everything that is not a blob download still
 go through httpx.
 
-A peer is untrusted: headers are bounded (:data:`MAX_HEADER_BYTES`), every read has a timeout,
-a malformed answer raises :class:`PlainHttpError`, and a connection is reused only after a
-complete, well-formed answer that allows it.
+A peer is untrusted: it is connected to only at the addresses ``resolve(host, port)``
+returns (the peer client's endpoint policy, :mod:`allmende.net.endpoints`), headers are
+bounded (:data:`MAX_HEADER_BYTES`), every read has a timeout, a malformed answer raises
+:class:`PlainHttpError`, and a connection is reused only after a complete, well-formed answer
+that allows it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -67,15 +69,28 @@ class _Answer:
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 OnHeaders = Callable[[int, dict[str, str]], None]
 OnBody = Callable[[bytes], None]
+Resolve = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def _as_given(host: str, port: int) -> list[str]:
+    return [host]
 
 
 class PlainHttp:
     """``GET`` requests to ``http://`` peers, reusing idle connections per host and port."""
 
     def __init__(
-        self, *, connect_timeout: float, read_timeout: float, headers: dict[str, str]
+        self,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        headers: dict[str, str],
+        resolve: Resolve = _as_given,
     ) -> None:
+        """``resolve(host, port)``: the addresses to connect to, in order (it may raise to
+        refuse the host); by default the host itself, resolved by the operating system."""
         self.connect_timeout = connect_timeout
+        self.resolve = resolve
         self.read_timeout = read_timeout
         self._extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         self._idle: dict[tuple[str, int], list[Connection]] = {}
@@ -113,13 +128,28 @@ class PlainHttp:
                 writer.close()
 
     async def _connect(self, host: str, port: int) -> Connection:
+        try:  # what ``resolve`` raises to refuse the host propagates as it is
+            addresses = await asyncio.wait_for(self.resolve(host, port), self.connect_timeout)
+        except TimeoutError:
+            raise PlainHttpError("timeout", f"did not resolve in {self.connect_timeout:g} s"
+                                 ) from None  # fmt: skip
         try:
-            return await asyncio.wait_for(asyncio.open_connection(host, port), self.connect_timeout)
+            return await asyncio.wait_for(self._open(addresses, port), self.connect_timeout)
         except TimeoutError:
             raise PlainHttpError("timeout", f"did not accept a connection in "
                                  f"{self.connect_timeout:g} s") from None  # fmt: skip
         except OSError as exc:
             raise PlainHttpError("unreachable", f"{type(exc).__name__}: {exc}") from None
+
+    async def _open(self, addresses: list[str], port: int) -> Connection:
+        """A connection to the first of ``addresses`` that accepts one."""
+        error: OSError = OSError("the host resolved to no address")
+        for address in addresses:
+            try:
+                return await asyncio.open_connection(address, port)
+            except OSError as exc:
+                error = exc
+        raise error
 
     async def _exchange(
         self,

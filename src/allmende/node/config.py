@@ -21,6 +21,9 @@ Example::
     [store]
     max_blob_bytes = 4294967296
 
+    [net]
+    allow_endpoint_ranges = ["127.0.0.0/8", "::1/128"]  # a devnet: every node on loopback
+
     [trainer]
     allowed_tasks = ["digits-mlp"]
     allowed_owners = ["0x90F79bf6EB2c4f870365E785982E1f101E93b906"]
@@ -60,6 +63,7 @@ from allmende.chain.addresses import is_address, to_checksum_address
 from allmende.chain.roles import ROLE_AGGREGATOR, ROLE_PROVIDER, ROLE_TRAINER, ROLE_VERIFIER
 from allmende.errors import ConfigError
 from allmende.learn.dataset import DatasetDecl
+from allmende.net.endpoints import EndpointPolicy, parse_ranges
 from allmende.net.limits import (
     DEFAULT_FETCH_DEADLINE_SECONDS,
     DEFAULT_FETCH_MIN_BYTES_PER_SECOND,
@@ -83,6 +87,7 @@ DEFAULT_MAX_CONNECTIONS = 2048
 # Chain ids of local development chains (Anvil, Hardhat, Ganache): the only ones where a
 # plaintext key is allowed.
 DEVNET_CHAIN_IDS = frozenset({31337, 1337})
+DEFAULT_CHAIN_ID = 31337  # of an offline node's message domain
 
 DEFAULT_POLL_SECONDS = 0.3
 DEFAULT_REFRESH_SECONDS = 2.0
@@ -163,7 +168,7 @@ class ChainSection(_Section):
     rpc_url: str | None = None
     ws_url: str | None = None
     offline: bool = False
-    chain_id: int = Field(default=31337, ge=1)
+    chain_id: int = Field(default=DEFAULT_CHAIN_ID, ge=1)
     registry: str = "0x" + "00" * 20
     trusted_signers: list[str] = Field(default_factory=list)
     signer_cache_seconds: float = Field(default=DEFAULT_SIGNER_CACHE_SECONDS, ge=0)
@@ -221,6 +226,14 @@ class NetSection(_Section):
     A peer too slow is recorded as a fault ("slow" or "timeout") and the next holder is tried;
     it is tried last for a while. Lower the rate or raise the deadline for big blobs on slow
     links (symptom: "slow" peer faults for healthy peers). None of these need peers to agree.
+
+    ``allow_endpoint_ranges``: address ranges (CIDR) of peer endpoints this node contacts besides
+    public addresses. Endpoints come from the chain, written by whoever registered, so by default
+    loopback, link-local, private, multicast, reserved and unspecified addresses are refused
+    (and URLs with userinfo, a query or a fragment always are); ``allmende node init`` on a
+    devnet chain writes the loopback ranges here. A private network lists its range (e.g.
+    ``"10.0.0.0/8"``); every node of it must, or it skips the others (symptom: ``refused`` peer
+    faults naming the range). A node refuses to register an endpoint its own ranges refuse.
     """
 
     max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, gt=0)
@@ -233,6 +246,18 @@ class NetSection(_Section):
     fetch_deadline_seconds: float = Field(default=DEFAULT_FETCH_DEADLINE_SECONDS, gt=0)
     fetch_min_bytes_per_second: int = Field(default=DEFAULT_FETCH_MIN_BYTES_PER_SECOND, ge=0)
     fetch_rate_window_seconds: float = Field(default=DEFAULT_FETCH_RATE_WINDOW_SECONDS, gt=0)
+    allow_endpoint_ranges: list[str] = Field(default_factory=list)
+
+    @field_validator("allow_endpoint_ranges")
+    @classmethod
+    def _ranges(cls, values: list[str]) -> list[str]:
+        parse_ranges(values)
+        return values
+
+    @property
+    def endpoint_policy(self) -> EndpointPolicy:
+        """Which peer endpoints this node contacts."""
+        return EndpointPolicy.allowing(self.allow_endpoint_ranges)
 
 
 class ConsentPolicy(_Section):
@@ -370,8 +395,26 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{escaped}"'
+        return _toml_string(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"Cannot write {type(value).__name__} to TOML.")
+
+
+# TOML basic strings: these characters must be escaped; other control characters and DEL are
+# written as \uXXXX, so any string (a path or URL with a newline, a quote or a backslash) reads
+# back exactly.
+_TOML_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f",
+                 "\r": "\\r"}  # fmt: skip
+
+
+def _toml_string(value: str) -> str:
+    out = []
+    for char in value:
+        if char in _TOML_ESCAPES:
+            out.append(_TOML_ESCAPES[char])
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'

@@ -1,38 +1,63 @@
 """Who takes part in a job and where to reach them: members from the Jobs contract, endpoints
 from the Registry.
 
-An endpoint comes from the chain, so anyone who registered wrote it: only http(s) URLs are
-used. :class:`PeerDirectory` caches each node's endpoint for a while; :class:`Members` is a
-job's trainer and aggregator lists as of the counts in its record (they only ever grow).
+An endpoint comes from the chain, so anyone who registered wrote it: only those the node's
+:class:`~allmende.net.endpoints.EndpointPolicy` allows are used (http(s), public addresses or
+the ranges the config allows); a refused one is recorded as a ``refused`` peer fault and the
+member is skipped. :class:`PeerDirectory` caches each node's endpoint for a while;
+:class:`Members` is a job's trainer and aggregator lists as of the counts in its record (they
+only ever grow).
 Roles and the read-only tools (:mod:`allmende.node.remote`) share both.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from allmende.net.endpoints import EndpointPolicy
 from allmende.node.context import on_chain
 
 if TYPE_CHECKING:
     from allmende.chain import Job, Jobs, Node, Registry
 
+log = logging.getLogger(__name__)
+
 ENDPOINT_CACHE_SECONDS = 30.0
+OnRefused = Callable[[str, str, str], None]  # (endpoint, fault kind, detail)
 
 
-def usable_endpoint(record: Node) -> str | None:
-    """The node's registered endpoint if it is registered with an http(s) URL, else None."""
-    url = record.endpoint if record.registered else ""
-    return url if url.startswith(("http://", "https://")) else None
+def usable_endpoint(record: Node, policy: EndpointPolicy) -> tuple[str | None, str | None]:
+    """``(endpoint, None)`` when the node is registered with an endpoint ``policy`` allows, else
+    ``(None, why not)`` (the reason is None for a node that is not registered)."""
+    if not record.registered:
+        return None, None
+    problem = policy.url_problem(record.endpoint)
+    return (None, problem) if problem is not None else (record.endpoint, None)
 
 
 class PeerDirectory:
-    """Endpoints of nodes, read from the Registry and cached for ``cache_seconds``."""
+    """Endpoints of nodes, read from the Registry and cached for ``cache_seconds``.
 
-    def __init__(self, registry: Registry, *, cache_seconds: float = ENDPOINT_CACHE_SECONDS):
+    ``policy`` says which endpoints may be used (default: public addresses only);
+    ``on_refused(endpoint, "refused", detail)`` hears of each refused one (a peer fault), once
+    per cache period.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        policy: EndpointPolicy | None = None,
+        on_refused: OnRefused | None = None,
+        cache_seconds: float = ENDPOINT_CACHE_SECONDS,
+    ):
         self.registry = registry
+        self.policy = policy or EndpointPolicy()
+        self.on_refused = on_refused
         self.cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, str | None]] = {}
 
@@ -42,7 +67,14 @@ class PeerDirectory:
         hit = self._cache.get(key)
         if hit is not None and time.monotonic() - hit[0] < self.cache_seconds:
             return hit[1]
-        usable = usable_endpoint(await on_chain(self.registry.node, address))
+        record = await on_chain(self.registry.node, address)
+        usable, problem = usable_endpoint(record, self.policy)
+        if problem is not None:
+            detail = f"of node {address} is skipped: {problem}"
+            if self.on_refused is not None:
+                self.on_refused(record.endpoint, "refused", detail)
+            else:
+                log.warning("The endpoint %r %s", record.endpoint, detail)
         self._cache[key] = (time.monotonic(), usable)
         return usable
 

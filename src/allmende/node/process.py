@@ -30,7 +30,7 @@ import uvicorn
 
 from allmende.chain import ChainClient, Deployment, Jobs, Registry
 from allmende.chain.heads import HeadWatcher, LogFilter, websocket_url
-from allmende.errors import AllmendeError, NodeError
+from allmende.errors import AllmendeError, ConfigError, NodeError
 from allmende.net.api import (
     ApiSettings,
     MessageRouter,
@@ -137,6 +137,13 @@ def register_node(ctx: NodeContext) -> None:
         return
     registry = ctx.chain.registry
     node_cfg = ctx.config.node
+    problem = ctx.config.net.endpoint_policy.url_problem(node_cfg.endpoint)
+    if problem is not None:
+        raise ConfigError(
+            f"This node's endpoint {node_cfg.endpoint!r} would be refused by peers like it: "
+            f"{problem}. Set [node] public_url to an address peers can reach, or list its range "
+            "in [net] allow_endpoint_ranges of every node of this network."
+        )
     if ctx.chain.client.balance(ctx.address) == 0:
         raise NodeError(
             f"The node account {ctx.address} holds no ether to pay for gas; send it some "
@@ -205,6 +212,7 @@ async def serve(ctx: NodeContext, services: Sequence[RoleService]) -> None:
             min_bytes_per_second=net.fetch_min_bytes_per_second,
             window_seconds=net.fetch_rate_window_seconds,
         ),
+        policy=net.endpoint_policy,
     )
     app = create_app(
         identity=NodeIdentity(
@@ -318,7 +326,7 @@ async def _stop_when(event: asyncio.Event, stop: Callable[[], None]) -> None:
 
 async def _sweep_nonces(ctx: NodeContext) -> None:
     while not ctx.stopping.is_set():
-        ctx.state.forget_expired_nonces(time.time())
+        await asyncio.to_thread(ctx.state.forget_expired_nonces, time.time())  # a disk write
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ctx.stopping.wait(), NONCE_SWEEP_SECONDS)
 

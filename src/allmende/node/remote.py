@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 from allmende.chain import Contracts, Deployment, Job
 from allmende.errors import ConfigError
 from allmende.net.client import PeerClient
-from allmende.node.config import load_config, resolve
+from allmende.net.endpoints import LOOPBACK_RANGES, EndpointPolicy
+from allmende.node.config import DEVNET_CHAIN_IDS, load_config, resolve
 from allmende.node.directory import MemberCache, PeerDirectory
 from allmende.node.home import open_store
 from allmende.node.jobdata import State, fetch_spec, fetch_state
@@ -50,12 +51,15 @@ def find_deployment(*, home: Path | None, deployment: Path | None) -> Deployment
 class JobReader:
     """Reads a job's chain state and fetches its blobs; close with :meth:`aclose`."""
 
-    def __init__(self, contracts: Contracts, store: BlobStore) -> None:
+    def __init__(
+        self, contracts: Contracts, store: BlobStore, *, policy: EndpointPolicy | None = None
+    ) -> None:
         self.contracts = contracts
         self.jobs = contracts.jobs
         self.store = store
-        self.peers = PeerClient(store)
-        self.directory = PeerDirectory(contracts.registry)
+        self.policy = policy or reader_policy(None, contracts.deployment)
+        self.peers = PeerClient(store, policy=self.policy)
+        self.directory = PeerDirectory(contracts.registry, policy=self.policy)
         self._members = MemberCache(contracts.jobs)
 
     async def aclose(self) -> None:
@@ -85,14 +89,25 @@ class JobReader:
         return await fetch_state(self.peers, self.store, digest, peers, reference=reference)
 
 
+def reader_policy(home: Path | None, deployment: Deployment) -> EndpointPolicy:
+    """The endpoint policy of a tool reading a job: the node home's, or without a home, loopback
+    allowed on a devnet chain and public addresses only elsewhere."""
+    if home is not None:
+        return load_config(home).net.endpoint_policy
+    if deployment.chain_id in DEVNET_CHAIN_IDS:
+        return EndpointPolicy.allowing(LOOPBACK_RANGES)
+    return EndpointPolicy()
+
+
 @contextlib.asynccontextmanager
 async def open_reader(home: Path | None, deployment: Path | None) -> AsyncIterator[JobReader]:
     """A :class:`JobReader` on the chain of ``home`` (or ``deployment``), fetching into the
     node's store, or into a scratch store without a home."""
-    contracts = Contracts.connect(find_deployment(home=home, deployment=deployment))
+    found = find_deployment(home=home, deployment=deployment)
+    contracts = Contracts.connect(found)
     with tempfile.TemporaryDirectory(prefix="allmende-blobs-") as scratch:
         store = open_store(home) if home is not None else BlobStore(Path(scratch))
-        reader = JobReader(contracts, store)
+        reader = JobReader(contracts, store, policy=reader_policy(home, found))
         try:
             yield reader
         finally:

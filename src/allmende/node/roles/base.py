@@ -65,7 +65,11 @@ class JobRole(ABC):
     async def run(self, ctx: NodeContext) -> None:
         """Follow the chain and step every known job until ``ctx.stopping`` is set."""
         chain = ctx.require_chain()
-        self.attach(ctx, jobs=chain.jobs, directory=PeerDirectory(chain.registry))
+        peers = ctx.require_peers()
+        directory = PeerDirectory(
+            chain.registry, policy=peers.policy, on_refused=peers.record_fault
+        )
+        self.attach(ctx, jobs=chain.jobs, directory=directory)
         stream = EventStream(
             chain.client,
             self.decoder(chain.deployment),
