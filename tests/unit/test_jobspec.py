@@ -62,6 +62,8 @@ def test_key_order_in_the_toml_does_not_change_the_blob(tmp_path):
     b = load_jobspec(write(tmp_path, reordered)).canonical_bytes()
     assert a == b
 
+ROUNDS_RULE = "job spec: 'rounds' must be an integer between 1 and 10000"
+
 
 @pytest.mark.parametrize(
     ("text", "expected"),
@@ -92,9 +94,9 @@ def test_bad_amounts_are_refused(text):
             ("rounds = 3", "roundz = 3"),
             "job spec: unknown key 'roundz' at top level; did you mean 'rounds'?",
         ),
-        (("rounds = 3", "rounds = 0"), "job spec: 'rounds' must be an integer >= 1 (got 0)"),
-        (("rounds = 3", 'rounds = "3"'), "job spec: 'rounds' must be an integer >= 1"),
-        (("rounds = 3", "rounds = true"), "job spec: 'rounds' must be an integer >= 1"),
+        (("rounds = 3", "rounds = 0"), ROUNDS_RULE + " (got 0)"),
+        (("rounds = 3", 'rounds = "3"'), ROUNDS_RULE),
+        (("rounds = 3", "rounds = true"), ROUNDS_RULE),
         (("rounds = 3\n", ""), "job spec: missing key 'rounds' at top level"),
         (
             ("lr = 0.05", "lr = 0.05\nlrr = 1"),
@@ -160,3 +162,70 @@ def test_training_settings_are_the_specs_hyper_parameters() -> None:
         "epochs": 3, "batch_size": 16, "lr": 0.25, "optimizer": "sgd",
         "momentum": 0.5, "weight_decay": 0.01,
     }  # fmt: skip
+
+
+# -- who aggregates, what is at stake, how trainers weigh --------------------------------------
+
+A1, A2, A3 = ("0x" + c * 40 for c in "abc")
+
+
+def spec_with(tmp_path: Path, extra: str, *, quorum: int = 1) -> JobSpec:
+    text = MINIMAL.replace("quorum = 1", f"quorum = {quorum}").replace(
+        "[optimizer]", extra + "\n[optimizer]"
+    )
+    return load_jobspec(write(tmp_path, text))
+
+
+def test_by_default_the_committee_is_open_and_the_smallest_with_a_majority_quorum(tmp_path):
+    spec = spec_with(tmp_path, "", quorum=2)
+    assert not spec.committee.named and spec.committee_size == 3
+    assert spec.committee.signup_seconds == 30
+    assert (spec.weighting, spec.weight_cap, spec.weight_of(480)) == ("equal", 0, 1)
+    assert spec.aggregator_stake == 2 * 10**17 and spec.trainer_stake == 0
+
+
+@pytest.mark.parametrize(("size", "quorum"), [(2, 1), (3, 1), (4, 2), (16, 8)])
+def test_an_open_committee_refuses_a_quorum_that_is_no_strict_majority(tmp_path, size, quorum):
+    with pytest.raises(ConfigError, match="needs a strict-majority quorum") as info:
+        spec_with(tmp_path, f"committee = {{ size = {size} }}", quorum=quorum)
+    assert f"raise quorum to {size // 2 + 1}" in str(info.value)
+
+
+def test_a_named_committee_takes_any_quorum_up_to_its_size(tmp_path):
+    members = f'committee = {{ members = ["{A1}", "{A2}", "{A3}"] }}'
+    spec = spec_with(tmp_path, members, quorum=1)  # owner-run aggregation: any quorum
+    assert spec.committee.named and spec.committee_size == 3
+    with pytest.raises(ConfigError, match="exceeds the committee's 3 aggregators"):
+        spec_with(tmp_path, members, quorum=4)
+
+
+@pytest.mark.parametrize(
+    ("committee", "message"),
+    [
+        (f'{{ members = ["{A1}", "{A1.upper().replace("X", "x")}"] }}', "names a member twice"),
+        ('{ members = ["0x1234"] }', "is not a 0x-prefixed address"),
+        (f'{{ members = ["{A1}"], size = 2 }}', "either members or a size"),
+        ("{ size = 17 }", "'committee.size' must be an integer between 1 and 16"),
+        ("{ size = 1, signup_seconds = 0 }", "'committee.signup_seconds' must be"),
+    ],
+)
+def test_committee_mistakes_are_one_line(tmp_path, committee, message):
+    with pytest.raises(ConfigError, match=message):
+        spec_with(tmp_path, f"committee = {committee}")
+
+
+def test_declared_weights_need_a_cap_and_are_capped(tmp_path):
+    spec = spec_with(tmp_path, 'weighting = "declared"\nmax_weight = 100')
+    assert spec.weight_cap == 100
+    assert [spec.weight_of(n) for n in (0, 7, 100, 10**9)] == [1, 7, 100, 100]
+    with pytest.raises(ConfigError, match="'max_weight' goes with weighting = 'declared'"):
+        spec_with(tmp_path, 'weighting = "declared"')
+    with pytest.raises(ConfigError, match="'max_weight' goes with"):
+        spec_with(tmp_path, "max_weight = 5")
+
+
+def test_stakes_read_as_amounts_and_deadlines_are_bounded(tmp_path):
+    spec = spec_with(tmp_path, 'trainer_stake = "0.05 ether"\naggregator_stake = "1 ether"')
+    assert (spec.trainer_stake, spec.aggregator_stake) == (5 * 10**16, 10**18)
+    with pytest.raises(ConfigError, match="'round_deadline' must be an integer number of seconds"):
+        spec_with(tmp_path, "round_deadline = 2592001")

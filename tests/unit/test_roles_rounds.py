@@ -32,8 +32,12 @@ def make_job(**changes: int) -> Job:
         owner=A, spec_hash=b"\x02" * 32, model_hash=b"\x03" * 32, rounds=5,
         reward_per_round=10, min_trainers=2, max_trainers=3, quorum=1,
         round_deadline=DEADLINE, escrow=50, current_round=1, round_start=START, status=1,
-        n_trainers=3, n_aggregators=1, final_model_hash=bytes(32),
+        n_trainers=3, n_aggregators=1, final_model_hash=bytes(32), committee_size=1,
+        signup_end=0, sealed=True, trainer_stake=0, aggregator_stake=0, weight_cap=0,
+        attempt=1, reopens=0, n_active_trainers=3, n_volunteers=0, ended_at=0,
     )  # fmt: skip
+    if "n_trainers" in changes:  # no trainer evicted unless a test says so
+        changes.setdefault("n_active_trainers", changes["n_trainers"])
     return dataclasses.replace(job, **changes)
 
 

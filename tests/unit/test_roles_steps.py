@@ -79,6 +79,9 @@ class FakeJobs:
     def is_aggregator(self, job_id: int, address: str) -> bool:
         return address in self.aggregator_list
 
+    def is_trainer_active(self, job_id: int, address: str) -> bool:
+        return address.lower() in {t.lower() for t in self.trainer_list}
+
     def commit_of(self, job_id: int, round_: int, trainer: str) -> Commit:
         self.commit_reads.append((round_, trainer))
         return self.commits.get(trainer, Commit(EMPTY, 0))
@@ -97,6 +100,7 @@ class FakeJobs:
         self.record = replace(
             self.record,
             n_trainers=len(self.trainer_list),
+            n_active_trainers=len(self.trainer_list),
             n_aggregators=len(self.aggregator_list),
         )
 
@@ -133,6 +137,7 @@ class FakeJobs:
         last = round_ + 1 == self.record.rounds
         self.record = replace(
             self.record, current_round=round_ + 1, model_hash=bytes.fromhex(digest),
+            attempt=self.record.attempt + 1,
             round_start=int(time.time()), status=2 if last else 1,
             final_model_hash=bytes.fromhex(digest) if last else EMPTY,
         )  # fmt: skip
@@ -195,6 +200,9 @@ def make_job(peers: FakePeers, *, n_trainers: int, round_start: float, quorum: i
         rounds=SPEC.rounds, reward_per_round=100, min_trainers=2, max_trainers=3, quorum=quorum,
         round_deadline=60, escrow=200, current_round=0, round_start=int(round_start), status=1,
         n_trainers=n_trainers, n_aggregators=0, final_model_hash=EMPTY,
+        committee_size=spec.committee_size, signup_end=1, sealed=True, trainer_stake=0,
+        aggregator_stake=spec.aggregator_stake, weight_cap=0, attempt=0, reopens=0,
+        n_active_trainers=n_trainers, n_volunteers=0, ended_at=0,
     )  # fmt: skip
 
 
@@ -225,7 +233,7 @@ def test_trainer_joins_trains_commits_once_and_recomputes_the_same_bytes(node) -
     assert ME not in jobs.commits  # joining is one step, training the next
     run(role.step(1))
     commit = jobs.commits[ME]
-    assert commit.weight == len(role.local_data(role.plans[1].task)) > 0
+    assert commit.weight == 1 and len(role.local_data(role.plans[1].task)) > 0  # equal weights
     update = decode_state(node.store.read_bytes(commit.update_hash.hex()))
     assert node.store.has(commit.update_hash.hex())
     run(role.step(1))  # committed already: nothing happens (a second commit would raise)
@@ -594,7 +602,7 @@ def test_aggregator_whose_vote_comes_after_the_quorum_moves_on(node, caplog) -> 
     assert jobs.proposals == [] and jobs.finalized == [(0, "ab" * 32, 0b111)]
     assert "Job 1 round 0: finalized before this node's vote." in caplog.text
     assert finalize_lines(caplog) == []
-    assert role.saved_proposal(1, 0) is None
+    assert role.saved_proposal(1, 0, 0) is None
 
 
 def test_aggregator_refuses_a_job_whose_owner_its_policy_rejects(node, caplog) -> None:

@@ -15,6 +15,10 @@ from allmende.chain.deployment import ContractInfo
 from allmende.chain.events import EventDecoder, JobCreated
 from allmende.errors import ChainError
 
+# The Jobs contract's constants the roles plan with.
+MAX_REOPENS = 3  # fresh deadlines a round may get before only the owner's cancel ends the job
+MISSED_ROUNDS_ALLOWED = 3  # finalized rounds in a row a trainer may miss before it is evictable
+
 
 class JobStatus(IntEnum):
     OPEN = 1

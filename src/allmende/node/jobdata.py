@@ -45,6 +45,11 @@ def check_spec_matches(spec: JobSpec, job: Job) -> None:
         "max_trainers": (spec.max_trainers, job.max_trainers),
         "quorum": (spec.quorum, job.quorum),
         "round_deadline": (spec.round_deadline, job.round_deadline),
+        "committee size": (spec.committee_size, job.committee_size),
+        "open committee": (not spec.committee.named, job.open_committee),
+        "trainer_stake": (spec.trainer_stake, job.trainer_stake),
+        "aggregator_stake": (spec.aggregator_stake, job.aggregator_stake),
+        "weight cap": (spec.weight_cap, job.weight_cap),
     }
     wrong = [f"{name} {a} vs {b}" for name, (a, b) in pairs.items() if a != b]
     if wrong:

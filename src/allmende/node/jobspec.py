@@ -317,9 +317,10 @@ def _describe(error: Any) -> str:
         return f"missing key '{loc[-1]}' {where}; add it."
     if error["type"] == "model_type" and not loc:
         return "the spec must be a table (mapping) of settings at top level."
-    if not loc or (error["type"] == "value_error" and field == "aggregation"):
-        # a check across fields, or the aggregation rule's own message
-        return str(error["msg"]).removeprefix("Value error, ")
+    if not loc or (error["type"] == "value_error" and field in ("aggregation", "committee")):
+        # a check across fields, or the aggregation rule's or the committee's own message
+        message = str(error["msg"]).removeprefix("Value error, ")
+        return f"[{field}]: {message}." if field == "committee" else message
     requirement = REQUIREMENTS.get(field)
     got = error.get("input")
     if requirement is None:

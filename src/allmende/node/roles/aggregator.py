@@ -192,7 +192,9 @@ class AggregatorRole(JobRole):
             return
         try:
             await on_chain(self.jobs.reopen, job_id)
-            log.info("Job %d round %d: %s by the deadline; reopened it.", job_id, job.current_round, why)
+            log.info(
+                "Job %d round %d: %s by the deadline; reopened it.", job_id, job.current_round, why
+            )
         except ContractRevert as exc:  # reopened by another aggregator first
             log.debug("Job %d: not reopened: %s", job_id, exc)
 
@@ -208,12 +210,12 @@ class AggregatorRole(JobRole):
         for index, trainer in enumerate(trainers):
             if seen >> index & 1 or (job_id, trainer) in self._evicted:
                 continue
-            self._evicted.add((job_id, trainer))
             try:
                 await on_chain(self.jobs.evict, job_id, index)
-                log.info("Job %d: evicted trainer %s, absent from the last rounds.", job_id, trainer)
-            except ContractRevert:
-                pass  # it committed and was left out for another reason: it keeps its slot
+            except ContractRevert:  # it committed lately, or joined lately: it keeps its slot
+                continue
+            self._evicted.add((job_id, trainer))
+            log.info("Job %d: evicted trainer %s, absent from the last rounds.", job_id, trainer)
 
     async def global_state(self, job_id: int, job: Job, plan: JobPlan) -> State:
         """The round's global model: the one this node stored last round when the quorum chose

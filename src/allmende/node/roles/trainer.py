@@ -74,7 +74,7 @@ class TrainerRole(JobRole):
         round_ = job.current_round
         if self._active_in.get(job_id) != round_:  # once a round: evicted trainers stop
             if not await on_chain(self.jobs.is_trainer_active, job_id, self.me):
-                log.warning("Job %d: this node was evicted (it missed rounds); done with it.", job_id)
+                log.warning("Job %d: this node was evicted (it missed rounds); done.", job_id)
                 return True
             self._active_in[job_id] = round_
         # Having committed in the round before, this process knows it has not committed in this
