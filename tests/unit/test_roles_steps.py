@@ -108,6 +108,11 @@ class FakeJobs:
         mine = [bytes.fromhex(h) for h, _, r in self.proposals if r == round_]
         return mine[0] if mine else EMPTY
 
+    def voted_in_attempt(self, job_id: int, aggregator: str) -> bool:
+        """As the contract: a vote of this node in the job's current attempt (one a round here,
+        since these tests reopen no round)."""
+        return FakeJobs.vote_of(self, job_id, self.record.current_round, aggregator) != EMPTY
+
     def propose(self, job_id: int, round_: int, digest: str, included: int) -> list[ChainEvent]:
         """This node's vote; as in the contract, the vote that brings the pair to the quorum
         finalizes the round. The "receipt" is the list of the transaction's events."""
@@ -466,13 +471,13 @@ def test_aggregator_starts_a_round_from_the_model_it_stored_and_checks_its_vote_
 ) -> None:
     jobs, role = joined_aggregator(node, make_job(node.peers, n_trainers=3, round_start=9e9))
     vote_reads: list[int] = []
-    real_vote_of = jobs.vote_of
+    real_voted = jobs.voted_in_attempt
 
-    def counted_vote_of(job_id: int, round_: int, aggregator: str) -> bytes:
-        vote_reads.append(round_)
-        return real_vote_of(job_id, round_, aggregator)
+    def counted_voted(job_id: int, aggregator: str) -> bool:
+        vote_reads.append(jobs.record.current_round)
+        return real_voted(job_id, aggregator)
 
-    jobs.vote_of = counted_vote_of  # type: ignore[method-assign]
+    jobs.voted_in_attempt = counted_voted  # type: ignore[method-assign]
     for round_ in (0, 1):
         states = {t: trained_like(10 * round_ + i) for i, t in enumerate(T)}
         commit_updates(node, jobs, states)

@@ -83,6 +83,30 @@ class SlasherSet(ChainEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SlasherProposed(ChainEvent):
+    account: str
+    allowed: bool
+    eta: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlasherChangeCancelled(ChainEvent):
+    account: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdminTransferStarted(ChainEvent):
+    admin: str
+    pending: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdminTransferred(ChainEvent):
+    previous: str
+    admin: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class Slashed(ChainEvent):
     node: str
     job_id: int
@@ -142,6 +166,14 @@ class Joined(ChainEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class CommitteeSealed(ChainEvent):
+    """``Jobs.CommitteeSealed``: an open committee drawn from its volunteers; round 0 starts."""
+
+    job_id: int
+    committee: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
 class UpdateCommitted(ChainEvent):
     job_id: int
     round: int
@@ -185,6 +217,39 @@ class AggregatorSlashed(ChainEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AggregatorRemoved(ChainEvent):
+    """``Jobs.AggregatorRemoved``: slashed below its lock, it leaves the job's later rounds."""
+
+    job_id: int
+    round: int
+    aggregator: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundReopened(ChainEvent):
+    """``Jobs.RoundReopened``: a round past its deadline got a fresh one."""
+
+    job_id: int
+    round: int
+    reopens: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainerEvicted(ChainEvent):
+    job_id: int
+    trainer: str
+    index: int
+    slashed: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class StakeReleased(ChainEvent):
+    job_id: int
+    node: str
+    amount: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class JobFinished(ChainEvent):
     job_id: int
     final_model_hash: bytes
@@ -218,6 +283,10 @@ REGISTRY_EVENTS: dict[str, type[ChainEvent]] = {
     "UnbondRequested": UnbondRequested,
     "Unbonded": Unbonded,
     "SlasherSet": SlasherSet,
+    "SlasherProposed": SlasherProposed,
+    "SlasherChangeCancelled": SlasherChangeCancelled,
+    "AdminTransferStarted": AdminTransferStarted,
+    "AdminTransferred": AdminTransferred,
     "Slashed": Slashed,
     "Locked": Locked,
     "Unlocked": Unlocked,
@@ -226,11 +295,16 @@ REGISTRY_EVENTS: dict[str, type[ChainEvent]] = {
 JOBS_EVENTS: dict[str, type[ChainEvent]] = {
     "JobCreated": JobCreated,
     "Joined": Joined,
+    "CommitteeSealed": CommitteeSealed,
     "UpdateCommitted": UpdateCommitted,
     "Proposed": Proposed,
     "RoundFinalized": RoundFinalized,
     "Credited": Credited,
     "AggregatorSlashed": AggregatorSlashed,
+    "AggregatorRemoved": AggregatorRemoved,
+    "RoundReopened": RoundReopened,
+    "TrainerEvicted": TrainerEvicted,
+    "StakeReleased": StakeReleased,
     "JobFinished": JobFinished,
     "JobCancelled": JobCancelled,
     "Refunded": Refunded,
@@ -333,4 +407,6 @@ def _decode_values(abi: dict[str, Any], topics: list[bytes], data: bytes) -> dic
     for item in abi["inputs"]:
         if item["type"] == "address":
             values[item["name"]] = checksummed(values[item["name"]])
+        elif item["type"] == "address[]":
+            values[item["name"]] = tuple(checksummed(a) for a in values[item["name"]])
     return values

@@ -55,8 +55,8 @@ class Job:
     attempt: int
     reopens: int
     n_active_trainers: int
-    n_volunteers: int
     ended_at: int
+    n_volunteers: int
 
     @property
     def open_committee(self) -> bool:
@@ -235,6 +235,14 @@ class Jobs(ContractBinding):
     def volunteers(self, job_id: int) -> list[str]:
         """Who signed up for an open committee, in sign-up order."""
         return [self.volunteer_at(job_id, i) for i in range(self.job(job_id).n_volunteers)]
+
+    def is_volunteer(self, job_id: int, address: str) -> bool:
+        """Whether the account signed up for the job's open committee (drawn or not)."""
+        return bool(self._call("is_volunteer", job_id, address))
+
+    def voted_in_attempt(self, job_id: int, aggregator: str) -> bool:
+        """Whether the aggregator voted in the job's current attempt (see ``Job.attempt``)."""
+        return bool(self._call("voted_in_attempt", job_id, aggregator))
 
     def is_trainer_active(self, job_id: int, address: str) -> bool:
         return bool(self._call("is_trainer_active", job_id, address))

@@ -156,10 +156,10 @@ class AggregatorRole(JobRole):
         """Before an open committee is sealed: volunteer (if the consent policy accepts the
         job) while the signup lasts, then seal it, which draws the committee and starts round 0.
         True when the node is done with the job (refused, or the signup passed without it)."""
-        if job_id not in self._volunteered:
-            volunteers = await on_chain(self.jobs.volunteers, job_id)
-            if self.me.lower() in {v.lower() for v in volunteers}:
-                self._volunteered.add(job_id)
+        if job_id not in self._volunteered and await on_chain(
+            self.jobs.is_volunteer, job_id, self.me
+        ):
+            self._volunteered.add(job_id)
         now = time.time()
         if job_id not in self._volunteered:
             if now > job.signup_end:
@@ -227,8 +227,8 @@ class AggregatorRole(JobRole):
         return await self.fetch_state(job_id, job, digest, plan)
 
     async def voted(self, job_id: int, round_: int) -> bool:
-        """Whether this node's vote for the round is on chain."""
-        return await on_chain(self.jobs.vote_of, job_id, round_, self.me) != EMPTY_HASH
+        """Whether this node's vote for the round's current attempt is on chain."""
+        return bool(await on_chain(self.jobs.voted_in_attempt, job_id, self.me))
 
     def observe(self, event: ChainEvent) -> None:
         """Keep the commits the chain announces (``UpdateCommitted``), so a step reads none,

@@ -16,7 +16,16 @@ import logging
 import time
 
 from allmende.chain import ROLE_TRAINER, Job, JobStatus
-from allmende.chain.events import JobCancelled, JobCreated, JobFinished, Joined, RoundFinalized
+from allmende.chain.events import (
+    CommitteeSealed,
+    JobCancelled,
+    JobCreated,
+    JobFinished,
+    Joined,
+    RoundFinalized,
+    RoundReopened,
+    TrainerEvicted,
+)
 from allmende.learn.task import LocalData, Task, seeded_state
 from allmende.learn.train import TORCH_LOCK, derive_seed, train_local
 from allmende.node.config import TrainerSection
@@ -39,7 +48,10 @@ class TrainerRole(JobRole):
 
     name = "trainer"
     role_bit = ROLE_TRAINER
-    wake_on = (JobCreated, Joined, RoundFinalized, JobFinished, JobCancelled)
+    wake_on = (
+        JobCreated, Joined, CommitteeSealed, RoundFinalized, RoundReopened, TrainerEvicted,
+        JobFinished, JobCancelled,
+    )  # fmt: skip
     follows = wake_on  # a trainer has no use for the others (commits, votes, payouts)
 
     def __init__(self, section: TrainerSection) -> None:
