@@ -21,6 +21,7 @@ import torch
 
 from allmende.chain import Commit, Job
 from allmende.chain.events import ChainEvent, Proposed, RoundFinalized, UpdateCommitted
+from allmende.chain.jobs import MAX_REOPENS, RoundResult
 from allmende.errors import ContractRevert, PeerError
 from allmende.learn.aggregate import aggregate
 from allmende.net.client import FetchResult
@@ -62,6 +63,12 @@ class FakeJobs:
         self.commit_reads: list[tuple[int, str]] = []
         self.listeners: list[Any] = []  # roles' ``observe``: what the event stream would call
         self.sender = ME
+        self.volunteer_list: list[str] = []
+        self.calls: list[str] = []  # the new transactions: seal, reopen, evict, release
+        self.evictable: set[int] = set()  # trainer indices the contract would evict
+        self.evicted: set[str] = set()
+        self.locks: dict[str, int] = {}  # Registry.lock_of(jobs, 1, node)
+        self.results: dict[int, RoundResult] = {}
 
     def job(self, job_id: int) -> Job:
         return self.record
@@ -80,7 +87,46 @@ class FakeJobs:
         return address in self.aggregator_list
 
     def is_trainer_active(self, job_id: int, address: str) -> bool:
-        return address.lower() in {t.lower() for t in self.trainer_list}
+        lowered = {t.lower() for t in self.trainer_list}
+        return address.lower() in lowered and address.lower() not in self.evicted
+
+    def is_volunteer(self, job_id: int, address: str) -> bool:
+        return address in self.volunteer_list
+
+    # the committee, liveness and locks, as the contract rules them
+
+    def seal(self, job_id: int) -> None:
+        self.calls.append("seal")
+        if self.record.sealed or time.time() <= self.record.signup_end:
+            raise ContractRevert("jobs: signup not over, or sealed", function="seal")
+        self.aggregator_list = self.volunteer_list[: self.record.committee_size]  # "the draw"
+        self.record = replace(
+            self.record, sealed=True, round_start=int(time.time()),
+            n_aggregators=len(self.aggregator_list),
+        )  # fmt: skip
+
+    def reopen(self, job_id: int) -> None:
+        self.calls.append("reopen")
+        if time.time() <= self.record.round_start + self.record.round_deadline:
+            raise ContractRevert("jobs: the deadline has not passed", function="reopen")
+        self.record = replace(
+            self.record, round_start=int(time.time()), reopens=self.record.reopens + 1,
+            attempt=self.record.attempt + 1,
+        )  # fmt: skip
+
+    def evict(self, job_id: int, index: int) -> None:
+        self.calls.append(f"evict {index}")
+        if index not in self.evictable:
+            raise ContractRevert("jobs: the trainer has not missed enough rounds", function="evict")
+        self.evicted.add(self.trainer_list[index].lower())
+        self.record = replace(self.record, n_active_trainers=self.record.n_active_trainers - 1)
+
+    def release(self, job_id: int) -> None:
+        self.calls.append("release")
+        self.locks[self.sender] = 0
+
+    def challenge_window(self) -> int:
+        return 100
 
     def commit_of(self, job_id: int, round_: int, trainer: str) -> Commit:
         self.commit_reads.append((round_, trainer))
@@ -95,8 +141,11 @@ class FakeJobs:
         self.joined.append((self.sender, role))
         if role == 1:
             self.trainer_list.append(self.sender)
+        elif not self.record.sealed:
+            self.volunteer_list.append(self.sender)
         else:
             self.aggregator_list.append(self.sender)
+        self.locks[self.sender] = self.record.aggregator_stake
         self.record = replace(
             self.record,
             n_trainers=len(self.trainer_list),
@@ -137,8 +186,12 @@ class FakeJobs:
             ))  # fmt: skip
         return receipt
 
+    def round_result(self, job_id: int, round_: int) -> RoundResult:
+        return self.results.get(round_, RoundResult(EMPTY, 0, 0))
+
     def _finalize(self, round_: int, digest: str, included: int) -> None:
         self.finalized.append((round_, digest, included))
+        self.results[round_] = RoundResult(bytes.fromhex(digest), included, 1)
         last = round_ + 1 == self.record.rounds
         self.record = replace(
             self.record, current_round=round_ + 1, model_hash=bytes.fromhex(digest),
@@ -178,14 +231,31 @@ class FakePeers:
         return FetchResult(digest, self.store.size(digest), None)
 
 
+class FakeRegistry:
+    def __init__(self) -> None:
+        self.jobs: FakeJobs | None = None
+
+    def lock_of(self, slasher: str, job_id: int, address: str) -> int:
+        assert slasher == JOBS_ADDRESS and self.jobs is not None
+        return self.jobs.locks.get(address, 0)
+
+
+JOBS_ADDRESS = "0x00000000000000000000000000000000000000cc"
+
+
 @pytest.fixture
 def node(tmp_path: Path):
     store = BlobStore(tmp_path / "blobs")
     state = StateDB.open(tmp_path / "state.sqlite")
     peers = FakePeers(store)
-    ctx = SimpleNamespace(
-        address=ME, store=store, state=state, peers=peers, require_peers=lambda: peers
+    chain = SimpleNamespace(
+        registry=FakeRegistry(),
+        deployment=SimpleNamespace(jobs=SimpleNamespace(address=JOBS_ADDRESS)),
     )
+    ctx = SimpleNamespace(
+        address=ME, store=store, state=state, peers=peers, require_peers=lambda: peers,
+        require_chain=lambda: chain, chain=chain,
+    )  # fmt: skip
     yield ctx
     state.close()
 
@@ -212,12 +282,14 @@ def make_job(peers: FakePeers, *, n_trainers: int, round_start: float, quorum: i
 
 
 def trainer_role(ctx: Any, jobs: FakeJobs) -> TrainerRole:
+    ctx.chain.registry.jobs = jobs
     role = TrainerRole(TrainerSection(dataset={"num_parts": 3, "part": 0}))
     role.attach(ctx, jobs=jobs, directory=FakeDirectory())  # type: ignore[arg-type]
     return role
 
 
 def aggregator_role(ctx: Any, jobs: FakeJobs, grace: float = 10.0) -> AggregatorRole:
+    ctx.chain.registry.jobs = jobs
     role = AggregatorRole(AggregatorSection(fetch_grace_seconds=grace))
     role.attach(ctx, jobs=jobs, directory=FakeDirectory())  # type: ignore[arg-type]
     return role
@@ -611,9 +683,103 @@ def test_aggregator_whose_vote_comes_after_the_quorum_moves_on(node, caplog) -> 
 
 
 def test_aggregator_refuses_a_job_whose_owner_its_policy_rejects(node, caplog) -> None:
-    jobs = FakeJobs(make_job(node.peers, n_trainers=3, round_start=9e9), T)
+    signing_up = {"sealed": False, "signup_end": int(time.time()) + 3600}
+    jobs = FakeJobs(replace(make_job(node.peers, n_trainers=3, round_start=9e9), **signing_up), T)
     role = AggregatorRole(AggregatorSection(allowed_owners=[T[0]]))
     role.attach(node, jobs=jobs, directory=FakeDirectory())  # type: ignore[arg-type]
     assert run(role.step(1)) is True
     assert jobs.joined == []
     assert f"Not joining job 1 as aggregator: the job owner {OWNER}" in caplog.text
+
+
+# -- committee, liveness, locks ----------------------------------------------------------------
+
+
+def test_aggregator_volunteers_during_the_signup_then_seals_and_works(node, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    job = replace(make_job(node.peers, n_trainers=3, round_start=0), sealed=False,
+                  signup_end=int(time.time()) + 3600)  # fmt: skip
+    jobs = FakeJobs(job, T)
+    role = aggregator_role(node, jobs)
+    jobs.listeners.append(role.observe)
+    assert run(role.step(1)) is False
+    assert jobs.volunteer_list == [ME] and jobs.aggregator_list == []  # volunteered, not drawn
+    assert run(role.step(1)) is False and jobs.calls == []  # no seal before the signup ends
+    jobs.record = replace(jobs.record, signup_end=int(time.time()) - 1)
+    run(role.step(1))
+    assert jobs.calls == ["seal"] and jobs.record.sealed and jobs.aggregator_list == [ME]
+    commit_updates(node, jobs, {t: trained_like(i) for i, t in enumerate(T)})
+    run(role.step(1))
+    assert jobs.finalized and jobs.finalized[0][0] == 0  # a drawn member votes; quorum 1
+
+
+def test_a_volunteer_not_drawn_is_done_with_the_job(node, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    job = replace(make_job(node.peers, n_trainers=3, round_start=0), sealed=True, signup_end=1)
+    jobs = FakeJobs(job, T)
+    jobs.volunteer_list = [ME]  # it signed up; the draw chose others
+    role = aggregator_role(node, jobs)
+    assert run(role.step(1)) is True
+    assert "not drawn into the committee" in caplog.text and jobs.joined == []
+    jobs.volunteer_list = []  # and one that never signed up cannot join a sealed committee
+    other = aggregator_role(node, jobs)
+    assert run(other.step(1)) is True and jobs.joined == []
+    assert "was drawn without this node" in caplog.text
+
+
+def test_a_stalled_round_is_reopened_after_its_deadline_and_grace_at_most_max_times(
+    node, caplog
+) -> None:
+    now = time.time()
+    jobs, role = joined_aggregator(node, make_job(node.peers, n_trainers=3, round_start=now))
+    commit_updates(node, jobs, {T[0]: trained_like(0)})  # one commit, min_trainers is 2
+    run(role.step(1))
+    assert jobs.calls == []  # the deadline has not passed
+    jobs.record = replace(jobs.record, round_start=int(now) - 61 - 10 - 1)  # deadline + grace
+    run(role.step(1))
+    assert jobs.calls == ["reopen"] and jobs.record.reopens == 1
+    assert jobs.record.round_start >= int(now)  # a fresh deadline: the trainers commit again
+    jobs.record = replace(jobs.record, round_start=int(now) - 100, reopens=MAX_REOPENS)
+    run(role.step(1))
+    assert jobs.calls == ["reopen"]  # no more: only the owner's cancel can end it now
+    assert "only the owner's cancel can end the job now" in caplog.text
+
+
+def test_a_waiting_round_asks_to_evict_trainers_absent_from_the_last_rounds(node) -> None:
+    jobs, role = joined_aggregator(node, make_job(node.peers, n_trainers=3, round_start=9e9))
+    for round_ in range(3):  # T[2] (index 2) is never included
+        jobs.results[round_] = RoundResult(model_hash=b"\1" * 32, included=0b011, total_weight=2)
+    jobs.record = replace(jobs.record, current_round=3)
+    jobs.evictable = {2}
+    commit_updates(node, jobs, {T[0]: trained_like(0), T[1]: trained_like(1)})
+    run(role.step(1))
+    assert jobs.calls == ["evict 2"] and jobs.record.n_active_trainers == 2
+    run(role.step(1))  # the round now has every active trainer's commit
+    assert jobs.calls == ["evict 2"] and jobs.finalized[-1][0] == 3
+
+
+def test_stake_is_released_once_the_challenge_window_passed(node, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    jobs, role = joined_aggregator(node, make_job(node.peers, n_trainers=3, round_start=9e9))
+    jobs.locks[ME] = 5
+    jobs.record = replace(jobs.record, status=2, ended_at=int(time.time()))
+    assert run(role.step(1)) is False and jobs.calls == []  # still in the challenge window
+    jobs.record = replace(jobs.record, ended_at=int(time.time()) - 101)
+    assert run(role.step(1)) is True and jobs.calls == ["release"]
+    assert "released the 5 wei" in caplog.text
+    assert run(role.step(1)) is True and jobs.calls == ["release"]  # nothing locked any more
+
+
+def test_a_trainer_waits_for_the_committee_and_stops_once_evicted(node, caplog) -> None:
+    job = replace(make_job(node.peers, n_trainers=0, round_start=0), sealed=False,
+                  signup_end=int(time.time()) + 3600)  # fmt: skip
+    jobs = FakeJobs(job, [])
+    role = trainer_role(node, jobs)
+    run(role.step(1))  # joins during the signup
+    assert jobs.trainer_list == [ME]
+    run(role.step(1))
+    assert ME not in jobs.commits  # round 0 has not started
+    jobs.record = replace(jobs.record, sealed=True, round_start=int(time.time()))
+    jobs.evicted.add(ME.lower())
+    assert run(role.step(1)) is True and ME not in jobs.commits
+    assert "was evicted" in caplog.text

@@ -28,8 +28,10 @@ from allmende.learn.aggregate import Update, aggregate, check_norm, check_weight
 from allmende.node.config import AggregatorSection
 from allmende.node.context import on_chain
 from allmende.node.jobdata import EMPTY_HASH, State, hex_hash
+from allmende.node.jobspec import JobSpec
 from allmende.node.roles.base import JobRole
 from allmende.node.roles.plan import JobPlan
+from allmende.node.roles.policy import Verdict
 from allmende.node.roles.rounds import aggregation_readiness, by_address, committed, round_deadline
 from allmende.store.codec import encode_state
 
@@ -84,10 +86,15 @@ class AggregatorRole(JobRole):
             if not job.sealed:
                 return await self.sign_up(job_id, job)
             if not await on_chain(self.jobs.is_aggregator, job_id, self.me):
-                if job_id in self._volunteered:
+                if not job.open_committee:
+                    return await self.consider(job_id, job)  # a named member joins
+                if job_id in self._volunteered or await on_chain(
+                    self.jobs.is_volunteer, job_id, self.me
+                ):
                     log.info("Job %d: not drawn into the committee; done with it.", job_id)
-                    return True
-                return await self.consider(job_id, job)  # a named member that has not joined
+                else:
+                    log.info("Job %d: its committee was drawn without this node.", job_id)
+                return True
             self._joined.add(job_id)
         round_ = job.current_round
         if self.saved_proposal(job_id, round_, job.attempt) is not None and await self.voted(
@@ -151,6 +158,12 @@ class AggregatorRole(JobRole):
         return False
 
     # -- the committee, liveness and the stake lock ---------------------------------------------
+
+    def admits(self, job: Job, spec: JobSpec) -> Verdict:
+        members = {m.lower() for m in spec.committee.members}
+        if spec.committee.named and self.me.lower() not in members:
+            return Verdict(False, "its owner named the committee, and not this node")
+        return Verdict(True)
 
     async def sign_up(self, job_id: int, job: Job) -> bool:
         """Before an open committee is sealed: volunteer (if the consent policy accepts the

@@ -224,7 +224,7 @@ class JobRole(ABC):
             installed=installed_tasks(),
         )
         if verdict.accepted:
-            verdict = self.admits(job)
+            verdict = self.admits(job, spec)
         if not verdict.accepted:
             return self.refuse(job_id, verdict.reason)
         try:
@@ -256,7 +256,7 @@ class JobRole(ABC):
         log.info("Job %d: released the %d wei this node locked for it.", job_id, locked)
         return True
 
-    def admits(self, job: Job) -> Verdict:
+    def admits(self, job: Job, spec: JobSpec) -> Verdict:
         """Role-specific admission checks beyond the consent policy."""
         return Verdict(True)
 

@@ -31,6 +31,7 @@ from allmende.learn.train import TORCH_LOCK, derive_seed, train_local
 from allmende.node.config import TrainerSection
 from allmende.node.context import on_chain
 from allmende.node.jobdata import State, hex_hash
+from allmende.node.jobspec import JobSpec
 from allmende.node.roles.base import JobRole
 from allmende.node.roles.plan import JobPlan
 from allmende.node.roles.policy import Verdict
@@ -62,7 +63,7 @@ class TrainerRole(JobRole):
         self._joined: set[int] = set()
         self._active_in: dict[int, int] = {}  # job id -> round in which it was last seen active
 
-    def admits(self, job: Job) -> Verdict:
+    def admits(self, job: Job, spec: JobSpec) -> Verdict:
         if job.n_active_trainers >= job.max_trainers:
             return Verdict(False, f"the job already has its {job.max_trainers} trainers")
         return Verdict(True)
