@@ -1,8 +1,10 @@
-"""``allmende job``: submit a training job, watch it train, show its verified lineage.
+"""``allmende job``: submit a training job, watch it train, show its verified lineage, list
+jobs, and cancel or refund one as its owner.
 
-``submit`` runs against the owner's node home (its key pays the escrow, its store serves the spec
-and initial model). ``watch`` and ``show`` only read: they take the chain from ``--home`` or
-``--deployment`` and fetch blobs by hash from the job's participants.
+``submit``, ``cancel`` and ``refund`` run against the owner's node home (its key signs; for
+``submit`` it pays the escrow and its store serves the spec and initial model). ``watch``,
+``show`` and ``list`` only read: they take the chain from ``--home`` or ``--deployment`` and fetch
+blobs by hash from the job's participants.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from allmende.node.control import submit_through_node
 from allmende.node.jobspec import loads_jobspec, read_jobspec_text
 
 if TYPE_CHECKING:  # the chain, torch and the task code load only for the commands that use them
+    from allmende.chain import Jobs
     from allmende.node.lineage import JobHistory
 
 app = typer.Typer(help="Submit, watch and inspect training jobs.", no_args_is_help=True)
@@ -212,3 +215,95 @@ def participants_table(history: JobHistory, owed: dict[str, int]) -> Table:
         role = "trainer" if account.lower() in trainers else "aggregator"
         table.add_row(account, role, eth(amount), eth(owed[account]))
     return table
+
+
+@app.command("list")
+def list_jobs(
+    home: Path | None = HOME_OPTION,
+    deployment: Path | None = DEPLOYMENT_OPTION,
+    every: bool = typer.Option(False, "--all", help="Also the finished and cancelled jobs."),
+) -> None:
+    """List the chain's jobs: status, round, escrow held and committee (open jobs only unless
+    --all)."""
+    from allmende.chain import Contracts, JobStatus
+    from allmende.node.remote import find_deployment
+
+    jobs = Contracts.connect(find_deployment(home=home, deployment=deployment)).jobs
+    table = Table(box=None, padding=(0, 1))
+    for column in ("job", "status", "round", "escrow ETH", "committee", "owner"):
+        table.add_column(column, justify="right" if column in ("job", "escrow ETH") else "left")
+    shown = 0
+    for job_id in range(1, jobs.next_job_id()):
+        job = jobs.job(job_id)
+        if job.status != JobStatus.OPEN and not every:
+            continue
+        kind = "open" if job.open_committee else "named"
+        if job.open_committee and not job.sealed:
+            kind += f", signup ({job.n_volunteers} volunteers)"
+        committee = f"{job.quorum} of {job.committee_size}, {kind}"
+        status = JobStatus(job.status).name.lower()
+        table.add_row(
+            str(job_id), status, f"{job.current_round}/{job.rounds}", eth(job.escrow), committee,
+            job.owner,
+        )  # fmt: skip
+        shown += 1
+    if shown == 0:
+        _out.print("No jobs." if every else "No open jobs (--all shows the others).")
+        return
+    _out.print(table)
+
+
+def _as_owner(home: Path, job_id: int, purpose: str) -> tuple[Jobs, int]:
+    """The owner's Jobs binding (signing with the key at ``home``) and the job's escrow;
+    NodeError when the key is not the job's owner."""
+    from allmende.node.submit import connect_as_node
+
+    contracts, account = connect_as_node(home, purpose=purpose)
+    job = contracts.jobs.job(job_id)
+    if job.status == 0:
+        raise NodeError(f"There is no job {job_id} on this chain; check the job id.")
+    if job.owner.lower() != account.address.lower():
+        raise NodeError(
+            f"Job {job_id} belongs to {job.owner}, not to this node's account {account.address}; "
+            "only its owner can do this."
+        )
+    return contracts.jobs, job.escrow
+
+
+@app.command()
+def cancel(
+    job_id: int = typer.Argument(..., help="The job id."),
+    home: Path = typer.Option(..., "--home", help="The owner's node home (its key signs)."),
+) -> None:
+    """Cancel a job that cannot finish: its round missed its deadline after every reopen, or an
+    open committee found too few volunteers. Then `job refund` returns the unspent escrow."""
+    from allmende.errors import ContractRevert
+
+    jobs, _ = _as_owner(home, job_id, "cancelling a job")
+    try:
+        jobs.cancel(job_id)
+    except ContractRevert as exc:
+        raise NodeError(
+            f"The contract refused to cancel job {job_id} ({exc}); a job is cancelled only when "
+            "no round can finalize any more."
+        ) from None
+    _out.print(f"job {job_id} cancelled; `allmende job refund {job_id} --home {home}` next")
+
+
+@app.command()
+def refund(
+    job_id: int = typer.Argument(..., help="The job id."),
+    home: Path = typer.Option(..., "--home", help="The owner's node home (its key signs)."),
+) -> None:
+    """Credit a finished or cancelled job's unspent escrow to its owner (then `node withdraw`)."""
+    from allmende.errors import ContractRevert
+
+    jobs, escrow = _as_owner(home, job_id, "refunding a job")
+    try:
+        jobs.refund(job_id)
+    except ContractRevert as exc:
+        raise NodeError(
+            f"The contract refused to refund job {job_id} ({exc}); only a finished or "
+            "cancelled job with escrow left is refunded."
+        ) from None
+    _out.print(f"job {job_id}: {eth(escrow)} ETH credited to the owner; `allmende node withdraw`")

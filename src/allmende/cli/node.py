@@ -248,3 +248,41 @@ def withdraw(home: Path = HOME) -> None:
         _out.print(f"{account.address} is owed nothing.")
     else:
         _out.print(f"{account.address} received {paid} wei in all.")
+
+
+@app.command()
+def status(home: Path = HOME) -> None:
+    """Show this node on chain: registration, stake (locked by jobs, free, unbonding), the stake
+    each job holds locked, and what the contracts owe it."""
+    from allmende.chain import Contracts, Deployment
+    from allmende.node.config import load_config, resolve
+    from allmende.node.keystore import key_address
+
+    config = load_config(home)
+    if config.chain.deployment is None:
+        raise NodeError(f"The node at {home} is offline; it has no chain to show.")
+    deployment = Deployment.load(resolve(home, config.chain.deployment))
+    address = key_address(resolve(home, config.node.key_file))
+    contracts = Contracts.connect(deployment, rpc_url=config.chain.rpc_url)
+    registry, jobs = contracts.registry, contracts.jobs
+    node = registry.node(address)
+    _out.print(f"node {address}")
+    if not node.registered:
+        _out.print("  not registered: `allmende node run` registers it")
+        return
+    locked = registry.locked(address)
+    _out.print(
+        f"  endpoint {node.endpoint}, roles {node.roles}, "
+        f"{'active' if registry.is_active(address) else 'inactive (stake below min_stake)'}\n"
+        f"  stake {node.stake} wei: {locked} locked by jobs, {node.stake - locked} free; "
+        f"unbonding {node.unbonding} wei"
+        + (f" (available at {node.unbond_available_at})" if node.unbonding else "")
+        + f"\n  owed: {jobs.owed(address)} wei by Jobs, {registry.owed(address)} wei by Registry"
+        " (`allmende node withdraw`)"
+    )
+    for job_id in range(1, jobs.next_job_id()):
+        held = registry.lock_of(deployment.jobs.address, job_id, address)
+        if held:
+            job = jobs.job(job_id)
+            until = "the job is open" if job.ended_at == 0 else f"{job.ended_at} + the window"
+            _out.print(f"  job {job_id}: {held} wei locked until {until}")

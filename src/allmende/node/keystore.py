@@ -114,6 +114,17 @@ def load_key(
     return LocalKey.from_key(bytes(key))
 
 
+def key_address(path: Path) -> str:
+    """The address of the key file at ``path``, without its password (both kinds of key file
+    name it)."""
+    raw = _read(path).get("address")
+    if not isinstance(raw, str) or len(raw.removeprefix("0x")) != 40:
+        raise ConfigError(f"The node key file {path} names no address; it is not a node key.")
+    from eth_utils import to_checksum_address
+
+    return str(to_checksum_address("0x" + raw.removeprefix("0x")))
+
+
 def _read(path: Path) -> dict[str, Any]:
     try:
         document = json.loads(Path(path).read_text())
