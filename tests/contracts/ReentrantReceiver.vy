@@ -6,7 +6,7 @@
 """
 
 interface IJobs:
-    def create_job(spec_hash: bytes32, model_hash: bytes32, rounds: uint256, reward_per_round: uint256, min_trainers: uint256, max_trainers: uint256, quorum: uint256, round_deadline: uint256) -> uint256: payable
+    def create_job(spec_hash: bytes32, model_hash: bytes32, rounds: uint256, reward_per_round: uint256, min_trainers: uint256, max_trainers: uint256, quorum: uint256, round_deadline: uint256, committee: DynArray[address, 16], committee_size: uint256, signup_period: uint256, trainer_stake: uint256, aggregator_stake: uint256, weight_cap: uint256) -> uint256: payable
     def cancel(job_id: uint256): nonpayable
     def refund(job_id: uint256): nonpayable
     def withdraw(): nonpayable
@@ -27,7 +27,7 @@ def __init__(jobs: IJobs):
 @external
 @payable
 def create_job(rounds: uint256, reward_per_round: uint256, round_deadline: uint256) -> uint256:
-    return extcall self.jobs.create_job(keccak256("spec"), keccak256("model"), rounds, reward_per_round, 1, 1, 1, round_deadline, value=msg.value)
+    return extcall self.jobs.create_job(keccak256("spec"), keccak256("model"), rounds, reward_per_round, 1, 1, 1, round_deadline, [], 1, round_deadline, 0, 0, 0, value=msg.value)
 
 
 @external

@@ -12,7 +12,9 @@ from typing import Any
 import boa
 import pytest
 from contract_helpers import (
+    ADMIN_DELAY,
     AGGREGATOR_SHARE_BPS,
+    CHALLENGE_WINDOW,
     CONTRACTS,
     HERE,
     MIN_STAKE,
@@ -60,14 +62,16 @@ def admin() -> str:
 @pytest.fixture
 def registry(registry_deployer: Any, admin: str) -> Any:
     with boa.env.prank(admin):
-        return registry_deployer.deploy(MIN_STAKE, UNBOND_DELAY)
+        return registry_deployer.deploy(MIN_STAKE, UNBOND_DELAY, ADMIN_DELAY)
 
 
 @pytest.fixture
 def jobs(jobs_deployer: Any, registry: Any, admin: str) -> Any:
     with boa.env.prank(admin):
-        contract = jobs_deployer.deploy(registry.address, AGGREGATOR_SHARE_BPS, SLASH_AMOUNT)
-        registry.set_slasher(contract.address, True)
+        contract = jobs_deployer.deploy(
+            registry.address, AGGREGATOR_SHARE_BPS, SLASH_AMOUNT, CHALLENGE_WINDOW
+        )
+        registry.set_first_slasher(contract.address)
     return contract
 
 

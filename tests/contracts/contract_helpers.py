@@ -15,9 +15,17 @@ HERE = Path(__file__).resolve().parent
 ETHER = 10**18
 MIN_STAKE = ETHER
 UNBOND_DELAY = 3_600
+ADMIN_DELAY = 2 * 86_400
+CHALLENGE_WINDOW = 86_400
 AGGREGATOR_SHARE_BPS = 2_000
 SLASH_AMOUNT = ETHER // 2
 ROUND_DEADLINE = 600
+SIGNUP_PERIOD = 300
+TRAINER_STAKE = MIN_STAKE // 4
+AGGREGATOR_STAKE = MIN_STAKE
+DECLARED = 2**64 - 1  # weight_cap of the jobs in tests that commit declared weights
+MAX_REOPENS = 3
+MISSED_ROUNDS_ALLOWED = 3
 REWARD = 10 * ETHER + 7
 TRAINER, AGGREGATOR, VERIFIER, PROVIDER = 1, 2, 4, 8
 OPEN, FINISHED, CANCELLED = 1, 2, 3
@@ -55,12 +63,21 @@ def node(registry: Any, roles: int, stake: int = 2 * MIN_STAKE) -> str:
 
 @dataclass
 class JobSetup:
-    """A created job with its owner, joined trainers and joined aggregators."""
+    """A created job with its owner, joined trainers and its committee (joined or drawn)."""
 
     id: int
     owner: str
     trainers: list[str] = field(default_factory=list)
     aggregators: list[str] = field(default_factory=list)
+    volunteers: list[str] = field(default_factory=list)
+
+
+def join_trainers(jobs: Any, registry: Any, job: JobSetup, count: int) -> None:
+    for _ in range(count):
+        account = node(registry, TRAINER)
+        with boa.env.prank(account):
+            jobs.join(job.id, TRAINER)
+        job.trainers.append(account)
 
 
 def make_job(
@@ -74,25 +91,73 @@ def make_job(
     min_trainers: int = 1,
     max_trainers: int | None = None,
     quorum: int = 2,
+    trainer_stake: int = TRAINER_STAKE,
+    aggregator_stake: int = AGGREGATOR_STAKE,
+    weight_cap: int = DECLARED,
+    round_deadline: int = ROUND_DEADLINE,
+    join_committee: bool = True,
 ) -> JobSetup:
+    """A job with a named committee of ``aggregators`` fresh nodes (each joins unless
+    ``join_committee`` is False) and ``trainers`` joined trainers; round 0 runs."""
+    owner = funded()
+    committee = [node(registry, AGGREGATOR) for _ in range(aggregators)]
+    with boa.env.prank(owner):
+        job_id = jobs.create_job(
+            h("spec"), h("model 0"), rounds, reward, min_trainers,
+            max_trainers if max_trainers is not None else max(trainers, min_trainers),
+            quorum, round_deadline, committee, len(committee), 0, trainer_stake,
+            aggregator_stake, weight_cap, value=rounds * reward,
+        )
+    setup = JobSetup(id=job_id, owner=owner, aggregators=committee)
+    if join_committee:
+        for account in committee:
+            with boa.env.prank(account):
+                jobs.join(job_id, AGGREGATOR)
+    join_trainers(jobs, registry, setup, trainers)
+    return setup
+
+
+def make_open_job(
+    jobs: Any,
+    registry: Any,
+    *,
+    trainers: int = 3,
+    volunteers: int | list[int] = 5,
+    committee_size: int = 3,
+    quorum: int = 2,
+    rounds: int = 2,
+    reward: int = REWARD,
+    min_trainers: int = 1,
+    max_trainers: int | None = None,
+    trainer_stake: int = TRAINER_STAKE,
+    aggregator_stake: int = AGGREGATOR_STAKE,
+    weight_cap: int = DECLARED,
+    seal: bool = True,
+) -> JobSetup:
+    """A job with an open committee: ``volunteers`` fresh aggregator nodes (a count, or a
+    list of their stakes) sign up, ``trainers`` join, the signup ends and (unless ``seal``
+    is False) anyone seals; ``aggregators`` is then the drawn committee, in order."""
     owner = funded()
     with boa.env.prank(owner):
         job_id = jobs.create_job(
             h("spec"), h("model 0"), rounds, reward, min_trainers,
             max_trainers if max_trainers is not None else max(trainers, min_trainers),
-            quorum, ROUND_DEADLINE, value=rounds * reward,
+            quorum, ROUND_DEADLINE, [], committee_size, SIGNUP_PERIOD, trainer_stake,
+            aggregator_stake, weight_cap, value=rounds * reward,
         )
     setup = JobSetup(id=job_id, owner=owner)
-    for _ in range(trainers):
-        account = node(registry, TRAINER)
-        with boa.env.prank(account):
-            jobs.join(job_id, TRAINER)
-        setup.trainers.append(account)
-    for _ in range(aggregators):
-        account = node(registry, AGGREGATOR)
+    stakes = volunteers if isinstance(volunteers, list) else [2 * MIN_STAKE] * volunteers
+    for stake in stakes:
+        account = node(registry, AGGREGATOR, stake=stake)
         with boa.env.prank(account):
             jobs.join(job_id, AGGREGATOR)
-        setup.aggregators.append(account)
+        setup.volunteers.append(account)
+    join_trainers(jobs, registry, setup, trainers)
+    if seal:
+        boa.env.time_travel(seconds=SIGNUP_PERIOD + 1)
+        with boa.env.prank(funded()):
+            jobs.seal(job_id)
+        setup.aggregators = [jobs.aggregator_at(job_id, i) for i in range(committee_size)]
     return setup
 
 
@@ -122,3 +187,13 @@ def vote_all(
 def events(contract: Any, name: str) -> list[Any]:
     """The decoded events called ``name`` that the contract's last call emitted."""
     return [event for event in contract.get_logs() if type(event).__name__ == name]
+
+
+def run_out_reopens(jobs: Any, job: JobSetup) -> None:
+    """Let the current round die: its deadline passes MAX_REOPENS + 1 times, with a reopen
+    after each but the last, so the owner may cancel."""
+    for _ in range(MAX_REOPENS):
+        boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
+        with boa.env.prank(funded()):
+            jobs.reopen(job.id)
+    boa.env.time_travel(seconds=ROUND_DEADLINE + 1)

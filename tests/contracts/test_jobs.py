@@ -1,4 +1,4 @@
-"""Jobs: constructor, create_job, join, commit_update, propose and their views."""
+"""Jobs: constructor, create_job, join, seal, commit_update, propose and their views."""
 
 from __future__ import annotations
 
@@ -9,18 +9,24 @@ import pytest
 from contract_helpers import (
     AGGREGATOR,
     AGGREGATOR_SHARE_BPS,
+    AGGREGATOR_STAKE,
+    CHALLENGE_WINDOW,
     EMPTY,
+    MIN_STAKE,
     OPEN,
     REWARD,
     ROUND_DEADLINE,
+    SIGNUP_PERIOD,
     SLASH_AMOUNT,
     TRAINER,
+    TRAINER_STAKE,
     bitmap,
     commit_all,
     events,
     funded,
     h,
     make_job,
+    make_open_job,
     node,
     vote_key,
 )
@@ -32,38 +38,73 @@ def test_constructor_sets_parameters(jobs: Any, registry: Any) -> None:
     assert jobs.registry() == registry.address
     assert jobs.aggregator_share_bps() == AGGREGATOR_SHARE_BPS
     assert jobs.slash_amount() == SLASH_AMOUNT
+    assert jobs.challenge_window() == CHALLENGE_WINDOW
     assert jobs.next_job_id() == 1
     assert jobs.total_escrow() == 0 and jobs.total_owed() == 0
 
 
 def test_constructor_rejects_bad_parameters(jobs_deployer: Any, registry: Any) -> None:
     with boa.reverts("jobs: aggregator share exceeds 10000 basis points"):
-        jobs_deployer.deploy(registry.address, 10_001, SLASH_AMOUNT)
+        jobs_deployer.deploy(registry.address, 10_001, SLASH_AMOUNT, CHALLENGE_WINDOW)
     with boa.reverts("jobs: registry is the zero address"):
-        jobs_deployer.deploy(ZERO_ADDRESS, AGGREGATOR_SHARE_BPS, SLASH_AMOUNT)
+        jobs_deployer.deploy(ZERO_ADDRESS, AGGREGATOR_SHARE_BPS, SLASH_AMOUNT, CHALLENGE_WINDOW)
+    with boa.reverts("jobs: challenge window exceeds 30 days"):
+        jobs_deployer.deploy(registry.address, AGGREGATOR_SHARE_BPS, SLASH_AMOUNT, 2_592_001)
 
 
-def test_create_job_escrows_and_numbers_jobs_from_one(jobs: Any) -> None:
+def create(jobs: Any, sender: str, **change: Any) -> int:
+    """create_job from ``sender`` with VALID arguments, some changed."""
+    a = {**VALID, **change}
+    a.setdefault("value", a["rounds"] * a["reward"])
+    with boa.env.prank(sender):
+        return jobs.create_job(
+            a["spec"], a["model"], a["rounds"], a["reward"], a["lo"], a["hi"], a["quorum"],
+            a["deadline"], a["committee"], a["size"], a["signup"], a["t_stake"], a["a_stake"],
+            a["cap"], value=a["value"],
+        )
+
+
+MEMBERS = [f"0x{i:040x}" for i in range(1, 17)]
+VALID: dict[str, Any] = dict(
+    spec=h("s"), model=h("m"), rounds=2, reward=10, lo=1, hi=4, quorum=1, deadline=60,
+    committee=MEMBERS[:2], size=2, signup=0, t_stake=3, a_stake=5, cap=0,
+)
+OPEN_COMMITTEE = dict(committee=[], size=3, quorum=2, signup=SIGNUP_PERIOD)
+
+
+def test_create_job_with_a_named_committee_escrows_and_starts_round_zero(jobs: Any) -> None:
     owner = funded()
-    with boa.env.prank(owner):
-        first = jobs.create_job(h("spec"), h("model"), 3, REWARD, 2, 4, 1, 60, value=3 * REWARD)
-        (event,) = events(jobs, "JobCreated")
-        second = jobs.create_job(h("spec"), h("model"), 1, 5, 1, 1, 1, 60, value=5)
+    first = create(jobs, owner, rounds=3, reward=REWARD, lo=2, value=3 * REWARD)
+    (event,) = events(jobs, "JobCreated")
+    (sealed,) = events(jobs, "CommitteeSealed")
+    second = create(jobs, owner, rounds=1, reward=5, hi=1, committee=MEMBERS[:1], size=1)
     assert (first, second) == (1, 2)
-    assert (event.job_id, event.owner, event.rounds) == (1, owner, 3)
-    assert event.reward_per_round == REWARD
+    assert (event.job_id, event.owner, event.rounds, event.reward_per_round) == (
+        1, owner, 3, REWARD,
+    )
+    assert list(sealed.committee) == MEMBERS[:2]
     job = jobs.jobs(1)
-    assert (job.owner, job.spec_hash, job.model_hash) == (owner, h("spec"), h("model"))
-    assert job.rounds == 3
+    assert (job.owner, job.spec_hash, job.model_hash) == (owner, h("s"), h("m"))
     assert (job.min_trainers, job.max_trainers, job.quorum, job.round_deadline) == (2, 4, 1, 60)
     assert (job.escrow, job.current_round, job.status, job.n_trainers) == (3 * REWARD, 0, OPEN, 0)
+    assert (job.committee_size, job.n_aggregators, job.signup_end, job.sealed) == (2, 2, 0, True)
+    assert (job.trainer_stake, job.aggregator_stake, job.weight_cap) == (3, 5, 0)
+    assert (job.attempt, job.reopens, job.n_active_trainers, job.ended_at) == (0, 0, 0, 0)
     assert job.round_start == boa.env.evm.patch.timestamp
     assert jobs.deadline(1) == job.round_start + 60
+    assert [jobs.aggregator_at(1, i) for i in range(2)] == MEMBERS[:2]
+    assert not jobs.is_aggregator(1, MEMBERS[0])  # named, but not joined yet
     assert jobs.total_escrow() == 3 * REWARD + 5
     assert boa.env.get_balance(jobs.address) == 3 * REWARD + 5
 
 
-VALID = dict(spec=h("s"), model=h("m"), rounds=2, reward=10, lo=1, hi=4, quorum=1, deadline=60)
+def test_create_job_with_an_open_committee_waits_for_the_seal(jobs: Any) -> None:
+    job_id = create(jobs, funded(), **OPEN_COMMITTEE)
+    job = jobs.jobs(job_id)
+    assert (job.committee_size, job.quorum, job.sealed, job.n_aggregators) == (3, 2, False, 0)
+    assert job.signup_end == boa.env.evm.patch.timestamp + SIGNUP_PERIOD
+    assert job.round_start == 0
+    assert events(jobs, "CommitteeSealed") == []
 
 
 @pytest.mark.parametrize(
@@ -71,50 +112,77 @@ VALID = dict(spec=h("s"), model=h("m"), rounds=2, reward=10, lo=1, hi=4, quorum=
     [
         ({"spec": EMPTY}, "jobs: spec hash is empty"),
         ({"model": EMPTY}, "jobs: model hash is empty"),
-        ({"rounds": 0}, "jobs: rounds must be at least 1"),
+        ({"rounds": 0}, "jobs: rounds must be between 1 and 10000"),
+        ({"rounds": 10_001}, "jobs: rounds must be between 1 and 10000"),
         ({"reward": 0}, "jobs: reward per round must be between 1 and 2**128 - 1 wei"),
-        ({"reward": 2**128}, "jobs: reward per round must be between 1 and 2**128 - 1 wei"),
+        ({"reward": 2**128, "value": 20},
+         "jobs: reward per round must be between 1 and 2**128 - 1 wei"),
         ({"lo": 0}, "jobs: min_trainers must be at least 1"),
         ({"lo": 5}, "jobs: min_trainers exceeds max_trainers"),
         ({"hi": 257}, "jobs: max_trainers exceeds 256"),
-        ({"quorum": 0}, "jobs: quorum must be between 1 and 16"),
-        ({"quorum": 17}, "jobs: quorum must be between 1 and 16"),
-        ({"deadline": 0}, "jobs: round deadline must be at least 1 second"),
+        ({"deadline": 0}, "jobs: round deadline must be between 1 second and 30 days"),
+        ({"deadline": 2_592_001}, "jobs: round deadline must be between 1 second and 30 days"),
+        ({"cap": 2**64}, "jobs: weight cap exceeds 2**64 - 1"),
+        ({"size": 3}, "jobs: committee_size must equal the named committee's length"),
+        ({"signup": 1}, "jobs: a named committee has no signup period"),
+        ({"quorum": 0}, "jobs: quorum must be between 1 and the committee size"),
+        ({"quorum": 3}, "jobs: quorum must be between 1 and the committee size"),
+        ({"committee": [MEMBERS[0], ZERO_ADDRESS]}, "jobs: committee member is the zero address"),
+        ({"committee": [MEMBERS[0]] * 2}, "jobs: committee names a member twice"),
+        ({**OPEN_COMMITTEE, "size": 0}, "jobs: committee size must be between 1 and 16"),
+        ({**OPEN_COMMITTEE, "size": 17}, "jobs: committee size must be between 1 and 16"),
+        ({**OPEN_COMMITTEE, "quorum": 1},
+         "jobs: an open committee needs a strict-majority quorum"),
+        ({**OPEN_COMMITTEE, "size": 4, "quorum": 2},
+         "jobs: an open committee needs a strict-majority quorum"),
+        ({**OPEN_COMMITTEE, "quorum": 4},
+         "jobs: an open committee needs a strict-majority quorum"),
+        ({**OPEN_COMMITTEE, "signup": 0},
+         "jobs: signup period must be between 1 second and 30 days"),
+        ({**OPEN_COMMITTEE, "signup": 2_592_001},
+         "jobs: signup period must be between 1 second and 30 days"),
         ({"value": 19}, "jobs: value must equal rounds * reward_per_round"),
         ({"value": 21}, "jobs: value must equal rounds * reward_per_round"),
     ],
 )
 def test_create_job_rejects_bad_arguments(jobs: Any, change: dict[str, Any], reason: str) -> None:
-    args = {**VALID, "value": 20, **change}
-    with boa.env.prank(funded()), boa.reverts(reason):
-        jobs.create_job(
-            args["spec"], args["model"], args["rounds"], args["reward"], args["lo"], args["hi"],
-            args["quorum"], args["deadline"], value=args["value"],
-        )
+    with boa.reverts(reason):
+        create(jobs, funded(), **change)
 
 
-def test_join_assigns_indices_in_join_order(jobs: Any, registry: Any) -> None:
-    job = make_job(jobs, registry, trainers=0, aggregators=0, max_trainers=4)
-    both = node(registry, TRAINER | AGGREGATOR)
-    with boa.env.prank(both):
+def test_trainers_join_in_order_and_lock_their_stake(jobs: Any, registry: Any) -> None:
+    job = make_job(jobs, registry, trainers=0, aggregators=1, quorum=1, max_trainers=4)
+    first, second = node(registry, TRAINER), node(registry, TRAINER)
+    with boa.env.prank(first):
         jobs.join(job.id, TRAINER)
-        (joined,) = events(jobs, "Joined")
-        jobs.join(job.id, AGGREGATOR)
-    assert (joined.job_id, joined.node, joined.role, joined.index) == (job.id, both, TRAINER, 0)
-    second = node(registry, TRAINER)
+    (joined,) = events(jobs, "Joined")
+    assert (joined.job_id, joined.node, joined.role, joined.index) == (job.id, first, TRAINER, 0)
     with boa.env.prank(second):
         jobs.join(job.id, TRAINER)
-    assert [jobs.trainer_at(job.id, i) for i in range(2)] == [both, second]
-    assert [jobs.trainer_index(job.id, a) for a in (both, second, funded())] == [1, 2, 0]
-    assert jobs.is_aggregator(job.id, both) and not jobs.is_aggregator(job.id, second)
-    assert jobs.aggregator_at(job.id, 0) == both
-    assert (jobs.jobs(job.id).n_trainers, jobs.jobs(job.id).n_aggregators) == (2, 1)
+    assert [jobs.trainer_at(job.id, i) for i in range(2)] == [first, second]
+    assert [jobs.trainer_index(job.id, a) for a in (first, second, funded())] == [1, 2, 0]
+    assert jobs.is_trainer_active(job.id, first) and not jobs.is_trainer_active(job.id, funded())
+    assert (jobs.jobs(job.id).n_trainers, jobs.jobs(job.id).n_active_trainers) == (2, 2)
+    assert registry.lock_of(jobs.address, job.id, first) == TRAINER_STAKE
+    assert registry.locked(first) == TRAINER_STAKE
+
+
+def test_a_named_committee_member_joins_its_slot_and_locks(jobs: Any, registry: Any) -> None:
+    job = make_job(jobs, registry, trainers=0, aggregators=3, quorum=2, join_committee=False)
+    member = job.aggregators[1]
+    with boa.env.prank(member):
+        jobs.join(job.id, AGGREGATOR)
+    (joined,) = events(jobs, "Joined")
+    assert (joined.node, joined.role, joined.index) == (member, AGGREGATOR, 1)
+    assert jobs.is_aggregator(job.id, member)
+    assert not jobs.is_aggregator(job.id, job.aggregators[0])
+    assert registry.lock_of(jobs.address, job.id, member) == AGGREGATOR_STAKE
 
 
 def test_join_rejects_wrong_role_inactive_nodes_and_missing_roles(
     jobs: Any, registry: Any
 ) -> None:
-    job = make_job(jobs, registry, trainers=0, aggregators=0, max_trainers=4)
+    job = make_job(jobs, registry, trainers=0, aggregators=1, quorum=1, max_trainers=4)
     trainer = node(registry, TRAINER)
     with boa.env.prank(trainer):
         for role in (0, 3, 4):
@@ -132,19 +200,97 @@ def test_join_rejects_wrong_role_inactive_nodes_and_missing_roles(
             jobs.join(job.id, TRAINER)
 
 
+def test_join_needs_free_stake_for_the_lock(jobs: Any, registry: Any) -> None:
+    job = make_job(jobs, registry, trainers=0, aggregators=1, quorum=1,
+                   trainer_stake=3 * MIN_STAKE)
+    trainer = node(registry, TRAINER)  # 2 * MIN_STAKE
+    with boa.env.prank(trainer), boa.reverts("registry: amount exceeds unlocked stake"):
+        jobs.join(job.id, TRAINER)
+
+
 def test_join_rejects_duplicates_and_full_jobs(jobs: Any, registry: Any) -> None:
-    job = make_job(jobs, registry, trainers=2, aggregators=16, max_trainers=2)
+    job = make_job(jobs, registry, trainers=2, aggregators=2, max_trainers=2)
     first = job.trainers[0]
     with boa.env.prank(first), boa.reverts("jobs: caller is already a trainer of the job"):
         jobs.join(job.id, TRAINER)
     agg = job.aggregators[0]
     with boa.env.prank(agg), boa.reverts("jobs: caller is already an aggregator of the job"):
         jobs.join(job.id, AGGREGATOR)
-    late_trainer, late_aggregator = node(registry, TRAINER), node(registry, AGGREGATOR)
-    with boa.env.prank(late_trainer), boa.reverts("jobs: job already has max_trainers trainers"):
+    late_trainer = node(registry, TRAINER)
+    with boa.env.prank(late_trainer), boa.reverts(
+        "jobs: job already has max_trainers active trainers"
+    ):
         jobs.join(job.id, TRAINER)
-    with boa.env.prank(late_aggregator), boa.reverts("jobs: job already has 16 aggregators"):
+
+
+def test_volunteers_sign_up_for_an_open_committee(jobs: Any, registry: Any) -> None:
+    job = make_open_job(jobs, registry, trainers=0, volunteers=2, seal=False)
+    joined = node(registry, AGGREGATOR)
+    with boa.env.prank(joined):
         jobs.join(job.id, AGGREGATOR)
+    (event,) = events(jobs, "Joined")
+    assert (event.node, event.role, event.index) == (joined, AGGREGATOR, 2)
+    assert jobs.volunteer_at(job.id, 2) == joined and jobs.jobs(job.id).n_volunteers == 3
+    assert jobs.is_volunteer(job.id, joined) and not jobs.is_aggregator(job.id, joined)
+    assert registry.lock_of(jobs.address, job.id, joined) == AGGREGATOR_STAKE
+
+
+def test_volunteering_refuses_twice_after_signup_and_after_seal(jobs: Any, registry: Any) -> None:
+    job = make_open_job(jobs, registry, trainers=0, volunteers=3, seal=False)
+    with boa.env.prank(job.volunteers[0]), boa.reverts(
+        "jobs: caller already volunteered for the job"
+    ):
+        jobs.join(job.id, AGGREGATOR)
+    boa.env.time_travel(seconds=SIGNUP_PERIOD + 1)
+    late = node(registry, AGGREGATOR)
+    with boa.env.prank(late), boa.reverts("jobs: signup is over"):
+        jobs.join(job.id, AGGREGATOR)
+    jobs.seal(job.id)
+    with boa.env.prank(late), boa.reverts("jobs: the committee is already sealed"):
+        jobs.join(job.id, AGGREGATOR)
+
+
+def test_seal_draws_the_committee_and_releases_the_others(jobs: Any, registry: Any) -> None:
+    job = make_open_job(jobs, registry, trainers=1, max_trainers=2, volunteers=5, seal=False)
+    both = node(registry, TRAINER | AGGREGATOR, stake=MIN_STAKE + TRAINER_STAKE + AGGREGATOR_STAKE)
+    with boa.env.prank(both):
+        jobs.join(job.id, TRAINER)
+        jobs.join(job.id, AGGREGATOR)
+    boa.env.time_travel(seconds=SIGNUP_PERIOD + 1)
+    jobs.seal(job.id)
+    (sealed,) = events(jobs, "CommitteeSealed")
+    committee = list(sealed.committee)
+    assert len(set(committee)) == 3 and set(committee) <= {*job.volunteers, both}
+    assert [jobs.aggregator_at(job.id, i) for i in range(3)] == committee
+    state = jobs.jobs(job.id)
+    assert (state.sealed, state.n_aggregators) == (True, 3)
+    assert state.round_start == boa.env.evm.patch.timestamp
+    for volunteer in [*job.volunteers, both]:
+        drawn = volunteer in committee
+        assert jobs.is_aggregator(job.id, volunteer) == drawn
+        kept = AGGREGATOR_STAKE if drawn else 0
+        if volunteer == both:
+            kept += TRAINER_STAKE  # a trainer of the job keeps its trainer lock
+        assert registry.lock_of(jobs.address, job.id, volunteer) == kept
+
+
+def test_seal_refuses_early_twice_named_and_short_committees(jobs: Any, registry: Any) -> None:
+    job = make_open_job(jobs, registry, trainers=0, volunteers=3, seal=False)
+    with boa.reverts("jobs: signup is not over"):
+        jobs.seal(job.id)
+    boa.env.time_travel(seconds=SIGNUP_PERIOD + 1)
+    jobs.seal(job.id)
+    with boa.reverts("jobs: the committee is already sealed"):
+        jobs.seal(job.id)
+    named = make_job(jobs, registry)
+    with boa.reverts("jobs: the job has a named committee"):
+        jobs.seal(named.id)
+    short = make_open_job(jobs, registry, trainers=0, volunteers=2, seal=False)
+    boa.env.time_travel(seconds=SIGNUP_PERIOD + 1)
+    with boa.reverts("jobs: too few volunteers"):
+        jobs.seal(short.id)
+    with boa.reverts("jobs: job is not open"):
+        jobs.seal(short.id + 1)
 
 
 def test_commit_update_records_the_commit(jobs: Any, registry: Any) -> None:
@@ -186,7 +332,7 @@ def test_commit_update_rejects_bad_commits(jobs: Any, registry: Any) -> None:
         with boa.reverts("jobs: update hash is empty"):
             jobs.commit_update(job.id, 0, EMPTY, 1)
         for weight in (0, 2**64):
-            with boa.reverts("jobs: weight must be between 1 and 2**64 - 1"):
+            with boa.reverts("jobs: weight must be between 1 and the job's weight cap"):
                 jobs.commit_update(job.id, 0, h("u"), weight)
         jobs.commit_update(job.id, 0, h("u"), 2**64 - 1)
         with boa.reverts("jobs: already committed this round"):
@@ -194,6 +340,22 @@ def test_commit_update_rejects_bad_commits(jobs: Any, registry: Any) -> None:
     for outsider in (job.aggregators[0], funded()):
         with boa.env.prank(outsider), boa.reverts("jobs: caller is not a trainer of the job"):
             jobs.commit_update(job.id, 0, h("u"), 1)
+
+
+def test_commit_update_waits_for_the_seal(jobs: Any, registry: Any) -> None:
+    job = make_open_job(jobs, registry, trainers=1, volunteers=3, seal=False)
+    with boa.env.prank(job.trainers[0]), boa.reverts("jobs: the committee is not sealed yet"):
+        jobs.commit_update(job.id, 0, h("u"), 1)
+
+
+def test_equal_weights_take_exactly_one(jobs: Any, registry: Any) -> None:
+    job = make_job(jobs, registry, weight_cap=0)
+    with boa.env.prank(job.trainers[0]):
+        jobs.commit_update(job.id, 0, h("u"), 1)
+    with boa.env.prank(job.trainers[1]), boa.reverts(
+        "jobs: this job takes equal weights; weight must be 1"
+    ):
+        jobs.commit_update(job.id, 0, h("u"), 2)
 
 
 def test_commit_of_keeps_only_the_latest_round(jobs: Any, registry: Any) -> None:
@@ -224,7 +386,7 @@ def test_propose_records_a_vote(jobs: Any, registry: Any) -> None:
     assert jobs.vote_of(job.id, 0, aggregator) == key
     assert jobs.vote_of(job.id, 0, job.aggregators[1]) == EMPTY
     assert jobs.vote_of(job.id, 1, aggregator) == EMPTY
-    assert jobs.votes(job.id, 0, key) == 1
+    assert jobs.votes(job.id, 0, key) == 1  # attempt 0
     with boa.env.prank(job.aggregators[1]):
         jobs.propose(job.id, 0, h("m"), included)
     assert jobs.votes(job.id, 0, key) == 2
@@ -237,7 +399,9 @@ def test_propose_rejects_outsiders_double_votes_and_wrong_rounds(
     commit_all(jobs, job, 0)
     everyone = bitmap(range(3))
     for outsider in (job.trainers[0], funded()):
-        with boa.env.prank(outsider), boa.reverts("jobs: caller is not an aggregator of the job"):
+        with boa.env.prank(outsider), boa.reverts(
+            "jobs: caller is not an aggregator of the job in good standing"
+        ):
             jobs.propose(job.id, 0, h("m"), everyone)
     with boa.env.prank(job.aggregators[0]):
         with boa.reverts("jobs: wrong round"):
@@ -245,7 +409,7 @@ def test_propose_rejects_outsiders_double_votes_and_wrong_rounds(
         with boa.reverts("jobs: job is not open"):
             jobs.propose(job.id + 1, 0, h("m"), everyone)
         jobs.propose(job.id, 0, h("m"), everyone)
-        with boa.reverts("jobs: already voted this round"):
+        with boa.reverts("jobs: already voted in this attempt"):
             jobs.propose(job.id, 0, h("other"), everyone)
 
 

@@ -7,9 +7,12 @@ from typing import Any
 
 import boa
 import pytest
+from boa.contracts.base_evm_contract import BoaError
 from contract_helpers import (
     AGGREGATOR_SHARE_BPS,
+    AGGREGATOR_STAKE,
     CANCELLED,
+    CHALLENGE_WINDOW,
     EMPTY,
     ETHER,
     FINISHED,
@@ -17,13 +20,17 @@ from contract_helpers import (
     OPEN,
     REWARD,
     ROUND_DEADLINE,
+    SIGNUP_PERIOD,
     SLASH_AMOUNT,
+    TRAINER_STAKE,
     bitmap,
     commit_all,
     events,
     funded,
     h,
     make_job,
+    make_open_job,
+    run_out_reopens,
     vote_all,
     vote_key,
 )
@@ -133,8 +140,9 @@ def test_the_quorum_vote_refuses_a_pair_naming_a_trainer_that_did_not_commit(
         jobs.propose(job.id, 0, h("m"), bitmap([0, 1]))
     with boa.env.prank(third):
         jobs.propose(job.id, 0, h("m"), bitmap([0, 1]))
-    (slashed,) = events(jobs, "AggregatorSlashed")
-    assert slashed.aggregator == first
+    # the first vote named another included set: neither paid nor slashed
+    assert events(jobs, "AggregatorSlashed") == []
+    assert jobs.owed(first) == 0 and jobs.is_aggregator(job.id, first)
     assert jobs.round_result(job.id, 0) == (h("m"), 3, 2)
 
 
@@ -171,7 +179,7 @@ def test_payouts_are_exact_and_dust_stays_in_escrow(jobs: Any, registry: Any) ->
     assert_solvent(jobs)
 
 
-def test_dissenters_before_the_quorum_are_slashed_when_it_lands(
+def test_wrong_model_votes_before_the_quorum_are_slashed_and_removed_when_it_lands(
     jobs: Any, registry: Any
 ) -> None:
     job = make_job(jobs, registry, aggregators=4, quorum=2)
@@ -185,11 +193,21 @@ def test_dissenters_before_the_quorum_are_slashed_when_it_lands(
         jobs.propose(job.id, 0, h("m"), bitmap(range(3)))
     assert event_names(jobs)[0] == "Proposed"
     # the Registry's Slashed, then Jobs' AggregatorSlashed, after the round's result
-    assert event_names(jobs)[-3:] == ["RoundFinalized", "Slashed", "AggregatorSlashed"]
+    assert event_names(jobs)[-4:] == [
+        "RoundFinalized", "Slashed", "AggregatorSlashed", "AggregatorRemoved",
+    ]
     (slashed,) = events(jobs, "AggregatorSlashed")
     assert (slashed.aggregator, slashed.round, slashed.amount) == (dissenter, 0, SLASH_AMOUNT)
     assert registry.nodes(dissenter).stake == 2 * MIN_STAKE - SLASH_AMOUNT
+    assert registry.lock_of(jobs.address, job.id, dissenter) == AGGREGATOR_STAKE - SLASH_AMOUNT
     assert registry.owed(job.owner) == SLASH_AMOUNT
+    # its lock fell below aggregator_stake: it is out of the job's later rounds
+    assert not jobs.is_aggregator(job.id, dissenter)
+    commit_all(jobs, job, 1)
+    with boa.env.prank(dissenter), boa.reverts(
+        "jobs: caller is not an aggregator of the job in good standing"
+    ):
+        jobs.propose(job.id, 1, h("m"), bitmap(range(3)))
     with boa.env.prank(late), boa.reverts("jobs: wrong round"):
         jobs.propose(job.id, 0, h("late dissent"), bitmap(range(3)))
     assert registry.nodes(late).stake == 2 * MIN_STAKE
@@ -198,21 +216,33 @@ def test_dissenters_before_the_quorum_are_slashed_when_it_lands(
     assert_solvent(jobs)
 
 
-def test_the_quorum_vote_reverts_while_jobs_is_not_an_authorized_slasher(
+def test_the_quorum_vote_finalizes_while_jobs_is_not_an_authorized_slasher(
     jobs_deployer: Any, registry: Any
 ) -> None:
-    unauthorized = jobs_deployer.deploy(registry.address, AGGREGATOR_SHARE_BPS, SLASH_AMOUNT)
-    job = make_job(unauthorized, registry, aggregators=3, quorum=2)
+    unauthorized = jobs_deployer.deploy(
+        registry.address, AGGREGATOR_SHARE_BPS, SLASH_AMOUNT, CHALLENGE_WINDOW
+    )
+    job = make_job(unauthorized, registry, aggregators=3, quorum=2, trainer_stake=0,
+                   aggregator_stake=0)  # nothing to lock, so joining needs no authorization
     dissenter, agree_1, agree_2 = job.aggregators
     commit_all(unauthorized, job, 0)
-    for aggregator, model in ((dissenter, "wrong"), (agree_1, "m")):
+    for aggregator, model in ((dissenter, "wrong"), (agree_1, "m"), (agree_2, "m")):
         with boa.env.prank(aggregator):
             unauthorized.propose(job.id, 0, h(model), bitmap(range(3)))
-    with boa.env.prank(agree_2), boa.reverts("registry: caller is not an authorized slasher"):
-        unauthorized.propose(job.id, 0, h("m"), bitmap(range(3)))
-    assert unauthorized.jobs(job.id).current_round == 0
-    assert unauthorized.vote_of(job.id, 0, agree_2) == EMPTY
-    assert unauthorized.total_owed() == 0
+    (slashed,) = events(unauthorized, "AggregatorSlashed")
+    assert (slashed.aggregator, slashed.amount) == (dissenter, 0)
+    assert unauthorized.jobs(job.id).current_round == 1
+    assert unauthorized.is_aggregator(job.id, dissenter)  # nothing was taken: not removed
+
+
+def test_join_with_a_stake_needs_jobs_to_be_an_authorized_slasher(
+    jobs_deployer: Any, registry: Any
+) -> None:
+    unauthorized = jobs_deployer.deploy(
+        registry.address, AGGREGATOR_SHARE_BPS, SLASH_AMOUNT, CHALLENGE_WINDOW
+    )
+    with pytest.raises(BoaError, match="registry: caller is not an authorized slasher"):
+        make_job(unauthorized, registry)
 
 
 def test_the_last_rounds_quorum_vote_finishes_the_job(jobs: Any, registry: Any) -> None:
@@ -251,6 +281,9 @@ def test_cancel_a_stalled_job(jobs: Any, registry: Any) -> None:
     with boa.env.prank(job.owner), boa.reverts("jobs: round deadline has not passed"):
         jobs.cancel(job.id)
     boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
+    with boa.env.prank(job.owner), boa.reverts("jobs: the round can still be reopened"):
+        jobs.cancel(job.id)
+    run_out_reopens(jobs, job)
     with boa.env.prank(job.trainers[0]), boa.reverts("jobs: caller is not the job owner"):
         jobs.cancel(job.id)
     with boa.env.prank(job.owner):
@@ -260,6 +293,7 @@ def test_cancel_a_stalled_job(jobs: Any, registry: Any) -> None:
         with boa.reverts("jobs: job is not open"):
             jobs.cancel(job.id)
     assert jobs.jobs(job.id).status == CANCELLED
+    assert jobs.jobs(job.id).ended_at == boa.env.evm.patch.timestamp
     with boa.env.prank(job.trainers[0]), boa.reverts("jobs: job is not open"):
         jobs.commit_update(job.id, 0, h("u"), 1)
 
@@ -277,7 +311,7 @@ def test_refund_after_cancel_returns_the_whole_escrow(jobs: Any, registry: Any) 
     job = make_job(jobs, registry, rounds=3)
     with boa.env.prank(job.owner), boa.reverts("jobs: job is still open"):
         jobs.refund(job.id)
-    boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
+    run_out_reopens(jobs, job)
     with boa.env.prank(job.owner):
         jobs.cancel(job.id)
     with boa.env.prank(job.trainers[0]), boa.reverts("jobs: caller is not the job owner"):
@@ -338,7 +372,7 @@ def attacker(jobs: Any, receiver_deployer: Any) -> Any:
     boa.env.set_balance(contract.address, 0)
     with boa.env.prank(funded()):
         job_id = contract.create_job(2, REWARD, ROUND_DEADLINE, value=2 * REWARD)
-    boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
+    boa.env.time_travel(seconds=ROUND_DEADLINE + 1)  # an open committee nobody signed up for
     contract.cancel_and_refund(job_id)
     assert jobs.owed(contract.address) == 2 * REWARD
     return contract
@@ -362,3 +396,155 @@ def test_swallowed_reentry_gets_paid_exactly_once(jobs: Any, attacker: Any) -> N
     assert jobs.owed(attacker.address) == 0
     assert boa.env.get_balance(jobs.address) == 0
     assert_solvent(jobs)
+
+
+def test_reopen_starts_a_new_attempt_with_the_rounds_commits(jobs: Any, registry: Any) -> None:
+    job = make_job(jobs, registry, trainers=3, aggregators=3, quorum=2)
+    with boa.env.prank(job.trainers[0]):
+        jobs.commit_update(job.id, 0, h("kept"), 4)
+    boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
+    with boa.env.prank(job.aggregators[0]):
+        jobs.propose(job.id, 0, h("m"), bitmap([0]))  # a vote in attempt 0, after the deadline
+    with boa.env.prank(funded()):
+        jobs.reopen(job.id)
+    (event,) = events(jobs, "RoundReopened")
+    assert (event.job_id, event.round, event.reopens) == (job.id, 0, 1)
+    state = jobs.jobs(job.id)
+    assert (state.attempt, state.reopens, state.round_start) == (
+        1, 1, boa.env.evm.patch.timestamp,
+    )
+    assert jobs.commit_of(job.id, 0, job.trainers[0]) == (h("kept"), 4)
+    for index in (1, 2):  # the others commit in the new window
+        with boa.env.prank(job.trainers[index]):
+            jobs.commit_update(job.id, 0, h(f"u {index}"), 1)
+    for aggregator in job.aggregators[:2]:  # the first aggregator votes again
+        with boa.env.prank(aggregator):
+            jobs.propose(job.id, 0, h("m"), bitmap(range(3)))
+    assert jobs.votes(job.id, 1, vote_key(h("m"), bitmap(range(3)))) == 2
+    assert jobs.round_result(job.id, 0) == (h("m"), 7, 6)
+    assert jobs.jobs(job.id).reopens == 0  # reset by the finalization
+    assert jobs.jobs(job.id).attempt == 2
+
+
+def test_reopen_refuses_before_the_deadline_unsealed_and_after_three(
+    jobs: Any, registry: Any
+) -> None:
+    job = make_job(jobs, registry)
+    with boa.reverts("jobs: round deadline has not passed"):
+        jobs.reopen(job.id)
+    run_out_reopens(jobs, job)
+    with boa.reverts("jobs: round was already reopened 3 times"):
+        jobs.reopen(job.id)
+    unsealed = make_open_job(jobs, registry, trainers=0, volunteers=3, seal=False)
+    with boa.reverts("jobs: the committee is not sealed yet"):
+        jobs.reopen(unsealed.id)
+    with boa.reverts("jobs: job is not open"):
+        jobs.reopen(unsealed.id + 1)
+
+
+def test_evict_a_trainer_that_missed_three_rounds(jobs: Any, registry: Any) -> None:
+    job = make_job(jobs, registry, trainers=3, rounds=5, min_trainers=2)
+    squatter = job.trainers[2]
+    for round_ in range(3):
+        for trainer in job.trainers[:2]:
+            with boa.env.prank(trainer):
+                jobs.commit_update(job.id, round_, h(f"u {round_}"), 1)
+        boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
+        if round_ < 2:
+            with boa.reverts("jobs: trainer has not missed 3 finalized rounds in a row"):
+                jobs.evict(job.id, 2)
+        vote_all(jobs, job, round_, h(f"model {round_}"), bitmap([0, 1]))
+    with boa.env.prank(funded()):
+        jobs.evict(job.id, 2)
+    (event,) = events(jobs, "TrainerEvicted")
+    assert (event.trainer, event.index, event.slashed) == (squatter, 2, TRAINER_STAKE)
+    assert not jobs.is_trainer_active(job.id, squatter)
+    assert jobs.jobs(job.id).n_active_trainers == 2
+    assert registry.owed(job.owner) == TRAINER_STAKE
+    assert registry.lock_of(jobs.address, job.id, squatter) == 0
+    with boa.env.prank(squatter), boa.reverts("jobs: caller was evicted from the job"):
+        jobs.commit_update(job.id, 3, h("back"), 1)
+    with boa.reverts("jobs: trainer is already evicted"):
+        jobs.evict(job.id, 2)
+
+
+def test_evict_counts_from_the_last_commit_and_refuses_unknown_trainers(
+    jobs: Any, registry: Any
+) -> None:
+    job = make_job(jobs, registry, trainers=2, rounds=5, min_trainers=1)
+    commit_all(jobs, job, 0)
+    vote_all(jobs, job, 0, h("m0"), bitmap([0, 1]))
+    for round_ in (1, 2):  # trainer 1 misses rounds 1 and 2 only
+        with boa.env.prank(job.trainers[0]):
+            jobs.commit_update(job.id, round_, h("u"), 1)
+        boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
+        vote_all(jobs, job, round_, h(f"m{round_}"), bitmap([0]))
+    with boa.reverts("jobs: trainer has not missed 3 finalized rounds in a row"):
+        jobs.evict(job.id, 1)
+    with boa.reverts("jobs: no trainer has that index"):
+        jobs.evict(job.id, 2)
+    with boa.reverts("jobs: job is not open"):
+        jobs.evict(job.id + 1, 0)
+
+
+def test_release_returns_the_locks_after_the_challenge_window(jobs: Any, registry: Any) -> None:
+    job = make_job(jobs, registry, rounds=1)
+    commit_all(jobs, job, 0)
+    vote_all(jobs, job, 0, h("m"), bitmap(range(3)))
+    assert jobs.jobs(job.id).ended_at == boa.env.evm.patch.timestamp
+    boa.env.time_travel(seconds=CHALLENGE_WINDOW)
+    locks = ((job.trainers[0], TRAINER_STAKE), (job.aggregators[0], AGGREGATOR_STAKE))
+    for account, stake in locks:
+        with boa.env.prank(account):
+            jobs.release(job.id)
+        (event,) = events(jobs, "StakeReleased")
+        assert (event.job_id, event.node, event.amount) == (job.id, account, stake)
+        assert registry.locked(account) == 0
+        with boa.env.prank(account):
+            registry.request_unbond(2 * MIN_STAKE)  # all of it is free again
+
+
+def test_release_refuses_open_jobs_early_calls_strangers_and_twice(
+    jobs: Any, registry: Any
+) -> None:
+    job = make_job(jobs, registry, rounds=1)
+    trainer = job.trainers[0]
+    with boa.env.prank(trainer), boa.reverts("jobs: job has not ended"):
+        jobs.release(job.id)
+    commit_all(jobs, job, 0)
+    vote_all(jobs, job, 0, h("m"), bitmap(range(3)))
+    boa.env.time_travel(seconds=CHALLENGE_WINDOW - 1)
+    with boa.env.prank(trainer), boa.reverts("jobs: the challenge window has not passed"):
+        jobs.release(job.id)
+    boa.env.time_travel(seconds=1)
+    with boa.env.prank(funded()), boa.reverts("jobs: caller holds no stake in the job"):
+        jobs.release(job.id)
+    with boa.env.prank(trainer):
+        jobs.release(job.id)
+        with boa.reverts("jobs: stake already released"):
+            jobs.release(job.id)
+
+
+def test_cancel_an_open_committee_that_found_too_few_volunteers(
+    jobs: Any, registry: Any
+) -> None:
+    job = make_open_job(jobs, registry, trainers=1, volunteers=2, seal=False)
+    with boa.env.prank(job.owner), boa.reverts("jobs: signup is not over"):
+        jobs.cancel(job.id)
+    boa.env.time_travel(seconds=SIGNUP_PERIOD + 1)
+    with boa.env.prank(job.owner):
+        jobs.cancel(job.id)
+    assert jobs.jobs(job.id).status == CANCELLED
+    boa.env.time_travel(seconds=CHALLENGE_WINDOW)
+    with boa.env.prank(job.volunteers[0]):
+        jobs.release(job.id)
+    assert registry.locked(job.volunteers[0]) == 0
+
+
+def test_cancel_refuses_an_open_committee_that_can_be_sealed(jobs: Any, registry: Any) -> None:
+    job = make_open_job(jobs, registry, trainers=1, volunteers=3, seal=False)
+    boa.env.time_travel(seconds=SIGNUP_PERIOD + 1)
+    with boa.env.prank(job.owner), boa.reverts(
+        "jobs: enough volunteers signed up; seal the committee"
+    ):
+        jobs.cancel(job.id)
