@@ -915,6 +915,20 @@ def is_volunteer(job_id: uint256, account: address) -> bool:
 
 @view
 @external
+def voted_in_attempt(job_id: uint256, aggregator: address) -> bool:
+    """
+    @notice Whether an aggregator voted in the job's current attempt (after a reopen the
+            committee votes again, so an earlier vote of the same round does not count).
+    @param job_id The job.
+    @param aggregator The aggregator.
+    @return True when its vote for the current attempt is on chain.
+    """
+    word: uint256 = self._aggregator_word[job_id][aggregator]
+    return (word >> VOTE_ATTEMPT_SHIFT) & M32 == self.jobs[job_id].attempt + 1
+
+
+@view
+@external
 def is_trainer_active(job_id: uint256, account: address) -> bool:
     """
     @notice Whether an account is a trainer of a job that was not evicted.

@@ -67,6 +67,9 @@ JOB_VALUES = (
     0,
     0,
     b"\0" * 32,
+    # committee_size, signup_end, sealed, trainer_stake, aggregator_stake, weight_cap, attempt,
+    # reopens, n_active_trainers, ended_at, n_volunteers
+    3, 0, True, 0, 10**17, 0, 0, 0, 0, 0, 0,
 )
 
 

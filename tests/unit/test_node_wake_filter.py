@@ -26,7 +26,10 @@ def test_a_trainer_wakes_only_for_the_events_it_acts_on(deployment: Deployment) 
     chain = deployment
     wake = wake_filter(chain, [trainer()])
     assert wake is not None and wake.addresses == (JOBS,)
-    wanted = {"JobCreated", "Joined", "RoundFinalized", "JobFinished", "JobCancelled"}
+    wanted = {
+        "JobCreated", "Joined", "CommitteeSealed", "RoundFinalized", "RoundReopened",
+        "TrainerEvicted", "JobFinished", "JobCancelled",
+    }  # fmt: skip
     assert set(wake.topics or ()) == {topic(chain, name) for name in wanted}
     assert topic(chain, "UpdateCommitted") not in (wake.topics or ())
 
