@@ -60,6 +60,10 @@ momentum = 0.9
 [aggregation]
 rule = "fedavg"
 params = {{}}
+
+[committee]
+size = 2             # an open committee: both aggregators volunteer and are drawn
+signup_seconds = 15
 """
 PARTITION = {"partition": "iid", "num_parts": N_TRAINERS, "seed": 11}
 NOBODY = "0x000000000000000000000000000000000000dEaD"
@@ -126,6 +130,8 @@ def create_unknown_task_job(net: Network, owner_key: str) -> int:
         spec_hash=spec_hash, model_hash=model_hash, rounds=spec.rounds,
         reward_per_round=spec.reward_per_round, min_trainers=spec.min_trainers,
         max_trainers=spec.max_trainers, quorum=spec.quorum, round_deadline=spec.round_deadline,
+        committee_size=spec.committee_size, signup_period=spec.committee.signup_seconds,
+        aggregator_stake=spec.aggregator_stake,
     )  # fmt: skip
     return job_id
 
@@ -207,7 +213,7 @@ def plain_fedavg(addresses: list[str], job_id: int) -> dict[str, torch.Tensor]:
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
-                trained.append((len(data), model.state_dict()))
+                trained.append((1, model.state_dict()))  # equal weights, the spec's default
             total = sum(n for n, _ in trained)
             for key in global_state:
                 acc = torch.zeros_like(global_state[key])

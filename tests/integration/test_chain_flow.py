@@ -102,6 +102,10 @@ def test_job_money_flow_pays_exactly_and_slashes_the_dissenter(devnet) -> None:
         max_trainers=3,
         quorum=2,
         round_deadline=DEADLINE,
+        committee=[a.client.address for a in aggregators],  # named by the owner
+        committee_size=3,
+        aggregator_stake=slash_amount,  # locked at join; a slash takes it all
+        weight_cap=10,  # declared weights, at most 10 each
     )
     ledger.paid(owner, receipt)
     created = [e for e in owner.events(receipt) if isinstance(e, JobCreated)]
@@ -129,7 +133,7 @@ def test_job_money_flow_pays_exactly_and_slashes_the_dissenter(devnet) -> None:
     assert owner.jobs.job(job_id).current_round == 0  # no pair has the quorum yet
     receipt = aggregators[1].jobs.propose(job_id, 0, h("model-1"), 0b111)
     ledger.paid(aggregators[1], receipt)
-    assert owner.jobs.votes(job_id, 0, h("model-1"), 0b111) == 2
+    assert owner.jobs.votes(job_id, 0, h("model-1"), 0b111) == 2  # in attempt 0
     events = anyone.events(receipt)
     assert isinstance(events[0], Proposed)  # the vote, then the round's finalization
     assert [e.round for e in events if isinstance(e, RoundFinalized)] == [0]
@@ -145,6 +149,8 @@ def test_job_money_flow_pays_exactly_and_slashes_the_dissenter(devnet) -> None:
     assert owner.jobs.round_result(job_id, 0).total_weight == 6
     assert owner.registry.owed(owner.client.address) == slash_amount
     assert owner.registry.node(aggregators[2].client.address).stake == min_stake - slash_amount
+    assert owner.registry.locked(aggregators[2].client.address) == 0  # it was slashed from there
+    assert not owner.jobs.is_aggregator(job_id, aggregators[2].client.address)  # and left
 
     # Round 1: only two trainers commit; after the deadline their commits suffice.
     weights1 = {trainers[0].client.address: 5, trainers[1].client.address: 7}
