@@ -144,16 +144,20 @@ class BadTrainer:
         digest = self.server.store.put_bytes(
             encode_state(self.attack(decode_state(response.content)))
         )
-        jobs.commit_update(job_id, round_, digest, 100)
+        jobs.commit_update(job_id, round_, digest, 1)  # the weight equal weighting allows
         self.committed[round_] = digest
 
 
 @dataclass
 class WrongAggregator:
-    """An aggregator of the job that votes for a made-up model hash in every round."""
+    """A committee member that votes for a made-up model hash over the trainers the honest
+    aggregators include (all but ``leave_out``): a vote provably wrong for the inputs it names.
+    Once slashed below its lock it is out of the committee (``removed``)."""
 
     contracts: Contracts
+    leave_out: set[str] = field(default_factory=set)  # trainers the honest aggregators exclude
     voted: dict[int, str] = field(default_factory=dict)  # round -> the hash it voted for
+    removed: bool = False
 
     @property
     def address(self) -> str:
@@ -165,7 +169,10 @@ class WrongAggregator:
     def step(self, job_id: int) -> None:
         jobs = self.contracts.jobs
         job = jobs.job(job_id)
-        if job.status != JobStatus.OPEN or not jobs.is_aggregator(job_id, self.address):
+        if job.status != JobStatus.OPEN:
+            return
+        if not jobs.is_aggregator(job_id, self.address):
+            self.removed = bool(self.voted)  # it was a member: slashed out of the committee
             return
         round_ = job.current_round
         if round_ in self.voted:
@@ -175,7 +182,9 @@ class WrongAggregator:
         if len(trainers) < job.max_trainers or any(bytes(c) == EMPTY for c in commits):
             return  # the contract refuses a vote before every joined trainer committed
         wrong = hashlib.sha256(f"not the model of round {round_}".encode()).hexdigest()
-        jobs.propose(job_id, round_, wrong, (1 << len(trainers)) - 1)
+        leave_out = {t.lower() for t in self.leave_out}
+        included = sum(1 << i for i, t in enumerate(trainers) if t.lower() not in leave_out)
+        jobs.propose(job_id, round_, wrong, included)
         self.voted[round_] = wrong
 
 

@@ -23,6 +23,7 @@ import re
 import signal
 import time
 
+import pytest
 import torch
 from eth_account import Account
 from fault_nodes import write_home
@@ -30,6 +31,7 @@ from nodes import NodeFactory, NodeProcess, wait_ready
 
 from allmende.chain import Contracts, Devnet, DevnetConfig, JobStatus, advance_time, dev_keys
 from allmende.chain.events import Credited, Refunded
+from allmende.chain.jobs import MAX_REOPENS
 from allmende.errors import ChainError, ContractRevert
 from allmende.learn.aggregate import aggregate
 from allmende.learn.task import DatasetDecl, load_task
@@ -156,7 +158,9 @@ def test_crashed_nodes_and_a_restarted_chain_do_not_stop_the_job(devnet_slot, tm
         for node in [*aggregators, *trainers]:
             wait_ready(node)
 
-        spec = parse_jobspec(SPEC)
+        # the owner names its committee: the three aggregators, two of which must agree
+        committee = {"members": [node.address for node in aggregators]}
+        spec = parse_jobspec({**SPEC, "committee": committee})
         owner = aggregators[0]
         job_id = submit_job(owner.home, spec).job_id
         reader = Contracts.connect(deployment)
@@ -264,6 +268,7 @@ def test_a_job_that_lost_its_trainers_is_cancelled_and_refunded(devnet_slot, tmp
         owner, trainer0, trainer1 = (factory.start(home, wait=False) for home in homes)
         for node in (owner, trainer0, trainer1):
             wait_ready(node)
+        spec = parse_jobspec({**spec.model_dump(), "committee": {"members": [owner.address]}})
         job_id = submit_job(owner.home, spec).job_id
         reader = Contracts.connect(deployment)
         first_block = reader.client.block_number()
@@ -276,9 +281,14 @@ def test_a_job_that_lost_its_trainers_is_cancelled_and_refunded(devnet_slot, tmp
             lambda: in_round(reader, job_id, reader.jobs.job(job_id).current_round),
             "the surviving trainer's commit in the stalled round",
         )
-        advance_time(reader.client, spec.round_deadline + 1)
         owner_key = json.loads((owner.home / "key.json").read_text())["private_key"]
         as_owner = Contracts.connect(deployment, owner_key)
+        advance_time(reader.client, spec.round_deadline + 1)
+        with pytest.raises(ContractRevert, match="jobs: "):
+            as_owner.jobs.cancel(job_id)  # a stalled round is reopened first, not cancelled
+        for _ in range(MAX_REOPENS):  # anyone may reopen; the lone trainer cannot fill it
+            as_owner.jobs.reopen(job_id)
+            advance_time(reader.client, spec.round_deadline + 1)
         as_owner.jobs.cancel(job_id)
         as_owner.jobs.refund(job_id)
         job = reader.jobs.job(job_id)

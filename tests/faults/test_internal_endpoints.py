@@ -122,11 +122,12 @@ def test_internal_endpoints_are_never_contacted_and_their_members_are_skipped(
 
         os.kill(trainer.process.pid, signal.SIGSTOP)  # the hostile join and commit first
         try:
-            job_id = submit_job(owner.home, parse_jobspec(SPEC)).job_id
+            spec = parse_jobspec({**SPEC, "committee": {"members": [owner.address]}})
+            job_id = submit_job(owner.home, spec).job_id
             for i, contracts in enumerate(hostile):
                 contracts.jobs.join(job_id, ROLE_TRAINER)
                 digest = hashlib.sha256(f"an update nobody serves {i}".encode()).hexdigest()
-                contracts.jobs.commit_update(job_id, 0, digest, 100)
+                contracts.jobs.commit_update(job_id, 0, digest, 1)
         finally:
             os.kill(trainer.process.pid, signal.SIGCONT)
 
