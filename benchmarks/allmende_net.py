@@ -95,8 +95,11 @@ class JobTrace:
     last_block: int = 0
 
 
-def job_spec_toml(job: FedAvgJob) -> str:
-    """The job spec of ``job`` for ``allmende job submit``: all trainers, one aggregator."""
+def job_spec_toml(job: FedAvgJob, aggregator: str | None = None) -> str:
+    """The job spec of ``job`` for ``allmende job submit``: all trainers, one aggregator (the
+    owner's node, named as the committee when its address is given). Trainers declare their
+    number of examples, as the PyTorch and Flower loops weigh them."""
+    committee = [f'committee = {{ members = ["{aggregator}"] }}'] if aggregator else []
     return "\n".join([
         f'task = "{job.task}"',
         f"rounds = {job.rounds}",
@@ -109,6 +112,9 @@ def job_spec_toml(job: FedAvgJob) -> str:
         f"round_deadline = {ROUND_DEADLINE_S}",
         f"norm_bound = {NORM_BOUND}",
         f"seed = {job.model_seed}",
+        'weighting = "declared"',
+        f"max_weight = {MAX_WEIGHT}",
+        *committee,
         "",
         "[optimizer]",
         'name = "sgd"',
@@ -119,6 +125,9 @@ def job_spec_toml(job: FedAvgJob) -> str:
         "params = {}",
         "",
     ])
+
+
+MAX_WEIGHT = 1_000_000  # above any part's number of examples: weights are the example counts
 
 
 class BenchNetwork:
@@ -223,7 +232,7 @@ class BenchNetwork:
         """Submit the job from the owner's node and follow it until it is finished."""
         assert self.owner is not None
         spec = self.root / "job.toml"
-        spec.write_text(job_spec_toml(self.job))
+        spec.write_text(job_spec_toml(self.job, self.owner.address))
         contracts = self.contracts()
         first_block = contracts.client.block_number()
         submitted_at = time.time()

@@ -82,6 +82,9 @@ def run_job(owner: Contracts, nodes: list[Contracts], gas: dict[str, int]) -> No
         max_trainers=len(nodes),
         quorum=len(nodes),  # every node votes; a vote after the quorum would be refused
         round_deadline=ROUND_DEADLINE,
+        committee=[node.client.address for node in nodes],  # the owner names its aggregators
+        committee_size=len(nodes),
+        weight_cap=max(WEIGHTS),  # declared weights, capped
     )
     paid(owner, receipt)
     console.print(f"job {job_id} created, escrow {eth(ROUNDS * REWARD_PER_ROUND)} ETH")
