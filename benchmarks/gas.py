@@ -1,9 +1,13 @@
 """Gas used by every Registry and Jobs function, per transaction, on a real Anvil.
 
-Runs a whole job twice — 6 trainers and 32 trainers, 3 aggregators, quorum 2, 2 rounds; in
-the last round one trainer misses the deadline (so votes take the deadline path) and the third
-aggregator dissents before the other two reach the quorum (so finalization slashes) — on a
-fresh Anvil, and reports for each function the worst receipt ``gasUsed`` over all its calls
+Runs a whole job twice — 6 trainers and 32 trainers, a named committee of 3 aggregators,
+quorum 2, 2 rounds, declared weights, trainer and aggregator stakes locked; in the last round
+one trainer misses the deadline (so votes take the deadline path) and the third aggregator
+votes a wrong model for the same included set before the other two reach the quorum (so
+finalization slashes it) — then releases the locks after the challenge window, lets a second
+job's round die through its three reopens and cancels it, and seals a third job's open
+committee from the aggregators' volunteering, on a fresh Anvil, and reports for each function
+the worst receipt ``gasUsed`` over all its calls
 (intrinsic 21,000 gas and calldata included). A ``propose`` that reaches the quorum also
 finalizes the round; it is reported apart, as ``Jobs.propose+finalize``, and ``Jobs.propose``
 is a vote below the quorum. Writes ``.gas-snapshot`` (one ``name gas`` line per entry) and
@@ -44,6 +48,13 @@ ROUNDS = 2
 ETHER = 10**18
 MIN_STAKE = ETHER
 UNBOND_DELAY = 3_600
+ADMIN_DELAY = 2 * 86_400
+CHALLENGE_WINDOW = 86_400
+SIGNUP_PERIOD = 300
+MAX_REOPENS = 3
+TRAINER_STAKE = ETHER // 4
+AGGREGATOR_STAKE = ETHER // 2
+WEIGHT_CAP = 2**64 - 1  # declared weights
 SLASH_AMOUNT = ETHER // 2
 AGGREGATOR_SHARE_BPS = 2_000
 ROUND_DEADLINE = 600
@@ -115,12 +126,14 @@ def run_job(meter: GasMeter, n_trainers: int) -> GasTable:
     aggregators = accounts[2 : 2 + AGGREGATORS]
     trainers = accounts[2 + AGGREGATORS : 2 + AGGREGATORS + n_trainers]
     compiled = compile_contracts(source_dir=ROOT / "contracts")
-    registry = meter.deploy(compiled["Registry"], admin, MIN_STAKE, UNBOND_DELAY)
+    registry = meter.deploy(compiled["Registry"], admin, MIN_STAKE, UNBOND_DELAY, ADMIN_DELAY)
     jobs = meter.deploy(
-        compiled["Jobs"], admin, registry.address, AGGREGATOR_SHARE_BPS, SLASH_AMOUNT
+        compiled["Jobs"], admin, registry.address, AGGREGATOR_SHARE_BPS, SLASH_AMOUNT,
+        CHALLENGE_WINDOW,
     )
     fn: Callable[[str], Any] = lambda name: getattr(jobs.functions, name)  # noqa: E731
-    meter.send("Registry.set_slasher", registry.functions.set_slasher(jobs.address, True), admin)
+    set_first = registry.functions.set_first_slasher(jobs.address)
+    meter.send("Registry.set_first_slasher", set_first, admin)
 
     for index, node in enumerate(trainers + aggregators):
         roles = 1 if node in trainers else 2
@@ -129,11 +142,14 @@ def run_job(meter: GasMeter, n_trainers: int) -> GasTable:
         meter.send("Registry.register", register, node)
         meter.send("Registry.stake", registry.functions.stake(), node, MIN_STAKE * 2)
 
-    create = fn("create_job")(
-        b"\x51" * 32, b"\x60" * 32, ROUNDS, REWARD_PER_ROUND, n_trainers - 1, n_trainers, QUORUM,
-        ROUND_DEADLINE,
-    )
-    meter.send("Jobs.create_job", create, owner, ROUNDS * REWARD_PER_ROUND)
+    def create(committee: list[str]) -> Any:
+        return fn("create_job")(
+            b"\x51" * 32, b"\x60" * 32, ROUNDS, REWARD_PER_ROUND, n_trainers - 1, n_trainers,
+            QUORUM, ROUND_DEADLINE, committee, AGGREGATORS, 0 if committee else SIGNUP_PERIOD,
+            TRAINER_STAKE, AGGREGATOR_STAKE, WEIGHT_CAP,
+        )
+
+    meter.send("Jobs.create_job", create(aggregators), owner, ROUNDS * REWARD_PER_ROUND)
     job_id = jobs.functions.next_job_id().call() - 1
     for node in trainers:
         meter.send("Jobs.join", fn("join")(job_id, 1), node)
@@ -167,14 +183,26 @@ def run_job(meter: GasMeter, n_trainers: int) -> GasTable:
     meter.send("Jobs.withdraw", fn("withdraw")(), owner)
     meter.send("Jobs.withdraw", fn("withdraw")(), trainers[0])
     meter.send("Registry.withdraw", registry.functions.withdraw(), owner)
+    meter.advance(CHALLENGE_WINDOW)
+    for node in (trainers[0], aggregators[0]):
+        meter.send("Jobs.release", fn("release")(job_id), node)
 
-    meter.send("Jobs.create_job", create, owner, ROUNDS * REWARD_PER_ROUND)
+    meter.send("Jobs.create_job", create(aggregators), owner, ROUNDS * REWARD_PER_ROUND)
+    for _ in range(MAX_REOPENS):
+        meter.advance(ROUND_DEADLINE + 1)
+        meter.send("Jobs.reopen", fn("reopen")(job_id + 1), owner)
     meter.advance(ROUND_DEADLINE + 1)
     meter.send("Jobs.cancel", fn("cancel")(job_id + 1), owner)
 
-    meter.send("Registry.request_unbond", registry.functions.request_unbond(MIN_STAKE), trainers[0])
+    meter.send("Jobs.create_job", create([]), owner, ROUNDS * REWARD_PER_ROUND)
+    for node in aggregators:
+        meter.send("Jobs.join", fn("join")(job_id + 2, 2), node)
+    meter.advance(SIGNUP_PERIOD + 1)
+    meter.send("Jobs.seal", fn("seal")(job_id + 2), owner)
+
+    meter.send("Registry.request_unbond", registry.functions.request_unbond(MIN_STAKE), trainers[1])
     meter.advance(UNBOND_DELAY)
-    meter.send("Registry.withdraw_unbonded", registry.functions.withdraw_unbonded(), trainers[0])
+    meter.send("Registry.withdraw_unbonded", registry.functions.withdraw_unbonded(), trainers[1])
     return dict(meter.worst)
 
 
