@@ -403,10 +403,16 @@ def test_reopen_starts_a_new_attempt_with_the_rounds_commits(jobs: Any, registry
     with boa.env.prank(job.trainers[0]):
         jobs.commit_update(job.id, 0, h("kept"), 4)
     boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
-    with boa.env.prank(job.aggregators[0]):
+    first = job.aggregators[0]
+    assert not jobs.voted_in_attempt(job.id, first)
+    with boa.env.prank(first):
         jobs.propose(job.id, 0, h("m"), bitmap([0]))  # a vote in attempt 0, after the deadline
+    assert jobs.voted_in_attempt(job.id, first)
+    assert not jobs.voted_in_attempt(job.id, job.aggregators[1])
     with boa.env.prank(funded()):
         jobs.reopen(job.id)
+    assert not jobs.voted_in_attempt(job.id, first)  # the new attempt needs its vote again
+    assert jobs.vote_of(job.id, 0, first) != bytes(32)  # while its vote of the round stays
     (event,) = events(jobs, "RoundReopened")
     assert (event.job_id, event.round, event.reopens) == (job.id, 0, 1)
     state = jobs.jobs(job.id)
