@@ -411,10 +411,10 @@ def test_reopen_starts_a_new_attempt_with_the_rounds_commits(jobs: Any, registry
     assert not jobs.voted_in_attempt(job.id, job.aggregators[1])
     with boa.env.prank(funded()):
         jobs.reopen(job.id)
-    assert not jobs.voted_in_attempt(job.id, first)  # the new attempt needs its vote again
-    assert jobs.vote_of(job.id, 0, first) != bytes(32)  # while its vote of the round stays
     (event,) = events(jobs, "RoundReopened")
     assert (event.job_id, event.round, event.reopens) == (job.id, 0, 1)
+    assert not jobs.voted_in_attempt(job.id, first)  # the new attempt needs its vote again
+    assert jobs.vote_of(job.id, 0, first) != bytes(32)  # while its vote of the round stays
     state = jobs.jobs(job.id)
     assert (state.attempt, state.reopens, state.round_start) == (
         1, 1, boa.env.evm.patch.timestamp,
