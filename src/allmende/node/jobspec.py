@@ -21,12 +21,13 @@ from __future__ import annotations
 import difflib
 import json
 import tomllib
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, DecimalException, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from allmende._json import UntrustedJSONError, loads_untrusted
 from allmende.errors import ConfigError
 from allmende.learn.rules import rule_params
 
@@ -37,6 +38,10 @@ DEFAULT_BATCH_SIZE = 32
 DEFAULT_ROUND_DEADLINE = 300
 DEFAULT_NORM_BOUND = 100.0
 WEI_PER_UNIT = {"wei": 1, "gwei": 10**9, "ether": 10**18}
+MAX_WEI = 2**256 - 1  # the contracts' uint256
+# A spec nests three deep ({"aggregation": {"params": {...}}}); a spec blob nested deeper than
+# this is refused before it is parsed (a peer's [[[[... would overflow the JSON parser's stack).
+MAX_SPEC_DEPTH = 8
 
 # What each setting must be, for one-line error messages ("job spec: 'rounds' must be ...").
 REQUIREMENTS = {
@@ -55,7 +60,9 @@ REQUIREMENTS = {
     "min_trainers": f"an integer between 1 and {MAX_TRAINERS}",
     "max_trainers": f"an integer between 1 and {MAX_TRAINERS}",
     "quorum": f"an integer between 1 and {MAX_AGGREGATORS}",
-    "reward_per_round": "an integer number of wei >= 0, or a string like '0.01 ether'",
+    "reward_per_round": (
+        "an integer number of wei between 0 and 2**256 - 1, or a string like '0.01 ether'"
+    ),
     "round_deadline": "an integer number of seconds >= 1",
     "norm_bound": "a number > 0",
     "seed": "an integer >= 0",
@@ -101,7 +108,7 @@ class JobSpec(_Strict):
     max_trainers: int = Field(ge=1, le=MAX_TRAINERS)
     quorum: int = Field(ge=1, le=MAX_AGGREGATORS)
     """Aggregators that must propose the same model before a round is final."""
-    reward_per_round: int = Field(ge=0)
+    reward_per_round: int = Field(ge=0, le=MAX_WEI)
     """Wei paid per round; the owner escrows ``rounds * reward_per_round``."""
     round_deadline: int = Field(default=DEFAULT_ROUND_DEADLINE, ge=1)
     """Seconds a round stays open for commits; raise it if slow trainers keep missing rounds."""
@@ -143,11 +150,14 @@ class JobSpec(_Strict):
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> JobSpec:
-        """Parse a spec blob (untrusted bytes from a peer); :class:`ConfigError` if malformed."""
+        """Parse a spec blob (untrusted bytes from a peer); :class:`ConfigError` if malformed,
+        whatever the bytes are."""
         try:
-            raw = json.loads(blob.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"job spec: the blob is not UTF-8 JSON ({exc}).") from None
+            raw = loads_untrusted(blob, max_depth=MAX_SPEC_DEPTH)
+        except UntrustedJSONError as exc:
+            raise ConfigError(
+                f"job spec: the blob is refused, {exc}; the job's owner published a broken spec."
+            ) from None
         return parse_jobspec(raw)
 
 
@@ -159,10 +169,12 @@ def parse_wei(text: str) -> int:
         if len(parts) not in (1, 2) or unit not in WEI_PER_UNIT:
             raise InvalidOperation
         amount = Decimal(parts[0]) * WEI_PER_UNIT[unit]
-    except InvalidOperation:
+    except DecimalException:  # not a number, or one past Decimal's exponent range
         raise ValueError(f"cannot read {text!r} as an amount") from None
-    if amount != amount.to_integral_value() or amount < 0:
+    if not amount.is_finite() or amount != amount.to_integral_value() or amount < 0:
         raise ValueError(f"{text!r} is not a whole, non-negative number of wei")
+    if amount > MAX_WEI:
+        raise ValueError(f"{text!r} is more wei than the contracts can hold (2**256 - 1)")
     return int(amount)
 
 
