@@ -1,8 +1,9 @@
 """Byzantine participants that live in the test process, acting through ``allmende.chain``.
 
 Each adversary is a funded, staked, registered account. A :class:`BadTrainer` commits an update
-crafted from the round's global model by its ``attack`` (NaN, wrong shape, exploding norm) and
-serves it from a :class:`BlobServer` (a tiny HTTP server speaking the node API's blob route), so
+crafted from the round's global model by its ``attack`` (NaN, wrong shape, exploding norm; or
+raw bytes: a header nested past the JSON parser's recursion limit, a blob larger than any model)
+and serves it from a :class:`BlobServer` (a tiny HTTP server speaking the node API's blob route), so
 aggregators can fetch it like any update. A :class:`WrongAggregator` votes for a model hash that
 no honest aggregator computes, as soon as the contract lets it. :class:`Adversaries` steps them
 all in a background thread until stopped.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,11 +27,11 @@ import torch
 from allmende.chain import ROLE_AGGREGATOR, ROLE_TRAINER, Contracts, JobStatus
 from allmende.errors import AllmendeError, BlobNameError, BlobNotFound, HashMismatch
 from allmende.store.blobs import BlobStore
-from allmende.store.codec import decode_state, encode_state
+from allmende.store.codec import decode_state, encode_state, encoded_size
 
 log = logging.getLogger(__name__)
 State = dict[str, torch.Tensor]
-Attack = Callable[[State], State]
+Attack = Callable[[State], State | bytes]  # tensors to encode, or the blob's bytes as they are
 POLL_SECONDS = 0.2
 EMPTY = bytes(32)
 
@@ -54,6 +56,18 @@ def wrong_shape(state: State) -> State:
 def exploding_norm(state: State) -> State:
     """The global model moved by 1000 in every coordinate (a norm far over any sane bound)."""
     return {key: value + 1000.0 for key, value in state.items()}
+
+
+def nested_header(state: State) -> bytes:
+    """A blob exactly as long as a model of the task, all of it one header of ``[[[[...``:
+    nested far past Python's recursion limit, yet no byte over the fetch limit."""
+    size = encoded_size(state)
+    return struct.pack("<Q", size - 8) + b"[" * (size - 8)
+
+
+def oversized(state: State) -> bytes:
+    """The global model's blob with a megabyte of padding after its tensors."""
+    return encode_state(state) + b"\0" * (1024 * 1024)
 
 
 class BlobServer:
@@ -141,9 +155,9 @@ class BadTrainer:
         response.raise_for_status()
         if hashlib.sha256(response.content).hexdigest() != model_hash:
             return
-        digest = self.server.store.put_bytes(
-            encode_state(self.attack(decode_state(response.content)))
-        )
+        crafted = self.attack(decode_state(response.content))
+        blob = crafted if isinstance(crafted, bytes) else encode_state(crafted)
+        digest = self.server.store.put_bytes(blob)
         jobs.commit_update(job_id, round_, digest, 1)  # the weight equal weighting allows
         self.committed[round_] = digest
 

@@ -102,8 +102,9 @@ def test_a_blob_already_stored_is_not_fetched(local) -> None:
 
 def test_a_per_fetch_limit_below_the_store_limit(local) -> None:
     _, state, _, client = local
-    with pytest.raises(PeerError, match="size limit of 1000"):
+    with pytest.raises(PeerError, match="size limit of 1000 bytes for this kind") as info:
         asyncio.run(client.fetch_blob(DIGEST, ["http://good"], max_bytes=1000))
+    assert "max_blob_bytes" not in str(info.value)  # raising the store's limit would not help
     assert [f.kind for f in state.peer_faults()] == ["size"]
 
 

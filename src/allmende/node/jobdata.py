@@ -4,7 +4,9 @@ Everything a job names on chain is a hash; the bytes come from peers, so each re
 the blob by that hash (the peer client checks it while receiving), then checks what the bytes
 say: a spec must parse and agree with the job's on-chain record, and a model or update must be
 a canonical tensor blob with the keys, shapes and dtypes of the task's reference model and
-finite values. This is the one place where these checks run: a role, ``allmende job show``
+finite values. Such a blob has exactly the encoded size of the reference model, so a fetch of
+one more byte is cut off, and its header is parsed only if it is no longer than the
+reference's. This is the one place where these checks run: a role, ``allmende job show``
 and the lineage check all read job data through :func:`fetch_spec` and :func:`fetch_state`,
 each taking the peer client and the blob store it fetches into.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from allmende.errors import ConfigError
+from allmende.errors import AggregationError, CodecError, ConfigError
 from allmende.node.jobspec import JobSpec
 
 if TYPE_CHECKING:
@@ -82,14 +84,25 @@ async def fetch_state(
     """Tensors of blob ``digest`` from ``endpoints``: canonical, finite, shaped like
     ``reference``. The returned state needs no further check of those properties.
 
-    Raises :class:`~allmende.errors.PeerError` when no peer serves it, and
-    :class:`~allmende.errors.CodecError` or :class:`~allmende.errors.AggregationError` when
+    A peer may send at most the encoded size of ``reference`` (the exact size of any model of
+    this task). Raises :class:`~allmende.errors.PeerError` when no peer serves it (within that
+    size), and :class:`~allmende.errors.CodecError` or
+    :class:`~allmende.errors.AggregationError`, naming the blob and where it came from, when
     the bytes are not a model of this task.
     """
     from allmende.learn.aggregate import check_update  # torch: only for who reads tensors
-    from allmende.store.codec import decode_state
+    from allmende.store.codec import decode_state, encoded_size, header_size
 
-    await peers.fetch_blob(digest, endpoints)
-    state = decode_state(store.read_bytes(digest))
-    check_update(state, reference)
+    size = encoded_size(reference)
+    fetched = await peers.fetch_blob(digest, endpoints, max_bytes=size)
+    source = f"served by {fetched.peer}" if fetched.peer else "from the local store"
+    try:
+        if fetched.size > size:  # stored before, without this limit
+            raise CodecError(f"it has {fetched.size} bytes, a model of this task has {size}.")
+        state = decode_state(store.read_bytes(digest), max_header_bytes=header_size(reference))
+        check_update(state, reference)
+    except CodecError as exc:
+        raise CodecError(f"Blob {digest} ({source}) is not a model of this task: {exc}") from None
+    except AggregationError as exc:
+        raise AggregationError(f"Blob {digest} ({source}): {exc}") from None
     return state

@@ -30,12 +30,13 @@ import difflib
 import json
 import re
 import tomllib
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, DecimalException, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from allmende._json import UntrustedJSONError, loads_untrusted
 from allmende.errors import ConfigError
 from allmende.learn.rules import rule_params
 
@@ -51,6 +52,10 @@ DEFAULT_BATCH_SIZE = 32
 DEFAULT_ROUND_DEADLINE = 300
 DEFAULT_NORM_BOUND = 100.0
 WEI_PER_UNIT = {"wei": 1, "gwei": 10**9, "ether": 10**18}
+MAX_WEI = 2**256 - 1  # the contracts' uint256
+# A spec nests three deep ({"aggregation": {"params": {...}}}); a spec blob nested deeper than
+# this is refused before it is parsed (a peer's [[[[... would overflow the JSON parser's stack).
+MAX_SPEC_DEPTH = 8
 
 # What each setting must be, for one-line error messages ("job spec: 'rounds' must be ...").
 REQUIREMENTS = {
@@ -69,7 +74,9 @@ REQUIREMENTS = {
     "min_trainers": f"an integer between 1 and {MAX_TRAINERS}",
     "max_trainers": f"an integer between 1 and {MAX_TRAINERS}",
     "quorum": f"an integer between 1 and {MAX_AGGREGATORS}",
-    "reward_per_round": "an integer number of wei >= 0, or a string like '0.01 ether'",
+    "reward_per_round": (
+        "an integer number of wei between 0 and 2**256 - 1, or a string like '0.01 ether'"
+    ),
     "round_deadline": f"an integer number of seconds between 1 and {MAX_PERIOD}",
     "committee": "a table with members (named aggregators) or size and signup_seconds",
     "committee.members": "a list of distinct 0x-prefixed addresses",
@@ -165,15 +172,15 @@ class JobSpec(_Strict):
     max_trainers: int = Field(ge=1, le=MAX_TRAINERS)
     quorum: int = Field(ge=1, le=MAX_AGGREGATORS)
     """Aggregators that must propose the same model before a round is final."""
-    reward_per_round: int = Field(ge=0)
+    reward_per_round: int = Field(ge=0, le=MAX_WEI)
     """Wei paid per round; the owner escrows ``rounds * reward_per_round``."""
     round_deadline: int = Field(default=DEFAULT_ROUND_DEADLINE, ge=1, le=MAX_PERIOD)
     """Seconds a round stays open for commits; raise it if slow trainers keep missing rounds."""
     committee: CommitteeSpec = Field(default_factory=CommitteeSpec)
     """The aggregators; by default an open committee of ``2 * quorum - 1`` drawn from volunteers."""
-    trainer_stake: int = Field(default=0, ge=0)
+    trainer_stake: int = Field(default=0, ge=0, le=MAX_WEI)
     """Wei each trainer locks on the Registry for the job (its bond, lost when evicted)."""
-    aggregator_stake: int = Field(default=DEFAULT_AGGREGATOR_STAKE, ge=0)
+    aggregator_stake: int = Field(default=DEFAULT_AGGREGATOR_STAKE, ge=0, le=MAX_WEI)
     """Wei each aggregator locks for the job; a provably wrong vote is slashed from it."""
     weighting: Literal["equal", "declared"] = "equal"
     """``equal``: every included update counts once, in the aggregate and in the pay;
@@ -249,11 +256,14 @@ class JobSpec(_Strict):
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> JobSpec:
-        """Parse a spec blob (untrusted bytes from a peer); :class:`ConfigError` if malformed."""
+        """Parse a spec blob (untrusted bytes from a peer); :class:`ConfigError` if malformed,
+        whatever the bytes are."""
         try:
-            raw = json.loads(blob.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"job spec: the blob is not UTF-8 JSON ({exc}).") from None
+            raw = loads_untrusted(blob, max_depth=MAX_SPEC_DEPTH)
+        except UntrustedJSONError as exc:
+            raise ConfigError(
+                f"job spec: the blob is refused, {exc}; the job's owner published a broken spec."
+            ) from None
         return parse_jobspec(raw)
 
 
@@ -265,10 +275,12 @@ def parse_wei(text: str) -> int:
         if len(parts) not in (1, 2) or unit not in WEI_PER_UNIT:
             raise InvalidOperation
         amount = Decimal(parts[0]) * WEI_PER_UNIT[unit]
-    except InvalidOperation:
+    except DecimalException:  # not a number, or one past Decimal's exponent range
         raise ValueError(f"cannot read {text!r} as an amount") from None
-    if amount != amount.to_integral_value() or amount < 0:
+    if not amount.is_finite() or amount != amount.to_integral_value() or amount < 0:
         raise ValueError(f"{text!r} is not a whole, non-negative number of wei")
+    if amount > MAX_WEI:
+        raise ValueError(f"{text!r} is more wei than the contracts can hold (2**256 - 1)")
     return int(amount)
 
 

@@ -73,6 +73,11 @@ class BlobWriter:
         """Append ``chunk``; :class:`BlobTooLarge` once the size limit is passed."""
         self.size += len(chunk)
         if self.size > self.max_bytes:
+            if self.max_bytes < self._store.max_blob_bytes:  # the caller's limit for this blob
+                raise BlobTooLarge(
+                    f"The blob exceeds the size limit of {self.max_bytes} bytes for this kind "
+                    "of blob; no valid one is larger."
+                )
             raise BlobTooLarge(
                 f"The blob exceeds the size limit of {self.max_bytes} bytes; raise "
                 "[store] max_blob_bytes if such blobs are expected."

@@ -12,6 +12,12 @@ varies:
 :func:`decode_state` accepts only bytes that :func:`encode_state` would have written: it re-encodes
 the header it parsed and compares byte for byte, so a second encoding of the same tensors (and with
 it a second hash) is refused. Nothing here ever unpickles.
+
+The bytes come from untrusted peers, so decoding checks before it trusts: the header is bounded in
+size (:data:`MAX_HEADER_BYTES`, or the caller's exact expectation from :func:`header_size`) and in
+nesting depth before it is parsed, and every way the bytes can be wrong ends in
+:class:`CodecError`, never in another exception. :func:`encoded_size` gives the exact length of a
+state's blob without encoding it, so a fetch can refuse a single byte more.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from collections.abc import Mapping
 
 import torch
 
+from allmende._json import UntrustedJSONError, loads_untrusted
 from allmende.errors import CodecError
 
 # dtype name in the safetensors header <-> torch dtype.
@@ -44,8 +51,14 @@ _NAMES = {dtype: name for name, dtype in DTYPES.items()}
 FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})
 # Decoding accepts these unless the caller narrows it (e.g. to {"F32"} for model updates).
 DEFAULT_ALLOWED_DTYPES = frozenset(DTYPES)
-# A header larger than this is refused before it is parsed (safetensors' own limit is 100 MB).
-MAX_HEADER_BYTES = 100_000_000
+# A header larger than this is refused before it is parsed, when the caller expects no exact size
+# (see header_size). An entry takes about 100 bytes plus its name, so 1 MiB holds thousands of
+# tensors; safetensors' own limit (100 MB) would let a peer make every reader parse 100 MB of JSON.
+MAX_HEADER_BYTES = 1024 * 1024
+# {names: {entry: [shape or data_offsets]}}: a canonical header never nests deeper.
+MAX_HEADER_DEPTH = 3
+# No dimension is larger than this (torch sizes are signed 64-bit).
+_MAX_DIM = 2**63 - 1
 _ALIGN = 8
 
 
@@ -66,15 +79,10 @@ def _header_bytes(entries: dict[str, dict[str, object]]) -> bytes:
     return raw + b" " * (-len(raw) % _ALIGN)
 
 
-def encode_state(state: Mapping[str, torch.Tensor]) -> bytes:
-    """The canonical safetensors bytes of ``state`` (name -> tensor).
-
-    Raises :class:`CodecError` for a name that is not a non-empty string or ``__metadata__``, a
-    value that is not a tensor, or an unsupported dtype.
-    """
-    _require_little_endian()
+def _layout(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, dict[str, object]], int]:
+    """The canonical header entries of ``state`` (names in UTF-8 byte order, data back to back)
+    and the number of data bytes; :class:`CodecError` for what :func:`encode_state` refuses."""
     entries: dict[str, dict[str, object]] = {}
-    chunks: list[bytes] = []
     offset = 0
     for name in sorted(state, key=lambda n: n.encode() if isinstance(n, str) else b""):
         tensor = state[name]
@@ -87,16 +95,42 @@ def encode_state(state: Mapping[str, torch.Tensor]) -> bytes:
                 f"Tensor {name!r} has dtype {tensor.dtype}, which the codec does not support; "
                 f"convert it to one of {sorted(DTYPES)}."
             )
-        data = _tensor_bytes(tensor)
+        size = tensor.numel() * tensor.element_size()
         entries[name] = {
             "dtype": _NAMES[tensor.dtype],
             "shape": list(tensor.shape),
-            "data_offsets": [offset, offset + len(data)],
+            "data_offsets": [offset, offset + size],
         }
-        chunks.append(data)
-        offset += len(data)
+        offset += size
+    return entries, offset
+
+
+def encode_state(state: Mapping[str, torch.Tensor]) -> bytes:
+    """The canonical safetensors bytes of ``state`` (name -> tensor).
+
+    Raises :class:`CodecError` for a name that is not a non-empty string or ``__metadata__``, a
+    value that is not a tensor, or an unsupported dtype.
+    """
+    _require_little_endian()
+    entries, _ = _layout(state)
     header = _header_bytes(entries)
-    return struct.pack("<Q", len(header)) + header + b"".join(chunks)
+    data = b"".join(_tensor_bytes(state[name]) for name in entries)
+    return struct.pack("<Q", len(header)) + header + data
+
+
+def header_size(state: Mapping[str, torch.Tensor]) -> int:
+    """The length of the JSON header (padding included) of :func:`encode_state` ``(state)``."""
+    return len(_header_bytes(_layout(state)[0]))
+
+
+def encoded_size(state: Mapping[str, torch.Tensor]) -> int:
+    """``len(encode_state(state))``, computed without copying any tensor data.
+
+    A blob of another model with the same names, dtypes and shapes has exactly this length, so
+    a fetch of an update can be limited to the encoded size of the task's reference model.
+    """
+    entries, data_bytes = _layout(state)
+    return 8 + len(_header_bytes(entries)) + data_bytes
 
 
 def state_hash(state: Mapping[str, torch.Tensor]) -> str:
@@ -104,27 +138,37 @@ def state_hash(state: Mapping[str, torch.Tensor]) -> str:
     return hashlib.sha256(encode_state(state)).hexdigest()
 
 
-def _parse_header(data: bytes) -> tuple[dict[str, dict[str, object]], int]:
+def _parse_header(data: bytes, max_header_bytes: int) -> tuple[dict[str, dict[str, object]], int]:
     if len(data) < 8:
         raise CodecError("The tensor blob is shorter than the 8-byte safetensors length prefix.")
     (header_len,) = struct.unpack("<Q", data[:8])
-    if header_len > MAX_HEADER_BYTES or 8 + header_len > len(data):
+    if header_len > max_header_bytes:
+        raise CodecError(
+            f"The tensor blob declares a {header_len}-byte header, more than the "
+            f"{max_header_bytes} bytes a header of this model may have; it is not a model of "
+            "this task."
+        )
+    if 8 + header_len > len(data):
         raise CodecError(
             f"The tensor blob declares a {header_len}-byte header, which does not fit in its "
             f"{len(data)} bytes; the blob is truncated or not safetensors."
         )
     raw = data[8 : 8 + header_len]
     try:
-        entries = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CodecError(f"The tensor blob's header is not valid UTF-8 JSON: {exc}.") from None
+        entries = loads_untrusted(raw, max_depth=MAX_HEADER_DEPTH)
+    except UntrustedJSONError as exc:
+        raise CodecError(f"The tensor blob's header is refused: {exc}.") from None
     if not isinstance(entries, dict):
         raise CodecError("The tensor blob's header is not a JSON object.")
     if "__metadata__" in entries:
         raise CodecError("The tensor blob carries __metadata__, which canonical blobs never do.")
     for name, entry in entries.items():
         _check_entry(name, entry)
-    if _header_bytes(entries) != raw:
+    try:
+        canonical = _header_bytes(entries)
+    except UnicodeEncodeError:  # a lone surrogate (\ud800) has no UTF-8 form
+        raise CodecError("The tensor blob names a tensor in invalid Unicode.") from None
+    if canonical != raw:
         raise CodecError(
             "The tensor blob's header is not in canonical form (sorted keys, compact JSON, "
             "space padding); re-encode it with allmende.store.codec.encode_state."
@@ -133,13 +177,15 @@ def _parse_header(data: bytes) -> tuple[dict[str, dict[str, object]], int]:
 
 
 def _check_entry(name: str, entry: object) -> None:
+    if not name:
+        raise CodecError("The tensor blob names a tensor with the empty string.")
     if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
         raise CodecError(f"Header entry {name!r} must hold exactly dtype, shape, data_offsets.")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise CodecError(f"Tensor {name!r} has unknown dtype {dtype!r}.")
     if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= _MAX_DIM for d in shape
     ):
         raise CodecError(f"Tensor {name!r} has a malformed shape {shape!r}.")
     if (
@@ -155,15 +201,18 @@ def decode_state(
     *,
     require_finite: bool = True,
     allowed_dtypes: frozenset[str] = DEFAULT_ALLOWED_DTYPES,
+    max_header_bytes: int = MAX_HEADER_BYTES,
 ) -> dict[str, torch.Tensor]:
     """Tensors from canonical bytes; refuse anything :func:`encode_state` would not write.
 
     ``require_finite`` refuses NaN and ±Inf in floating-point tensors; ``allowed_dtypes`` (header
-    names such as ``"F32"``) refuses every other dtype. Raises :class:`CodecError` saying what is
-    wrong; the returned tensors are writable CPU tensors.
+    names such as ``"F32"``) refuses every other dtype; a header longer than ``max_header_bytes``
+    is refused unparsed (pass :func:`header_size` of the expected model to allow no more than its
+    own). Raises :class:`CodecError` saying what is wrong, whatever the bytes are; the returned
+    tensors are writable CPU tensors.
     """
     _require_little_endian()
-    entries, start = _parse_header(data)
+    entries, start = _parse_header(data, max_header_bytes)
     names = sorted(entries, key=lambda n: n.encode())
     body = bytearray(data[start:])
     expected = 0
@@ -193,7 +242,10 @@ def decode_state(
             )
         expected = end
         if size == 0:
-            state[name] = torch.empty(shape, dtype=dtype)
+            try:
+                state[name] = torch.empty(shape, dtype=dtype)
+            except RuntimeError:  # e.g. [0, 2**62, 2**62]: its strides overflow
+                raise CodecError(f"Tensor {name!r} has a shape torch cannot hold.") from None
         else:
             state[name] = torch.frombuffer(
                 body, dtype=dtype, count=size // item, offset=begin
