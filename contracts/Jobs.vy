@@ -281,6 +281,9 @@ def __init__(registry: IRegistry, aggregator_share_bps: uint256, slash_amount: u
 @internal
 @pure
 def _popcount(x: uint256) -> uint256:
+    """
+    @dev The number of set bits of `x` (SWAR popcount).
+    """
     v: uint256 = unsafe_sub(x, (x >> 1) & POP_M1)
     v = unsafe_add(v & POP_M2, (v >> 2) & POP_M2)
     v = unsafe_add(v, v >> 4) & POP_M4
@@ -294,12 +297,18 @@ def _popcount(x: uint256) -> uint256:
 @internal
 @pure
 def _tag(word: uint256) -> uint256:
+    """
+    @dev The round tag (round + 1 of the latest commit) of a commit word.
+    """
     return (word >> 128) & TAG_MASK
 
 
 @internal
 @view
 def _check_open_round(job_id: uint256, round: uint256):
+    """
+    @dev Reverts unless the job is open and `round` is its current round.
+    """
     assert self.jobs[job_id].status == STATUS_OPEN, "jobs: job is not open"
     assert round == self.jobs[job_id].current_round, "jobs: wrong round"
 
@@ -326,12 +335,19 @@ def _check_pair(job_id: uint256, model_hash: bytes32, included: uint256):
 
 @internal
 def _credit(job_id: uint256, round: uint256, account: address, amount: uint256):
+    """
+    @dev Credit `amount` of a round's reward to `account` (the caller moves it out of escrow).
+    """
     self.owed[account] += amount
     log Credited(job_id=job_id, round=round, account=account, amount=amount)
 
 
 @internal
 def _lock(node: address, job_id: uint256, amount: uint256):
+    """
+    @dev Lock `amount` of the node's stake for the job in the Registry (nothing when 0);
+         reverts when the node lacks the free stake or this contract is not a slasher.
+    """
     if amount > 0:
         extcall self.registry.lock(node, job_id, amount)
 
