@@ -4,6 +4,8 @@
    1.41 in its own venv, and Allmende on a devnet with real node processes and a real Anvil.
 2. ``robustness``: 20 trainers of which 4 attack, IID and non-IID, every aggregation rule.
 3. ``scale``: the Allmende job with 8, 16 and 32 trainer processes.
+4. ``security``: issue 13's attacks against the real contracts (titanoboa, in process): what
+   each attacker took and how many rounds it stalled.
 
 Each column runs as its own process, watched by :mod:`proctree` (memory of its whole process
 tree); its wall time runs from just before the process is started to the moment the script says
@@ -12,7 +14,8 @@ here prints "not run" with the reason and is recorded as such.
 
 The FedAvg columns run ``--repeats`` times in turn and the table shows each column's median run.
 
-Run: ``python benchmarks/run_all.py [--only fedavg,robustness,scale] [--rounds N] [--repeats N]``.
+Run: ``python benchmarks/run_all.py [--only fedavg,robustness,scale,security] [--rounds N]
+[--repeats N]``.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 LOG_DIR = RESULTS_DIR / "logs"
 COLUMN_TIMEOUT_S = 1800.0
-BENCHMARKS = ("fedavg", "robustness", "scale")
+BENCHMARKS = ("fedavg", "robustness", "scale", "security")
 DEFAULT_REPEATS = 3  # a shared 2-core machine's speed drifts by half within minutes
 MIN_CONSOLE_WIDTH = 150  # the tables are wide; piped output would otherwise wrap at 80
 
@@ -174,6 +177,17 @@ def bench_scale(job: FedAvgJob, *, console: Console) -> dict[str, Any]:
     return scale.run_table(job, run_column=column, progress=console.print)
 
 
+def bench_security(job: FedAvgJob, *, console: Console) -> dict[str, Any]:
+    """Table 4: every attack of issue 13 on the real contracts, one row each (the FedAvg job
+    is not used)."""
+    try:
+        import security
+    except ImportError as error:
+        raise NotRun(f"benchmarks/security.py cannot be imported ({error})") from error
+    draws = security.DEFAULT_DRAWS
+    return {"draws": draws, "attacks": security.run_all(draws, progress=console.print)}
+
+
 def write_result(name: str, result: dict[str, Any], machine: dict[str, Any]) -> Path:
     """``benchmarks/results/<name>.json`` with the machine description."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -211,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         "fedavg": functools.partial(bench_fedavg, repeats=args.repeats),
         "robustness": bench_robustness,
         "scale": bench_scale,
+        "security": bench_security,
     }
     for name in chosen:
         console.rule(name)
@@ -227,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
             print_robustness(result, console=console)
         elif name == "scale" and "not_run" not in result:
             print_scale(result, console=console)
+        elif name == "security" and "not_run" not in result:
+            import security
+
+            security.print_table(result["attacks"], console=console)
         console.print(f"  written: {path.relative_to(BENCH_DIR.parent)}")
     return 0
 
