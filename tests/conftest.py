@@ -7,9 +7,6 @@ instead of sharing the dev accounts' balances with other tests.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,7 +16,6 @@ import pytest
 from eth_account import Account
 
 from allmende.chain import Contracts, Deployment, Devnet, DevnetConfig, dev_keys
-from allmende.chain.devnet import PID_FILE
 
 NEW_KEY_BALANCE = 100 * 10**18  # wei given to every fresh test account
 
@@ -32,17 +28,8 @@ def free_port() -> int:
 
 
 def kill_devnet_group(state_dir: Path) -> None:
-    """SIGKILL the process group named by a devnet's pid file, if it is still there."""
-    try:
-        pid = int((state_dir / PID_FILE).read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
+    """SIGKILL the devnet of ``state_dir`` (its group and any Anvil on its state file) and wait."""
+    Devnet(DevnetConfig(state_dir=state_dir)).down(timeout=0.0)
 
 
 @dataclass

@@ -123,3 +123,21 @@ def test_cli_accounts_lists_the_funded_dev_keys(capsys: pytest.CaptureFixture[st
         assert Account.from_key(key).address == address
     # Account 0 is Anvil's well-known deployer.
     assert lines[0].split()[1] == "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+
+
+def test_project_copy_prefers_the_native_binary_over_the_launcher(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    hide_anvil(monkeypatch, tmp_path)
+    monkeypatch.setattr(devnet_module.sys, "platform", "linux")
+    monkeypatch.setattr(devnet_module.platform, "machine", lambda: "x86_64")
+    modules = tmp_path / ".tools" / "anvil" / "node_modules"
+    launcher = modules / ".bin" / "anvil"
+    launcher.parent.mkdir(parents=True)
+    launcher.write_text("")
+    native = modules / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
+    native.parent.mkdir(parents=True)
+    native.write_text("#!/bin/sh\n")
+    assert find_anvil() == launcher  # not executable: not taken
+    os.chmod(native, 0o755)
+    assert find_anvil() == native

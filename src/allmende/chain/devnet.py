@@ -3,13 +3,22 @@
 Anvil runs detached in its own process group, so it outlives the command that started it. Its pid
 file, log, chain state and the deployment file all live in one state directory (``.devnet/``
 unless told otherwise); ``down`` then ``up`` brings back the same chain, balances and contracts.
+
+The npm package's ``anvil`` is a Node launcher that starts the real binary as a child. The devnet
+runs that binary itself where it can find it, and ``down`` waits for every process of the group,
+so a launcher that dies first cannot leave the binary holding the port. An Anvil left running on
+this state directory by an earlier launcher is found by its ``--state`` argument and adopted.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
+import platform
 import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +41,7 @@ DEFAULT_PORT = 8545
 STATE_INTERVAL = 2  # seconds between state dumps, so even a SIGKILL loses at most this much
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
+KILL_WAIT = 10.0  # seconds a SIGKILLed process may take to go
 ANVIL_ENV = "ALLMENDE_ANVIL"
 ANVIL_VERSION = "1.7.1"
 PID_FILE = "anvil.pid"
@@ -79,13 +89,31 @@ def find_anvil() -> Path:
         )
     root = _paths.project_root()
     if root is not None:
-        local = root / ".tools" / "anvil" / "node_modules" / ".bin" / "anvil"
+        modules = root / ".tools" / "anvil" / "node_modules"
+        native = _native_binary(modules)
+        if native is not None:
+            return native
+        local = modules / ".bin" / "anvil"
         if local.is_file():
             return local
     on_path = shutil.which("anvil")
     if on_path:
         return Path(on_path)
     raise DevnetError(INSTALL_HINT)
+
+
+_NPM_OS = {"linux": "linux", "darwin": "darwin", "win32": "win32"}
+_NPM_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+def _native_binary(modules: Path) -> Path | None:
+    """The platform package's real ``anvil`` binary under ``node_modules``, if it is there."""
+    os_name = _NPM_OS.get(sys.platform)
+    arch = _NPM_ARCH.get(platform.machine().lower())
+    if os_name is None or arch is None:
+        return None
+    binary = modules / "@foundry-rs" / f"anvil-{os_name}-{arch}" / "bin" / "anvil"
+    return binary if binary.is_file() and os.access(binary, os.X_OK) else None
 
 
 class Devnet:
@@ -122,9 +150,15 @@ class Devnet:
         deployment.save(self.deployment_path)
         return deployment
 
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / STATE_FILE
+
     def start(self) -> int:
         """Start Anvil detached (or find it running) and wait until its RPC answers; its pid."""
         pid = self.pid()
+        if pid is None:
+            pid = self._adopt_orphan()
         if pid is not None:
             running_url = self.running_rpc_url()
             if running_url != self.rpc_url:
@@ -148,7 +182,7 @@ class Devnet:
             "--mnemonic", DEVNET_MNEMONIC,
             "--accounts", str(self.config.accounts),
             "--balance", str(DEVNET_BALANCE_ETH),
-            "--state", str(self.state_dir / STATE_FILE),
+            "--state", str(self.state_file),
             "--state-interval", str(STATE_INTERVAL),
         ]  # fmt: skip
         log_flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
@@ -165,6 +199,18 @@ class Devnet:
         )
         (self.state_dir / PID_FILE).write_text(f"{pid}\n{self.rpc_url}\n")
         self._wait_for_rpc(pid)
+        return pid
+
+    def _adopt_orphan(self) -> int | None:
+        """An Anvil still running on this state file whose launcher died: record and use it."""
+        orphans = _anvil_pids_for(self.state_file)
+        if not orphans:
+            return None
+        pid = orphans[0]
+        url = _flag_value(pid, "--port")
+        host = _flag_value(pid, "--host") or DEFAULT_HOST
+        rpc_url = f"http://{host}:{url}" if url else self.rpc_url
+        (self.state_dir / PID_FILE).write_text(f"{pid}\n{rpc_url}\n")
         return pid
 
     def pid(self) -> int | None:
@@ -185,6 +231,8 @@ class Devnet:
     def status(self) -> DevnetStatus:
         """Whether it runs, and what the chain and the deployment file say."""
         pid = self.pid()
+        if pid is None:
+            pid = self._adopt_orphan()
         deployment = (
             Deployment.load(self.deployment_path) if self.deployment_path.is_file() else None
         )
@@ -209,17 +257,31 @@ class Devnet:
         )
 
     def down(self, *, timeout: float = STOP_TIMEOUT) -> bool:
-        """Stop Anvil: SIGTERM (it dumps its state), SIGKILL after ``timeout``."""
+        """Stop Anvil: SIGTERM (it dumps its state), SIGKILL after ``timeout``.
+
+        Returns once no process of its group and no Anvil on this state file is left, so the
+        port is free for the next ``up``.
+        """
         pid = self.pid()
         if pid is None:
+            pid = self._adopt_orphan()
+        if pid is None:
             return False
-        _signal_group(pid, signal.SIGTERM)
+        targets = {pid, *_anvil_pids_for(self.state_file)}
+
+        def alive() -> bool:
+            return any(_group_alive(target) for target in targets)
+
+        for target in targets:
+            _signal_group(target, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _is_alive(pid) and time.monotonic() < deadline:
+        while alive() and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _is_alive(pid):
-            _signal_group(pid, signal.SIGKILL)
-            while _is_alive(pid):
+        if alive():
+            for target in targets:
+                _signal_group(target, signal.SIGKILL)
+            kill_deadline = time.monotonic() + KILL_WAIT
+            while alive() and time.monotonic() < kill_deadline:
                 time.sleep(0.05)
         (self.state_dir / PID_FILE).unlink(missing_ok=True)
         return True
@@ -299,10 +361,65 @@ def _is_anvil(pid: int) -> bool:
     return b"anvil" in cmdline
 
 
+def _group_alive(pid: int) -> bool:
+    """Whether ``pid`` or any live (not zombie) process of the group it led is left."""
+    if _is_alive(pid):
+        return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return False
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pid) and fields[0] != "Z":
+            return True
+    return False
+
+
+def _cmdline(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
+def _anvil_pids_for(state_file: Path) -> list[int]:
+    """Live Anvil processes (binary or launcher) started with ``--state state_file``."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    wanted = os.fsencode(str(state_file))
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        argv = _cmdline(int(entry.name))
+        if not any(b"anvil" in arg for arg in argv[:2]):
+            continue
+        pairs = itertools.pairwise(argv)
+        started_here = any(flag == b"--state" and value == wanted for flag, value in pairs)
+        if started_here and _is_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def _flag_value(pid: int, flag: str) -> str | None:
+    argv = _cmdline(pid)
+    for name, value in itertools.pairwise(argv):
+        if name == flag.encode():
+            return value.decode(errors="replace")
+    return None
+
+
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     try:
         os.killpg(pid, sig)  # Anvil leads its own process group (setsid)
     except ProcessLookupError:
-        pass
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)  # an adopted Anvil whose launcher led the group
     except PermissionError as exc:
         raise ChainError(f"Not allowed to stop Anvil (pid {pid}); stop it as its owner.") from exc
