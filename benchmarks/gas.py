@@ -34,14 +34,16 @@ from typing import Any
 from web3 import Web3
 
 from allmende.chain.compile import compile_contracts
+from allmende.chain.jobs import included_words, vote_commitment
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ANVIL = ROOT / ".tools" / "anvil" / "node_modules" / ".bin" / "anvil"
 DEFAULT_SNAPSHOT = ROOT / ".gas-snapshot"
 GAS_BOUND = 80_000
-BOUNDED = ("Jobs.commit_update", "Jobs.propose")
-FINALIZING = "Jobs.propose+finalize"  # the vote that reaches the quorum and finalizes the round
-TRAINER_COUNTS = (6, 32)
+BOUNDED = ("Jobs.commit_update", "Jobs.commit_vote", "Jobs.reveal")
+FINALIZING = "Jobs.reveal+finalize"  # the reveal that reaches the quorum and finalizes the round
+FINALIZING_BOUND = 150_000
+TRAINER_COUNTS = (6, 32, 256, 1024)
 AGGREGATORS = 3
 QUORUM = 2
 ROUNDS = 2
@@ -156,34 +158,48 @@ def run_job(meter: GasMeter, n_trainers: int) -> GasTable:
     for node in aggregators:
         meter.send("Jobs.join", fn("join")(job_id, 2), node)
 
+    first, second, third = aggregators
     for round_ in range(ROUNDS):
         last = round_ == ROUNDS - 1
         committing = trainers[:-1] if last else trainers
+        weights = [100 + index for index in range(len(committing))]
         for index, node in enumerate(committing):
             update = Web3.keccak(text=f"update {round_} {index}")
-            commit = fn("commit_update")(job_id, round_, update, 100 + index)
+            commit = fn("commit_update")(job_id, round_, update, weights[index])
             meter.send("Jobs.commit_update", commit, node)
         if last:
             meter.advance(ROUND_DEADLINE + 1)
-        included = (1 << len(committing)) - 1
+        included = included_words((1 << len(committing)) - 1)
         model = Web3.keccak(text=f"model {round_}")
-        first, second, third = aggregators
-        votes = [(first, model)]
-        if last:  # a vote for another pair before the quorum: slashed when the quorum lands
-            votes.insert(0, (third, Web3.keccak(text="a wrong model")))
-        for aggregator, voted in votes:
-            meter.send("Jobs.propose", fn("propose")(job_id, round_, voted, included), aggregator)
+        # in the last round the third aggregator votes a wrong model for the same included
+        # set before the others reach the quorum: `challenge` slashes it afterwards
+        voted = {first: model, second: model, third: Web3.keccak(text="a wrong model")}
+        salts = {node: Web3.keccak(text=f"salt {node} {round_}") for node in aggregators}
+        for node in aggregators:
+            commitment = vote_commitment(voted[node], included, sum(weights), salts[node], node)
+            meter.send("Jobs.commit_vote", fn("commit_vote")(job_id, round_, commitment), node)
+        below = [third, first] if last else [first]
+        for node in below:
+            reveal = fn("reveal")(job_id, round_, voted[node], included, sum(weights), salts[node])
+            meter.send("Jobs.reveal", reveal, node)
         if jobs.functions.jobs(job_id).call()[CURRENT_ROUND] != round_:
-            raise SystemExit("A vote below the quorum finalized; the scenario is broken.")
-        meter.send(FINALIZING, fn("propose")(job_id, round_, model, included), second)
+            raise SystemExit("A reveal below the quorum finalized; the scenario is broken.")
+        reveal = fn("reveal")(job_id, round_, model, included, sum(weights), salts[second])
+        meter.send(FINALIZING, reveal, second)
         if jobs.functions.jobs(job_id).call()[CURRENT_ROUND] != round_ + 1:
-            raise SystemExit("The quorum vote did not finalize; the scenario is broken.")
+            raise SystemExit("The quorum reveal did not finalize; the scenario is broken.")
+        for node in committing:
+            claim = fn("claim")(job_id, round_, model, included, sum(weights))
+            meter.send("Jobs.claim", claim, node)
+        for node in (first, second):
+            meter.send("Jobs.claim_vote", fn("claim_vote")(job_id, round_), node)
+    meter.send("Jobs.challenge", fn("challenge")(job_id, third), owner)
 
-    meter.send("Jobs.refund", fn("refund")(job_id), owner)
-    meter.send("Jobs.withdraw", fn("withdraw")(), owner)
     meter.send("Jobs.withdraw", fn("withdraw")(), trainers[0])
     meter.send("Registry.withdraw", registry.functions.withdraw(), owner)
-    meter.advance(CHALLENGE_WINDOW)
+    meter.advance(CHALLENGE_WINDOW)  # claims close; the owner's refund takes what is left
+    meter.send("Jobs.refund", fn("refund")(job_id), owner)
+    meter.send("Jobs.withdraw", fn("withdraw")(), owner)
     for node in (trainers[0], aggregators[0]):
         meter.send("Jobs.release", fn("release")(job_id), node)
 
