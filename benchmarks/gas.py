@@ -96,26 +96,44 @@ def anvil(path: Path, accounts: int) -> Iterator[Web3]:
 
 
 class GasMeter:
-    """Sends transactions from Anvil's unlocked accounts and keeps the worst gasUsed per name."""
+    """Sends transactions from Anvil's unlocked accounts and keeps the worst gasUsed per name.
+
+    Transactions go out with a fixed gas limit and price (no estimate round trip) and their
+    receipts are read in batches (:meth:`flush`); Anvil mines each one as it arrives, in
+    order, so a receipt read later is the same as one waited for."""
+
+    TX_GAS = 8_000_000
+    GAS_PRICE = 10**10
 
     def __init__(self, w3: Web3) -> None:
         self.w3 = w3
         self.worst: GasTable = defaultdict(int)
+        self._pending: list[tuple[str, Any]] = []
 
-    def send(self, name: str, call: Any, sender: str, value: int = 0) -> Any:
-        tx_hash = call.transact({"from": sender, "value": value})
-        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash)
-        if receipt["status"] != 1:
-            raise SystemExit(f"{name} reverted; the benchmark scenario is broken.")
-        self.worst[name] = max(self.worst[name], int(receipt["gasUsed"]))
-        return receipt
+    def send(self, name: str, call: Any, sender: str, value: int = 0) -> None:
+        tx = {"from": sender, "value": value, "gas": self.TX_GAS, "gasPrice": self.GAS_PRICE}
+        self._pending.append((name, call.transact(tx)))
+
+    def flush(self) -> list[Any]:
+        """The receipts of the transactions sent since the last flush; exits when one reverted."""
+        receipts = []
+        for name, tx_hash in self._pending:
+            receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash)
+            if receipt["status"] != 1:
+                raise SystemExit(f"{name} reverted; the benchmark scenario is broken.")
+            self.worst[name] = max(self.worst[name], int(receipt["gasUsed"]))
+            receipts.append(receipt)
+        self._pending = []
+        return receipts
 
     def deploy(self, compiled: Any, sender: str, *args: Any) -> Any:
         factory = self.w3.eth.contract(abi=compiled.abi, bytecode=compiled.bytecode)
-        receipt = self.send(f"{compiled.name}.deploy", factory.constructor(*args), sender)
+        self.send(f"{compiled.name}.deploy", factory.constructor(*args), sender)
+        (receipt,) = self.flush()
         return self.w3.eth.contract(address=receipt["contractAddress"], abi=compiled.abi)
 
     def advance(self, seconds: int) -> None:
+        self.flush()
         self.w3.provider.make_request("evm_increaseTime", [seconds])
         self.w3.provider.make_request("evm_mine", [])
 
@@ -152,6 +170,7 @@ def run_job(meter: GasMeter, n_trainers: int) -> GasTable:
         )
 
     meter.send("Jobs.create_job", create(aggregators), owner, ROUNDS * REWARD_PER_ROUND)
+    meter.flush()
     job_id = jobs.functions.next_job_id().call() - 1
     for node in trainers:
         meter.send("Jobs.join", fn("join")(job_id, 1), node)
@@ -182,10 +201,12 @@ def run_job(meter: GasMeter, n_trainers: int) -> GasTable:
         for node in below:
             reveal = fn("reveal")(job_id, round_, voted[node], included, sum(weights), salts[node])
             meter.send("Jobs.reveal", reveal, node)
+        meter.flush()
         if jobs.functions.jobs(job_id).call()[CURRENT_ROUND] != round_:
             raise SystemExit("A reveal below the quorum finalized; the scenario is broken.")
         reveal = fn("reveal")(job_id, round_, model, included, sum(weights), salts[second])
         meter.send(FINALIZING, reveal, second)
+        meter.flush()
         if jobs.functions.jobs(job_id).call()[CURRENT_ROUND] != round_ + 1:
             raise SystemExit("The quorum reveal did not finalize; the scenario is broken.")
         for node in committing:
@@ -219,6 +240,7 @@ def run_job(meter: GasMeter, n_trainers: int) -> GasTable:
     meter.send("Registry.request_unbond", registry.functions.request_unbond(MIN_STAKE), trainers[1])
     meter.advance(UNBOND_DELAY)
     meter.send("Registry.withdraw_unbonded", registry.functions.withdraw_unbonded(), trainers[1])
+    meter.flush()
     return dict(meter.worst)
 
 

@@ -30,7 +30,10 @@
         vote of the attempt, if one started, had two vote periods) can be reopened (up to
         MAX_REOPENS times); only then may the owner cancel. A trainer that misses
         MISSED_ROUNDS_ALLOWED finalized rounds in a row can be evicted by anyone.
-@dev    Invariant: self.balance == total_escrow + total_owed. A job's escrow holds the
+@dev    Invariant: self.balance == total_escrow + total_owed.
+        A job that ended keeps the time it ended in `round_start` (the finalization of its
+        last round, or the cancel) and its final model in `model_hash`; see `ended_at`
+        and `final_model_hash`. A job's escrow holds the
         reward of its rounds not finalized yet, plus the unclaimed shares of its finalized
         ones (`reserved(job_id)`); a claim moves a share from escrow to `owed`.
         Gas: `commit_update`, `commit_vote`, a `reveal` below the quorum and the finalizing
@@ -126,10 +129,17 @@ SETTLED: constant(uint256) = 2048  # its latest reveal was claimed, slashed or f
 # Written into a new aggregator's vote slot so its first vote is not a fresh slot.
 NO_VOTE: constant(bytes32) = keccak256("jobs: no vote yet")
 
-# Per-round result word (job -> round): high 128 bits of the result key, then the high 96
-# bits of keccak256(abi_encode(included)) (bits 32..127), then attempt + 1 of the
-# finalizing attempt (bits 0..31); 0 until the round is final.
+# Per-round result word, in a ring of RESULT_RING slots per job (job -> round % RESULT_RING),
+# written nonzero by `create_job`: round + 1 (bits 224..255), the high 112 bits of the
+# result key (bits 112..223), the high 80 bits of keccak256(abi_encode(included)) (bits
+# 32..111), attempt + 1 of the finalizing attempt (bits 0..31). A round's result can be
+# claimed and challenged until RESULT_RING later rounds are final.
+RESULT_RING: constant(uint256) = 8
+RESULT_TAG_SHIFT: constant(uint256) = 224
+RESULT_KEY_SHIFT: constant(uint256) = 112
 RESULT_INCLUDED_SHIFT: constant(uint256) = 32
+M80: constant(uint256) = 2**80 - 1
+M112: constant(uint256) = 2**112 - 1
 
 # Masks of the SWAR popcount: 0x5555..., 0x3333..., 0x0f0f..., 0x00ff..., 0x0000ffff..., and so on.
 POP_M1: constant(uint256) = max_value(uint256) // 3
@@ -158,7 +168,6 @@ struct Job:
     status: uint256
     n_trainers: uint256
     n_aggregators: uint256
-    final_model_hash: bytes32
     committee_size: uint256
     signup_end: uint256
     sealed: bool
@@ -168,7 +177,6 @@ struct Job:
     attempt: uint256
     reopens: uint256
     n_active_trainers: uint256
-    ended_at: uint256
     n_volunteers: uint256
     paid: uint256
 
@@ -306,7 +314,7 @@ _aggregator_word: HashMap[uint256, HashMap[address, uint256]]
 _vote_slot: HashMap[uint256, HashMap[address, bytes32]]
 # job -> node -> whether it released its lock
 _released: HashMap[uint256, HashMap[address, bool]]
-# job -> round -> result word (see above)
+# job -> round % RESULT_RING -> result word (see above)
 _results: HashMap[uint256, HashMap[uint256, uint256]]
 # job -> round -> wei claimed by trainers (declared-weight jobs only: caps a round's claims)
 _trainer_paid: HashMap[uint256, HashMap[uint256, uint256]]
@@ -386,6 +394,27 @@ def _result_key(model_hash: bytes32, included: uint256[WORDS], total_weight: uin
     @dev The key of a round result: keccak256(abi_encode(model_hash, included, total_weight)).
     """
     return keccak256(abi_encode(model_hash, included, total_weight))
+
+
+@internal
+@view
+def _result(job_id: uint256, round: uint256) -> uint256:
+    """
+    @dev The result word of a finalized round still in the ring; 0 otherwise.
+    """
+    result: uint256 = self._results[job_id][round % RESULT_RING]
+    if result >> RESULT_TAG_SHIFT != round + 1:
+        return 0
+    return result
+
+
+@internal
+@pure
+def _key_prefix(key: bytes32) -> uint256:
+    """
+    @dev The high 112 bits of a result key, as a result word keeps them.
+    """
+    return convert(key, uint256) >> 144
 
 
 @internal
@@ -483,12 +512,12 @@ def _provably_wrong(job_id: uint256, aggregator: address, word: uint256) -> bool
     round_tag: uint256 = (word >> VOTE_ROUND_SHIFT) & M31
     if round_tag == 0:
         return False
-    result: uint256 = self._results[job_id][round_tag - 1]
+    result: uint256 = self._result(job_id, round_tag - 1)
     if result == 0 or result & M32 != (word >> VOTE_ATTEMPT_SHIFT) & M32:
         return False
-    if (result >> RESULT_INCLUDED_SHIFT) & M96 != ((word >> INCLUDED_SHIFT) & M128) >> 32:
+    if (result >> RESULT_INCLUDED_SHIFT) & M80 != ((word >> INCLUDED_SHIFT) & M128) >> 48:
         return False
-    return convert(self._vote_slot[job_id][aggregator], uint256) >> 128 != result >> 128
+    return self._key_prefix(self._vote_slot[job_id][aggregator]) != (result >> RESULT_KEY_SHIFT) & M112
 
 
 @internal
@@ -511,7 +540,7 @@ def _check_claims_open(job_id: uint256):
     @dev Claims are accepted while the job runs and until challenge_window after it ended.
     """
     if self.jobs[job_id].status != STATUS_OPEN:
-        assert block.timestamp < self.jobs[job_id].ended_at + self.challenge_window, "jobs: the claim period is over"
+        assert block.timestamp < self.jobs[job_id].round_start + self.challenge_window, "jobs: the claim period is over"
 
 
 @internal
@@ -648,7 +677,6 @@ def create_job(
         status=STATUS_OPEN,
         n_trainers=0,
         n_aggregators=committee_size if named else 0,
-        final_model_hash=empty(bytes32),
         committee_size=committee_size,
         signup_end=0 if named else block.timestamp + signup_period,
         sealed=named,
@@ -658,7 +686,6 @@ def create_job(
         attempt=0,
         reopens=0,
         n_active_trainers=0,
-        ended_at=0,
         n_volunteers=0,
         paid=0,
     )
@@ -667,6 +694,8 @@ def create_job(
         params |= SEALED | (committee_size << VOTERS_SHIFT)
     self._params[job_id] = params
     self._vote_phase[job_id] = MARK
+    for i: uint256 in range(RESULT_RING):
+        self._results[job_id][i] = 1
     self._counts[job_id] = MARK
     self.total_escrow += msg.value
     log JobCreated(
@@ -973,7 +1002,7 @@ def _finalize(
             if bits != 0:
                 committed: uint256 = self._committed[job_id][2 * i + half]
                 assert self._tag(committed) == tag and bits & ~committed == 0, "jobs: an included trainer did not commit this round"
-    self._results[job_id][round] = ((convert(key, uint256) >> 128) << 128) | ((included_hash >> 32) << RESULT_INCLUDED_SHIFT) | (attempt + 1)
+    self._results[job_id][round % RESULT_RING] = (tag << RESULT_TAG_SHIFT) | (self._key_prefix(key) << RESULT_KEY_SHIFT) | ((included_hash >> 48) << RESULT_INCLUDED_SHIFT) | (attempt + 1)
     self.jobs[job_id].model_hash = model_hash
     self.jobs[job_id].current_round = tag
     self.jobs[job_id].round_start = block.timestamp
@@ -984,8 +1013,6 @@ def _finalize(
     log RoundFinalized(job_id=job_id, round=round, model_hash=model_hash, included=included, total_weight=total_weight)
     if tag == self.jobs[job_id].rounds:
         self.jobs[job_id].status = STATUS_FINISHED
-        self.jobs[job_id].final_model_hash = model_hash
-        self.jobs[job_id].ended_at = block.timestamp
         log JobFinished(job_id=job_id, final_model_hash=model_hash)
 
 
@@ -1008,10 +1035,10 @@ def claim(job_id: uint256, round: uint256, model_hash: bytes32, included: uint25
     @param total_weight The round's total weight, as finalized.
     """
     self._check_claims_open(job_id)
-    result: uint256 = self._results[job_id][round]
-    assert result != 0, "jobs: round is not final"
+    result: uint256 = self._result(job_id, round)
+    assert result != 0, "jobs: round is not final or too old"
     key: bytes32 = self._result_key(model_hash, included, total_weight)
-    assert convert(key, uint256) >> 128 == result >> 128, "jobs: that is not the round's finalized result"
+    assert self._key_prefix(key) == (result >> RESULT_KEY_SHIFT) & M112, "jobs: that is not the round's finalized result"
     position: uint256 = self.trainer_index[job_id][msg.sender]
     assert position != 0, "jobs: caller is not a trainer of the job"
     index: uint256 = position - 1
@@ -1024,7 +1051,7 @@ def claim(job_id: uint256, round: uint256, model_hash: bytes32, included: uint25
     pool: uint256 = reward - reward * self.aggregator_share_bps // BPS
     weight: uint256 = (word >> (SLOT_BITS * parity)) & M64
     amount: uint256 = pool * weight // total_weight
-    assert amount > 0, "jobs: the share rounds down to 0 wei"
+    assert amount > 0, "jobs: the share is 0 wei"
     if self.jobs[job_id].weight_cap != 0:
         paid: uint256 = self._trainer_paid[job_id][round] + amount
         assert paid <= pool, "jobs: the round's trainer pool is used up"
@@ -1048,14 +1075,14 @@ def claim_vote(job_id: uint256, round: uint256):
     self._check_claims_open(job_id)
     word: uint256 = self._aggregator_word[job_id][msg.sender]
     assert word & SETTLED == 0 and (word >> VOTE_ROUND_SHIFT) & M31 == round + 1, "jobs: caller has no unclaimed vote for that round"
-    result: uint256 = self._results[job_id][round]
-    assert result != 0, "jobs: round is not final"
+    result: uint256 = self._result(job_id, round)
+    assert result != 0, "jobs: round is not final or too old"
     assert result & M32 == (word >> VOTE_ATTEMPT_SHIFT) & M32, "jobs: caller's vote was not in the finalizing attempt"
-    assert convert(self._vote_slot[job_id][msg.sender], uint256) >> 128 == result >> 128, "jobs: caller voted for another result"
+    assert self._key_prefix(self._vote_slot[job_id][msg.sender]) == (result >> RESULT_KEY_SHIFT) & M112, "jobs: caller voted for another result"
     self._aggregator_word[job_id][msg.sender] = word | SETTLED
     reward: uint256 = self.jobs[job_id].reward_per_round
     amount: uint256 = reward * self.aggregator_share_bps // BPS // self.jobs[job_id].quorum
-    assert amount > 0, "jobs: the share rounds down to 0 wei"
+    assert amount > 0, "jobs: the share is 0 wei"
     self._pay(job_id, round, msg.sender, amount)
 
 
@@ -1152,7 +1179,7 @@ def cancel(job_id: uint256):
         assert self._attempt_over(job_id), "jobs: the round's attempt is not over"
         assert self.jobs[job_id].reopens == MAX_REOPENS, "jobs: the round can still be reopened"
     self.jobs[job_id].status = STATUS_CANCELLED
-    self.jobs[job_id].ended_at = block.timestamp
+    self.jobs[job_id].round_start = block.timestamp
     log JobCancelled(job_id=job_id, round=self.jobs[job_id].current_round)
 
 
@@ -1171,7 +1198,7 @@ def refund(job_id: uint256):
     status: uint256 = self.jobs[job_id].status
     assert status == STATUS_FINISHED or status == STATUS_CANCELLED, "jobs: job is still open"
     amount: uint256 = self.jobs[job_id].escrow
-    if block.timestamp < self.jobs[job_id].ended_at + self.challenge_window:
+    if block.timestamp < self.jobs[job_id].round_start + self.challenge_window:
         amount -= self._reserved(job_id)
     assert amount > 0, "jobs: nothing to refund before the challenge window ends"
     self.jobs[job_id].escrow -= amount
@@ -1194,7 +1221,7 @@ def release(job_id: uint256):
     """
     status: uint256 = self.jobs[job_id].status
     assert status == STATUS_FINISHED or status == STATUS_CANCELLED, "jobs: job has not ended"
-    assert block.timestamp >= self.jobs[job_id].ended_at + self.challenge_window, "jobs: the challenge window has not passed"
+    assert block.timestamp >= self.jobs[job_id].round_start + self.challenge_window, "jobs: the challenge window has not passed"
     is_trainer: bool = self.trainer_index[job_id][msg.sender] != 0
     word: uint256 = self._aggregator_word[job_id][msg.sender]
     assert is_trainer or word & (MEMBER | VOLUNTEER) != 0, "jobs: caller holds no stake in the job"
@@ -1414,16 +1441,43 @@ def vote_of(job_id: uint256, round: uint256, aggregator: address) -> bytes32:
 
 @view
 @external
-def round_result(job_id: uint256, round: uint256) -> (bytes16, uint256):
+def round_result(job_id: uint256, round: uint256) -> (bytes14, uint256):
     """
-    @notice The finalized result of a round, as recorded: the high 16 bytes of its key
+    @notice The finalized result of a round, as recorded: the high 14 bytes of its key
             keccak256(abi_encode(model_hash, included, total_weight)) and the attempt
             that finalized it. The result itself is in the round's `RoundFinalized` event.
+    @dev Kept for the last RESULT_RING (8) finalized rounds; empty for older ones.
     @param job_id The job.
     @param round The round.
-    @return (key prefix, attempt), or (empty, 0) until the round is final.
+    @return (key prefix, attempt), or (empty, 0) when not final or too old.
     """
-    result: uint256 = self._results[job_id][round]
+    result: uint256 = self._result(job_id, round)
     if result == 0:
-        return empty(bytes16), 0
-    return convert(convert(result >> 128, uint128), bytes16), (result & M32) - 1
+        return empty(bytes14), 0
+    return convert(convert((result >> RESULT_KEY_SHIFT) & M112, uint112), bytes14), (result & M32) - 1
+
+
+@view
+@external
+def ended_at(job_id: uint256) -> uint256:
+    """
+    @notice When a job finished or was cancelled (0 while it is open).
+    @param job_id The job.
+    @return Unix time; challenge_window after it, claims close and locks can be released.
+    """
+    if self.jobs[job_id].status == STATUS_OPEN:
+        return 0
+    return self.jobs[job_id].round_start
+
+
+@view
+@external
+def final_model_hash(job_id: uint256) -> bytes32:
+    """
+    @notice The final model of a finished job (empty otherwise).
+    @param job_id The job.
+    @return The model hash its last round finalized.
+    """
+    if self.jobs[job_id].status != STATUS_FINISHED:
+        return empty(bytes32)
+    return self.jobs[job_id].model_hash

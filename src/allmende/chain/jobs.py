@@ -47,7 +47,6 @@ class Job:
     status: int
     n_trainers: int
     n_aggregators: int
-    final_model_hash: bytes
     committee_size: int
     signup_end: int
     sealed: bool
@@ -57,9 +56,19 @@ class Job:
     attempt: int
     reopens: int
     n_active_trainers: int
-    ended_at: int
     n_volunteers: int
     paid: int
+
+    @property
+    def ended_at(self) -> int:
+        """When the job finished or was cancelled (the contract keeps it in ``round_start``);
+        0 while it is open."""
+        return 0 if self.status == JobStatus.OPEN else self.round_start
+
+    @property
+    def final_model_hash(self) -> bytes:
+        """The final model of a finished job (its last ``model_hash``); empty otherwise."""
+        return self.model_hash if self.status == JobStatus.FINISHED else bytes(32)
 
     @property
     def open_committee(self) -> bool:
@@ -342,26 +351,27 @@ class Jobs(ContractBinding):
         return self._record(Commit, "commit_of", job_id, round, trainer)
 
     def round_result(self, job_id: int, round: int) -> RoundResult:
-        """A finalized round's result, read from its ``RoundFinalized`` event and checked
-        against the key the contract recorded; empty values while the round is not final."""
-        prefix, _attempt = self._call("round_result", job_id, round)
-        if bytes(prefix) == bytes(16):
-            return RoundResult(model_hash=bytes(32), included=0, total_weight=0)
+        """A finalized round's result, read from its ``RoundFinalized`` event (a round is
+        finalized once) and, while the contract still keeps it (its last 8 finalized rounds),
+        checked against the key prefix it recorded. Empty values while the round is not final."""
+        empty = RoundResult(model_hash=bytes(32), included=0, total_weight=0)
+        prefix = bytes(self._call("round_result", job_id, round)[0])
+        if prefix == bytes(len(prefix)) and round >= self.job(job_id).current_round:
+            return empty
         (abi,) = [i for i in self.info.abi if i.get("name") == "RoundFinalized"]
-        topic = bytes(event_abi_to_log_topic(abi))
+        topic = bytes(event_abi_to_log_topic(abi))  # type: ignore[arg-type]
         head = self.client.block_number()
         for log in self.client.get_logs(
             from_block=0, to_block=head, addresses=[self.address], topics=[topic]
         ):
             event = self._decoder.decode(log)
-            if not isinstance(event, RoundFinalized):
-                continue
-            if (event.job_id, event.round) != (job_id, round):
+            if not isinstance(event, RoundFinalized) or (event.job_id, event.round) != (
+                job_id, round,
+            ):  # fmt: skip
                 continue
             result = RoundResult(event.model_hash, event.included, event.total_weight)
-            if vote_key(result.model_hash, result.included, result.total_weight)[:16] == bytes(
-                prefix
-            ):
+            key = vote_key(result.model_hash, result.included, result.total_weight)
+            if prefix == bytes(len(prefix)) or key[: len(prefix)] == prefix:
                 return result
         raise ChainError(
             f"Job {job_id} round {round} is final, but the chain has no RoundFinalized event "
