@@ -103,6 +103,7 @@ class GasMeter:
     order, so a receipt read later is the same as one waited for."""
 
     TX_GAS = 8_000_000
+    BATCH = 100  # receipts read after this many transactions
     GAS_PRICE = 10**10
 
     def __init__(self, w3: Web3) -> None:
@@ -113,6 +114,8 @@ class GasMeter:
     def send(self, name: str, call: Any, sender: str, value: int = 0) -> None:
         tx = {"from": sender, "value": value, "gas": self.TX_GAS, "gasPrice": self.GAS_PRICE}
         self._pending.append((name, call.transact(tx)))
+        if len(self._pending) >= self.BATCH:
+            self.flush()
 
     def flush(self) -> list[Any]:
         """The receipts of the transactions sent since the last flush; exits when one reverted."""

@@ -152,7 +152,7 @@ class AggregatorRole(JobRole):
         salt = os.urandom(32)
         self.save_proposal(job_id, round_, job.attempt, digest, included, total_weight, salt)
         log.info(
-            "Job %d round %d: aggregated model %s with %d of %d trainers (%s).",
+            "Job %d round %d: proposed model %s with %d of %d trainers (%s); voting.",
             job_id, round_, digest[:16], len(updates), len(trainers), readiness.reason,
         )  # fmt: skip
         await self.vote(job_id, job, digest, included, total_weight, salt)
