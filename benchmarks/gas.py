@@ -1,18 +1,20 @@
 """Gas used by every Registry and Jobs function, per transaction, on a real Anvil.
 
-Runs a whole job twice — 6 trainers and 32 trainers, a named committee of 3 aggregators,
-quorum 2, 2 rounds, declared weights, trainer and aggregator stakes locked; in the last round
-one trainer misses the deadline (so votes take the deadline path) and the third aggregator
-votes a wrong model for the same included set before the other two reach the quorum (so
-finalization slashes it) — then releases the locks after the challenge window, lets a second
-job's round die through its three reopens and cancels it, and seals a third job's open
-committee from the aggregators' volunteering, on a fresh Anvil, and reports for each function
-the worst receipt ``gasUsed`` over all its calls
-(intrinsic 21,000 gas and calldata included). A ``propose`` that reaches the quorum also
-finalizes the round; it is reported apart, as ``Jobs.propose+finalize``, and ``Jobs.propose``
-is a vote below the quorum. Writes ``.gas-snapshot`` (one ``name gas`` line per entry) and
-exits 1 when ``commit_update`` or a ``propose`` below the quorum exceed their bound of 80,000
-gas; the finalizing vote carries the round's bookkeeping and is measured, not bounded.
+Runs a whole job four times — 6, 32, 256 and 1,024 trainers, a named committee of 3
+aggregators, quorum 2, 2 rounds, declared weights, trainer and aggregator stakes locked. Each
+round: the trainers commit, the three aggregators commit their votes, reveals follow (the
+reveal that brings the result to the quorum finalizes the round), every included trainer
+claims its share and the two agreeing aggregators theirs. In the last round one trainer
+misses the deadline (so votes take the deadline path) and the third aggregator reveals a
+wrong model for the same included set, which `challenge` then slashes. Then the locks are
+released after the challenge window and the owner's refund takes what is left, a second
+job's round dies through its three reopens and is cancelled, and a third job's open
+committee is sealed from the aggregators' volunteering. Reports for each function the worst
+receipt ``gasUsed`` over all its calls (intrinsic 21,000 gas and calldata included); the
+finalizing reveal is reported apart, as ``Jobs.reveal+finalize``, and ``Jobs.reveal`` is a
+reveal below the quorum. Writes ``.gas-snapshot`` (one ``name gas`` line per entry) and
+exits 1 when ``commit_update``, ``commit_vote`` or a reveal below the quorum exceed 80,000
+gas, or the finalizing reveal 150,000.
 
     python benchmarks/gas.py [--anvil PATH] [--snapshot PATH | --no-snapshot]
 """
@@ -255,6 +257,7 @@ def print_table(tables: dict[int, GasTable]) -> None:
     for name in names:
         cells = "".join(f"{tables[n].get(name, 0):>14,}" for n in tables)
         bound = f"  (bound {GAS_BOUND:,})" if name in BOUNDED else ""
+        bound = f"  (bound {FINALIZING_BOUND:,})" if name == FINALIZING else bound
         print(f"{name:<28}{cells}{bound}")
 
 
@@ -281,14 +284,15 @@ def main() -> int:
     print_table(tables)
     if not args.no_snapshot:
         write_snapshot(args.snapshot, tables)
+    bounds = {name: GAS_BOUND for name in BOUNDED} | {FINALIZING: FINALIZING_BOUND}
     over = [
-        f"{name} uses {table[name]:,} gas with {n} trainers"
+        f"{name} uses {table[name]:,} gas with {n} trainers, above its bound of {bound:,}"
         for n, table in tables.items()
-        for name in BOUNDED
-        if table.get(name, 0) > GAS_BOUND
+        for name, bound in bounds.items()
+        if table.get(name, 0) > bound
     ]
     for line in over:
-        print(f"FAIL: {line}, above the bound of {GAS_BOUND:,}.", file=sys.stderr)
+        print(f"FAIL: {line}.", file=sys.stderr)
     return 1 if over else 0
 
 

@@ -32,6 +32,7 @@ TRAINER, AGGREGATOR, VERIFIER, PROVIDER = 1, 2, 4, 8
 OPEN, FINISHED, CANCELLED = 1, 2, 3
 EMPTY = b"\0" * 32
 
+
 def h(text: str) -> bytes:
     """A deterministic 32-byte hash for a label (stands in for a blob's SHA-256)."""
     return keccak(text=text)
@@ -44,15 +45,23 @@ def words(included: int) -> list[int]:
 
 def vote_key(model_hash: bytes, included: int, total_weight: int) -> bytes:
     """The key of a result: keccak256(abi_encode(model_hash, included, total_weight))."""
-    return keccak(abi_encode(["bytes32", "uint256[4]", "uint256"], [model_hash, words(included), total_weight]))
+    return keccak(
+        abi_encode(
+            ["bytes32", "uint256[4]", "uint256"], [model_hash, words(included), total_weight]
+        )
+    )
 
 
-def commitment(model_hash: bytes, included: int, total_weight: int, salt: bytes, voter: str) -> bytes:
+def commitment(
+    model_hash: bytes, included: int, total_weight: int, salt: bytes, voter: str
+) -> bytes:
     """What commit_vote takes: keccak256(abi_encode(model, included, total_weight, salt, voter))."""
-    return keccak(abi_encode(
-        ["bytes32", "uint256[4]", "uint256", "bytes32", "address"],
-        [model_hash, words(included), total_weight, salt, voter],
-    ))
+    return keccak(
+        abi_encode(
+            ["bytes32", "uint256[4]", "uint256", "bytes32", "address"],
+            [model_hash, words(included), total_weight, salt, voter],
+        )
+    )
 
 
 def salt_of(voter: str, round_: int) -> bytes:
@@ -130,10 +139,21 @@ def make_job(
     committee = [node(registry, AGGREGATOR) for _ in range(aggregators)]
     with boa.env.prank(owner):
         job_id = jobs.create_job(
-            h("spec"), h("model 0"), rounds, reward, min_trainers,
+            h("spec"),
+            h("model 0"),
+            rounds,
+            reward,
+            min_trainers,
             max_trainers if max_trainers is not None else max(trainers, min_trainers),
-            quorum, round_deadline, committee, len(committee), 0, trainer_stake,
-            aggregator_stake, weight_cap, value=rounds * reward,
+            quorum,
+            round_deadline,
+            committee,
+            len(committee),
+            0,
+            trainer_stake,
+            aggregator_stake,
+            weight_cap,
+            value=rounds * reward,
         )
     setup = JobSetup(id=job_id, owner=owner, aggregators=committee)
     if join_committee:
@@ -167,10 +187,21 @@ def make_open_job(
     owner = funded()
     with boa.env.prank(owner):
         job_id = jobs.create_job(
-            h("spec"), h("model 0"), rounds, reward, min_trainers,
+            h("spec"),
+            h("model 0"),
+            rounds,
+            reward,
+            min_trainers,
             max_trainers if max_trainers is not None else max(trainers, min_trainers),
-            quorum, ROUND_DEADLINE, [], committee_size, SIGNUP_PERIOD, trainer_stake,
-            aggregator_stake, weight_cap, value=rounds * reward,
+            quorum,
+            ROUND_DEADLINE,
+            [],
+            committee_size,
+            SIGNUP_PERIOD,
+            trainer_stake,
+            aggregator_stake,
+            weight_cap,
+            value=rounds * reward,
         )
     setup = JobSetup(id=job_id, owner=owner)
     stakes = volunteers if isinstance(volunteers, list) else [2 * MIN_STAKE] * volunteers
@@ -202,13 +233,23 @@ def commit_votes(
     totals = {}
     for aggregator, model, included in ballots:
         totals[aggregator] = total_of(jobs, job, round_, included)
-        secret = commitment(model, included, totals[aggregator], salt_of(aggregator, round_), aggregator)
+        secret = commitment(
+            model, included, totals[aggregator], salt_of(aggregator, round_), aggregator
+        )
         with boa.env.prank(aggregator):
             jobs.commit_vote(job.id, round_, secret)
     return totals
 
 
-def reveal(jobs: Any, job: JobSetup, round_: int, aggregator: str, model: bytes, included: int, total: int | None = None) -> None:
+def reveal(
+    jobs: Any,
+    job: JobSetup,
+    round_: int,
+    aggregator: str,
+    model: bytes,
+    included: int,
+    total: int | None = None,
+) -> None:
     total = total_of(jobs, job, round_, included) if total is None else total
     with boa.env.prank(aggregator):
         jobs.reveal(job.id, round_, model, words(included), total, salt_of(aggregator, round_))
@@ -239,7 +280,9 @@ def vote_all(
     vote(jobs, job, round_, [(aggregator, model, included) for aggregator in voters])
 
 
-def claim_round(jobs: Any, job: JobSetup, round_: int, model: bytes, included: int, *, voters: list[str] = ()) -> None:
+def claim_round(
+    jobs: Any, job: JobSetup, round_: int, model: bytes, included: int, *, voters: list[str] = ()
+) -> None:
     """Every included trainer claims its share of a finalized round, and each of ``voters``
     its aggregator share."""
     total = total_of(jobs, job, round_, included)

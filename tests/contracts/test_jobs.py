@@ -21,15 +21,15 @@ from contract_helpers import (
     TRAINER,
     TRAINER_STAKE,
     bitmap,
+    claim_round,
     commit_all,
+    commit_votes,
     events,
     funded,
     h,
     make_job,
     make_open_job,
     node,
-    claim_round,
-    commit_votes,
     reveal,
     vote_all,
     vote_key,
@@ -392,7 +392,9 @@ def test_a_reveal_records_a_vote(jobs: Any, registry: Any) -> None:
 
 
 def test_a_job_of_300_trainers_finalizes_over_two_bitmap_words(jobs: Any, registry: Any) -> None:
-    job = make_job(jobs, registry, trainers=300, aggregators=1, quorum=1, min_trainers=1, max_trainers=1024)
+    job = make_job(
+        jobs, registry, trainers=300, aggregators=1, quorum=1, min_trainers=1, max_trainers=1024
+    )
     commit_all(jobs, job, 0)
     everyone = 2**300 - 1
     vote_all(jobs, job, 0, h("m"), everyone)

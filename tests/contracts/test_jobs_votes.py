@@ -55,13 +55,21 @@ def test_commit_vote_records_a_hidden_vote(jobs: Any, registry: Any) -> None:
     assert jobs.vote_phase(job.id)[0] == 1 and not jobs.reveals_open(job.id)
 
 
-def test_commit_vote_refuses_outsiders_doubles_early_and_late_commits(jobs: Any, registry: Any) -> None:
+def test_commit_vote_refuses_outsiders_doubles_early_and_late_commits(
+    jobs: Any, registry: Any
+) -> None:
     job = make_job(jobs, registry, trainers=2, aggregators=3)
     first, second, third = job.aggregators
-    with boa.env.prank(first), boa.reverts("jobs: a trainer has not committed and the deadline has not passed"):
+    with (
+        boa.env.prank(first),
+        boa.reverts("jobs: a trainer has not committed and the deadline has not passed"),
+    ):
         jobs.commit_vote(job.id, 0, h("c"))
     commit_all(jobs, job, 0)
-    with boa.env.prank(job.trainers[0]), boa.reverts("jobs: caller is not an aggregator of the job in good standing"):
+    with (
+        boa.env.prank(job.trainers[0]),
+        boa.reverts("jobs: caller is not an aggregator of the job in good standing"),
+    ):
         jobs.commit_vote(job.id, 0, h("c"))
     with boa.env.prank(first), boa.reverts("jobs: commitment is empty"):
         jobs.commit_vote(job.id, 0, EMPTY)
@@ -91,13 +99,25 @@ def test_reveals_open_when_every_voter_committed_and_the_quorum_reveal_finalizes
     assert jobs.reveals_open(job.id)
     reveal(jobs, job, 0, job.aggregators[0], h("m"), everyone)
     (proposed,) = events(jobs, "Proposed")
-    assert (proposed.model_hash, proposed.included, proposed.total_weight) == (h("m"), words(everyone), 6)
+    assert (proposed.model_hash, proposed.included, proposed.total_weight) == (
+        h("m"),
+        words(everyone),
+        6,
+    )
     assert jobs.votes(job.id, 0, vote_key(h("m"), everyone, 6)) == 1
     assert jobs.jobs(job.id).current_round == 0
     reveal(jobs, job, 0, job.aggregators[1], h("m"), everyone)
     (final,) = events(jobs, "RoundFinalized")
-    assert (final.round, final.model_hash, final.included, final.total_weight) == (0, h("m"), words(everyone), 6)
-    assert [type(e).__name__ for e in jobs.get_logs()] == ["Proposed", "RoundFinalized"]  # no payout
+    assert (final.round, final.model_hash, final.included, final.total_weight) == (
+        0,
+        h("m"),
+        words(everyone),
+        6,
+    )
+    assert [type(e).__name__ for e in jobs.get_logs()] == [
+        "Proposed",
+        "RoundFinalized",
+    ]  # no payout
     assert jobs.jobs(job.id).current_round == 1 and jobs.total_owed() == 0
     prefix, attempt = jobs.round_result(job.id, 0)
     assert prefix == vote_key(h("m"), everyone, 6)[:16] and attempt == 0
@@ -105,7 +125,9 @@ def test_reveals_open_when_every_voter_committed_and_the_quorum_reveal_finalizes
         reveal(jobs, job, 0, job.aggregators[2], h("m"), everyone)
 
 
-def test_reveal_refuses_before_the_commit_phase_ends_and_without_a_commit(jobs: Any, registry: Any) -> None:
+def test_reveal_refuses_before_the_commit_phase_ends_and_without_a_commit(
+    jobs: Any, registry: Any
+) -> None:
     job = make_job(jobs, registry, aggregators=3)
     commit_all(jobs, job, 0)
     everyone = bitmap(range(3))
@@ -126,17 +148,21 @@ def test_reveal_refuses_bad_results(jobs: Any, registry: Any) -> None:
     first = job.aggregators[0]
     cases = [
         ((EMPTY, bitmap(range(3)), 3), "jobs: model hash is empty"),
-        ((h("m"), bitmap([0, 1, 3]), 3), "jobs: included names a trainer index that has not joined"),
+        (
+            (h("m"), bitmap([0, 1, 3]), 3),
+            "jobs: included names a trainer index that has not joined",
+        ),
         ((h("m"), 1 << 300, 1), "jobs: included names a trainer index that has not joined"),
         ((h("m"), bitmap([2]), 1), "jobs: included has fewer than min_trainers trainers"),
         ((h("m"), bitmap([0, 2]), 3), "jobs: total_weight must equal the included count"),
     ]
     for (model, included, total), reason in cases:
-        with boa.env.anchor():
-            with boa.env.prank(first):
-                jobs.commit_vote(job.id, 0, commitment(model, included, total, salt_of(first, 0), first))
-                with boa.reverts(reason):
-                    jobs.reveal(job.id, 0, model, words(included), total, salt_of(first, 0))
+        with boa.env.anchor(), boa.env.prank(first):
+            jobs.commit_vote(
+                job.id, 0, commitment(model, included, total, salt_of(first, 0), first)
+            )
+            with boa.reverts(reason):
+                jobs.reveal(job.id, 0, model, words(included), total, salt_of(first, 0))
     vote(jobs, job, 0, [(first, h("m"), bitmap([0, 2]))])
     assert jobs.jobs(job.id).current_round == 1
 
@@ -151,7 +177,9 @@ def test_declared_total_weight_must_fit_the_cap(jobs: Any, registry: Any) -> Non
             jobs.reveal(job.id, 0, h("m"), words(7), 31, salt_of(first, 0))
 
 
-def test_a_result_naming_a_trainer_that_did_not_commit_cannot_finalize(jobs: Any, registry: Any) -> None:
+def test_a_result_naming_a_trainer_that_did_not_commit_cannot_finalize(
+    jobs: Any, registry: Any
+) -> None:
     job = make_job(jobs, registry, aggregators=1, quorum=1)
     with boa.env.prank(job.trainers[0]):
         jobs.commit_update(job.id, 0, h("u"), 1)
@@ -166,7 +194,9 @@ def test_a_result_naming_a_trainer_that_did_not_commit_cannot_finalize(jobs: Any
 # -- attacks on the vote ----------------------------------------------------------------------
 
 
-def test_attack_copying_a_revealed_vote_after_the_commit_phase_fails(jobs: Any, registry: Any) -> None:
+def test_attack_copying_a_revealed_vote_after_the_commit_phase_fails(
+    jobs: Any, registry: Any
+) -> None:
     """A lazy member waits for an honest reveal to copy it: once a reveal is possible, no
     vote can be committed any more, so the copy comes too late and is never paid."""
     job = make_job(jobs, registry, aggregators=3, quorum=2)
@@ -197,11 +227,16 @@ def test_attack_copying_a_commitment_gains_nothing(jobs: Any, registry: Any) -> 
             jobs.commit_vote(job.id, 0, secret)
     boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
     reveal(jobs, job, 0, honest, h("m"), everyone)
-    with boa.env.prank(copier), boa.reverts("jobs: the reveal does not match the caller's commitment"):
+    with (
+        boa.env.prank(copier),
+        boa.reverts("jobs: the reveal does not match the caller's commitment"),
+    ):
         jobs.reveal(job.id, 0, h("m"), words(everyone), 3, salt_of(honest, 0))
 
 
-def test_attack_revealing_something_other_than_what_was_committed_fails(jobs: Any, registry: Any) -> None:
+def test_attack_revealing_something_other_than_what_was_committed_fails(
+    jobs: Any, registry: Any
+) -> None:
     job = make_job(jobs, registry, aggregators=3, quorum=2)
     commit_all(jobs, job, 0)
     everyone = bitmap(range(3))
@@ -213,7 +248,10 @@ def test_attack_revealing_something_other_than_what_was_committed_fails(jobs: An
         (h("m"), everyone, 4, salt_of(first, 0)),
         (h("m"), everyone, 3, h("another salt")),
     ]:
-        with boa.env.prank(first), boa.reverts("jobs: the reveal does not match the caller's commitment"):
+        with (
+            boa.env.prank(first),
+            boa.reverts("jobs: the reveal does not match the caller's commitment"),
+        ):
             jobs.reveal(job.id, 0, model, words(included), total, salt)
     reveal(jobs, job, 0, first, h("m"), everyone)
 
@@ -223,7 +261,7 @@ def test_attack_a_withheld_reveal_cannot_stall_the_round(jobs: Any, registry: An
     commit phase ends; where it was needed for the quorum, the round is reopened one
     reveal period later and the committee votes again."""
     job = make_job(jobs, registry, aggregators=3, quorum=2)
-    honest, other, withholder = job.aggregators
+    honest, other, _withholder = job.aggregators
     commit_all(jobs, job, 0)
     everyone = bitmap(range(3))
     commit_votes(jobs, job, 0, [(a, h("m"), everyone) for a in job.aggregators])
@@ -281,7 +319,10 @@ def test_claim_refuses_outsiders_doubles_and_wrong_results(jobs: Any, registry: 
         jobs.claim(job.id, 0, *args)
     boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
     vote_all(jobs, job, 0, h("m"), some)
-    with boa.env.prank(job.trainers[0]), boa.reverts("jobs: that is not the round's finalized result"):
+    with (
+        boa.env.prank(job.trainers[0]),
+        boa.reverts("jobs: that is not the round's finalized result"),
+    ):
         jobs.claim(job.id, 0, h("m"), words(bitmap(range(3))), 3)
     with boa.env.prank(job.trainers[2]), boa.reverts("jobs: caller was not included in that round"):
         jobs.claim(job.id, 0, *args)
@@ -308,7 +349,10 @@ def test_an_unclaimed_share_is_forfeited_after_two_more_commits_and_goes_to_the_
         with boa.env.prank(late):
             jobs.claim(job.id, round_, h(f"m {round_}"), words(everyone), 2)
     owner = job.owner
-    with boa.env.prank(owner), boa.reverts("jobs: nothing to refund before the challenge window ends"):
+    with (
+        boa.env.prank(owner),
+        boa.reverts("jobs: nothing to refund before the challenge window ends"),
+    ):
         jobs.refund(job.id)
     boa.env.time_travel(seconds=CHALLENGE_WINDOW)
     with boa.env.prank(job.trainers[1]), boa.reverts("jobs: the claim period is over"):
@@ -320,18 +364,29 @@ def test_an_unclaimed_share_is_forfeited_after_two_more_commits_and_goes_to_the_
     assert jobs.jobs(job.id).escrow == 0 and jobs.reserved(job.id) >= 0 and solvent(jobs)
 
 
-def test_claim_vote_pays_only_the_quorum_of_the_finalizing_attempt(jobs: Any, registry: Any) -> None:
+def test_claim_vote_pays_only_the_quorum_of_the_finalizing_attempt(
+    jobs: Any, registry: Any
+) -> None:
     job = make_job(jobs, registry, aggregators=3, quorum=2)
     first, second, third = job.aggregators
     commit_all(jobs, job, 0)
     everyone, fewer = bitmap(range(3)), bitmap([0, 1])
-    vote(jobs, job, 0, [(third, h("x"), fewer), (first, h("m"), everyone), (second, h("m"), everyone)])
+    vote(
+        jobs,
+        job,
+        0,
+        [(third, h("x"), fewer), (first, h("m"), everyone), (second, h("m"), everyone)],
+    )
     with boa.env.prank(third), boa.reverts("jobs: caller voted for another result"):
         jobs.claim_vote(job.id, 0)
     with boa.env.prank(first):
         jobs.claim_vote(job.id, 0)
         (credited,) = events(jobs, "Credited")
-        assert (credited.account, credited.round, credited.amount) == (first, 0, AGGREGATOR_POOL // 2)
+        assert (credited.account, credited.round, credited.amount) == (
+            first,
+            0,
+            AGGREGATOR_POOL // 2,
+        )
         with boa.reverts("jobs: caller has no unclaimed vote for that round"):
             jobs.claim_vote(job.id, 0)
     assert jobs.owed(first) == AGGREGATOR_POOL // 2 and jobs.owed(third) == 0
@@ -346,7 +401,12 @@ def test_challenge_slashes_a_provably_wrong_vote_once(jobs: Any, registry: Any) 
     first, second, wrong = job.aggregators
     commit_all(jobs, job, 0)
     everyone = bitmap(range(3))
-    vote(jobs, job, 0, [(wrong, h("bad"), everyone), (first, h("m"), everyone), (second, h("m"), everyone)])
+    vote(
+        jobs,
+        job,
+        0,
+        [(wrong, h("bad"), everyone), (first, h("m"), everyone), (second, h("m"), everyone)],
+    )
     assert jobs.provably_wrong(job.id, wrong) and not jobs.provably_wrong(job.id, first)
     with boa.env.prank(funded()), boa.reverts("jobs: that vote is not provably wrong"):
         jobs.challenge(job.id, first)
@@ -372,7 +432,12 @@ def test_release_slashes_an_unchallenged_wrong_vote(jobs: Any, registry: Any) ->
     first, second, wrong = job.aggregators
     commit_all(jobs, job, 0)
     everyone = bitmap(range(3))
-    vote(jobs, job, 0, [(wrong, h("bad"), everyone), (first, h("m"), everyone), (second, h("m"), everyone)])
+    vote(
+        jobs,
+        job,
+        0,
+        [(wrong, h("bad"), everyone), (first, h("m"), everyone), (second, h("m"), everyone)],
+    )
     boa.env.time_travel(seconds=CHALLENGE_WINDOW)
     with boa.env.prank(wrong):
         jobs.release(job.id)
