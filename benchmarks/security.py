@@ -626,8 +626,10 @@ def rogue_slasher() -> dict[str, Any]:
     chain.jobs.reopen(job.id)
     chain.commit(job, 0, range(2))
     wrong, *honest = job.aggregators
-    chain.vote(job, 0, h("wrong"), bitmap(range(2)), [wrong])
-    finalize = refusal(lambda: chain.vote(job, 0, h("m"), bitmap(range(2)), honest))
+    ballots = [(wrong, h("wrong"), bitmap(range(2)))]
+    ballots += [(member, h("m"), bitmap(range(2))) for member in honest]
+    # the reveals finalize; the challenge of the wrong vote slashes 0 and reverts nothing
+    finalize = refusal(lambda: chain.votes(job, 0, ballots))
     stalled = 0 if finalize is None and chain.round_of(job) == 1 else 1
     return _row("admin instantly authorizes a rogue slasher",
                 f"refused: {instant}; before the delay: {early}; finalize after revoking "
