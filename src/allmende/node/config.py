@@ -91,6 +91,9 @@ DEFAULT_CHAIN_ID = 31337  # of an offline node's message domain
 
 DEFAULT_POLL_SECONDS = 0.3
 DEFAULT_REFRESH_SECONDS = 2.0
+DEFAULT_STEP_BUDGET_SECONDS = 900.0
+DEFAULT_SPEC_FETCH_SECONDS = 60.0
+DEFAULT_PARALLEL_CONSIDERS = 4
 DEFAULT_FETCH_GRACE_SECONDS = 10.0
 
 Role = Literal["trainer", "aggregator"]
@@ -266,12 +269,15 @@ class ConsentPolicy(_Section):
     ``allowed_tasks``: task names (None: every installed task). ``allowed_owners``: job owner
     addresses (None: anyone). ``min_reward_per_round_wei``: the job's whole per-round reward must
     be at least this (the node's own share depends on how many others join, so it is not known
-    before joining). Peers need not agree on any of it.
+    before joining). ``max_stake_wei``: the most of its stake the node lets one job lock (None:
+    any amount it has free). Owner, reward and stake are read from the chain and checked before
+    the node fetches anything from the job's owner. Peers need not agree on any of it.
     """
 
     allowed_tasks: list[str] | None = None
     allowed_owners: list[str] | None = None
     min_reward_per_round_wei: int = Field(default=0, ge=0)
+    max_stake_wei: int | None = Field(default=None, ge=0)
 
     @field_validator("allowed_owners")
     @classmethod
@@ -290,10 +296,19 @@ class RoleSection(ConsentPolicy):
     ``poll_seconds``: pause between polls of the chain's events; lower reacts faster and costs
     more RPC calls. ``refresh_seconds``: longest pause between two looks at a job even when no
     event arrived (deadlines pass without events). Neither needs to agree between peers.
+
+    Each job is stepped on its own: ``step_budget_seconds`` bounds one step of one job (a step
+    over it is cancelled, and the job is looked at less often for a while); a job the node has
+    not joined yet gets ``spec_fetch_seconds`` to serve its spec, and at most
+    ``max_parallel_considers`` such jobs are looked at at once, so jobs whose owners serve their
+    specs slowly never hold up the jobs the node works on.
     """
 
     poll_seconds: float = Field(default=DEFAULT_POLL_SECONDS, gt=0)
     refresh_seconds: float = Field(default=DEFAULT_REFRESH_SECONDS, gt=0)
+    step_budget_seconds: float = Field(default=DEFAULT_STEP_BUDGET_SECONDS, gt=0)
+    spec_fetch_seconds: float = Field(default=DEFAULT_SPEC_FETCH_SECONDS, gt=0)
+    max_parallel_considers: int = Field(default=DEFAULT_PARALLEL_CONSIDERS, ge=1)
 
     @property
     def policy(self) -> ConsentPolicy:
@@ -302,6 +317,7 @@ class RoleSection(ConsentPolicy):
             allowed_tasks=self.allowed_tasks,
             allowed_owners=self.allowed_owners,
             min_reward_per_round_wei=self.min_reward_per_round_wei,
+            max_stake_wei=self.max_stake_wei,
         )
 
 

@@ -78,6 +78,9 @@ class AggregatorRole(JobRole):
         self._evicted: set[tuple[int, str]] = set()  # (job, trainer) evictions already asked
         self._eviction_checked: set[tuple[int, int]] = set()  # (job, round)
 
+    def stake_for(self, job: Job) -> int:
+        return job.aggregator_stake
+
     async def step(self, job_id: int) -> bool:
         job = self._last_read[job_id] = await on_chain(self.jobs.job, job_id)
         if job.status != JobStatus.OPEN:

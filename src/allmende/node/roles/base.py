@@ -7,7 +7,8 @@ the job's state from the chain's views and does the next thing that is due, so i
 a killed and restarted node resumes where the chain says it is, with no operator action.
 
 A failing step (a dead peer, a refused transaction, a bad blob) is logged and retried at the next
-step; it never stops the role.
+step; it never stops the role. Each job is stepped on its own (:class:`JobSteps`) within a time
+budget, so a job whose owner or peers stall holds up no other job.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from allmende.node.directory import MemberCache, Members, PeerDirectory
 from allmende.node.jobdata import State, fetch_spec, fetch_state
 from allmende.node.jobspec import JobSpec
 from allmende.node.roles.plan import JobPlan, make_plan
-from allmende.node.roles.policy import Verdict, decide
+from allmende.node.roles.policy import Verdict, decide_task, decide_terms
+from allmende.node.roles.steps import JobSteps, StepOutcome
 
 if TYPE_CHECKING:
     from allmende.chain import Jobs
@@ -59,11 +61,16 @@ class JobRole(ABC):
         self.ready = False  # True once warmed up and following the chain (``/healthz``)
         self._said: set[tuple[object, ...]] = set()
         self._challenge_window: int | None = None
+        self._consider_slots = asyncio.Semaphore(section.max_parallel_considers)
 
     # -- the loop ------------------------------------------------------------------------------
 
     async def run(self, ctx: NodeContext) -> None:
-        """Follow the chain and step every known job until ``ctx.stopping`` is set."""
+        """Follow the chain and step every known job until ``ctx.stopping`` is set.
+
+        Each job's step runs as its own task, at most one at a time per job, within
+        ``step_budget_seconds``: a job whose peers stall stalls only itself.
+        """
         chain = ctx.require_chain()
         peers = ctx.require_peers()
         directory = PeerDirectory(
@@ -79,30 +86,28 @@ class JobRole(ABC):
         heads = chain.heads
         await self.warm_up()
         self.ready = True
-        known: dict[int, float] = {}  # job id -> monotonic time of its last step
+        steps = JobSteps(self._safe_step, refresh_seconds=self.refresh_seconds)
         log.info("The %s role is following jobs for %s.", self.name, ctx.address)
-        while not ctx.stopping.is_set():
-            seen = heads.seq
-            events = await asyncio.to_thread(stream.poll, heads.number)
-            touched: set[int] = set()
-            for event in events:
-                self.observe(event)
-                if isinstance(event, JobCreated):
-                    known.setdefault(event.job_id, 0.0)
-                job_id = getattr(event, "job_id", None)
-                if isinstance(job_id, int) and isinstance(event, self.wake_on):
-                    touched.add(job_id)
-            for job_id in sorted(known):
-                if ctx.stopping.is_set():
-                    break
-                if job_id in touched or time.monotonic() - known[job_id] >= self.refresh_seconds:
-                    known[job_id] = time.monotonic()
-                    if await self._safe_step(job_id):
-                        del known[job_id]
-            if events and not stream.caught_up():
-                continue  # catching up with the chain: read the next chunk at once
-            # With new-block notifications, a poll is due only for a block (or a deadline).
-            await heads.wait(seen, self.refresh_seconds if heads.connected else self.poll_seconds)
+        try:
+            while not ctx.stopping.is_set():
+                seen = heads.seq
+                events = await asyncio.to_thread(stream.poll, heads.number)
+                for event in events:
+                    self.observe(event)
+                    if isinstance(event, JobCreated):
+                        steps.add(event.job_id)
+                    job_id = getattr(event, "job_id", None)
+                    if isinstance(job_id, int) and isinstance(event, self.wake_on):
+                        steps.touch(job_id)
+                steps.start_due()
+                if events and not stream.caught_up():
+                    continue  # catching up with the chain: read the next chunk at once
+                # With new-block notifications, a poll is due only for a block, a deadline, or
+                # a step that ended with an event for its job waiting.
+                timeout = self.refresh_seconds if heads.connected else self.poll_seconds
+                await steps.wait(heads.wait(seen, timeout))
+        finally:
+            await steps.stop()
 
     def decoder(self, deployment: Deployment) -> EventDecoder:
         """Decodes the events the role follows, and names them for the log queries."""
@@ -146,15 +151,25 @@ class JobRole(ABC):
         with TORCH_LOCK:
             task.model()
 
-    async def _safe_step(self, job_id: int) -> bool:
-        """One step of a job; True when the role is done with it. Failures are logged."""
+    async def _safe_step(self, job_id: int) -> StepOutcome:
+        """One step of a job within the step budget; failures and overruns are logged."""
+        budget = self.section.step_budget_seconds
         try:
-            return await self.step(job_id)
+            async with asyncio.timeout(budget):
+                return StepOutcome.DONE if await self.step(job_id) else StepOutcome.AGAIN
+        except TimeoutError:
+            self.say_once(
+                ("budget", job_id),
+                logging.WARNING,
+                f"Job {job_id}: a {self.name} step took longer than its {budget:g} s budget and "
+                "was cancelled; the job is looked at less often until a step finishes in time.",
+            )
+            return StepOutcome.OVERRAN
         except AllmendeError as exc:
             self.say_once(("step", job_id, str(exc)), logging.WARNING, f"Job {job_id}: {exc}")
         except Exception:
             log.exception("Job %d: the %s step failed unexpectedly.", job_id, self.name)
-        return False
+        return StepOutcome.AGAIN
 
     @abstractmethod
     async def step(self, job_id: int) -> bool:
@@ -205,24 +220,44 @@ class JobRole(ABC):
             self.ctx.require_peers(), self.ctx.store, digest, endpoints, reference=plan.reference
         )
 
+    def stake_for(self, job: Job) -> int:
+        """The stake this role locks when it joins ``job`` (the job's bond for the role)."""
+        return 0
+
     async def consider(self, job_id: int, job: Job) -> bool:
-        """Join the job if the consent policy accepts it; True when refused for good."""
+        """Join the job if the consent policy accepts it; True when refused for good.
+
+        The job's on-chain terms (owner, reward, stake) are checked first; only a job they
+        accept has its spec fetched, within ``spec_fetch_seconds`` and with at most
+        ``max_parallel_considers`` specs fetched at once, then its task is checked.
+        """
         if job_id in self.refused:
             return True
+        terms = decide_terms(
+            self.policy,
+            owner=job.owner,
+            reward_per_round=job.reward_per_round,
+            stake_wei=self.stake_for(job),
+        )
+        if not terms.accepted:
+            return self.refuse(job_id, terms.reason)
+        seconds = self.section.spec_fetch_seconds
         try:
-            spec = await self.fetch_spec(job_id, job)
+            async with self._consider_slots, asyncio.timeout(seconds):
+                spec = await self.fetch_spec(job_id, job)
         except ConfigError as exc:
             return self.refuse(job_id, str(exc).rstrip("."))
         except PeerError as exc:  # the owner's node may not serve yet: ask again next step
             self.say_once(("spec", job_id), logging.INFO, f"Job {job_id}: {exc}")
             return False
-        verdict = decide(
-            self.policy,
-            task=spec.task,
-            owner=job.owner,
-            reward_per_round=job.reward_per_round,
-            installed=installed_tasks(),
-        )
+        except TimeoutError:
+            self.say_once(
+                ("spec-slow", job_id),
+                logging.WARNING,
+                f"Job {job_id}: its spec did not arrive within {seconds:g} s; asking again later.",
+            )
+            return False
+        verdict = decide_task(self.policy, task=spec.task, installed=installed_tasks())
         if verdict.accepted:
             verdict = self.admits(job, spec)
         if not verdict.accepted:

@@ -24,19 +24,35 @@ class Verdict:
 ACCEPT = Verdict(True)
 
 
-def decide(
-    policy: ConsentPolicy,
-    *,
-    task: str,
-    owner: str,
-    reward_per_round: int,
-    installed: Collection[str],
+def decide_terms(
+    policy: ConsentPolicy, *, owner: str, reward_per_round: int, stake_wei: int
 ) -> Verdict:
-    """Accept or refuse a job naming ``task`` from ``owner`` paying ``reward_per_round`` wei.
+    """Accept or refuse a job's on-chain terms: its owner, its per-round reward and the stake
+    this node would lock for it. Checked before anything is fetched from the job's owner, so a
+    job the node would refuse anyway cannot make it download (or wait for) a spec."""
+    if policy.allowed_owners is not None and owner.lower() not in {
+        allowed.lower() for allowed in policy.allowed_owners
+    }:
+        return Verdict(
+            False, f"the job owner {owner} is not in the consent policy's allowed_owners"
+        )
+    if reward_per_round < policy.min_reward_per_round_wei:
+        return Verdict(
+            False,
+            f"the job pays {reward_per_round} wei per round, below the consent policy's "
+            f"min_reward_per_round_wei of {policy.min_reward_per_round_wei}",
+        )
+    if policy.max_stake_wei is not None and stake_wei > policy.max_stake_wei:
+        return Verdict(
+            False,
+            f"the job would lock {stake_wei} wei of this node's stake, above the consent "
+            f"policy's max_stake_wei of {policy.max_stake_wei}",
+        )
+    return ACCEPT
 
-    Checks in the order an operator would: is the task installed, does the policy allow it, the
-    owner, the reward.
-    """
+
+def decide_task(policy: ConsentPolicy, *, task: str, installed: Collection[str]) -> Verdict:
+    """Accept or refuse the task a job's spec names: installed here, and allowed."""
     if task not in installed:
         listed = ", ".join(sorted(installed)) or "none"
         return Verdict(
@@ -50,16 +66,21 @@ def decide(
             f"task '{task}' is not in the consent policy's allowed_tasks "
             f"({', '.join(policy.allowed_tasks) or 'none'})",
         )
-    if policy.allowed_owners is not None and owner.lower() not in {
-        allowed.lower() for allowed in policy.allowed_owners
-    }:
-        return Verdict(
-            False, f"the job owner {owner} is not in the consent policy's allowed_owners"
-        )
-    if reward_per_round < policy.min_reward_per_round_wei:
-        return Verdict(
-            False,
-            f"the job pays {reward_per_round} wei per round, below the consent policy's "
-            f"min_reward_per_round_wei of {policy.min_reward_per_round_wei}",
-        )
     return ACCEPT
+
+
+def decide(
+    policy: ConsentPolicy,
+    *,
+    task: str,
+    owner: str,
+    reward_per_round: int,
+    installed: Collection[str],
+    stake_wei: int = 0,
+) -> Verdict:
+    """Accept or refuse a job naming ``task`` from ``owner`` paying ``reward_per_round`` wei and
+    locking ``stake_wei``: the task first, then the on-chain terms, as an operator would read."""
+    verdict = decide_task(policy, task=task, installed=installed)
+    if not verdict.accepted:
+        return verdict
+    return decide_terms(policy, owner=owner, reward_per_round=reward_per_round, stake_wei=stake_wei)

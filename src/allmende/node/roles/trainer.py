@@ -63,6 +63,9 @@ class TrainerRole(JobRole):
         self._joined: set[int] = set()
         self._active_in: dict[int, int] = {}  # job id -> round in which it was last seen active
 
+    def stake_for(self, job: Job) -> int:
+        return job.trainer_stake
+
     def admits(self, job: Job, spec: JobSpec) -> Verdict:
         if job.n_active_trainers >= job.max_trainers:
             return Verdict(False, f"the job already has its {job.max_trainers} trainers")
