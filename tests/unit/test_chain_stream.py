@@ -32,6 +32,12 @@ class FakeClient:
         self.head = head
         self.failures: list[Exception] = []
         self.requests: list[tuple[int, int]] = []
+        self.forks: dict[int, int] = {}  # block -> how often it was replaced (a reorg)
+
+    def block_hash(self, number: int) -> str | None:
+        if number > self.head:
+            return None
+        return f"0x{number:x}-{self.forks.get(number, 0)}"
 
     def block_number(self) -> int:
         if self.failures:
@@ -169,3 +175,34 @@ def test_a_known_head_is_read_up_to_without_asking_the_chain_for_it() -> None:
     assert [e.block_number for e in events.poll(head=5)] == [0, 1, 2, 3, 4, 5]
     assert client.requests == [(0, 5)] and events.caught_up()
     assert client.failures  # never asked
+
+
+def test_a_head_below_the_last_block_read_replays_from_the_start() -> None:
+    client = FakeClient(head=9)
+    events = stream(client, from_block=2)
+    assert len(events.poll()) == 8
+    client.head = 5  # the chain lost blocks 6..9 (a dev chain restarted from an older state)
+    assert events.poll() == [] and events.rolled_back
+    assert events.next_block == 2
+    assert [e.block_number for e in events.poll()] == [2, 3, 4, 5]
+
+
+def test_another_block_at_the_height_read_is_a_reorg() -> None:
+    client = FakeClient(head=6)
+    events = stream(client)
+    events.poll()
+    client.forks[6] = 1  # block 6 replaced, and a new block on top of it
+    client.head = 7
+    assert events.poll() == [] and events.rolled_back
+    assert [e.block_number for e in events.poll()][-2:] == [6, 7]
+
+
+def test_new_blocks_on_the_same_chain_are_no_rollback() -> None:
+    client = FakeClient(head=3)
+    events = stream(client)
+    events.poll()
+    for head in (3, 4, 8):
+        client.head = head
+        events.poll()
+        assert not events.rolled_back
+    assert events.next_block == 9

@@ -46,6 +46,8 @@ DEFAULT_RECEIPT_TIMEOUT = 60.0
 # accepting it, so the first waits are short; a real chain's blocks take seconds, so the last
 # wait repeats until the receipt timeout.
 RECEIPT_POLL_SECONDS = (0.002, 0.004, 0.008, 0.016, 0.02)
+# While waiting for a receipt, how often to check that the chain still knows the transaction.
+DROPPED_CHECK_SECONDS = 2.0
 GAS_MARGIN = 1.2  # estimate * margin: room for state that changes between estimate and mining
 # Fees are reused this long. maxFeePerGas is twice the base fee plus the tip, which covers the
 # base fee's rise over several full blocks.
@@ -190,6 +192,10 @@ class ChainClient:
         )
         self.receipt_timeout = receipt_timeout
         self._nonce: int | None = None
+        # "latest" after the chain lost transactions: a lost one leaves the pending count
+        # (which counts queued transactions of this account) above what can ever be mined
+        self._nonce_block = "pending"
+        self._lost_generation = 0  # grows each time the chain is known to have lost blocks
         self._lock = threading.Lock()
         self._call_signer: CallSigner | None = None
         self._fees_read: tuple[float, dict[str, int]] | None = None  # (monotonic time, fees)
@@ -222,6 +228,25 @@ class ChainClient:
 
     def block_number(self) -> int:
         return self._read_int("eth_blockNumber", [])
+
+    def block_hash(self, number: int) -> str | None:
+        """The hash of block ``number``, or None when the chain has no such block (yet)."""
+        block = self.request("eth_getBlockByNumber", [hex(number), False])
+        if block is None:
+            return None
+        if not isinstance(block, dict) or not isinstance(block.get("hash"), str):
+            raise ChainError(f"{self.rpc_url} answered block {number} with {block!r:.80}.")
+        return str(block["hash"])
+
+    def forget_nonce(self) -> None:
+        """Read the account's nonce from the chain before the next transaction (after the chain
+        lost blocks, the transactions in them and the nonces they used are gone). Transactions
+        still waiting for a receipt give up once the chain does not mine them soon, so the step
+        that sent them sends them again with a nonce the chain can use."""
+        with self._lock:
+            self._nonce = None
+            self._nonce_block = "latest"
+            self._lost_generation += 1
 
     def balance(self, address: str) -> int:
         return self._read_int("eth_getBalance", [to_checksum_address(address), "latest"])
@@ -328,9 +353,11 @@ class ChainClient:
         with self._lock:
             for attempt in range(2):
                 if self._nonce is None:  # the first transaction, or after a refusal
+                    block = self._nonce_block
                     self._nonce = int(
-                        self.request("eth_getTransactionCount", [account.address, "pending"]), 16
+                        self.request("eth_getTransactionCount", [account.address, block]), 16
                     )
+                    self._nonce_block = "pending"
                 tx["nonce"] = self._nonce
                 raw = self._sign(account, tx)
                 try:
@@ -367,10 +394,25 @@ class ChainClient:
     def _wait(self, tx_hash: str, tx: dict[str, Any], label: str) -> Receipt:
         """Wait for the receipt: asked at once (a devnet mines on arrival), then after each of
         :data:`RECEIPT_POLL_SECONDS` (the last repeated), up to ``receipt_timeout``."""
-        deadline = time.monotonic() + self.receipt_timeout
+        started = time.monotonic()
+        deadline = started + self.receipt_timeout
+        next_check = started + DROPPED_CHECK_SECONDS
+        generation = self._lost_generation
         waits = itertools.chain(RECEIPT_POLL_SECONDS, itertools.repeat(RECEIPT_POLL_SECONDS[-1]))
         while (raw := self.request("eth_getTransactionReceipt", [tx_hash])) is None:
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > next_check:  # still minable? (a rollback or restart drops it, or its nonce)
+                next_check = now + DROPPED_CHECK_SECONDS
+                dropped = self.request("eth_getTransactionByHash", [tx_hash]) is None
+                if dropped or self._lost_generation != generation:
+                    self.forget_nonce()
+                    raise ChainError(
+                        f"The {label} transaction {tx_hash} was "
+                        f"{'dropped by' if dropped else 'sent before blocks were lost from'} the "
+                        "chain; the step that sent it will send it again."
+                    )
+            if now > deadline:
+                self.forget_nonce()  # a transaction the chain dropped leaves a gap in nonces
                 raise ChainError(
                     f"The {label} transaction {tx_hash} was not mined within "
                     f"{self.receipt_timeout:.0f} s; check that the chain is producing blocks."

@@ -158,7 +158,9 @@ class HeadWatcher:
             async for message in ws:
                 number = _block_number(message)
                 if number is not None:
-                    self.number = max(number, self.number or 0)  # a log's block may repeat
+                    # the newest notification's block, even a lower one: the chain went back
+                    # (a reorg re-announces the removed logs), which the event stream checks
+                    self.number = number
                 self.wake()
 
 

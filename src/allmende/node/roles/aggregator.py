@@ -81,6 +81,15 @@ class AggregatorRole(JobRole):
     def stake_for(self, job: Job) -> int:
         return job.aggregator_stake
 
+    def reconcile(self) -> None:
+        super().reconcile()
+        self._commits.clear()  # rebuilt from the replayed events: lost commits are not in them
+        self._joined.clear()
+        self._vote_checked.clear()  # a vote may be gone: the step votes again
+        self._volunteered.clear()
+        self._evicted.clear()
+        self._eviction_checked.clear()
+
     async def step(self, job_id: int) -> bool:
         job = self._last_read[job_id] = await on_chain(self.jobs.job, job_id)
         if job.status != JobStatus.OPEN:

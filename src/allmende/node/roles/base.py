@@ -88,10 +88,19 @@ class JobRole(ABC):
         self.ready = True
         steps = JobSteps(self._safe_step, refresh_seconds=self.refresh_seconds)
         log.info("The %s role is following jobs for %s.", self.name, ctx.address)
+        polled_at = -1  # the notification count at the last poll
         try:
             while not ctx.stopping.is_set():
                 seen = heads.seq
-                events = await asyncio.to_thread(stream.poll, heads.number)
+                # A notification's block is the head; without a new one (a refresh), the chain
+                # is asked: a notified number may be stale, e.g. after the chain lost blocks.
+                head = heads.number if seen != polled_at else None
+                polled_at = seen
+                events = await asyncio.to_thread(stream.poll, head)
+                if stream.rolled_back:  # the chain lost blocks: drop what came from them
+                    stream.rolled_back = False
+                    chain.client.forget_nonce()
+                    self.reconcile()
                 for event in events:
                     self.observe(event)
                     if isinstance(event, JobCreated):
@@ -125,6 +134,15 @@ class JobRole(ABC):
         self.jobs = jobs
         self.directory = directory
         self._members = MemberCache(jobs)
+
+    def reconcile(self) -> None:
+        """Forget what the role knows from blocks the chain may have lost (a reorg, or a dev
+        chain restarted from an older state); the stream then replays the chain's events and
+        each step reads the chain again, so a commit or vote that is no longer on chain is sent
+        again while its round is open. What stays true whatever the chain says is kept: specs
+        and blobs by hash, proposals computed (checked against the chain before reuse)."""
+        self._members = MemberCache(self.jobs)
+        log.warning("The %s role is reconciling its state with the chain.", self.name)
 
     def observe(self, event: ChainEvent) -> None:  # noqa: B027 - a hook; most roles need none
         """See every event as it is read, before any step (roles keep what saves them reads)."""

@@ -66,6 +66,12 @@ class TrainerRole(JobRole):
     def stake_for(self, job: Job) -> int:
         return job.trainer_stake
 
+    def reconcile(self) -> None:
+        super().reconcile()
+        self._committed.clear()  # a commit may be gone: commit_of says, and it is sent again
+        self._joined.clear()
+        self._active_in.clear()
+
     def admits(self, job: Job, spec: JobSpec) -> Verdict:
         if job.n_active_trainers >= job.max_trainers:
             return Verdict(False, f"the job already has its {job.max_trainers} trainers")
