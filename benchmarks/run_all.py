@@ -227,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         "scale": bench_scale,
         "security": bench_security,
     }
+    failures: list[str] = []
     for name in chosen:
         console.rule(name)
         try:
@@ -246,8 +247,13 @@ def main(argv: list[str] | None = None) -> int:
             import security
 
             security.print_table(result["attacks"], console=console)
+            broken = security.failed_attacks(result["attacks"])
+            if broken:
+                failures.append(f"security: attacks that took wei or stalled: {', '.join(broken)}")
         console.print(f"  written: {path.relative_to(BENCH_DIR.parent)}")
-    return 0
+    for failure in failures:
+        console.print(f"[red]{failure}[/red]")
+    return 1 if failures else 0
 
 
 def _fedavg_title(job: FedAvgJob) -> str:
