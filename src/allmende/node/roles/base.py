@@ -48,6 +48,8 @@ class JobRole(ABC):
     wake_on: tuple[type[ChainEvent], ...] = (ChainEvent,)
     # The events the role reads at all (None: every one); its log queries leave out the rest.
     follows: tuple[type[ChainEvent], ...] | None = None
+    # Works only for the tasks its policy names (consent by default), not every installed one.
+    tasks_named: bool = False
 
     def __init__(self, section: RoleSection) -> None:
         self.section = section
@@ -128,7 +130,13 @@ class JobRole(ABC):
         """Load, before any job comes, what every job of the allowed tasks needs (the task code,
         the local data), so the first round does not pay for it. A failure is logged: the jobs
         of that task fail the same way until it is fixed."""
-        names = self.policy.allowed_tasks or sorted(installed_tasks())
+        names = self.policy.allowed_tasks
+        if names is None and self.tasks_named:
+            log.warning(
+                "The %s role allows no task yet, so it refuses every job; name the tasks it may "
+                "run in [%s] allowed_tasks of node.toml.", self.name, self.name,
+            )  # fmt: skip
+        names = names or ([] if self.tasks_named else sorted(installed_tasks()))
         for name in names:
             try:
                 await asyncio.to_thread(self._prepare_named, name)
@@ -222,6 +230,7 @@ class JobRole(ABC):
             owner=job.owner,
             reward_per_round=job.reward_per_round,
             installed=installed_tasks(),
+            tasks_named=self.tasks_named,
         )
         if verdict.accepted:
             verdict = self.admits(job, spec)
@@ -230,7 +239,8 @@ class JobRole(ABC):
         try:
             if job_id not in self.plans:  # kept, so a refused join retries cheaply
                 self.plans[job_id] = await asyncio.to_thread(make_plan, spec)
-        except TaskError as exc:
+            await asyncio.to_thread(self.check_plan, self.plans[job_id])
+        except TaskError as exc:  # DataError too: the node's data does not fit the job
             return self.refuse(job_id, str(exc).rstrip("."))
         await on_chain(self.jobs.join, job_id, self.role_bit)
         log.info("Joined job %d as %s (task %s).", job_id, self.name, spec.task)
@@ -259,6 +269,10 @@ class JobRole(ABC):
     def admits(self, job: Job, spec: JobSpec) -> Verdict:
         """Role-specific admission checks beyond the consent policy."""
         return Verdict(True)
+
+    def check_plan(self, plan: JobPlan) -> None:  # noqa: B027 - a hook; most roles need none
+        """Role-specific checks of a job's plan before joining (worker thread); TaskError
+        refuses the job."""
 
     def refuse(self, job_id: int, reason: str) -> bool:
         self.refused.add(job_id)

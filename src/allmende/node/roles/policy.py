@@ -31,11 +31,13 @@ def decide(
     owner: str,
     reward_per_round: int,
     installed: Collection[str],
+    tasks_named: bool = False,
 ) -> Verdict:
     """Accept or refuse a job naming ``task`` from ``owner`` paying ``reward_per_round`` wei.
 
     Checks in the order an operator would: is the task installed, does the policy allow it, the
-    owner, the reward.
+    owner, the reward. ``tasks_named``: the role works only for tasks the policy names (a
+    trainer: consent by default), so ``allowed_tasks`` left out refuses every job.
     """
     if task not in installed:
         listed = ", ".join(sorted(installed)) or "none"
@@ -43,6 +45,13 @@ def decide(
             False,
             f"task '{task}' is not installed on this node (installed: {listed}); install the "
             "package that provides it to take such jobs",
+        )
+    if tasks_named and not policy.allowed_tasks:
+        return Verdict(
+            False,
+            f"this trainer allows no task yet (consent by default); to train for '{task}' jobs "
+            f'add allowed_tasks = ["{task}"] to [trainer] in node.toml and restart the node '
+            f"(or create the node with `allmende node init --allow-task {task}`)",
         )
     if policy.allowed_tasks is not None and task not in policy.allowed_tasks:
         return Verdict(
