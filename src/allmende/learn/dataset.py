@@ -97,7 +97,7 @@ class TableSource(_FileSource):
         if self.format is None and self.path.suffix.lower() not in TABLE_SUFFIXES:
             raise ValueError(
                 f"cannot tell the format of {self.path} from its suffix; name it .csv or "
-                "'.parquet', or set format = \"csv\" or \"parquet\""
+                ".parquet, or set format = 'csv' or 'parquet'"
             )
         return self
 

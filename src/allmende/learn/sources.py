@@ -88,9 +88,7 @@ def table_column(table: Any, name: str, *, source: TableSource, option: str) -> 
     return list(table.column(name).to_pylist())
 
 
-def table_features(
-    table: Any, columns: Sequence[str], *, source: TableSource
-) -> np.ndarray:
+def table_features(table: Any, columns: Sequence[str], *, source: TableSource) -> np.ndarray:
     """The feature columns as float64 ``(rows, len(columns))``; every value a finite number."""
     out = np.empty((table.num_rows, len(columns)), dtype=np.float64)
     for j, name in enumerate(columns):

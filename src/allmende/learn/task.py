@@ -127,6 +127,17 @@ class Task(ABC):
         configured.options = parsed
         return configured
 
+    def needs_options(self) -> bool:
+        """True when the task cannot build a model or read data before a job's ``[data]``
+        options configure it (its :attr:`Options` has required fields)."""
+        if self.options is not None:
+            return False
+        try:
+            self.Options()
+        except ValidationError:
+            return True
+        return False
+
     def configured(self) -> TaskOptions:
         """The job's options; TaskError when no job configured this task and it needs some."""
         if self.options is not None:

@@ -146,7 +146,11 @@ class JobRole(ABC):
                 log.exception("The %s role failed to prepare task %s.", self.name, name)
 
     def _prepare_named(self, name: str) -> None:
-        self.prepare(load_task(name))
+        task = load_task(name)
+        if task.needs_options():  # its model and data depend on each job: prepared per job
+            log.debug("Task %s is prepared when a job names its [data] options.", name)
+            return
+        self.prepare(task)
 
     def prepare(self, task: Task) -> None:
         """Role-specific loading for ``task`` (worker thread); by default the task's model is

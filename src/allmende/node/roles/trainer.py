@@ -26,7 +26,6 @@ from allmende.chain.events import (
     RoundReopened,
     TrainerEvicted,
 )
-from allmende.errors import TaskError
 from allmende.learn.task import LocalData, Task, seeded_state
 from allmende.learn.train import TORCH_LOCK, derive_seed, train_local
 from allmende.node.config import TrainerSection
@@ -163,13 +162,7 @@ class TrainerRole(JobRole):
     def prepare(self, task: Task) -> None:
         """Load the declared dataset for ``task`` now (a bad declaration shows at start-up) and
         train a fresh model on it once, untimed: torch's first backward pass and optimizer step
-        cost seconds of set-up that would otherwise fall into the first round. A task that
-        needs a job's ``[data]`` options to read the data is prepared when a job comes."""
-        try:
-            task.configured()
-        except TaskError:
-            log.info("Task %s reads the data as its jobs' options say: loaded per job.", task.name)
-            return
+        cost seconds of set-up that would otherwise fall into the first round."""
         with TORCH_LOCK:  # builds the model too, so the base class's warm-up is not needed
             data = self.local_data(task)
             state = seeded_state(task, seed=0)
