@@ -117,10 +117,11 @@ class Task(ABC):
             parsed = self.Options.model_validate(dict(raw))
         except ValidationError as exc:
             error = exc.errors()[0]
-            field = ".".join(["data", *(str(part) for part in error["loc"])])
+            loc = [str(part) for part in error["loc"]]
+            field = f"'data.{'.'.join(loc)}'" if loc else "[data]"
             message = str(error["msg"]).removeprefix("Value error, ")
             raise TaskError(
-                f"job spec: '{field}' is refused by task '{self.name}': {message}; see the "
+                f"job spec: {field} is refused by task '{self.name}': {message}; see the "
                 "task's documentation for its [data] options."
             ) from None
         configured = copy.copy(self)
