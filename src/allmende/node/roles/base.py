@@ -236,8 +236,6 @@ class JobRole(ABC):
             installed=installed_tasks(),
             tasks_named=self.tasks_named,
         )
-        if verdict.accepted:
-            verdict = self.admits(job, spec)
         if not verdict.accepted:
             return self.refuse(job_id, verdict.reason)
         try:
@@ -246,6 +244,9 @@ class JobRole(ABC):
             await asyncio.to_thread(self.check_plan, self.plans[job_id])
         except TaskError as exc:  # DataError too: the node's data does not fit the job
             return self.refuse(job_id, str(exc).rstrip("."))
+        verdict = self.admits(job, spec)  # after the checks of this node's own fit for the job
+        if not verdict.accepted:
+            return self.refuse(job_id, verdict.reason)
         await on_chain(self.jobs.join, job_id, self.role_bit)
         log.info("Joined job %d as %s (task %s).", job_id, self.name, spec.task)
         return False
