@@ -30,16 +30,18 @@ IMAGE_OPTIONS = {"classes": CLASSES, "size": 8, "channels": 1, "width": 4}
 
 
 def digits_rows(part: int, parts: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every ``parts``-th training row from ``part``: pixels (n, 64) as 0..16 ints, labels."""
+    """Every ``parts``-th training row from ``part``: pixels (n, 64) as 0..16 ints, labels.
+
+    Copies: a test may spoil them, and the task's own split (cached) must stay as it is."""
     train_x, train_y, _, _ = _split()
     pixels = np.rint(train_x[part::parts] * 16).astype(np.int64)  # (n, 64)
-    return pixels, train_y[part::parts]
+    return pixels, train_y[part::parts].copy()
 
 
 def test_rows() -> tuple[np.ndarray, np.ndarray]:
     """The held-out split: pixels (n, 64) as 0..16 ints, labels (n,)."""
     _, _, test_x, test_y = _split()
-    return np.rint(test_x * 16).astype(np.int64), test_y
+    return np.rint(test_x * 16).astype(np.int64), test_y.copy()
 
 
 def write_csv(path: Path, pixels: np.ndarray, labels: np.ndarray) -> Path:

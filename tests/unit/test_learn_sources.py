@@ -65,10 +65,10 @@ def test_a_dataset_without_kind_is_todays_partition() -> None:
     ("dataset", "words"),
     [
         ({"kind": "tables", "path": "x.csv"}, ("trainer.dataset", "kind must be")),
-        ({"kind": "table"}, ("trainer.dataset.table.path",)),
+        ({"kind": "table"}, ("trainer.dataset.path",)),
         ({"kind": "table", "path": "x.xlsx"}, ("cannot tell the format",)),
-        ({"kind": "images", "path": "x", "parts": 2}, ("trainer.dataset.images.parts",)),
-        ({"kind": "partition", "path": "x"}, ("trainer.dataset.partition.path",)),
+        ({"kind": "images", "path": "x", "parts": 2}, ("trainer.dataset.parts",)),
+        ({"kind": "partition", "path": "x"}, ("trainer.dataset.path",)),
     ],
 )
 def test_bad_declarations_name_the_key(dataset: dict[str, object], words: tuple[str]) -> None:

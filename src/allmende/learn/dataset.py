@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_val
 DEFAULT_ALPHA = 0.5
 DEFAULT_PARTITION_SEED = 0
 DEFAULT_TEXT_FIELD = "text"
+DATA_KINDS = ("partition", "table", "images", "text")
 TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 

@@ -71,7 +71,7 @@ from pydantic import (
 from allmende.chain.addresses import is_address, to_checksum_address
 from allmende.chain.roles import ROLE_AGGREGATOR, ROLE_PROVIDER, ROLE_TRAINER, ROLE_VERIFIER
 from allmende.errors import ConfigError
-from allmende.learn.dataset import DatasetDecl, DataSource
+from allmende.learn.dataset import DATA_KINDS, DatasetDecl, DataSource
 from allmende.net.endpoints import EndpointPolicy, parse_ranges
 from allmende.net.limits import (
     DEFAULT_FETCH_DEADLINE_SECONDS,
@@ -379,10 +379,20 @@ def parse_config(raw: dict[str, Any], *, source: str = "the node config") -> Nod
         return NodeConfig.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            f"{'.'.join(_key_path(err['loc'])) or '(top level)'}: {err['msg']}"
             for err in exc.errors()
         )
         raise ConfigError(f"{source} is invalid: {problems}. Fix these keys and retry.") from None
+
+
+def _key_path(loc: tuple[int | str, ...]) -> list[str]:
+    """A pydantic error location as the keys of node.toml: the dataset's ``kind`` tag, which
+    pydantic puts in the path of a tagged union (``trainer.dataset.table.path``), is left out."""
+    keys = [str(part) for part in loc]
+    for i in range(1, len(keys) - 1):
+        if keys[i - 1] == "dataset" and keys[i] in DATA_KINDS:
+            return keys[:i] + keys[i + 1 :]
+    return keys
 
 
 def resolve(home: Path, path: Path) -> Path:
