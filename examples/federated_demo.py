@@ -119,6 +119,7 @@ class Demo:
                 "--stake-wei", str(STAKE_WEI),
                 "--insecure-plaintext-key",
                 "--import-key-env", "DEMO_NODE_KEY",
+                "--allow-task", "digits-mlp",  # a trainer trains only for tasks it allows
             ]  # fmt: skip
             env = {**self.env, "DEMO_NODE_KEY": key}
             process = subprocess.Popen(

@@ -119,3 +119,26 @@ def test_decide_checks_the_stake_too() -> None:
         stake_wei=6,
     )  # fmt: skip
     assert not refused.accepted and "max_stake_wei" in refused.reason
+
+
+def test_a_role_that_needs_named_tasks_refuses_until_its_operator_names_them() -> None:
+    def trainer(policy: ConsentPolicy):
+        return decide(
+            policy, task="digits-mlp", owner=OWNER, reward_per_round=10, installed=INSTALLED,
+            tasks_named=True,
+        )  # fmt: skip
+
+    for policy in (ConsentPolicy(), ConsentPolicy(allowed_tasks=[])):
+        refused = trainer(policy)
+        assert not refused.accepted
+        assert "allows no task yet" in refused.reason
+        assert 'allowed_tasks = ["digits-mlp"]' in refused.reason
+        assert "--allow-task digits-mlp" in refused.reason
+    assert trainer(ConsentPolicy(allowed_tasks=["digits-mlp"])).accepted
+
+
+def test_the_trainer_role_needs_named_tasks_and_the_aggregator_does_not() -> None:
+    from allmende.node.roles.aggregator import AggregatorRole
+    from allmende.node.roles.trainer import TrainerRole
+
+    assert TrainerRole.tasks_named and not AggregatorRole.tasks_named

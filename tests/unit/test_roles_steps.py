@@ -283,7 +283,9 @@ def make_job(peers: FakePeers, *, n_trainers: int, round_start: float, quorum: i
 
 def trainer_role(ctx: Any, jobs: FakeJobs) -> TrainerRole:
     ctx.chain.registry.jobs = jobs
-    role = TrainerRole(TrainerSection(dataset={"num_parts": 3, "part": 0}))
+    role = TrainerRole(
+        TrainerSection(allowed_tasks=["digits-mlp"], dataset={"num_parts": 3, "part": 0})
+    )
     role.attach(ctx, jobs=jobs, directory=FakeDirectory())  # type: ignore[arg-type]
     return role
 

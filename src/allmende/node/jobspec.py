@@ -88,6 +88,7 @@ REQUIREMENTS = {
     "max_weight": f"an integer between 1 and {MAX_WEIGHT}",
     "norm_bound": "a number > 0",
     "seed": "an integer >= 0",
+    "data": "a table of the task's data options (see the task's documentation)",
 }
 
 
@@ -190,6 +191,10 @@ class JobSpec(_Strict):
     """Largest L2 norm of ``update - global`` an aggregator accepts; larger ones are excluded."""
     seed: int = Field(default=0, ge=0)
     """Seeds the initial model and, with the round and address, each trainer's shuffle."""
+    data: dict[str, Any] = Field(default_factory=dict)
+    """The task's options (``[data]``): what the job asks of the trainers' data and the model,
+    e.g. a table's feature columns and classes. The task validates them (its ``Options``);
+    every peer of the job reads the same, so all trainers see their data the same way."""
 
     @field_validator("reward_per_round", "trainer_stake", "aggregator_stake", mode="before")
     @classmethod
@@ -249,9 +254,15 @@ class JobSpec(_Strict):
         }
 
     def canonical_bytes(self) -> bytes:
-        """The spec as canonical JSON (sorted keys, no spaces): the published spec blob."""
+        """The spec as canonical JSON (sorted keys, no spaces): the published spec blob.
+
+        An empty ``data`` table is left out, so a spec without one hashes as it did before
+        ``data`` existed."""
+        fields = self.model_dump(mode="json")
+        if not fields["data"]:
+            del fields["data"]
         return json.dumps(
-            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+            fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False
         ).encode("utf-8")
 
     @classmethod

@@ -131,6 +131,21 @@ def open_node(home: Path, *, prompt: PasswordPrompt | None = None) -> NodeContex
     )
 
 
+def check_dataset(config: NodeConfig) -> None:
+    """A trainer reads its declared data once before it registers: a missing file, an
+    unreadable row or an empty folder stops the node with one line naming it (DataError)."""
+    if "trainer" not in config.node.roles:
+        return
+    from allmende.learn.sources import summarize
+
+    summary = summarize(config.trainer.dataset)
+    if summary.kind != "partition":
+        log.info(
+            "Local data: %s %s, %d examples, %d bytes.",
+            summary.kind, summary.location, summary.examples, summary.nbytes,
+        )  # fmt: skip
+
+
 def register_node(ctx: NodeContext) -> None:
     """Register or update this node's endpoint and roles, then top up its stake (blocking)."""
     if ctx.chain is None:
@@ -355,6 +370,7 @@ def run_node(
     with home_lock(home):
         ctx = open_node(home, prompt=prompt)
         try:
+            check_dataset(ctx.config)
             register_node(ctx)
             chosen = role_services(ctx.config) if services is None else services
             run_loop(serve(ctx, chosen))

@@ -50,6 +50,8 @@ class JobRole(ABC):
     wake_on: tuple[type[ChainEvent], ...] = (ChainEvent,)
     # The events the role reads at all (None: every one); its log queries leave out the rest.
     follows: tuple[type[ChainEvent], ...] | None = None
+    # Works only for the tasks its policy names (consent by default), not every installed one.
+    tasks_named: bool = False
 
     def __init__(self, section: RoleSection) -> None:
         self.section = section
@@ -151,7 +153,13 @@ class JobRole(ABC):
         """Load, before any job comes, what every job of the allowed tasks needs (the task code,
         the local data), so the first round does not pay for it. A failure is logged: the jobs
         of that task fail the same way until it is fixed."""
-        names = self.policy.allowed_tasks or sorted(installed_tasks())
+        names = self.policy.allowed_tasks
+        if names is None and self.tasks_named:
+            log.warning(
+                "The %s role allows no task yet, so it refuses every job; name the tasks it may "
+                "run in [%s] allowed_tasks of node.toml.", self.name, self.name,
+            )  # fmt: skip
+        names = names or ([] if self.tasks_named else sorted(installed_tasks()))
         for name in names:
             try:
                 await asyncio.to_thread(self._prepare_named, name)
@@ -161,7 +169,11 @@ class JobRole(ABC):
                 log.exception("The %s role failed to prepare task %s.", self.name, name)
 
     def _prepare_named(self, name: str) -> None:
-        self.prepare(load_task(name))
+        task = load_task(name)
+        if task.needs_options():  # its model and data depend on each job: prepared per job
+            log.debug("Task %s is prepared when a job names its [data] options.", name)
+            return
+        self.prepare(task)
 
     def prepare(self, task: Task) -> None:
         """Role-specific loading for ``task`` (worker thread); by default the task's model is
@@ -275,16 +287,20 @@ class JobRole(ABC):
                 f"Job {job_id}: its spec did not arrive within {seconds:g} s; asking again later.",
             )
             return False
-        verdict = decide_task(self.policy, task=spec.task, installed=installed_tasks())
-        if verdict.accepted:
-            verdict = self.admits(job, spec)
+        verdict = decide_task(
+            self.policy, task=spec.task, installed=installed_tasks(), tasks_named=self.tasks_named
+        )
         if not verdict.accepted:
             return self.refuse(job_id, verdict.reason)
         try:
             if job_id not in self.plans:  # kept, so a refused join retries cheaply
                 self.plans[job_id] = await asyncio.to_thread(make_plan, spec)
-        except TaskError as exc:
+            await asyncio.to_thread(self.check_plan, self.plans[job_id])
+        except TaskError as exc:  # DataError too: the node's data does not fit the job
             return self.refuse(job_id, str(exc).rstrip("."))
+        verdict = self.admits(job, spec)  # after the checks of this node's own fit for the job
+        if not verdict.accepted:
+            return self.refuse(job_id, verdict.reason)
         await on_chain(self.jobs.join, job_id, self.role_bit)
         log.info("Joined job %d as %s (task %s).", job_id, self.name, spec.task)
         return False
@@ -312,6 +328,10 @@ class JobRole(ABC):
     def admits(self, job: Job, spec: JobSpec) -> Verdict:
         """Role-specific admission checks beyond the consent policy."""
         return Verdict(True)
+
+    def check_plan(self, plan: JobPlan) -> None:  # noqa: B027 - a hook; most roles need none
+        """Role-specific checks of a job's plan before joining (worker thread); TaskError
+        refuses the job."""
 
     def refuse(self, job_id: int, reason: str) -> bool:
         self.refused.add(job_id)

@@ -51,14 +51,27 @@ def decide_terms(
     return ACCEPT
 
 
-def decide_task(policy: ConsentPolicy, *, task: str, installed: Collection[str]) -> Verdict:
-    """Accept or refuse the task a job's spec names: installed here, and allowed."""
+def decide_task(
+    policy: ConsentPolicy, *, task: str, installed: Collection[str], tasks_named: bool = False
+) -> Verdict:
+    """Accept or refuse the task a job's spec names: installed here, and allowed.
+
+    ``tasks_named``: the role works only for tasks the policy names (a trainer: consent by
+    default), so ``allowed_tasks`` left out refuses every job.
+    """
     if task not in installed:
         listed = ", ".join(sorted(installed)) or "none"
         return Verdict(
             False,
             f"task '{task}' is not installed on this node (installed: {listed}); install the "
             "package that provides it to take such jobs",
+        )
+    if tasks_named and not policy.allowed_tasks:
+        return Verdict(
+            False,
+            f"this trainer allows no task yet (consent by default); to train for '{task}' jobs "
+            f'add allowed_tasks = ["{task}"] to [trainer] in node.toml and restart the node '
+            f"(or create the node with `allmende node init --allow-task {task}`)",
         )
     if policy.allowed_tasks is not None and task not in policy.allowed_tasks:
         return Verdict(
@@ -77,10 +90,11 @@ def decide(
     reward_per_round: int,
     installed: Collection[str],
     stake_wei: int = 0,
+    tasks_named: bool = False,
 ) -> Verdict:
     """Accept or refuse a job naming ``task`` from ``owner`` paying ``reward_per_round`` wei and
     locking ``stake_wei``: the task first, then the on-chain terms, as an operator would read."""
-    verdict = decide_task(policy, task=task, installed=installed)
+    verdict = decide_task(policy, task=task, installed=installed, tasks_named=tasks_named)
     if not verdict.accepted:
         return verdict
     return decide_terms(policy, owner=owner, reward_per_round=reward_per_round, stake_wei=stake_wei)

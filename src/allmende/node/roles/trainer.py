@@ -54,6 +54,7 @@ class TrainerRole(JobRole):
         JobFinished, JobCancelled,
     )  # fmt: skip
     follows = wake_on  # a trainer has no use for the others (commits, votes, payouts)
+    tasks_named = True  # consent by default: only the tasks the operator allowed
 
     def __init__(self, section: TrainerSection) -> None:
         super().__init__(section)
@@ -161,6 +162,12 @@ class TrainerRole(JobRole):
     async def commit(self, job_id: int, round_: int, digest: str, weight: int) -> None:
         await on_chain(self.jobs.commit_update, job_id, round_, digest, weight)
 
+    def check_plan(self, plan: JobPlan) -> None:
+        """Load the node's data as the job's task and options read it: a file that does not
+        fit (a missing column, a label outside the job's classes) refuses the job, before
+        joining."""
+        self.local_data(plan.task)
+
     def prepare(self, task: Task) -> None:
         """Load the declared dataset for ``task`` now (a bad declaration shows at start-up) and
         train a fresh model on it once, untimed: torch's first backward pass and optimizer step
@@ -174,7 +181,9 @@ class TrainerRole(JobRole):
         log.info("Loaded %d local examples for task %s.", len(data), task.name)
 
     def local_data(self, task: Task) -> LocalData:
-        """The node's declared dataset for ``task``, loaded once."""
-        if task.name not in self._data:
-            self._data[task.name] = task.load_data(self.section.dataset)
-        return self._data[task.name]
+        """The node's declared dataset as ``task`` (configured by a job's options) reads it,
+        loaded once per task and options."""
+        key = task.data_key()
+        if key not in self._data:
+            self._data[key] = task.load_data(self.section.dataset)
+        return self._data[key]
