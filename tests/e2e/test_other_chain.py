@@ -31,7 +31,7 @@ from nodes import allmende, free_port
 
 from allmende.chain import Contracts, Deployment, JobStatus, dev_keys
 from allmende.chain.events import Credited, Refunded
-from allmende.errors import ContractRevert
+from allmende.errors import ChainError, ContractRevert
 from allmende.net.health import HealthProbe
 from allmende.node.config import load_config
 from allmende.node.jobspec import parse_jobspec
@@ -118,6 +118,19 @@ def test_the_deployment_names_the_chain_and_the_settings(hardhat, deployment_pat
     assert reader.registry.admin() == Account.from_key(dev_keys(1)[0]).address
 
 
+def test_a_deployment_file_whose_contracts_are_not_on_the_chain_is_refused(deployment_path):
+    """Hardhat keeps no state: restarted, it is a new chain with the same id and no contracts."""
+    deployment = Deployment.load(deployment_path)
+    elsewhere = Account.create().address
+    forgotten = deployment.model_copy(
+        update={"jobs": deployment.jobs.model_copy(update={"address": elsewhere})}
+    )
+    with pytest.raises(ChainError, match=f"has no Jobs contract at {elsewhere}") as refused:
+        Contracts.connect(forgotten)
+    assert "deploy again with `allmende contracts deploy`" in str(refused.value)
+    Contracts.connect(deployment)  # the real file connects
+
+
 def test_a_revert_reads_the_same_as_on_anvil(deployment_path) -> None:
     """Hardhat nests revert data in an object, at estimate and when it mines a transaction."""
     poor = Contracts.connect(Deployment.load(deployment_path), Account.create().key.to_0x_hex())
@@ -174,6 +187,10 @@ def test_a_federated_job_finishes_with_its_lineage_and_money(deployment_path, tm
         wait_for(lambda: reader.jobs.job(job_id).status != JobStatus.OPEN, "the job to end")
         job = reader.jobs.job(job_id)
         assert job.status == JobStatus.FINISHED, job
+        latest = reader.client.request("eth_getBlockByNumber", ["latest", False])
+        ahead = int(latest["timestamp"], 16) - time.time()  # one second a block, however fast
+        print(f"after {int(latest['number'], 16)} blocks the chain's clock is {ahead:+.0f} s "
+              "off the wall clock")  # fmt: skip
         shown = allmende("job", "show", str(job_id), "--deployment", str(deployment_path),
                          timeout=CLI_TIMEOUT)  # fmt: skip
 

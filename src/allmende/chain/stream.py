@@ -4,6 +4,12 @@ The stream remembers the next block it has to read (``next_block``) and, given a
 persists it after the caller has consumed a batch, so a restarted node resumes where it stopped
 (a crash mid-batch replays that batch: handlers must be idempotent, which events make easy since
 each carries its block number and log index).
+
+A head told by a new-block notification may be ahead of the endpoint the logs are read from (a
+websocket and an HTTP endpoint behind one provider's balancer). Nodes differ in how they answer
+a range past their head: Anvil refuses it (``BlockOutOfRangeError``), Hardhat and geth answer
+``[]``. Either way the stream does not trust the range: after a failed read it asks the endpoint
+for its own head and reads once more, so a notification never costs a back-off.
 """
 
 from __future__ import annotations
@@ -86,11 +92,12 @@ class EventStream:
         are handled.
         """
         try:
-            head = self._head = self.client.block_number() if head is None else head
-            if head < self.next_block:
-                return []
-            to_block = min(head, self.next_block + self.chunk_blocks - 1)
-            events = self.fetch(self.next_block, to_block)
+            try:
+                events, to_block = self._read_to(head)
+            except (ChainError, OSError):
+                if head is None:
+                    raise
+                events, to_block = self._read_to(None)  # the endpoint's own head this time
         except (ChainError, OSError) as exc:  # an RPC hiccup: back off, retry
             self._backoff = min(MAX_BACKOFF, max(self.poll_interval, 2 * self._backoff))
             log.warning("event poll failed (%s); retrying in %.1f s", exc, self._backoff)
@@ -98,6 +105,15 @@ class EventStream:
         self._backoff = 0.0
         self.next_block = to_block + 1
         return events
+
+    def _read_to(self, head: int | None) -> tuple[list[ChainEvent], int]:
+        """The events of the next chunk up to ``head`` (asked for if None), and its last block
+        (``next_block - 1`` when there is nothing new)."""
+        head = self._head = self.client.block_number() if head is None else head
+        if head < self.next_block:
+            return [], self.next_block - 1
+        to_block = min(head, self.next_block + self.chunk_blocks - 1)
+        return self.fetch(self.next_block, to_block), to_block
 
     def caught_up(self) -> bool:
         """True when the last poll reached the chain head it saw (no RPC call)."""
