@@ -206,3 +206,38 @@ def test_new_blocks_on_the_same_chain_are_no_rollback() -> None:
         events.poll()
         assert not events.rolled_back
     assert events.next_block == 9
+
+
+class AnvilLikeClient(FakeClient):
+    """Refuses a log range past its head, as Anvil does (Hardhat and geth answer ``[]``)."""
+
+    def get_logs(
+        self, *, from_block: int, to_block: int, addresses: list[str], topics: Any = None
+    ) -> list[Any]:
+        if to_block > self.head:
+            self.requests.append((from_block, to_block))
+            message = f"block height is {self.head} but requested was {to_block}"
+            raise ChainError(
+                "The RPC call eth_getLogs failed: {'code': -32602, 'message': "
+                f"'BlockOutOfRangeError: {message}'}}."
+            )
+        return super().get_logs(from_block=from_block, to_block=to_block, addresses=addresses)
+
+
+def test_a_notified_head_the_endpoint_has_not_reached_costs_no_back_off() -> None:
+    """The websocket told of block 12; the HTTP endpoint serves up to 10 and refuses the range."""
+    client = AnvilLikeClient(head=10)
+    events = stream(client, from_block=5)
+    assert [e.block_number for e in events.poll(head=12)] == [5, 6, 7, 8, 9, 10]
+    assert client.requests == [(5, 12), (5, 10)]  # refused, then read to the endpoint's head
+    assert events._backoff == 0.0 and events.next_block == 11
+    client.head = 12
+    assert [e.block_number for e in events.poll(head=12)] == [11, 12]
+
+
+def test_a_failure_with_the_endpoints_own_head_still_backs_off() -> None:
+    client = AnvilLikeClient(head=10)
+    client.failures = [ChainError("Cannot reach the chain")]
+    events = stream(client, from_block=5)
+    assert events.poll(head=12) == []  # refused past the head, then the chain is unreachable
+    assert events._backoff > 0 and events.next_block == 5

@@ -94,6 +94,11 @@ class HeadWatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._next.wait(), timeout)
 
+    def forget_number(self) -> None:
+        """Drop the newest announced block: the chain lost blocks, so it may be higher than any
+        block the chain has now; the next notification sets it again."""
+        self.number = None
+
     def wake(self) -> None:
         """Wake every waiter (a new block, or the node is stopping)."""
         self.seq += 1
@@ -158,9 +163,7 @@ class HeadWatcher:
             async for message in ws:
                 number = _block_number(message)
                 if number is not None:
-                    # the newest notification's block, even a lower one: the chain went back
-                    # (a reorg re-announces the removed logs), which the event stream checks
-                    self.number = number
+                    self.number = max(number, self.number or 0)  # a log's block may repeat
                 self.wake()
 
 

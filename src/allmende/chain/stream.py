@@ -10,6 +10,12 @@ restarted from a state file a few seconds old. The stream keeps the number and h
 block it read; when the head falls below it, or that block's hash changed, it sets
 ``rolled_back`` and reads again from ``from_block``, as a restarted node would. Its caller drops
 what it derived from the lost blocks (see the roles' ``reconcile``) and clears the flag.
+
+A head told by a new-block notification may be ahead of the endpoint the logs are read from (a
+websocket and an HTTP endpoint behind one provider's balancer). Nodes differ in how they answer
+a range past their head: Anvil refuses it (``BlockOutOfRangeError``), Hardhat and geth answer
+``[]``. Either way the stream does not trust the range: after a failed read it asks the endpoint
+for its own head and reads once more, so a notification never costs a back-off.
 """
 
 from __future__ import annotations
@@ -95,23 +101,37 @@ class EventStream:
         are handled.
         """
         try:
-            head = self._head = self.client.block_number() if head is None else head
-            if self._lost_blocks(head):
-                return []
-            if head < self.next_block:
-                return []
-            to_block = min(head, self.next_block + self.chunk_blocks - 1)
-            events = self.fetch(self.next_block, to_block)
-            to_hash = self.client.block_hash(to_block)
+            try:
+                read = self._read_to(head)
+            except (ChainError, OSError):
+                if head is None:
+                    raise
+                read = self._read_to(None)  # the endpoint's own head this time
         except (ChainError, OSError) as exc:  # an RPC hiccup: back off, retry
             self._backoff = min(MAX_BACKOFF, max(self.poll_interval, 2 * self._backoff))
             log.warning("event poll failed (%s); retrying in %.1f s", exc, self._backoff)
             return []
         self._backoff = 0.0
+        if read is None:  # the chain lost blocks: the next poll reads from the start
+            return []
+        events, to_block, to_hash = read
         self.next_block = to_block + 1
         if to_hash is not None:  # None: the block went away meanwhile; the next poll sees it
             self._last_read = (to_block, to_hash)
         return events
+
+    def _read_to(self, head: int | None) -> tuple[list[ChainEvent], int, str | None] | None:
+        """The events of the next chunk up to ``head`` (asked for if None), its last block
+        (``next_block - 1`` when there is nothing new) and that block's hash (None then); None
+        when the chain lost blocks this stream had read."""
+        head = self._head = self.client.block_number() if head is None else head
+        if self._lost_blocks(head):
+            return None
+        if head < self.next_block:
+            return [], self.next_block - 1, None
+        to_block = min(head, self.next_block + self.chunk_blocks - 1)
+        events = self.fetch(self.next_block, to_block)
+        return events, to_block, self.client.block_hash(to_block)
 
     def _lost_blocks(self, head: int) -> bool:
         """Whether the chain lost blocks this stream read; if so, start again from the start.

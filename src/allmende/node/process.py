@@ -29,6 +29,7 @@ import httpx
 import uvicorn
 
 from allmende.chain import ChainClient, Deployment, Jobs, Registry
+from allmende.chain.contracts import require_code
 from allmende.chain.heads import HeadWatcher, LogFilter, websocket_url
 from allmende.errors import AllmendeError, ConfigError, NodeError
 from allmende.net.api import (
@@ -109,6 +110,7 @@ def open_node(home: Path, *, prompt: PasswordPrompt | None = None) -> NodeContex
                 f"The RPC endpoint {client.rpc_url} serves chain {client.chain_id}, but the "
                 f"deployment file names chain {deployment.chain_id}; fix [chain] in node.toml."
             )
+        require_code(client, deployment)
         ws_url = chain_cfg.ws_url if chain_cfg.ws_url is not None else websocket_url(rpc_url)
         chain = NodeChain(
             client,

@@ -102,6 +102,7 @@ class JobRole(ABC):
                 if stream.rolled_back:  # the chain lost blocks: drop what came from them
                     stream.rolled_back = False
                     chain.client.forget_nonce()
+                    heads.forget_number()
                     self.reconcile()
                 for event in events:
                     self.observe(event)
