@@ -35,9 +35,13 @@ class FakeClient:
         self.forks: dict[int, int] = {}  # block -> how often it was replaced (a reorg)
 
     def block_hash(self, number: int) -> str | None:
+        header = self.block_header(number)
+        return None if header is None else header[0]
+
+    def block_header(self, number: int) -> tuple[str, int] | None:
         if number > self.head:
             return None
-        return f"0x{number:x}-{self.forks.get(number, 0)}"
+        return f"0x{number:x}-{self.forks.get(number, 0)}", 1_000 + 12 * number
 
     def block_number(self) -> int:
         if self.failures:
@@ -241,3 +245,11 @@ def test_a_failure_with_the_endpoints_own_head_still_backs_off() -> None:
     events = stream(client, from_block=5)
     assert events.poll(head=12) == []  # refused past the head, then the chain is unreachable
     assert events._backoff > 0 and events.next_block == 5
+
+
+def test_the_newest_block_reads_time_is_kept() -> None:
+    client = FakeClient(head=4)
+    events = stream(client)
+    assert events.head_time is None
+    events.poll()
+    assert events.head_time == 1_000 + 12 * 4

@@ -283,12 +283,27 @@ class ChainClient:
 
     def block_hash(self, number: int) -> str | None:
         """The hash of block ``number``, or None when the chain has no such block (yet)."""
+        header = self.block_header(number)
+        return None if header is None else header[0]
+
+    def block_header(self, number: int) -> tuple[str, int] | None:
+        """The hash and timestamp of block ``number``, or None when the chain has no such block."""
         block = self.request("eth_getBlockByNumber", [hex(number), False])
         if block is None:
             return None
-        if not isinstance(block, dict) or not isinstance(block.get("hash"), str):
+        if (
+            not isinstance(block, dict)
+            or not isinstance(block.get("hash"), str)
+            or not isinstance(block.get("timestamp"), str)
+        ):
             raise ChainError(f"{self.rpc_url} answered block {number} with {block!r:.80}.")
-        return str(block["hash"])
+        try:
+            timestamp = int(block["timestamp"], 16)
+        except ValueError:
+            raise ChainError(
+                f"{self.rpc_url} answered block {number} with timestamp {block['timestamp']!r:.40}."
+            ) from None
+        return str(block["hash"]), timestamp
 
     def forget_nonce(self) -> None:
         """Read the account's nonce from the chain before the next transaction (after the chain

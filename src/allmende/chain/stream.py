@@ -71,6 +71,7 @@ class EventStream:
         self._head: int | None = None  # chain head seen by the last successful poll
         self._last_read: tuple[int, str] | None = None  # (number, hash) of the last block read
         self.rolled_back = False  # set when the chain lost blocks this stream had read
+        self.head_time: int | None = None  # timestamp of the newest block read
 
     def fetch(self, from_block: int, to_block: int) -> list[ChainEvent]:
         """Every typed event in ``[from_block, to_block]``, ordered by block and log index."""
@@ -131,7 +132,10 @@ class EventStream:
             return [], self.next_block - 1, None
         to_block = min(head, self.next_block + self.chunk_blocks - 1)
         events = self.fetch(self.next_block, to_block)
-        return events, to_block, self.client.block_hash(to_block)
+        header = self.client.block_header(to_block)
+        if header is not None:
+            self.head_time = header[1]
+        return events, to_block, None if header is None else header[0]
 
     def _lost_blocks(self, head: int) -> bool:
         """Whether the chain lost blocks this stream read; if so, start again from the start.

@@ -64,6 +64,7 @@ class JobRole(ABC):
         self._said: set[tuple[object, ...]] = set()
         self._challenge_window: int | None = None
         self._consider_slots = asyncio.Semaphore(section.max_parallel_considers)
+        self._clock_ahead = 0.0  # seconds the chain's clock runs ahead of this machine's
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -104,6 +105,8 @@ class JobRole(ABC):
                     chain.client.forget_nonce()
                     heads.forget_number()
                     self.reconcile()
+                if stream.head_time is not None:
+                    self.follow_chain_clock(stream.head_time)
                 for event in events:
                     self.observe(event)
                     if isinstance(event, JobCreated):
@@ -137,6 +140,18 @@ class JobRole(ABC):
         self.jobs = jobs
         self.directory = directory
         self._members = MemberCache(jobs)
+
+    def follow_chain_clock(self, block_time: int) -> None:
+        """Learn how far the chain's clock runs ahead of this machine's from the newest block's
+        timestamp (a chain that gives each block one second more than the last runs ahead);
+        deadlines are then judged in chain time (:meth:`now`). A chain behind is not followed:
+        an idle dev chain's newest block is simply old."""
+        self._clock_ahead = max(0.0, block_time - time.time())
+
+    def now(self) -> float:
+        """The chain's time as best known: this machine's clock, plus how far the chain's runs
+        ahead of it. Deadlines on chain are judged by block timestamps, so the roles use this."""
+        return time.time() + self._clock_ahead
 
     def reconcile(self) -> None:
         """Forget what the role knows from blocks the chain may have lost (a reorg, or a dev
@@ -316,7 +331,7 @@ class JobRole(ABC):
             return True
         if self._challenge_window is None:
             self._challenge_window = await on_chain(self.jobs.challenge_window)
-        if time.time() < job.ended_at + self._challenge_window:
+        if self.now() < job.ended_at + self._challenge_window:
             return False  # the stake stays at risk while the job's result can be challenged
         try:
             await on_chain(self.jobs.release, job_id)
