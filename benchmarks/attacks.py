@@ -18,9 +18,10 @@ All arithmetic is on deltas ``d = model - global`` per state entry, in the entry
   so the mean points against the honest direction.
 - ``model_replacement`` (backdoor by model replacement, Bagdasaryan et al., 2020): train a
   *target* model on a poisoned objective (every example of class ``BACKDOOR_SOURCE`` labelled
-  ``BACKDOOR_TARGET``), submit ``global + boost * (target - global)`` with ``boost = n / f``. The
-  ``f`` attackers' boosted deltas then carry the weight of all ``n`` trainers, so under FedAvg
-  the new global model is the target plus the honest trainers' (down-weighted) progress.
+  ``BACKDOOR_TARGET``, for ``BACKDOOR_EPOCHS`` local epochs), submit
+  ``global + boost * (target - global)`` with ``boost = n / f``. The ``f`` attackers' boosted
+  deltas then carry the weight of all ``n`` trainers, so under FedAvg the new global model is
+  the target plus the honest trainers' (down-weighted) progress.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ BACKDOOR_SOURCE = 7
 """The class whose examples the model-replacement attacker relabels ..."""
 BACKDOOR_TARGET = 1
 """... as this class: a 7 should read as a 1."""
+BACKDOOR_EPOCHS = 5
+"""The attacker trains its target this many local epochs (the job's is 1), so the target
+really has learnt the backdoor before it is boosted."""
 ATTACKS = ("sign_flip", "label_flip", "alie", "ipm", "model_replacement")
 
 Labels = Literal["true", "flipped", "backdoor"]
@@ -55,6 +59,8 @@ class Attack:
     name: str
     trains: bool
     labels: Labels = "true"
+    epochs: int | None = None
+    """Local epochs of the attacker's own training; None: the job's."""
 
 
 _ATTACKS = {
@@ -62,7 +68,9 @@ _ATTACKS = {
     "label_flip": Attack("label_flip", trains=True, labels="flipped"),
     "alie": Attack("alie", trains=False),
     "ipm": Attack("ipm", trains=False),
-    "model_replacement": Attack("model_replacement", trains=True, labels="backdoor"),
+    "model_replacement": Attack(
+        "model_replacement", trains=True, labels="backdoor", epochs=BACKDOOR_EPOCHS
+    ),
 }
 
 

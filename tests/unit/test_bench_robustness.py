@@ -58,9 +58,6 @@ def test_model_replacement_takes_over_fedavg_but_not_the_default_rule() -> None:
     # default rule clips the boosted updates to a typical update's length
     assert replaced["backdoor"] > 0.5
     assert robust["backdoor"] < replaced["backdoor"] / 2
-    assert abs(robust["accuracy"] - clean["accuracy"]) < abs(
-        replaced["accuracy"] - clean["accuracy"]
-    )
 
 
 def test_a_tiny_table_has_the_promised_shape_and_its_goal_follows_from_its_rows() -> None:

@@ -18,10 +18,12 @@ Example::
     size = 3              # an open committee: three aggregators drawn from the volunteers
     signup_seconds = 30   # (or ``members = ["0x...", ...]``: aggregators the owner names)
 
-Who may aggregate, and how much each participant puts at risk, are part of the spec too: an open
-committee needs a strict-majority ``quorum``; ``aggregator_stake`` and ``trainer_stake`` are
-locked on the Registry from joining until the job ends (plus the challenge window); trainers
-weigh equally unless ``weighting = "declared"`` with a ``max_weight`` the contract enforces.
+Without ``[aggregation]`` a job gets :data:`DEFAULT_AGGREGATION`, a robust rule: any staked
+node may join a job as a trainer. Who may aggregate, and how much each participant puts at
+risk, are part of the spec too: an open committee needs a strict-majority ``quorum``;
+``aggregator_stake`` and ``trainer_stake`` are locked on the Registry from joining until the
+job ends (plus the challenge window); trainers weigh equally unless ``weighting = "declared"``
+with a ``max_weight`` the contract enforces.
 """
 
 from __future__ import annotations
