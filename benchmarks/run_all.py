@@ -2,7 +2,8 @@
 
 1. ``fedavg``: the same FedAvg job three ways: the plain PyTorch loop (the compute limit), Flower
    1.41 in its own venv, and Allmende on a devnet with real node processes and a real Anvil.
-2. ``robustness``: 20 trainers of which 4 attack, IID and non-IID, every aggregation rule.
+2. ``robustness``: 20 trainers of which 4 attack, IID and non-IID, every aggregation rule, run
+   until clean FedAvg has converged (100 rounds at lr 0.5).
 3. ``scale``: the Allmende job with 8, 16 and 32 trainer processes.
 4. ``security``: issue 13's attacks against the real contracts (titanoboa, in process): what
    each attacker took and how many rounds it stalled.
@@ -158,13 +159,16 @@ def run_times(result: dict[str, Any]) -> dict[str, Any]:
     return {key: result[key] for key in keys if key in result}
 
 
-def bench_robustness(job: FedAvgJob, *, console: Console) -> dict[str, Any]:
-    """Table 2, in process, with allmende.learn's own training and aggregation rules."""
+def bench_robustness(
+    job: FedAvgJob, *, console: Console, rounds: int | None = None
+) -> dict[str, Any]:
+    """Table 2, in process, with allmende.learn's own training and aggregation rules; its own
+    job (20 trainers, run to convergence), ``rounds`` only when given on the command line."""
     try:
         import robustness
     except ImportError as error:
         raise NotRun(f"benchmarks/robustness.py cannot be imported ({error})") from error
-    return robustness.run_table(rounds=job.rounds, progress=console.print)
+    return robustness.run_table(rounds=rounds or robustness.ROBUST_ROUNDS, progress=console.print)
 
 
 def bench_scale(job: FedAvgJob, *, console: Console) -> dict[str, Any]:
@@ -200,8 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default=",".join(BENCHMARKS),
                         help="comma-separated subset of: " + ", ".join(BENCHMARKS))
-    parser.add_argument("--rounds", type=int, default=FedAvgJob().rounds,
-                        help="rounds of every job (default: the issue's 20)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="rounds of every job (default: 20; the robustness table's job "
+                             "runs to convergence, 100)")
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
                         help="runs of each FedAvg column, taken in turn; the table shows each "
                              f"column's median run (default {DEFAULT_REPEATS})")
@@ -220,10 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     if machine["load_average"] and machine["load_average"][0] > machine["cores"]:
         console.print("  [yellow]the machine is busy with other work (load above its core count);"
                       " every time below is slower than on an idle machine[/yellow]")
-    job = FedAvgJob(rounds=args.rounds)
+    job = FedAvgJob(rounds=args.rounds or FedAvgJob().rounds)
     runners: dict[str, Callable[..., dict[str, Any]]] = {
         "fedavg": functools.partial(bench_fedavg, repeats=args.repeats),
-        "robustness": bench_robustness,
+        "robustness": functools.partial(bench_robustness, rounds=args.rounds),
         "scale": bench_scale,
         "security": bench_security,
     }
