@@ -63,7 +63,7 @@ def test_an_update_naming_its_author_is_read_with_exactly_that_metadata(reader) 
     state = _fetch(reader, NAMED, ["http://peer"], AUTHOR)
     assert torch.equal(state["fc.bias"], torch.ones(4))
     other = update_metadata(4, 1, "0x" + "cd" * 20)  # another author, as long
-    with pytest.raises(CodecError, match="carries metadata .*0xabab"):
+    with pytest.raises(CodecError, match=r"carries metadata .*0xabab"):
         _fetch(reader, NAMED, ["http://peer"], other)
     with pytest.raises(CodecError, match="carries metadata none"):
         _fetch(reader, HONEST, ["http://peer"], AUTHOR)  # a model where an update belongs
@@ -78,9 +78,15 @@ def test_fetch_tensors_gives_metadata_and_the_payload_hash_of_the_tensors(reader
     store, client = reader
     blobs = [
         asyncio.run(
-            fetch_tensors(client, store, hashlib.sha256(data).hexdigest(), ["http://peer"],
-                          reference=REFERENCE, metadata=AUTHOR)
-        )  # fmt: skip
+            fetch_tensors(
+                client,
+                store,
+                hashlib.sha256(data).hexdigest(),
+                ["http://peer"],
+                reference=REFERENCE,
+                metadata=AUTHOR,
+            )
+        )
         for data in (NAMED, HONEST)
     ]
     assert [b.metadata for b in blobs] == [AUTHOR, {}]

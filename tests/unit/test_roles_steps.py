@@ -656,7 +656,8 @@ def left_out(caplog: Any, trainer: str) -> list[str]:
     """The aggregator's lines leaving ``trainer``'s update out."""
     return [
         r.getMessage() for r in caplog.records
-        if r.name == "allmende.node.roles.aggregator" and f"leaving out {trainer}'s" in r.getMessage()
+        if r.name == "allmende.node.roles.aggregator"
+        and f"leaving out {trainer}'s" in r.getMessage()
     ]  # fmt: skip
 
 

@@ -404,7 +404,9 @@ class AggregatorRole(JobRole):
         key = ("exclude", job_id, round_, trainer)
         if key not in self._said:  # as say_once, but in this module's log
             self._said.add(key)
-            log.warning("Job %d round %d: leaving out %s's update: %s", job_id, round_, trainer, why)
+            log.warning(
+                "Job %d round %d: leaving out %s's update: %s", job_id, round_, trainer, why
+            )
 
     def aggregate(self, plan: JobPlan, global_state: State, updates: list[Update]) -> State:
         """The job's rule over the updates (worker thread; aggregate takes the torch lock)."""

@@ -120,9 +120,7 @@ class TrainerRole(JobRole):
             return False
         plan = await self.plan(job_id, job)
         model = await self.fetch_model(job_id, job, plan)
-        update, examples, metrics = await asyncio.to_thread(
-            self.train, plan, model, job_id, round_
-        )
+        update, examples, metrics = await asyncio.to_thread(self.train, plan, model, job_id, round_)
         weight = plan.spec.weight_of(examples)
         blob = self.encode_update(job_id, round_, update)
         digest = hashlib.sha256(blob).hexdigest()
