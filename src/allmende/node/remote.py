@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -84,9 +84,19 @@ class JobReader:
         """The job's spec, fetched by hash from its participants and checked."""
         return await fetch_spec(self.peers, self.store, job, await self.job_peers(job_id, job))
 
-    async def state(self, digest: str, peers: Sequence[str], *, reference: State) -> State:
-        """Blob ``digest`` as tensors shaped like ``reference`` (see :func:`fetch_state`)."""
-        return await fetch_state(self.peers, self.store, digest, peers, reference=reference)
+    async def state(
+        self,
+        digest: str,
+        peers: Sequence[str],
+        *,
+        reference: State,
+        metadata: Mapping[str, str] | None = None,
+    ) -> State:
+        """Blob ``digest`` as tensors shaped like ``reference``, carrying exactly ``metadata``
+        (see :func:`fetch_state`)."""
+        return await fetch_state(
+            self.peers, self.store, digest, peers, reference=reference, metadata=metadata
+        )
 
 
 def reader_policy(home: Path | None, deployment: Deployment) -> EndpointPolicy:

@@ -2,16 +2,27 @@
 
 A round's flow, one seam a step (later work adds traces, DP and compression here)::
 
-    fetch model r by hash -> train deterministically -> store the update blob -> commit its hash
+    fetch model r by hash -> train deterministically -> encode the update -> commit its hash
+    -> serve the update blob
+
+The update blob names its author (:func:`~allmende.node.jobdata.update_metadata`: job, round,
+this node's address), so the same bytes committed by another trainer are left out as a copy.
+It goes into the node's store, where peers can fetch it, only once the commit is mined: until
+then nobody but this node has the tensors, so whoever commits them under another name commits
+after this node, and aggregators keep only the first commit of the same tensors
+(:mod:`~allmende.node.roles.copies`). On a chain with a public mempool the hash is visible
+while the commit is pending, but not the blob.
 
 The training seed is :func:`~allmende.learn.train.derive_seed` of (job, round, address), so a
-trainer that crashed after storing its update but before committing recomputes the same bytes.
-A round it committed is never redone: the chain's ``commit_of`` says so.
+trainer that crashed after committing but before storing its update recomputes the same bytes
+(:meth:`TrainerRole.recover_update`). A round it committed is never redone: the chain's
+``commit_of`` says so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 
@@ -30,7 +41,7 @@ from allmende.learn.task import LocalData, Task, seeded_state
 from allmende.learn.train import TORCH_LOCK, derive_seed, train_local
 from allmende.node.config import TrainerSection
 from allmende.node.context import on_chain
-from allmende.node.jobdata import State, hex_hash
+from allmende.node.jobdata import State, hex_hash, update_metadata
 from allmende.node.jobspec import JobSpec
 from allmende.node.roles.base import JobRole
 from allmende.node.roles.plan import JobPlan
@@ -106,6 +117,8 @@ class TrainerRole(JobRole):
         if self._committed.get(job_id) != round_ - 1:
             commit = await on_chain(self.jobs.commit_of, job_id, round_, self.me)
             if commit.weight > 0:
+                if not self.ctx.store.has(hex_hash(commit.update_hash)):
+                    await self.recover_update(job_id, job, hex_hash(commit.update_hash))
                 self._committed[job_id] = round_
                 return False
         if deadline_passed(job, time.time()):
@@ -117,16 +130,16 @@ class TrainerRole(JobRole):
             return False
         plan = await self.plan(job_id, job)
         model = await self.fetch_model(job_id, job, plan)
-        update, examples, metrics = await asyncio.to_thread(
-            self.train, plan, model, job_id, round_
-        )
+        update, examples, metrics = await asyncio.to_thread(self.train, plan, model, job_id, round_)
         weight = plan.spec.weight_of(examples)
-        digest = self.store_update(job_id, round_, update)
+        blob = self.encode_update(job_id, round_, update)
+        digest = hashlib.sha256(blob).hexdigest()
         try:
             await self.commit(job_id, round_, digest, weight)
         except BaseException:
             self._committed.pop(job_id, None)  # it may have gone through: ask the chain next time
             raise
+        self.publish_update(job_id, round_, blob)  # mined: now peers may fetch it
         self._committed[job_id] = round_
         log.info(
             "Job %d round %d: trained on %d examples (loss %.4f), committed update %s.",
@@ -153,11 +166,35 @@ class TrainerRole(JobRole):
             seed=derive_seed(job_id, round_, self.me),
         )
 
-    def store_update(self, job_id: int, round_: int, update: State) -> str:
-        """The update as a canonical blob in the node's store, pinned; its hash."""
-        digest = self.ctx.store.put_bytes(encode_state(update))
+    def encode_update(self, job_id: int, round_: int, update: State) -> bytes:
+        """The update as a canonical blob naming its job, round and author (this node)."""
+        return encode_state(update, metadata=update_metadata(job_id, round_, self.me))
+
+    def publish_update(self, job_id: int, round_: int, blob: bytes) -> str:
+        """Put the update blob into the node's store, pinned, where peers can fetch it; its
+        hash. Called only once its commit is mined (see the module docstring)."""
+        digest = self.ctx.store.put_bytes(blob)
         self.ctx.state.pin(digest, f"job:{job_id}:update:{round_}")
         return digest
+
+    async def recover_update(self, job_id: int, job: Job, digest: str) -> None:
+        """After a crash between commit and store: train the round again (deterministic, so
+        the same bytes) and serve the update if it is the one committed."""
+        round_ = job.current_round
+        plan = await self.plan(job_id, job)
+        model = await self.fetch_model(job_id, job, plan)
+        update, _, _ = await asyncio.to_thread(self.train, plan, model, job_id, round_)
+        blob = self.encode_update(job_id, round_, update)
+        if hashlib.sha256(blob).hexdigest() != digest:
+            log.warning(
+                "Job %d round %d: the update committed (%s) is not in the store and training "
+                "again gave other bytes; this round's update cannot be served.",
+                job_id, round_, digest[:16],
+            )  # fmt: skip
+            return
+        self.publish_update(job_id, round_, blob)
+        log.info("Job %d round %d: trained again and served committed update %s.",
+                 job_id, round_, digest[:16])  # fmt: skip
 
     async def commit(self, job_id: int, round_: int, digest: str, weight: int) -> None:
         await on_chain(self.jobs.commit_update, job_id, round_, digest, weight)
