@@ -169,9 +169,13 @@ def test_a_spec_served_a_byte_at_a_time_does_not_hold_up_another_job(
         assert greedy_spec.hex() not in slow.asked
         assert slow.asked, "the slow server was never asked for anything"
         assert PROBE.serving(owner.url) and PROBE.serving(trainer.url)
+        # each honest node serves a blob it holds to a third party: the owner the final model,
+        # the trainer the model it trained round 1 on
         final = bytes(reader.jobs.job(job_id).final_model_hash).hex()
-        blob = httpx.get(f"{trainer.url}/v1/blobs/{final}", timeout=10)
-        assert blob.status_code == 200 and hashlib.sha256(blob.content).hexdigest() == final
+        round_0 = bytes(reader.jobs.round_result(job_id, 0).model_hash).hex()
+        for url, digest in ((owner.url, final), (trainer.url, round_0)):
+            blob = httpx.get(f"{url}/v1/blobs/{digest}", timeout=10)
+            assert blob.status_code == 200 and hashlib.sha256(blob.content).hexdigest() == digest
         client = reader.client
         balance = client.balance(reader.jobs.address)
         assert balance == reader.jobs.total_escrow() + reader.jobs.total_owed()
