@@ -516,7 +516,7 @@ def test_aggregator_reads_unannounced_commits_before_going_ahead_without_them(
     commit_updates(node, jobs, {T[0]: states[T[0]], T[1]: states[T[1]]})
     commit_updates(node, jobs, {T[2]: states[T[2]]}, announce=False)
     clock = SimpleNamespace(time=lambda: now + job.round_deadline + 1)
-    monkeypatch.setattr("allmende.node.roles.aggregator.time", clock)
+    monkeypatch.setattr("allmende.node.roles.base.time", clock)
     run(role.step(1))
     assert jobs.commit_reads == [(0, T[2])]  # only the one not announced
     assert jobs.proposals[0][1] == 0b111  # and it is included, as every aggregator would
@@ -531,7 +531,7 @@ def test_aggregator_decides_on_missing_commits_only_once_it_could_go_ahead(
     commit_updates(node, jobs, {T[0]: trained_like(0)})
     commit_updates(node, jobs, {T[1]: trained_like(1)}, announce=False)
     clock = SimpleNamespace(time=lambda: now + job.round_deadline + 1)
-    monkeypatch.setattr("allmende.node.roles.aggregator.time", clock)
+    monkeypatch.setattr("allmende.node.roles.base.time", clock)
     run(role.step(1))
     # One announced commit is fewer than min_trainers: nothing to decide, so nothing is read;
     # the stream brings the other commit's event in time.
@@ -755,7 +755,7 @@ def test_aggregator_waits_for_the_chain_order_of_the_same_tensors(node, monkeypa
     commit_updates(node, jobs, {T[0]: tensors, T[2]: trained_like(2)})
     commit_updates(node, jobs, {T[1]: tensors}, announce=False, block=12)  # its log: unread
     clock = SimpleNamespace(time=lambda: now + job.round_deadline + 1)
-    monkeypatch.setattr("allmende.node.roles.aggregator.time", clock)
+    monkeypatch.setattr("allmende.node.roles.base.time", clock)
     run(role.step(1))
     assert jobs.commit_reads == [(0, T[1])] and jobs.proposals == []  # order unknown: wait
     role.observe(
@@ -776,7 +776,7 @@ def test_aggregator_waits_for_an_unserved_update_until_its_grace_ends(node, monk
     commit_updates(node, jobs, {t: trained_like(i) for i, t in enumerate(T)})
     del node.peers.network[jobs.commits[T[1]].update_hash.hex()]  # nobody serves it
     clock = SimpleNamespace(time=lambda: now + 1)
-    monkeypatch.setattr("allmende.node.roles.aggregator.time", clock)
+    monkeypatch.setattr("allmende.node.roles.base.time", clock)
     run(role.step(1))
     assert jobs.proposals == []  # before the deadline: wait for it
     clock.time = lambda: now + job.round_deadline + 29
@@ -946,3 +946,13 @@ def test_a_trainer_waits_for_the_committee_and_stops_once_evicted(node, caplog) 
     jobs.evicted.add(ME.lower())
     assert run(role.step(1)) is True and ME not in jobs.commits
     assert "was evicted" in caplog.text
+
+
+def test_deadlines_follow_a_chain_whose_clock_runs_ahead(monkeypatch) -> None:
+    role = AggregatorRole(AggregatorSection())
+    monkeypatch.setattr("allmende.node.roles.base.time.time", lambda: 1_000.0)
+    assert role.now() == 1_000.0
+    role.follow_chain_clock(1_024)  # a chain giving each block a second more than the last
+    assert role.now() == 1_024.0
+    role.follow_chain_clock(900)  # an idle dev chain's newest block is just old
+    assert role.now() == 1_000.0

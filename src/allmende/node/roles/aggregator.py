@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import TypeVar
 
 from allmende.chain import ROLE_AGGREGATOR, ChainEvent, Commit, Job, JobStatus
@@ -124,12 +123,12 @@ class AggregatorRole(JobRole):
             return False
         trainers = (await self.members(job_id, job)).trainers
         commits = await self.round_commits(job_id, round_, trainers, read_missing=False)
-        readiness = aggregation_readiness(job, commits, time.time())
+        readiness = aggregation_readiness(job, commits, self.now())
         if readiness.ready and len(committed(commits)) < len(trainers):
             # Going ahead without everyone: the events read so far may lag the chain (a node
             # catching up), so the chain itself must say who is missing.
             commits = await self.round_commits(job_id, round_, trainers, read_missing=True)
-            readiness = aggregation_readiness(job, commits, time.time())
+            readiness = aggregation_readiness(job, commits, self.now())
         if not readiness.ready:
             self.say_once(
                 ("wait", job_id, round_, readiness.reason),
@@ -191,7 +190,7 @@ class AggregatorRole(JobRole):
             self.jobs.is_volunteer, job_id, self.me
         ):
             self._volunteered.add(job_id)
-        now = time.time()
+        now = self.now()
         if job_id not in self._volunteered:
             if now > job.signup_end:
                 return True  # the signup is over; the committee is drawn from others
@@ -211,7 +210,7 @@ class AggregatorRole(JobRole):
     async def reopen_when_due(self, job_id: int, job: Job, why: str) -> None:
         """Give the current round a fresh deadline when its own passed without a result (the
         contract bounds how often; then only the owner's cancel ends the job)."""
-        if time.time() <= round_deadline(job) + self.section.fetch_grace_seconds:
+        if self.now() <= round_deadline(job) + self.section.fetch_grace_seconds:
             return
         if job.reopens >= MAX_REOPENS:
             self.say_once(
@@ -339,7 +338,7 @@ class AggregatorRole(JobRole):
     ) -> list[Update] | None:
         """The usable updates in address order; None while one is still worth waiting for."""
         round_ = job.current_round
-        patience_over = time.time() > round_deadline(job) + self.section.fetch_grace_seconds
+        patience_over = self.now() > round_deadline(job) + self.section.fetch_grace_seconds
         trainers = by_address(commits)
 
         decoded = for_round(self._decoded, job_id, round_)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import time
 
 from allmende.chain import ROLE_TRAINER, Job, JobStatus
 from allmende.chain.events import (
@@ -121,7 +120,7 @@ class TrainerRole(JobRole):
                     await self.recover_update(job_id, job, hex_hash(commit.update_hash))
                 self._committed[job_id] = round_
                 return False
-        if deadline_passed(job, time.time()):
+        if deadline_passed(job, self.now()):
             self.say_once(
                 ("missed", job_id, round_),
                 logging.WARNING,
