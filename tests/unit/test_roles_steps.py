@@ -950,9 +950,13 @@ def test_a_trainer_waits_for_the_committee_and_stops_once_evicted(node, caplog) 
 
 def test_deadlines_follow_a_chain_whose_clock_runs_ahead(monkeypatch) -> None:
     role = AggregatorRole(AggregatorSection())
-    monkeypatch.setattr("allmende.node.roles.base.time.time", lambda: 1_000.0)
+    wall = [1_000.0]
+    monkeypatch.setattr("allmende.node.roles.base.time.time", lambda: wall[0])
     assert role.now() == 1_000.0
     role.follow_chain_clock(1_024)  # a chain giving each block a second more than the last
     assert role.now() == 1_024.0
+    wall[0] = 1_010.0  # no new block for 10 s: chain time goes on with the machine's clock
+    role.follow_chain_clock(1_024)
+    assert role.now() == 1_034.0
     role.follow_chain_clock(900)  # an idle dev chain's newest block is just old
-    assert role.now() == 1_000.0
+    assert role.now() == 1_010.0

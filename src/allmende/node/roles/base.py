@@ -65,6 +65,7 @@ class JobRole(ABC):
         self._challenge_window: int | None = None
         self._consider_slots = asyncio.Semaphore(section.max_parallel_considers)
         self._clock_ahead = 0.0  # seconds the chain's clock runs ahead of this machine's
+        self._newest_block_time: int | None = None
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -143,9 +144,13 @@ class JobRole(ABC):
 
     def follow_chain_clock(self, block_time: int) -> None:
         """Learn how far the chain's clock runs ahead of this machine's from the newest block's
-        timestamp (a chain that gives each block one second more than the last runs ahead);
-        deadlines are then judged in chain time (:meth:`now`). A chain behind is not followed:
-        an idle dev chain's newest block is simply old."""
+        timestamp, when a new one is read (a chain that gives each block one second more than
+        the last runs ahead, a dev chain whose time was moved forward too); deadlines are then
+        judged in chain time (:meth:`now`), which goes on with this machine's clock between
+        blocks. A chain behind is not followed: an idle dev chain's newest block is simply old."""
+        if block_time == self._newest_block_time:
+            return
+        self._newest_block_time = block_time
         self._clock_ahead = max(0.0, block_time - time.time())
 
     def now(self) -> float:
