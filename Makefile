@@ -14,10 +14,11 @@ HARDHAT := $(HARDHAT_DIR)/node_modules/.bin/hardhat
 HARDHAT_CONFIG := $(HARDHAT_DIR)/hardhat.config.js
 TORCH  := torch==2.13.0
 
-.PHONY: help setup setup-dev demo test test-long lint bench gas clean
+.PHONY: help setup setup-dev demo text-demo test test-long lint bench gas clean
 
 help:
 	@echo "make demo       set up (.venv, torch CPU, allmende, Anvil) and run the main job"
+	@echo "make text-demo  a byte-gpt job over 4 trainers on shards of Python's stdlib"
 	@echo "make test       set up with dev tools and run the whole test suite"
 	@echo "make test-long  the soak and long-running variants"
 	@echo "make lint       ruff and mypy"
@@ -59,6 +60,9 @@ setup-dev: $(VENV)/.installed-dev $(ANVIL) $(HARDHAT) $(HARDHAT_CONFIG)
 
 demo: setup
 	$(PY) examples/federated_demo.py
+
+text-demo: setup
+	$(PY) examples/text_demo.py
 
 test: setup-dev
 	$(PY) -m pytest -m "not long" tests

@@ -7,6 +7,8 @@
 3. ``scale``: the Allmende job with 8, 16 and 32 trainer processes.
 4. ``security``: issue 13's attacks against the real contracts (titanoboa, in process): what
    each attacker took and how many rounds it stalled.
+5. ``text``: a ``byte-gpt`` job on 4 trainer nodes, each on a shard of the standard library,
+   against a plain PyTorch FedAvg loop over the same shards (:mod:`text`).
 
 Each column runs as its own process, watched by :mod:`proctree` (memory of its whole process
 tree); its wall time runs from just before the process is started to the moment the script says
@@ -15,7 +17,7 @@ here prints "not run" with the reason and is recorded as such.
 
 The FedAvg columns run ``--repeats`` times in turn and the table shows each column's median run.
 
-Run: ``python benchmarks/run_all.py [--only fedavg,robustness,scale,security] [--rounds N]
+Run: ``python benchmarks/run_all.py [--only fedavg,robustness,scale,security,text] [--rounds N]
 [--repeats N]``.
 """
 
@@ -42,7 +44,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 LOG_DIR = RESULTS_DIR / "logs"
 COLUMN_TIMEOUT_S = 1800.0
-BENCHMARKS = ("fedavg", "robustness", "scale", "security")
+BENCHMARKS = ("fedavg", "robustness", "scale", "security", "text")
 DEFAULT_REPEATS = 3  # a shared 2-core machine's speed drifts by half within minutes
 MIN_CONSOLE_WIDTH = 150  # the tables are wide; piped output would otherwise wrap at 80
 
@@ -192,6 +194,25 @@ def bench_security(job: FedAvgJob, *, console: Console) -> dict[str, Any]:
     return {"draws": draws, "attacks": security.run_all(draws, progress=console.print)}
 
 
+def bench_text(job: FedAvgJob, *, console: Console, rounds: int | None) -> dict[str, Any]:
+    """The byte-gpt table: ``benchmarks/text.py`` as its own watched process."""
+    out = RESULTS_DIR / "raw" / "text.json"
+    out.unlink(missing_ok=True)
+    log = LOG_DIR / "text.log"
+    console.print(f"  running text.py ... (log: {log.relative_to(BENCH_DIR.parent)})")
+    command = [_project_python(), str(BENCH_DIR / "text.py"), "--out", str(out)]
+    if rounds is not None:
+        command += ["--rounds", str(rounds)]
+    code, _, memory = run_watched(command, log_path=log, timeout_s=COLUMN_TIMEOUT_S)
+    if not out.is_file():
+        raise NotRun(f"text.py exited with code {code}; read {log.name} in {LOG_DIR.name}/")
+    result: dict[str, Any] = json.loads(out.read_text())
+    result.pop("machine", None)  # write_result adds it
+    result["memory"] = memory.as_json()
+    console.print(log.read_text().strip())
+    return result
+
+
 def write_result(name: str, result: dict[str, Any], machine: dict[str, Any]) -> Path:
     """``benchmarks/results/<name>.json`` with the machine description."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -231,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         "robustness": functools.partial(bench_robustness, rounds=args.rounds),
         "scale": bench_scale,
         "security": bench_security,
+        "text": functools.partial(bench_text, rounds=args.rounds),
     }
     failures: list[str] = []
     for name in chosen:
@@ -255,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
             broken = security.failed_attacks(result["attacks"])
             if broken:
                 failures.append(f"security: attacks that took wei or stalled: {', '.join(broken)}")
+        elif name == "text" and "not_run" not in result and not result["bit_identical"]:
+            failures.append("text: the byte-gpt models of Allmende and PyTorch differ")
         console.print(f"  written: {path.relative_to(BENCH_DIR.parent)}")
     for failure in failures:
         console.print(f"[red]{failure}[/red]")

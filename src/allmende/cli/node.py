@@ -208,7 +208,39 @@ def data(
         _out.print(
             f"task {reads['task']}: {reads['examples']} examples, inputs {reads['input_shape']}"
         )
-        _out.print("  classes: " + ", ".join(f"{k} {v}" for k, v in reads["classes"].items()))
+        if reads["classes"]:
+            _out.print("  classes: " + ", ".join(f"{k} {v}" for k, v in reads["classes"].items()))
+
+
+@app.command("stdlib-shard")
+def stdlib_shard(
+    home: Path = HOME,
+    part: int = typer.Option(..., "--part", help="This node's shard, 0 .. num-parts - 1."),
+    num_parts: int = typer.Option(..., "--num-parts", help="How many shards the nodes share."),
+    folder: str = typer.Option("corpus", "--folder", help="Where in the home to write it."),
+) -> None:
+    """Write one shard of this Python's standard library (its .py files, split by the hash of
+    each file's path) into the node home and declare it as the node's text corpus.
+
+    Nodes that take different parts of the same --num-parts hold different files: the demo
+    corpus of the byte-gpt task (see `make text-demo`).
+    """
+    import tomllib
+
+    from allmende.learn.stdlib_text import write_shard
+    from allmende.node.config import write_config
+
+    load_config(home)  # a home that exists and parses
+    dest = home / folder
+    written = write_shard(dest, part=part, num_parts=num_parts)
+    raw = tomllib.loads((home / CONFIG_FILE).read_text())
+    raw.setdefault("trainer", {})["dataset"] = {"kind": "text", "path": folder}
+    write_config(home, parse_config(raw, source=str(home / CONFIG_FILE)))
+    _out.print(
+        f"wrote shard {part} of {num_parts} of the standard library ({written} bytes) to {dest}; "
+        f'[trainer.dataset] now declares kind = "text", path = "{folder}"',
+        soft_wrap=True,
+    )
 
 
 def _as_task_reads(job: JobSpec, source: DataSource) -> dict[str, object]:
@@ -220,7 +252,7 @@ def _as_task_reads(job: JobSpec, source: DataSource) -> dict[str, object]:
     task = load_task(job.task, data=job.data)
     local = task.load_data(source)
     names = getattr(task.options, "classes", None)
-    counts = Counter(int(t) for t in local.targets.reshape(-1).tolist())
+    counts = Counter(int(t) for t in local.targets.reshape(-1).tolist()) if names else Counter()
     return {
         "task": task.name,
         "examples": len(local),

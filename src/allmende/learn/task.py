@@ -22,7 +22,7 @@ import hashlib
 import json
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -98,6 +98,16 @@ class Task(ABC):
     def test_data(self) -> LocalData:
         """The held-out split every node evaluates on; TaskError where the task has none
         (a task on the operators' own data: evaluate with :meth:`load_data` of a test file)."""
+
+    def epoch_batches(
+        self, data: LocalData, *, batch_size: int, generator: torch.Generator
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """One local epoch's batches, in training order, drawn with ``generator`` (seeded with
+        the round's derived seed). By default a permutation of all of ``data``, cut into
+        batches of ``batch_size``; a task over a stream (``byte-gpt``) draws windows instead."""
+        order = torch.randperm(len(data), generator=generator)  # (n,)
+        for start in range(0, len(data), batch_size):
+            yield data.batch(order[start : start + batch_size])
 
     @abstractmethod
     def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
@@ -180,6 +190,7 @@ BUILTIN_TASKS = {
     "digits-mlp": "allmende.learn.digits:DigitsMLP",
     "tabular-mlp": "allmende.learn.tabular:TabularMLP",
     "image-cnn": "allmende.learn.images:ImageCNN",
+    "byte-gpt": "allmende.learn.text:ByteGPTTask",
 }
 
 

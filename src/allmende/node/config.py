@@ -342,9 +342,15 @@ class TrainerSection(RoleSection):
     (``kind = "partition"``, the default): the nodes of one network must then agree on
     ``partition``, ``alpha``, ``num_parts`` and ``seed`` and each pick another ``part`` (symptom
     of a mistake: overlapping data, an accuracy that does not improve with more nodes).
+
+    ``device``: where the node trains. ``"auto"`` (the default) takes a CUDA GPU where torch
+    finds one, else the CPU; ``"cuda"`` refuses to start without a GPU; ``"cpu"`` never uses
+    one. Peers need not agree on it (what holds bit for bit on which device:
+    :mod:`allmende.learn.devices`).
     """
 
     dataset: DataSource = DatasetDecl()
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 class AggregatorSection(RoleSection):

@@ -163,6 +163,7 @@ class TrainerRole(JobRole):
             self.local_data(plan.task),
             **plan.spec.training_settings(),
             seed=derive_seed(job_id, round_, self.me),
+            device=self.section.device,
         )
 
     def encode_update(self, job_id: int, round_: int, update: State) -> bytes:
@@ -212,7 +213,8 @@ class TrainerRole(JobRole):
             data = self.local_data(task)
             state = seeded_state(task, seed=0)
             train_local(
-                task, state, data, epochs=1, batch_size=WARM_UP_BATCH, lr=WARM_UP_LR, seed=0
+                task, state, data, epochs=1, batch_size=WARM_UP_BATCH, lr=WARM_UP_LR, seed=0,
+                device=self.section.device,
             )
         log.info("Loaded %d local examples for task %s.", len(data), task.name)
 
