@@ -159,7 +159,8 @@ class BenchNetwork:
         self.owner = self._init_node("owner", keys[0], "aggregator", {})
         self.trainers = [
             self._init_node(f"trainer{part:02d}", keys[1 + part], "trainer",
-                            {"dataset": self.job.dataset(part).model_dump()})
+                            {"dataset": self.job.dataset(part).model_dump(),
+                             "allowed_tasks": [self.job.task]})
             for part in range(self.job.trainers)
         ]  # fmt: skip
 

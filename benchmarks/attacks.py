@@ -1,4 +1,5 @@
-"""Byzantine trainers for the robustness benchmark: sign flip, label flip, ALIE and IPM.
+"""Byzantine trainers for the robustness benchmark: sign flip, label flip, ALIE, IPM and a scaled
+model replacement.
 
 These behaviours live here (and in tests), never in a node's configuration: an Allmende node has
 no switch to misbehave. Each attack turns what an attacker *could* compute in a round into the
@@ -15,6 +16,12 @@ All arithmetic is on deltas ``d = model - global`` per state entry, in the entry
   inside the honest spread.
 - ``ipm`` (inner-product manipulation, Xie et al., 2019): submit ``global - IPM_EPSILON * mu``,
   so the mean points against the honest direction.
+- ``model_replacement`` (backdoor by model replacement, Bagdasaryan et al., 2020): train a
+  *target* model on a poisoned objective (every example of class ``BACKDOOR_SOURCE`` labelled
+  ``BACKDOOR_TARGET``, for ``BACKDOOR_EPOCHS`` local epochs), submit
+  ``global + boost * (target - global)`` with ``boost = n / f``. The ``f`` attackers' boosted
+  deltas then carry the weight of all ``n`` trainers, so under FedAvg the new global model is
+  the target plus the honest trainers' (down-weighted) progress.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -32,23 +40,37 @@ State = dict[str, Tensor]
 
 SIGN_FLIP_SCALE = 1.0
 IPM_EPSILON = 0.1
-ATTACKS = ("sign_flip", "label_flip", "alie", "ipm")
+BACKDOOR_SOURCE = 7
+"""The class whose examples the model-replacement attacker relabels ..."""
+BACKDOOR_TARGET = 1
+"""... as this class: a 7 should read as a 1."""
+BACKDOOR_EPOCHS = 5
+"""The attacker trains its target this many local epochs (the job's is 1), so the target
+really has learnt the backdoor before it is boosted."""
+ATTACKS = ("sign_flip", "label_flip", "alie", "ipm", "model_replacement")
+
+Labels = Literal["true", "flipped", "backdoor"]
 
 
 @dataclass(frozen=True)
 class Attack:
-    """How an attacker deviates: does it train (and on what labels), and what does it submit."""
+    """How an attacker deviates: does it train (and on which labels), and what does it submit."""
 
     name: str
     trains: bool
-    flips_labels: bool
+    labels: Labels = "true"
+    epochs: int | None = None
+    """Local epochs of the attacker's own training; None: the job's."""
 
 
 _ATTACKS = {
-    "sign_flip": Attack("sign_flip", trains=True, flips_labels=False),
-    "label_flip": Attack("label_flip", trains=True, flips_labels=True),
-    "alie": Attack("alie", trains=False, flips_labels=False),
-    "ipm": Attack("ipm", trains=False, flips_labels=False),
+    "sign_flip": Attack("sign_flip", trains=True),
+    "label_flip": Attack("label_flip", trains=True, labels="flipped"),
+    "alie": Attack("alie", trains=False),
+    "ipm": Attack("ipm", trains=False),
+    "model_replacement": Attack(
+        "model_replacement", trains=True, labels="backdoor", epochs=BACKDOOR_EPOCHS
+    ),
 }
 
 
@@ -64,6 +86,22 @@ def flip_labels(data: LocalData, *, num_classes: int) -> LocalData:
     return LocalData(inputs=data.inputs, targets=(num_classes - 1) - data.targets)
 
 
+def backdoor_labels(data: LocalData) -> LocalData:
+    """The same inputs with every label ``BACKDOOR_SOURCE`` replaced by ``BACKDOOR_TARGET``."""
+    targets = data.targets.clone()
+    targets[targets == BACKDOOR_SOURCE] = BACKDOOR_TARGET
+    return LocalData(inputs=data.inputs, targets=targets)
+
+
+def attacker_data(attack: Attack, data: LocalData, *, num_classes: int) -> LocalData:
+    """What an attacker that trains trains on: its own data, with the attack's labels."""
+    if attack.labels == "flipped":
+        return flip_labels(data, num_classes=num_classes)
+    if attack.labels == "backdoor":
+        return backdoor_labels(data)
+    return data
+
+
 def sign_flip(global_state: State, trained: State) -> State:
     """``global - SIGN_FLIP_SCALE * (trained - global)`` per floating entry."""
     flipped: State = {}
@@ -73,6 +111,18 @@ def sign_flip(global_state: State, trained: State) -> State:
         else:
             flipped[key] = ref.clone()
     return flipped
+
+
+def model_replacement(global_state: State, target: State, *, n: int, f: int) -> State:
+    """``global + (n / f) * (target - global)`` per floating entry: the boosted backdoor."""
+    boost = n / f
+    replaced: State = {}
+    for key, ref in global_state.items():
+        if ref.is_floating_point():
+            replaced[key] = ref + boost * (target[key] - ref)
+        else:
+            replaced[key] = ref.clone()
+    return replaced
 
 
 def alie_z(n: int, f: int) -> float:
@@ -130,6 +180,12 @@ def craft(
         if trained is None:
             raise ValueError("label_flip needs the model trained on flipped labels.")
         return trained
+    if attack.name == "model_replacement":
+        if trained is None:
+            raise ValueError("model_replacement needs the model trained on backdoored labels.")
+        if f < 1:
+            raise ValueError("model_replacement needs f >= 1 attackers to boost by n / f.")
+        return model_replacement(global_state, trained, n=n, f=f)
     if len(honest) < 2:
         raise ValueError(f"{attack.name} needs at least two honest models to estimate from.")
     if attack.name == "alie":

@@ -167,18 +167,46 @@ def print_fedavg(
 
 
 def print_robustness(result: dict[str, Any], *, console: Console) -> None:
-    """Table 2: final accuracy per partition and attack (rows) and aggregation rule (columns)."""
+    """Table 2: final accuracy per partition and attack (rows) and aggregation rule (columns),
+    then the clean and honest-only FedAvg references and which rules meet the goal."""
     rules = result["rules"]
     table = Table(title=result["title"])
     table.add_column("partition")
     table.add_column("attack")
     for rule in rules:
-        table.add_column(rule, justify="right")
-    for cell in result["rows"]:
-        table.add_row(
-            cell["partition"], cell["attack"], *(f"{cell['accuracy'][r]:.3f}" for r in rules)
-        )
+        header = f"{rule} (default)" if rule == result.get("default_rule") else rule
+        table.add_column(header, justify="right")
+    cells = {(row["partition"], row["attack"], row["rule"]): row["accuracy"]
+             for row in result["rows"]}
+    for partition, attack in dict.fromkeys((row["partition"], row["attack"])
+                                           for row in result["rows"]):
+        table.add_row(partition, attack,
+                      *(f"{cells[(partition, attack, rule)]:.3f}" for rule in rules))
     console.print(table)
+    for line in robustness_summary(result):
+        console.print("  " + line)
+
+
+def robustness_summary(result: dict[str, Any]) -> list[str]:
+    """The lines printed under the robustness table: references and the goal per partition."""
+    lines = []
+    goal = result.get("goal", {})
+    points = goal.get("points", 0.02) * 100
+    default = result.get("default_rule")
+    for partition, clean in result.get("clean_fedavg", {}).items():
+        honest = result.get("honest_only_fedavg", {}).get(partition)
+        line = f"{partition}: clean FedAvg {clean:.3f}"
+        if honest is not None:
+            line += f", FedAvg of the honest trainers alone {honest:.3f}"
+        verdict = goal.get(partition, {})
+        holding = verdict.get("holding", [])
+        line += (f"; within {points:.0f} points of clean FedAvg under every attack: "
+                 + (", ".join(holding) if holding else "no rule"))
+        if default in verdict.get("worst_gap", {}):
+            gap = verdict["worst_gap"][default] * 100
+            line += f" (default {default}: worst gap {gap:.1f} points)"
+        lines.append(line)
+    return lines
 
 
 def print_not_run(title: str, reason: str, *, console: Console) -> None:

@@ -2,10 +2,13 @@
 
 1. ``fedavg``: the same FedAvg job three ways: the plain PyTorch loop (the compute limit), Flower
    1.41 in its own venv, and Allmende on a devnet with real node processes and a real Anvil.
-2. ``robustness``: 20 trainers of which 4 attack, IID and non-IID, every aggregation rule.
+2. ``robustness``: 20 trainers of which 4 attack, IID and non-IID, every aggregation rule, run
+   until clean FedAvg has converged (100 rounds at lr 0.5).
 3. ``scale``: the Allmende job with 8, 16 and 32 trainer processes.
 4. ``security``: issue 13's attacks against the real contracts (titanoboa, in process): what
    each attacker took and how many rounds it stalled.
+5. ``text``: a ``byte-gpt`` job on 4 trainer nodes, each on a shard of the standard library,
+   against a plain PyTorch FedAvg loop over the same shards (:mod:`text`).
 
 Each column runs as its own process, watched by :mod:`proctree` (memory of its whole process
 tree); its wall time runs from just before the process is started to the moment the script says
@@ -14,7 +17,7 @@ here prints "not run" with the reason and is recorded as such.
 
 The FedAvg columns run ``--repeats`` times in turn and the table shows each column's median run.
 
-Run: ``python benchmarks/run_all.py [--only fedavg,robustness,scale,security] [--rounds N]
+Run: ``python benchmarks/run_all.py [--only fedavg,robustness,scale,security,text] [--rounds N]
 [--repeats N]``.
 """
 
@@ -41,7 +44,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 LOG_DIR = RESULTS_DIR / "logs"
 COLUMN_TIMEOUT_S = 1800.0
-BENCHMARKS = ("fedavg", "robustness", "scale", "security")
+BENCHMARKS = ("fedavg", "robustness", "scale", "security", "text")
 DEFAULT_REPEATS = 3  # a shared 2-core machine's speed drifts by half within minutes
 MIN_CONSOLE_WIDTH = 150  # the tables are wide; piped output would otherwise wrap at 80
 
@@ -158,13 +161,16 @@ def run_times(result: dict[str, Any]) -> dict[str, Any]:
     return {key: result[key] for key in keys if key in result}
 
 
-def bench_robustness(job: FedAvgJob, *, console: Console) -> dict[str, Any]:
-    """Table 2, in process, with allmende.learn's own training and aggregation rules."""
+def bench_robustness(
+    job: FedAvgJob, *, console: Console, rounds: int | None = None
+) -> dict[str, Any]:
+    """Table 2, in process, with allmende.learn's own training and aggregation rules; its own
+    job (20 trainers, run to convergence), ``rounds`` only when given on the command line."""
     try:
         import robustness
     except ImportError as error:
         raise NotRun(f"benchmarks/robustness.py cannot be imported ({error})") from error
-    return robustness.run_table(rounds=job.rounds, progress=console.print)
+    return robustness.run_table(rounds=rounds or robustness.ROBUST_ROUNDS, progress=console.print)
 
 
 def bench_scale(job: FedAvgJob, *, console: Console) -> dict[str, Any]:
@@ -188,6 +194,25 @@ def bench_security(job: FedAvgJob, *, console: Console) -> dict[str, Any]:
     return {"draws": draws, "attacks": security.run_all(draws, progress=console.print)}
 
 
+def bench_text(job: FedAvgJob, *, console: Console, rounds: int | None) -> dict[str, Any]:
+    """The byte-gpt table: ``benchmarks/text.py`` as its own watched process."""
+    out = RESULTS_DIR / "raw" / "text.json"
+    out.unlink(missing_ok=True)
+    log = LOG_DIR / "text.log"
+    console.print(f"  running text.py ... (log: {log.relative_to(BENCH_DIR.parent)})")
+    command = [_project_python(), str(BENCH_DIR / "text.py"), "--out", str(out)]
+    if rounds is not None:
+        command += ["--rounds", str(rounds)]
+    code, _, memory = run_watched(command, log_path=log, timeout_s=COLUMN_TIMEOUT_S)
+    if not out.is_file():
+        raise NotRun(f"text.py exited with code {code}; read {log.name} in {LOG_DIR.name}/")
+    result: dict[str, Any] = json.loads(out.read_text())
+    result.pop("machine", None)  # write_result adds it
+    result["memory"] = memory.as_json()
+    console.print(log.read_text().strip())
+    return result
+
+
 def write_result(name: str, result: dict[str, Any], machine: dict[str, Any]) -> Path:
     """``benchmarks/results/<name>.json`` with the machine description."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -200,8 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default=",".join(BENCHMARKS),
                         help="comma-separated subset of: " + ", ".join(BENCHMARKS))
-    parser.add_argument("--rounds", type=int, default=FedAvgJob().rounds,
-                        help="rounds of every job (default: the issue's 20)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="rounds of every job (default: 20; the robustness table's job "
+                             "runs to convergence, 100)")
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
                         help="runs of each FedAvg column, taken in turn; the table shows each "
                              f"column's median run (default {DEFAULT_REPEATS})")
@@ -220,13 +246,15 @@ def main(argv: list[str] | None = None) -> int:
     if machine["load_average"] and machine["load_average"][0] > machine["cores"]:
         console.print("  [yellow]the machine is busy with other work (load above its core count);"
                       " every time below is slower than on an idle machine[/yellow]")
-    job = FedAvgJob(rounds=args.rounds)
+    job = FedAvgJob(rounds=args.rounds or FedAvgJob().rounds)
     runners: dict[str, Callable[..., dict[str, Any]]] = {
         "fedavg": functools.partial(bench_fedavg, repeats=args.repeats),
-        "robustness": bench_robustness,
+        "robustness": functools.partial(bench_robustness, rounds=args.rounds),
         "scale": bench_scale,
         "security": bench_security,
+        "text": functools.partial(bench_text, rounds=args.rounds),
     }
+    failures: list[str] = []
     for name in chosen:
         console.rule(name)
         try:
@@ -246,8 +274,15 @@ def main(argv: list[str] | None = None) -> int:
             import security
 
             security.print_table(result["attacks"], console=console)
+            broken = security.failed_attacks(result["attacks"])
+            if broken:
+                failures.append(f"security: attacks that took wei or stalled: {', '.join(broken)}")
+        elif name == "text" and "not_run" not in result and not result["bit_identical"]:
+            failures.append("text: the byte-gpt models of Allmende and PyTorch differ")
         console.print(f"  written: {path.relative_to(BENCH_DIR.parent)}")
-    return 0
+    for failure in failures:
+        console.print(f"[red]{failure}[/red]")
+    return 1 if failures else 0
 
 
 def _fedavg_title(job: FedAvgJob) -> str:

@@ -716,6 +716,11 @@ def print_table(rows: list[dict[str, Any]], *, console: Console) -> None:
             console.print(f"  {row['name']}: {row['note']}")
 
 
+def failed_attacks(rows: list[dict[str, Any]]) -> list[str]:
+    """The attacks whose row shows wei taken or rounds stalled: each is a broken defence."""
+    return [row["name"] for row in rows if row["wei_taken"] > 0 or row["rounds_stalled"] > 0]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--draws", type=int, default=DEFAULT_DRAWS,
@@ -732,7 +737,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"machine": describe_machine(), "draws": args.draws, "attacks": rows}
     args.json.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     console.print(f"  written: {args.json}")
-    failed = [row["name"] for row in rows if row["wei_taken"] > 0 or row["rounds_stalled"] > 0]
+    failed = failed_attacks(rows)
     if failed:
         console.print(f"[red]attacks that took wei or stalled rounds: {', '.join(failed)}[/red]")
         return 1

@@ -83,6 +83,7 @@ class Demo:
         self.nodes: dict[str, Path] = {}
         self.launcher: subprocess.Popen[bytes] | None = None  # `allmende node run HOME ...`
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.allow_task = "digits-mlp"  # what the demo's trainers consent to train
 
     def run(self, *args: str, env: dict[str, str] | None = None) -> str:
         """Run an `allmende` command; its stdout. A failure stops the demo with its message."""
@@ -119,6 +120,7 @@ class Demo:
                 "--stake-wei", str(STAKE_WEI),
                 "--insecure-plaintext-key",
                 "--import-key-env", "DEMO_NODE_KEY",
+                "--allow-task", self.allow_task,  # a trainer trains only for tasks it allows
             ]  # fmt: skip
             env = {**self.env, "DEMO_NODE_KEY": key}
             process = subprocess.Popen(

@@ -18,6 +18,7 @@ sentences that say what to do next. The tree (builtin bases in brackets)::
     ├── PeerError [ConnectionError]     a peer is unreachable or served something wrong
     ├── MessageError [ValueError]       a signed peer message is forged, expired, replayed, ...
     ├── TaskError [LookupError]         a task is not installed, or its data declaration is wrong
+    │   └── DataError [ValueError]      the operator's data files are missing, unreadable or wrong
     ├── AggregationError [ValueError]   updates cannot be aggregated
     └── NodeError [RuntimeError]        the node process cannot start or continue
 
@@ -90,6 +91,12 @@ class MessageError(AllmendeError, ValueError):
 
 class TaskError(AllmendeError, LookupError):
     """A task is not installed, or its data declaration is wrong."""
+
+
+class DataError(TaskError, ValueError):
+    """The node's declared data (a table, an image folder, a text corpus) is missing, unreadable,
+    empty, or does not fit what the job's task asks of it; the message names the file and the row
+    or field."""
 
 
 class AggregationError(AllmendeError, ValueError):

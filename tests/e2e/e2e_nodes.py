@@ -22,14 +22,17 @@ def init_node(
     roles: Sequence[str],
     stake_wei: int = 0,
     sections: dict[str, dict[str, object]] | None = None,
+    allow_tasks: Sequence[str] = ("digits-mlp",),
 ) -> Path:
-    """`allmende node init` a devnet home importing ``key``, then merge ``sections`` into its
-    ``node.toml`` as an operator editing it would."""
+    """`allmende node init` a devnet home importing ``key``, its trainer allowing
+    ``allow_tasks``, then merge ``sections`` into its ``node.toml`` as an operator editing it
+    would."""
+    allowed = [arg for task in allow_tasks for arg in ("--allow-task", task)]
     result = allmende(
         "node", "init", str(home), "--insecure-plaintext-key",
         "--port", str(free_port()), "--roles", ",".join(roles),
         "--stake-wei", str(stake_wei), "--deployment", str(deployment),
-        "--import-key-env", KEY_ENV,
+        "--import-key-env", KEY_ENV, *allowed,
         env={KEY_ENV: key}, timeout=CLI_TIMEOUT,
     )  # fmt: skip
     if result.returncode != 0:

@@ -1,12 +1,14 @@
 """Byzantine participants that live in the test process, acting through ``allmende.chain``.
 
 Each adversary is a funded, staked, registered account. A :class:`BadTrainer` commits an update
-crafted from the round's global model by its ``attack`` (NaN, wrong shape, exploding norm; or
-raw bytes: a header nested past the JSON parser's recursion limit, a blob larger than any model)
-and serves it from a :class:`BlobServer` (a tiny HTTP server speaking the node API's blob route), so
-aggregators can fetch it like any update. A :class:`WrongAggregator` votes for a model hash that
-no honest aggregator computes, as soon as the contract lets it. :class:`Adversaries` steps them
-all in a background thread until stopped.
+crafted from the round's global model by its ``attack`` (NaN, wrong shape, exploding norm, the
+model unchanged; or raw bytes: a header nested past the JSON parser's recursion limit, a blob
+larger than any model, the global model's own blob) under its own name, and serves it from a
+:class:`BlobServer` (a tiny HTTP server speaking the node API's blob route), so aggregators can
+fetch it like any update. A :class:`Copier` waits for an honest trainer's commit and commits
+the same hash, or the same tensors re-wrapped under its own name. A :class:`WrongAggregator`
+votes for a model hash that no honest aggregator computes, as soon as the contract lets it.
+:class:`Adversaries` steps them all in a background thread until stopped.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from pathlib import Path
 import httpx
 import torch
 
-from allmende.chain import ROLE_AGGREGATOR, ROLE_TRAINER, Contracts, JobStatus
+from allmende.chain import ROLE_AGGREGATOR, ROLE_TRAINER, Contracts, Job, JobStatus
 from allmende.errors import AllmendeError, BlobNameError, BlobNotFound, HashMismatch
+from allmende.node.jobdata import update_metadata
 from allmende.store.blobs import BlobStore
-from allmende.store.codec import decode_state, encode_state, encoded_size
+from allmende.store.codec import decode_blob, decode_state, encode_state, encoded_size
 
 log = logging.getLogger(__name__)
 State = dict[str, torch.Tensor]
@@ -56,6 +59,21 @@ def wrong_shape(state: State) -> State:
 def exploding_norm(state: State) -> State:
     """The global model moved by 1000 in every coordinate (a norm far over any sane bound)."""
     return {key: value + 1000.0 for key, value in state.items()}
+
+
+def unchanged(state: State) -> State:
+    """The global model as it is: a zero update, committed under the attacker's own name."""
+    return state
+
+
+def global_model_blob(state: State) -> bytes:
+    """The global model's own blob: its commit names the round's model hash itself."""
+    return encode_state(state)
+
+
+def nudged(state: State) -> State:
+    """The global model moved a little: an update an honest trainer could have sent."""
+    return {key: value + 0.001 for key, value in state.items()}
 
 
 def nested_header(state: State) -> bytes:
@@ -134,6 +152,7 @@ class BadTrainer:
     server: BlobServer
     model_source: str  # a node URL that serves every round's global model
     committed: dict[int, str] = field(default_factory=dict)  # round -> update digest
+    commit_when: Callable[[Job], bool] = lambda job: True  # e.g. only near the deadline
 
     @property
     def address(self) -> str:
@@ -148,7 +167,7 @@ class BadTrainer:
         if job.status != JobStatus.OPEN or jobs.trainer_index(job_id, self.address) is None:
             return
         round_ = job.current_round
-        if round_ in self.committed:
+        if round_ in self.committed or not self.commit_when(job):
             return
         model_hash = bytes(job.model_hash).hex()
         response = httpx.get(f"{self.model_source}/v1/blobs/{model_hash}", timeout=30)
@@ -156,9 +175,53 @@ class BadTrainer:
         if hashlib.sha256(response.content).hexdigest() != model_hash:
             return
         crafted = self.attack(decode_state(response.content))
-        blob = crafted if isinstance(crafted, bytes) else encode_state(crafted)
+        if isinstance(crafted, bytes):
+            blob = crafted
+        else:  # named as its own, as a trainer node names its update
+            blob = encode_state(crafted, metadata=update_metadata(job_id, round_, self.address))
         digest = self.server.store.put_bytes(blob)
         jobs.commit_update(job_id, round_, digest, 1)  # the weight equal weighting allows
+        self.committed[round_] = digest
+
+
+@dataclass
+class Copier:
+    """A trainer of the job that does no work: once ``victim`` committed in a round, it commits
+    the victim's update hash as it is (``rewrap`` False), or fetches the victim's update from
+    ``victim_url`` and commits its tensors re-encoded under its own name (``rewrap`` True)."""
+
+    name: str
+    contracts: Contracts
+    victim: str
+    victim_url: str
+    server: BlobServer
+    rewrap: bool
+    committed: dict[int, str] = field(default_factory=dict)  # round -> update digest
+
+    @property
+    def address(self) -> str:
+        return self.contracts.client.address
+
+    def enlist(self, stake: int) -> None:
+        enlist(self.contracts, self.server.url, ROLE_TRAINER, stake)
+
+    def step(self, job_id: int) -> None:
+        jobs = self.contracts.jobs
+        job = jobs.job(job_id)
+        if job.status != JobStatus.OPEN or jobs.trainer_index(job_id, self.address) is None:
+            return
+        round_ = job.current_round
+        victim = bytes(jobs.commit_of(job_id, round_, self.victim).update_hash)
+        if round_ in self.committed or victim == EMPTY:
+            return
+        digest = victim.hex()
+        if self.rewrap:
+            response = httpx.get(f"{self.victim_url}/v1/blobs/{digest}", timeout=30)
+            response.raise_for_status()  # the victim serves it once its commit is mined
+            tensors = decode_blob(response.content).state
+            blob = encode_state(tensors, metadata=update_metadata(job_id, round_, self.address))
+            digest = self.server.store.put_bytes(blob)
+        jobs.commit_update(job_id, round_, digest, 1)
         self.committed[round_] = digest
 
 
@@ -202,7 +265,7 @@ class WrongAggregator:
         self.voted[round_] = wrong
 
 
-Adversary = BadTrainer | WrongAggregator
+Adversary = BadTrainer | Copier | WrongAggregator
 
 
 class Adversaries:

@@ -165,15 +165,19 @@ def init_node(
     key: str | None = None,
     roles: str = "trainer,aggregator",
     extra: tuple[str, ...] = (),
+    allow_tasks: tuple[str, ...] = ("digits-mlp",),
 ) -> NodeProcess:
     """``allmende node init`` a home on a free port (plaintext key: devnet chain ids only).
 
     ``key`` imports that private key (a funded devnet account) instead of making a new one.
+    ``allow_tasks``: the tasks its trainer may train for (a trainer allows none by default).
     """
     port = free_port()
     env = {"ALLMENDE_FAULTS_KEY": key} if key else {}
     args = ["node", "init", str(home), "--port", str(port), "--roles", roles]
     args += ["--insecure-plaintext-key", *extra]
+    for task in allow_tasks:
+        args += ["--allow-task", task]
     args += ["--offline"] if offline else ["--deployment", str(deployment)]
     if key:
         args += ["--import-key-env", "ALLMENDE_FAULTS_KEY"]
@@ -190,8 +194,10 @@ def write_home(
     roles: tuple[str, ...],
     stake_wei: int = 0,
     sections: dict[str, dict[str, object]] | None = None,
+    allow_tasks: tuple[str, ...] = ("digits-mlp",),
 ) -> Path:
-    """A node home written in-process, as ``allmende node init`` writes it, plus ``sections``.
+    """A node home written in-process, as ``allmende node init --allow-task ...`` writes it,
+    plus ``sections``.
 
     For networks of many nodes: it skips the command's start-up (torch and web3 imports), which
     on a 2-core machine costs seconds a node. The CLI itself is tested by ``init_node`` users.
@@ -201,6 +207,7 @@ def write_home(
         "chain": {"deployment": str(deployment.resolve())},
         "stake": {"amount_wei": stake_wei},
         "net": {"allow_endpoint_ranges": list(LOOPBACK_RANGES)},  # as init writes on a devnet
+        "trainer": {"allowed_tasks": list(allow_tasks)},
     }
     for name, values in (sections or {}).items():
         raw[name] = {**raw.get(name, {}), **values}

@@ -140,13 +140,15 @@ class NodeFactory:
         roles: Sequence[str] = ("trainer", "aggregator"),
         stake_wei: int = 0,
         trust: Sequence[str] = (),
+        allow_tasks: Sequence[str] = ("digits-mlp",),
         extra_config: str = "",
     ) -> Path:
         """``allmende node init`` a home with a plaintext key (devnet) and a free port.
 
         ``deployment`` None makes an offline node that trusts ``trust``. ``key`` imports that
         private key (use ``devnet.new_key()`` for a funded one). ``extra_config`` is TOML
-        appended to ``node.toml`` (e.g. role sections).
+        appended to ``node.toml`` (e.g. role sections). ``allow_tasks``: the tasks its trainer
+        may train for (``--allow-task``; a trainer allows none by default).
         """
         home = self.root / name
         args = ["node", "init", str(home), "--insecure-plaintext-key"]
@@ -155,6 +157,8 @@ class NodeFactory:
         args += ["--deployment", str(deployment)] if deployment else ["--offline"]
         for address in trust:
             args += ["--trust", address]
+        for task in allow_tasks:
+            args += ["--allow-task", task]
         env = {}
         if key is not None:
             args += ["--import-key-env", KEY_ENV]

@@ -12,13 +12,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from allmende.learn.task import LocalData
 from attacks import (
+    BACKDOOR_SOURCE,
+    BACKDOOR_TARGET,
     IPM_EPSILON,
     alie,
     alie_z,
+    attacker_data,
+    backdoor_labels,
     craft,
     flip_labels,
     get_attack,
     ipm,
+    model_replacement,
     sign_flip,
 )
 
@@ -42,6 +47,36 @@ def test_label_flip_maps_each_label_to_its_mirror_class() -> None:
     flipped = flip_labels(data, num_classes=10)
     assert flipped.targets.tolist() == [9, 6, 0, 4]
     assert flipped.inputs is data.inputs
+
+
+def test_backdoor_relabels_only_the_source_class() -> None:
+    data = LocalData(inputs=torch.zeros(4, 2), targets=torch.tensor([BACKDOOR_SOURCE, 3, 9, 0]))
+    poisoned = backdoor_labels(data)
+    assert poisoned.targets.tolist() == [BACKDOOR_TARGET, 3, 9, 0]
+    assert data.targets.tolist()[0] == BACKDOOR_SOURCE  # the attacker's copy, not the data
+    assert (
+        attacker_data(get_attack("model_replacement"), data, num_classes=10).targets.tolist()
+        == poisoned.targets.tolist()
+    )
+    assert attacker_data(get_attack("label_flip"), data, num_classes=10).targets.tolist() == [
+        9 - BACKDOOR_SOURCE, 6, 0, 9,
+    ]  # fmt: skip
+    assert attacker_data(get_attack("sign_flip"), data, num_classes=10) is data
+
+
+def test_model_replacement_boosts_the_target_delta_by_n_over_f() -> None:
+    target = _state(1.5, 2.0, 2.0)
+    replaced = model_replacement(GLOBAL, target, n=20, f=4)
+    assert torch.equal(replaced["w"], torch.tensor([3.5, 2.0, -2.0]))  # global + 5 * delta
+    assert torch.equal(replaced["steps"], GLOBAL["steps"])
+    # under FedAvg with equal weights the f boosted copies replace the global model's delta:
+    # mean = (n - f) / n * honest + f / n * (n / f) * delta_target
+    crafted = craft(get_attack("model_replacement"), GLOBAL, trained=target, honest=[], n=20, f=4)
+    assert torch.equal(crafted["w"], replaced["w"])
+    with pytest.raises(ValueError, match="backdoored labels"):
+        craft(get_attack("model_replacement"), GLOBAL, trained=None, honest=HONEST, n=20, f=4)
+    with pytest.raises(ValueError, match="f >= 1"):
+        craft(get_attack("model_replacement"), GLOBAL, trained=target, honest=[], n=20, f=0)
 
 
 def test_alie_z_matches_the_papers_formula_for_20_trainers_4_attackers() -> None:

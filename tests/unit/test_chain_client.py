@@ -15,7 +15,7 @@ from allmende.chain.client import (
     decode_revert,
 )
 from allmende.chain.compile import CompiledContract
-from allmende.errors import ChainError
+from allmende.errors import ChainError, ContractRevert
 
 
 def error_data(reason: str) -> str:
@@ -141,3 +141,228 @@ def test_a_node_and_the_devnet_load_neither_web3_nor_eth_account() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)  # fmt: skip
     assert result.stdout.strip() == "[]"
+
+
+# -- what differs between EVM nodes (README, "Other EVM chains"); answers as the nodes sent them
+
+REASON = error_data("registry: not registered")
+HARDHAT_REVERT = {  # Hardhat 2.29: code -32603, the revert data one level down
+    "code": -32603,
+    "message": "Error: VM Exception while processing transaction: reverted with reason string "
+    "'registry: not registered'",
+    "data": {"message": "Error: VM Exception while processing transaction: reverted with reason "
+             "string 'registry: not registered'", "data": REASON},
+}  # fmt: skip
+HARDHAT_NO_REASON = {
+    "code": -32603,
+    "message": "Error: Transaction reverted without a reason string",
+    "data": {"message": "Error: Transaction reverted without a reason string", "data": "0x"},
+}
+ANVIL_NO_REASON = {"code": 3, "message": "execution reverted", "data": "0x"}
+
+
+def test_hardhats_nested_revert_data_is_decoded_like_anvils_flat_data() -> None:
+    anvil = {"code": 3, "message": "execution reverted: registry: not registered", "data": REASON}
+    for error in (anvil, HARDHAT_REVERT):
+        assert _is_revert(error)
+        assert _revert_from_error(error, "request_unbond").reason == "registry: not registered"
+    mined = {**HARDHAT_REVERT, "data": {**HARDHAT_REVERT["data"], "txHash": "0x" + "ab" * 32}}
+    assert _revert_from_error(mined, "request_unbond").reason == "registry: not registered"
+
+
+def test_a_revert_without_a_reason_reads_the_same_on_every_node() -> None:
+    for error in (ANVIL_NO_REASON, HARDHAT_NO_REASON, {"code": 3, "message": "execution reverted"}):
+        assert _revert_from_error(error, "stake").reason == "reverted without a reason", error
+
+
+def test_a_revert_with_only_a_message_keeps_the_contracts_reason() -> None:
+    """Nodes that send no data word the reason into the message; the prefix is taken off."""
+    hardhat = {"code": -32603, "message": HARDHAT_REVERT["message"]}
+    assert _revert_from_error(hardhat, "x").reason == "registry: not registered"
+    odd = {"code": -32000, "message": "reverted: something else"}
+    assert _revert_from_error(odd, "x").reason == "reverted: something else"  # kept whole
+
+
+def test_revert_data_nested_too_deep_or_of_the_wrong_type_is_not_read() -> None:
+    deep: dict[str, object] = {"data": REASON}
+    for _ in range(5):
+        deep = {"data": deep}
+    error = {"code": 3, "message": "execution reverted: short", "data": deep}
+    assert _revert_from_error(error, "x").reason == "short"  # from the message instead
+    for data in (123, ["0x08c379a0"], {"data": 5}, "not hex"):
+        assert _revert_from_error({"code": 3, "message": "execution reverted: m", "data": data},
+                                  "x").reason == "m"  # fmt: skip
+
+
+class FakeChain:
+    """Answers a ChainClient's JSON-RPC calls as a node that mines on arrival would."""
+
+    def __init__(self, *, send_error: dict[str, object] | None = None,
+                 priority_fee: dict[str, object] | None = None) -> None:  # fmt: skip
+        self.send_error = send_error
+        self.priority_fee = priority_fee or {"result": "0x3b9aca00"}
+        self.nonce_reads = 0
+        self.nonce_blocks: list[str] = []
+        self.dropped = False  # whether the chain has forgotten the transaction
+        self.calls: list[str] = []
+
+    def __call__(self, method: str, params: list[object]) -> dict[str, object]:
+        self.calls.append(method)
+        answers: dict[str, dict[str, object]] = {
+            "eth_chainId": {"result": "0x539"},
+            "eth_estimateGas": {"result": "0x5208"},
+            "eth_getBlockByNumber": {"result": {"baseFeePerGas": "0x10"}},
+            "eth_maxPriorityFeePerGas": self.priority_fee,
+            "eth_gasPrice": {"result": "0x30"},
+            "eth_getBalance": {"result": "0x0"},
+            "eth_getTransactionReceipt": {"result": RECEIPT},
+            "eth_getTransactionByHash": {"result": None if self.dropped else {"hash": "0x"}},
+        }
+        if method == "eth_getTransactionCount":
+            self.nonce_reads += 1
+            self.nonce_blocks.append(str(params[1]))
+            return {"result": "0x7"}
+        if method == "eth_sendRawTransaction":
+            return {"error": self.send_error} if self.send_error else {"result": "0x" + "ab" * 32}
+        return answers[method]
+
+
+def client_on(chain: FakeChain, monkeypatch) -> ChainClient:
+    client = ChainClient("http://127.0.0.1:9", "0x" + "42" * 32)
+    monkeypatch.setattr(client._transport, "call", chain)
+    return client
+
+
+def test_a_transaction_reverted_at_send_is_a_contract_revert_and_its_nonce_is_spent(
+    monkeypatch,
+) -> None:
+    """Hardhat mines on arrival and answers eth_sendRawTransaction with the revert itself."""
+    mined_revert = {**HARDHAT_REVERT, "data": {**HARDHAT_REVERT["data"], "txHash": "0x01"}}
+    chain = FakeChain(send_error=mined_revert)
+    client = client_on(chain, monkeypatch)
+    with pytest.raises(ContractRevert) as refused:
+        client.send_value("0x5FbDB2315678afecb367f032d93F642f64180aa3", 1)
+    assert (refused.value.reason, refused.value.function) == ("registry: not registered",
+                                                             "transfer")  # fmt: skip
+    assert chain.calls.count("eth_sendRawTransaction") == 1  # never sent again
+    chain.send_error = None
+    client.send_value("0x5FbDB2315678afecb367f032d93F642f64180aa3", 1)
+    assert chain.nonce_reads == 2  # the next transaction asked the chain for the nonce again
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Insufficient funds for gas * price + value",  # Anvil
+        "insufficient funds for gas * price + value: balance 0, tx cost 4200",  # geth
+        "Sender doesn't have enough funds to send tx. The max upfront cost is: 73804240000000 "
+        "and the sender's balance is: 0.",  # Hardhat
+    ],
+)
+def test_an_account_that_cannot_pay_is_told_so_in_one_line(message, monkeypatch) -> None:
+    client = client_on(FakeChain(send_error={"code": -32000, "message": message}), monkeypatch)
+    with pytest.raises(ChainError) as refused:
+        client.send_value("0x5FbDB2315678afecb367f032d93F642f64180aa3", 1)
+    text = str(refused.value)
+    assert not isinstance(refused.value, ContractRevert)
+    assert f"The account {client.address} cannot pay for the transfer transaction" in text
+    assert "holds 0 wei" in text and "send it ether and retry" in text and "\n" not in text
+
+
+def test_a_node_without_eth_max_priority_fee_per_gas_gets_its_tip_from_the_gas_price(
+    monkeypatch,
+) -> None:
+    missing = {"error": {"code": -32601, "message": "Method not found"}}
+    client = client_on(FakeChain(priority_fee=missing), monkeypatch)
+    assert client.fees() == {"maxFeePerGas": 2 * 0x10 + 0x20, "maxPriorityFeePerGas": 0x20}
+    broken = {"error": {"code": -32000, "message": "internal error"}}
+    with pytest.raises(ChainError, match="eth_maxPriorityFeePerGas failed"):
+        client_on(FakeChain(priority_fee=broken), monkeypatch).fees()
+
+
+def test_progress_is_told_of_each_transaction_sent_waited_for_and_mined(monkeypatch) -> None:
+    seen: list[tuple[str, str]] = []
+
+    class Progress:
+        def sent(self, label: str, tx_hash: str) -> None:
+            seen.append(("sent", label))
+
+        def waiting(self, label: str, tx_hash: str, seconds: float) -> None:
+            seen.append(("waiting", label))
+
+        def mined(self, label: str, receipt) -> None:
+            seen.append(("mined", label))
+
+    chain = FakeChain()
+    client = client_on(chain, monkeypatch)
+    client.progress = Progress()
+    pending = iter([None, None, RECEIPT])
+    answers = chain.__call__
+
+    def slow_receipts(method: str, params: list[object]) -> dict[str, object]:
+        return {"result": next(pending)} if method == "eth_getTransactionReceipt" else answers(
+            method, params)  # fmt: skip
+
+    monkeypatch.setattr(client._transport, "call", slow_receipts)
+    clock = iter(range(0, 100, 2))  # each look at the clock is two seconds later
+    monkeypatch.setattr("allmende.chain.client.time.monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr("allmende.chain.client.time.sleep", lambda _: None)
+    client.send_value("0x5FbDB2315678afecb367f032d93F642f64180aa3", 1)
+    assert seen == [("sent", "transfer"), ("waiting", "transfer"), ("waiting", "transfer"),
+                    ("mined", "transfer")]  # fmt: skip
+
+
+def never_mined(client: ChainClient, chain: FakeChain, monkeypatch) -> None:
+    """The chain never mines; each look at the clock is a second later."""
+    answers = chain.__call__
+
+    def no_receipt(method: str, params: list[object]) -> dict[str, object]:
+        return {"result": None} if method == "eth_getTransactionReceipt" else answers(
+            method, params)  # fmt: skip
+
+    monkeypatch.setattr(client._transport, "call", no_receipt)
+    clock = iter(range(0, 10_000))
+    monkeypatch.setattr("allmende.chain.client.time.monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr("allmende.chain.client.time.sleep", lambda _: None)
+
+
+def test_a_transaction_the_chain_dropped_fails_fast_and_the_nonce_is_read_from_latest(
+    monkeypatch,
+) -> None:
+    chain = FakeChain()
+    client = client_on(chain, monkeypatch)
+    never_mined(client, chain, monkeypatch)
+    chain.dropped = True
+    with pytest.raises(ChainError, match="dropped by the chain"):
+        client.send_value("0x5FbDB2315678afecb367f032d93F642f64180aa3", 1)
+    assert chain.nonce_blocks == ["pending"]
+    chain.dropped = False
+    monkeypatch.setattr(client._transport, "call", chain)
+    client.send_value("0x5FbDB2315678afecb367f032d93F642f64180aa3", 1)
+    assert chain.nonce_blocks == ["pending", "latest"]  # a lost nonce is not counted again
+
+
+def test_a_wait_gives_up_once_the_chain_is_known_to_have_lost_blocks(monkeypatch) -> None:
+    chain = FakeChain()
+    client = client_on(chain, monkeypatch)
+    never_mined(client, chain, monkeypatch)
+    answers = client._transport.call
+
+    def lose_blocks_while_waiting(method: str, params: list[object]) -> dict[str, object]:
+        if method == "eth_getTransactionReceipt":
+            client.forget_nonce()  # what the roles do when the event stream saw blocks lost
+        return answers(method, params)
+
+    monkeypatch.setattr(client._transport, "call", lose_blocks_while_waiting)
+    with pytest.raises(ChainError, match="sent before blocks were lost"):
+        client.send_value("0x5FbDB2315678afecb367f032d93F642f64180aa3", 1)
+
+
+def test_a_pending_transaction_the_chain_still_knows_is_waited_for(monkeypatch) -> None:
+    chain = FakeChain()
+    client = client_on(chain, monkeypatch)
+    never_mined(client, chain, monkeypatch)
+    client.receipt_timeout = 30
+    with pytest.raises(ChainError, match="not mined within 30 s"):
+        client.send_value("0x5FbDB2315678afecb367f032d93F642f64180aa3", 1)
+    assert chain.calls.count("eth_getTransactionByHash") >= 5  # checked, and kept waiting

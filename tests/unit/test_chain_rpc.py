@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import pytest
 
-from allmende.chain.rpc import JsonRpcTransport, RpcBadAnswer, RpcUnreachable
+from allmende.chain.rpc import JsonRpcTransport, RpcBadAnswer, RpcUnreachable, _keepalive_limit
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -26,15 +26,20 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(500, b"broken")
         elif method == "not_json":
             self._answer(200, b"<html>")
+        elif method.startswith("keepalive:"):  # advertise an idle timeout, as Node.js servers do
+            body = json.dumps({"id": request["id"], "result": method}).encode()
+            self._answer(200, body, {"keep-alive": method.removeprefix("keepalive:")})
         else:
             self._answer(200, json.dumps({"id": request["id"], "result": method}).encode())
         if method == "then_close":
             self.close_connection = True
             self.connection.close()
 
-    def _answer(self, status: int, body: bytes) -> None:
+    def _answer(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("content-length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
@@ -92,3 +97,41 @@ def test_a_read_racing_the_servers_close_is_sent_again_on_a_new_connection(url: 
         assert rpc.call("then_close", [])["result"] == "then_close"
         assert rpc.call("eth_blockNumber", [])["result"] == "eth_blockNumber"  # no pause
     rpc.close()
+
+
+class Clock:
+    """A monotonic clock the test moves on (the transport reads ``time.monotonic``)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_connection_idle_near_the_servers_keepalive_timeout_is_replaced(url, monkeypatch) -> None:
+    """Hardhat (Node.js) says ``Keep-Alive: timeout=5`` and closes an idle connection after 5 s;
+    a transaction sent just then would be lost, so the connection is replaced at 4 s."""
+    clock = Clock()
+    monkeypatch.setattr("allmende.chain.rpc.time.monotonic", clock)
+    rpc = JsonRpcTransport(url, timeout=5)
+    assert rpc.call("keepalive:timeout=5", [])["result"] == "keepalive:timeout=5"
+    clock.now += 3.9  # idle, but well within what the server promised
+    rpc.call("keepalive:timeout=5", [])
+    assert len(Handler.connections) == 1
+    clock.now += 4.0  # idle for the server's timeout less the margin: not reused
+    assert rpc.call("eth_sendRawTransaction", [])["result"] == "eth_sendRawTransaction"
+    assert len(Handler.connections) == 2
+    clock.now += 60.0  # that answer named no timeout: the connection is kept however long idle
+    rpc.call("eth_blockNumber", [])
+    assert len(Handler.connections) == 2
+    rpc.close()
+
+
+def test_the_keepalive_header_is_read_strictly() -> None:
+    assert _keepalive_limit("timeout=5") == 4.0
+    assert _keepalive_limit("timeout=5, max=1000") == 4.0
+    assert _keepalive_limit("max=10, timeout=60") == 59.0
+    assert _keepalive_limit("timeout=1") == 0.0  # under the margin: never reused
+    for header in (None, "", "max=5", "timeout=", "timeout=abc", "xtimeout=5", "timeout=5s"):
+        assert _keepalive_limit(header) is None, header

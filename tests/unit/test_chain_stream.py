@@ -32,6 +32,16 @@ class FakeClient:
         self.head = head
         self.failures: list[Exception] = []
         self.requests: list[tuple[int, int]] = []
+        self.forks: dict[int, int] = {}  # block -> how often it was replaced (a reorg)
+
+    def block_hash(self, number: int) -> str | None:
+        header = self.block_header(number)
+        return None if header is None else header[0]
+
+    def block_header(self, number: int) -> tuple[str, int] | None:
+        if number > self.head:
+            return None
+        return f"0x{number:x}-{self.forks.get(number, 0)}", 1_000 + 12 * number
 
     def block_number(self) -> int:
         if self.failures:
@@ -169,3 +179,77 @@ def test_a_known_head_is_read_up_to_without_asking_the_chain_for_it() -> None:
     assert [e.block_number for e in events.poll(head=5)] == [0, 1, 2, 3, 4, 5]
     assert client.requests == [(0, 5)] and events.caught_up()
     assert client.failures  # never asked
+
+
+def test_a_head_below_the_last_block_read_replays_from_the_start() -> None:
+    client = FakeClient(head=9)
+    events = stream(client, from_block=2)
+    assert len(events.poll()) == 8
+    client.head = 5  # the chain lost blocks 6..9 (a dev chain restarted from an older state)
+    assert events.poll() == [] and events.rolled_back
+    assert events.next_block == 2
+    assert [e.block_number for e in events.poll()] == [2, 3, 4, 5]
+
+
+def test_another_block_at_the_height_read_is_a_reorg() -> None:
+    client = FakeClient(head=6)
+    events = stream(client)
+    events.poll()
+    client.forks[6] = 1  # block 6 replaced, and a new block on top of it
+    client.head = 7
+    assert events.poll() == [] and events.rolled_back
+    assert [e.block_number for e in events.poll()][-2:] == [6, 7]
+
+
+def test_new_blocks_on_the_same_chain_are_no_rollback() -> None:
+    client = FakeClient(head=3)
+    events = stream(client)
+    events.poll()
+    for head in (3, 4, 8):
+        client.head = head
+        events.poll()
+        assert not events.rolled_back
+    assert events.next_block == 9
+
+
+class AnvilLikeClient(FakeClient):
+    """Refuses a log range past its head, as Anvil does (Hardhat and geth answer ``[]``)."""
+
+    def get_logs(
+        self, *, from_block: int, to_block: int, addresses: list[str], topics: Any = None
+    ) -> list[Any]:
+        if to_block > self.head:
+            self.requests.append((from_block, to_block))
+            message = f"block height is {self.head} but requested was {to_block}"
+            raise ChainError(
+                "The RPC call eth_getLogs failed: {'code': -32602, 'message': "
+                f"'BlockOutOfRangeError: {message}'}}."
+            )
+        return super().get_logs(from_block=from_block, to_block=to_block, addresses=addresses)
+
+
+def test_a_notified_head_the_endpoint_has_not_reached_costs_no_back_off() -> None:
+    """The websocket told of block 12; the HTTP endpoint serves up to 10 and refuses the range."""
+    client = AnvilLikeClient(head=10)
+    events = stream(client, from_block=5)
+    assert [e.block_number for e in events.poll(head=12)] == [5, 6, 7, 8, 9, 10]
+    assert client.requests == [(5, 12), (5, 10)]  # refused, then read to the endpoint's head
+    assert events._backoff == 0.0 and events.next_block == 11
+    client.head = 12
+    assert [e.block_number for e in events.poll(head=12)] == [11, 12]
+
+
+def test_a_failure_with_the_endpoints_own_head_still_backs_off() -> None:
+    client = AnvilLikeClient(head=10)
+    client.failures = [ChainError("Cannot reach the chain")]
+    events = stream(client, from_block=5)
+    assert events.poll(head=12) == []  # refused past the head, then the chain is unreachable
+    assert events._backoff > 0 and events.next_block == 5
+
+
+def test_the_newest_block_reads_time_is_kept() -> None:
+    client = FakeClient(head=4)
+    events = stream(client)
+    assert events.head_time is None
+    events.poll()
+    assert events.head_time == 1_000 + 12 * 4

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from allmende.errors import ConfigError
-from allmende.node.jobspec import JobSpec, load_jobspec, parse_jobspec, parse_wei
+from allmende.node.jobspec import (
+    DEFAULT_AGGREGATION,
+    JobSpec,
+    load_jobspec,
+    parse_jobspec,
+    parse_wei,
+)
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples" / "jobs").glob("*.toml"))
 
@@ -34,7 +41,63 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_every_example_spec_loads_and_names_its_rule():
     rules = {load_jobspec(path).aggregation.rule for path in EXAMPLES}
-    assert rules == {"fedavg", "trimmed_mean", "median", "krum", "multi_krum", "centered_clip"}
+    assert rules == {
+        "fedavg", "trimmed_mean", "median", "krum", "multi_krum", "centered_clip", "clipped_mean",
+    }  # fmt: skip
+
+
+def test_the_open_job_examples_use_the_robust_default():
+    # every job admits trainers nobody vetted; only the FedAvg example asks for the plain mean
+    for path in EXAMPLES:
+        text = path.read_text()
+        spec = load_jobspec(path)
+        if not re.search(r"^\[aggregation\]", text, re.M):
+            assert spec.aggregation == DEFAULT_AGGREGATION, path.name
+    defaults = [p.name for p in EXAMPLES if not re.search(r"^\[aggregation\]", p.read_text(), re.M)]
+    assert {"federated-demo.toml", "digits-3-nodes.toml"} <= set(defaults)
+    assert load_jobspec(EXAMPLES[0].parent / "digits-fedavg.toml").aggregation.rule == "fedavg"
+
+
+NO_RULE = MINIMAL.replace('[aggregation]\nrule = "fedavg"\n', "")
+
+
+def test_a_spec_without_aggregation_gets_the_robust_default_and_publishes_it(tmp_path):
+    assert "[aggregation]" not in NO_RULE
+    spec = load_jobspec(write(tmp_path, NO_RULE))
+    assert spec.aggregation == DEFAULT_AGGREGATION
+    assert DEFAULT_AGGREGATION.rule != "fedavg"
+    published = json.loads(spec.canonical_bytes())
+    assert published["aggregation"] == {
+        "rule": DEFAULT_AGGREGATION.rule, "params": dict(DEFAULT_AGGREGATION.params),
+    }  # fmt: skip
+    # FedAvg stays available by name
+    assert load_jobspec(write(tmp_path, MINIMAL)).aggregation.rule == "fedavg"
+
+
+@pytest.mark.parametrize(
+    ("rule", "min_trainers", "message"),
+    [
+        (
+            '"krum"\nparams = { f = 2 }',
+            6,
+            "aggregation rule 'krum' (f=2) needs at least 7 "
+            "updates a round, but 'min_trainers' is 6",
+        ),
+        ('"multi_krum"\nparams = { f = 1, m = 8 }', 7, "raise min_trainers to 8"),
+    ],
+)
+def test_a_rule_that_cannot_aggregate_min_trainers_updates_is_refused(
+    tmp_path, rule, min_trainers, message
+):
+    text = MINIMAL.replace('"fedavg"', rule).replace("max_trainers = 4", "max_trainers = 9")
+    with pytest.raises(ConfigError) as info:
+        load_jobspec(
+            write(tmp_path, text.replace("min_trainers = 2", f"min_trainers = {min_trainers}"))
+        )
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert str(info.value).startswith("job spec: ")
+    enough = text.replace("min_trainers = 2", f"min_trainers = {min_trainers + 1}")
+    assert load_jobspec(write(tmp_path, enough)).min_trainers == min_trainers + 1
 
 
 def test_minimal_spec_gets_the_documented_defaults(tmp_path):
@@ -61,6 +124,7 @@ def test_key_order_in_the_toml_does_not_change_the_blob(tmp_path):
     a = load_jobspec(write(tmp_path, MINIMAL)).canonical_bytes()
     b = load_jobspec(write(tmp_path, reordered)).canonical_bytes()
     assert a == b
+
 
 ROUNDS_RULE = "job spec: 'rounds' must be an integer between 1 and 10000"
 

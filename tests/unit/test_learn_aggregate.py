@@ -22,7 +22,7 @@ from allmende.learn.aggregate import (
     delta_norm,
     robust_delta,
 )
-from allmende.learn.rules import RULES, FedAvgParams, rule_params
+from allmende.learn.rules import RULES, FedAvgParams, min_updates, rule_params
 
 SHAPES = {"layer.weight": (2, 3), "layer.bias": (3,)}
 ROBUST_PARAMS = {
@@ -31,8 +31,10 @@ ROBUST_PARAMS = {
     "krum": {"f": 2},
     "multi_krum": {"f": 2, "m": 3},
     "centered_clip": {"tau": 0.5, "iters": 3},
+    "clipped_mean": {"scale": 1.0, "iters": 3},
 }
 ALL_PARAMS = {"fedavg": {}, **ROBUST_PARAMS}
+DIM_CLIP = 4
 
 
 def random_state(gen: torch.Generator, scale: float = 1.0) -> dict[str, torch.Tensor]:
@@ -197,6 +199,73 @@ def test_centered_clip_reference():
     assert_states_close(result, unflat(global_state, center))
 
 
+def clipped_mean_reference(rows: np.ndarray, scale: float, iters: int) -> np.ndarray:
+    center = np.zeros(rows.shape[1])
+    for _ in range(iters):
+        diffs = rows - center
+        norms = np.sqrt((diffs * diffs).sum(axis=1))
+        tau = scale * float(np.median(norms))
+        steps = [diff * min(1.0, tau / norm) for diff, norm in zip(diffs, norms, strict=True)]
+        center = center + np.mean(steps, axis=0)
+    return center
+
+
+@pytest.mark.parametrize(("n", "scale", "iters"), [(7, 1.0, 1), (8, 1.0, 3), (9, 1.5, 4)])
+def test_clipped_mean_reference(n, scale, iters):
+    global_state, updates = make_round(n, seed=13)
+    rows = np.array(deltas_of(global_state, updates))
+    expected = clipped_mean_reference(rows, scale, iters)
+    result = aggregate("clipped_mean", global_state, updates, {"scale": scale, "iters": iters})
+    assert_states_close(result, unflat(global_state, expected))
+
+
+def _rows_round(rows: list[list[float]]):
+    global_state = {"w": torch.zeros(len(rows[0]))}
+    updates = [
+        (f"0x{i + 1:040x}", {"w": torch.tensor(row, dtype=torch.float32)}, 1)
+        for i, row in enumerate(rows)
+    ]
+    return global_state, updates
+
+
+def test_clipped_mean_small_example_by_hand():
+    # norms 5, 1, 2: the radius is their median, 2; (3, 4) is scaled to (1.2, 1.6), and the
+    # mean of (1.2, 1.6), (0, 1), (0, 2) is (0.4, 4.6 / 3)
+    global_state, updates = _rows_round([[3.0, 4.0], [0.0, 1.0], [0.0, 2.0]])
+    out = aggregate("clipped_mean", global_state, updates, {"iters": 1})["w"]
+    torch.testing.assert_close(out, torch.tensor([0.4, 4.6 / 3]), rtol=0, atol=1e-7)
+    # an even count takes the mean of the two middle norms: (1 + 2) / 2 = 1.5 for norms
+    # 5, 1, 2, 0.5; so (3, 4) becomes (0.9, 1.2), (0, 2) becomes (0, 1.5)
+    global_state, updates = _rows_round([[3.0, 4.0], [0.0, 1.0], [0.0, 2.0], [0.5, 0.0]])
+    out = aggregate("clipped_mean", global_state, updates, {"iters": 1})["w"]
+    torch.testing.assert_close(out, torch.tensor([1.4 / 4, 3.7 / 4]), rtol=0, atol=1e-7)
+    # a boosted update counts like a typical one: four honest (1, 0) and one (64, 0) give (1, 0)
+    global_state, updates = _rows_round([[1.0, 0.0]] * 4 + [[64.0, 0.0]])
+    for iters in (1, 3):
+        out = aggregate("clipped_mean", global_state, updates, {"iters": iters})["w"]
+        assert out.tolist() == [1.0, 0.0]
+    assert aggregate("fedavg", global_state, updates, {})["w"][0] == pytest.approx(13.6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    honest=st.lists(
+        st.lists(st.floats(-1, 1, width=32), min_size=DIM_CLIP, max_size=DIM_CLIP),
+        min_size=5,
+        max_size=5,
+    ),
+    order_seed=st.integers(0, 1000),
+)
+def test_clipped_mean_is_the_same_bytes_in_any_order(honest, order_seed):
+    rows = [*honest, [1e4] * DIM_CLIP, [-3e3] * DIM_CLIP]
+    global_state, updates = _rows_round(rows)
+    first = aggregate("clipped_mean", global_state, updates, {})["w"]
+    shuffled = list(updates)
+    random.Random(order_seed).shuffle(shuffled)
+    second = aggregate("clipped_mean", global_state, shuffled, {})["w"]
+    assert first.numpy().tobytes() == second.numpy().tobytes()
+
+
 # --- determinism -------------------------------------------------------------------------------
 
 
@@ -266,6 +335,18 @@ def test_centered_clip_moves_a_bounded_distance_from_the_honest_mean(honest, att
     mean = honest_arr.mean(0)
     bound = (b / n) ** iters * np.linalg.norm(mean) + b * tau / (n - b)
     assert np.linalg.norm(out_arr - mean) <= bound + 1e-5
+
+
+@pytest.mark.parametrize("iters", [1, 3])
+@settings(max_examples=40, deadline=None)
+@given(honest=honest_values, attackers=attack_values, order_seed=st.integers(0, 1000))
+def test_clipped_mean_stays_near_the_honest_updates(iters, honest, attackers, order_seed):
+    global_state, updates, honest_arr = attacked_round(honest, attackers, order_seed)
+    out = aggregate("clipped_mean", global_state, updates, {"iters": iters})["w"].double().numpy()
+    # the honest majority bounds each step's radius: step k moves at most 2**k * H, with H the
+    # largest honest norm, so the result is within (2**iters - 1) * H of the global model
+    largest = float(np.linalg.norm(honest_arr, axis=1).max())
+    assert np.linalg.norm(out) <= (2**iters - 1) * largest + 1e-5
 
 
 def test_plain_fedavg_is_dragged_by_an_attacker():
@@ -379,6 +460,10 @@ def test_krum_needs_enough_updates():
         ("multi_krum", {"f": 1, "m": 0}, "'m'"),
         ("centered_clip", {"tau": 0.0}, "'tau'"),
         ("centered_clip", {"tau": 1.0, "iters": 0}, "'iters'"),
+        ("clipped_mean", {"scale": 0.0}, "'scale'"),
+        ("clipped_mean", {"iters": 0}, "'iters'"),
+        ("clipped_mean", {"iters": 101}, "'iters'"),
+        ("clipped_mean", {"tau": 1.0}, "Unknown parameter 'tau'"),
         ("median", {"beta": 0.1}, "Unknown parameter 'beta'"),
     ],
 )
@@ -393,6 +478,28 @@ def test_unknown_rule_and_bad_params_are_config_errors(rule, params, words):
 def test_rule_params_accepts_good_params_and_defaults():
     assert rule_params("krum", {"f": 3}).f == 3  # type: ignore[attr-defined]
     assert rule_params("centered_clip").iters == 3  # type: ignore[attr-defined]
+    defaults = rule_params("clipped_mean")
+    assert (defaults.scale, defaults.iters) == (1.0, 3)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("rule", "params", "needed"),
+    [
+        ("fedavg", {}, 1),
+        ("clipped_mean", {}, 1),
+        ("trimmed_mean", {"beta": 0.4}, 1),
+        ("krum", {"f": 2}, 7),
+        ("multi_krum", {"f": 1, "m": 9}, 9),
+        ("multi_krum", {"f": 3}, 9),
+    ],
+)
+def test_min_updates_is_what_aggregate_needs(rule, params, needed):
+    assert min_updates(rule_params(rule, params)) == needed
+    global_state, updates = make_round(needed)
+    aggregate(rule, global_state, updates, params)  # enough
+    if needed > 1:
+        with pytest.raises(AggregationError):
+            aggregate(rule, global_state, updates[:-1], params)
 
 
 def test_exact_sum_of_squares_is_exactly_rounded_and_order_free(monkeypatch):

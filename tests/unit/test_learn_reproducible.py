@@ -23,6 +23,7 @@ PARAMS = {
     "krum": {"f": 1},
     "multi_krum": {"f": 1, "m": 3},
     "centered_clip": {"tau": 0.5, "iters": 2},
+    "clipped_mean": {"scale": 1.0, "iters": 3},
 }
 
 

@@ -14,7 +14,7 @@ import torch
 
 from allmende.errors import AggregationError, CodecError, PeerError
 from allmende.net.client import PeerClient
-from allmende.node.jobdata import fetch_state
+from allmende.node.jobdata import fetch_state, fetch_tensors, update_metadata
 from allmende.store.blobs import BlobStore
 from allmende.store.codec import encode_state, encoded_size, header_size
 
@@ -25,7 +25,9 @@ _N = header_size(REFERENCE)
 NESTED = struct.pack("<Q", _N) + b"[" * _N + bytes(encoded_size(REFERENCE) - 8 - _N)
 OVERSIZED = HONEST + b" " * 1000  # one byte over is enough; more shows the cut
 SHAPED = encode_state({"fc.weight": torch.ones(3, 4), "fc.bias": torch.ones(4)})
-BLOBS = {hashlib.sha256(b).hexdigest(): b for b in (HONEST, NESTED, OVERSIZED, SHAPED)}
+AUTHOR = update_metadata(4, 1, "0x" + "ab" * 20)
+NAMED = encode_state({"fc.weight": torch.ones(4, 3), "fc.bias": torch.ones(4)}, metadata=AUTHOR)
+BLOBS = {hashlib.sha256(b).hexdigest(): b for b in (HONEST, NESTED, OVERSIZED, SHAPED, NAMED)}
 
 
 def _peer(request: httpx.Request) -> httpx.Response:
@@ -47,10 +49,48 @@ def reader(tmp_path: Path):
     asyncio.run(client.aclose())
 
 
-def _fetch(reader, data: bytes, peers: list[str]) -> dict[str, torch.Tensor]:
+def _fetch(
+    reader, data: bytes, peers: list[str], metadata: dict[str, str] | None = None
+) -> dict[str, torch.Tensor]:
     store, client = reader
     digest = hashlib.sha256(data).hexdigest()
-    return asyncio.run(fetch_state(client, store, digest, peers, reference=REFERENCE))
+    return asyncio.run(
+        fetch_state(client, store, digest, peers, reference=REFERENCE, metadata=metadata)
+    )
+
+
+def test_an_update_naming_its_author_is_read_with_exactly_that_metadata(reader) -> None:
+    state = _fetch(reader, NAMED, ["http://peer"], AUTHOR)
+    assert torch.equal(state["fc.bias"], torch.ones(4))
+    other = update_metadata(4, 1, "0x" + "cd" * 20)  # another author, as long
+    with pytest.raises(CodecError, match=r"carries metadata .*0xabab"):
+        _fetch(reader, NAMED, ["http://peer"], other)
+    with pytest.raises(CodecError, match="carries metadata none"):
+        _fetch(reader, HONEST, ["http://peer"], AUTHOR)  # a model where an update belongs
+
+
+def test_a_model_read_where_no_metadata_belongs_cuts_off_an_update_blob(reader) -> None:
+    with pytest.raises(PeerError, match="over the limit"):  # longer than any model of the task
+        _fetch(reader, NAMED, ["http://peer"])
+
+
+def test_fetch_tensors_gives_metadata_and_the_payload_hash_of_the_tensors(reader) -> None:
+    store, client = reader
+    blobs = [
+        asyncio.run(
+            fetch_tensors(
+                client,
+                store,
+                hashlib.sha256(data).hexdigest(),
+                ["http://peer"],
+                reference=REFERENCE,
+                metadata=AUTHOR,
+            )
+        )
+        for data in (NAMED, HONEST)
+    ]
+    assert [b.metadata for b in blobs] == [AUTHOR, {}]
+    assert blobs[0].payload == blobs[1].payload  # the same tensors under another header
 
 
 def test_an_update_of_the_task_is_fetched_within_the_exact_limit(reader) -> None:

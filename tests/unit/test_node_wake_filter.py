@@ -19,7 +19,9 @@ def topic(chain: Deployment, name: str) -> bytes:
 
 
 def trainer() -> TrainerRole:
-    return TrainerRole(TrainerSection(dataset={"num_parts": 2, "part": 0}))
+    return TrainerRole(
+        TrainerSection(allowed_tasks=["digits-mlp"], dataset={"num_parts": 2, "part": 0})
+    )
 
 
 def test_a_trainer_wakes_only_for_the_events_it_acts_on(deployment: Deployment) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from allmende.errors import ConfigError
 from allmende.node.config import ConsentPolicy, parse_config
-from allmende.node.roles.policy import decide
+from allmende.node.roles.policy import decide, decide_terms
 
 OWNER = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"
 OTHER = "0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65"
@@ -98,3 +98,47 @@ def test_bad_role_sections_are_refused_naming_the_key(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config({"chain": {"deployment": "deployment.json"}, section: values})
+
+
+def test_the_on_chain_terms_alone_refuse_owner_reward_and_stake() -> None:
+    policy = ConsentPolicy(allowed_owners=[OWNER], min_reward_per_round_wei=10, max_stake_wei=5)
+    assert decide_terms(policy, owner=OWNER, reward_per_round=10, stake_wei=5).accepted
+    owner = decide_terms(policy, owner=OTHER, reward_per_round=10, stake_wei=0)
+    assert not owner.accepted and "allowed_owners" in owner.reason
+    reward = decide_terms(policy, owner=OWNER, reward_per_round=9, stake_wei=0)
+    assert not reward.accepted and "min_reward_per_round_wei" in reward.reason
+    stake = decide_terms(policy, owner=OWNER, reward_per_round=10, stake_wei=6)
+    assert not stake.accepted and "6 wei" in stake.reason and "max_stake_wei" in stake.reason
+    assert decide_terms(ConsentPolicy(), owner=OTHER, reward_per_round=0, stake_wei=10**30).accepted
+
+
+def test_decide_checks_the_stake_too() -> None:
+    policy = ConsentPolicy(max_stake_wei=5)
+    refused = decide(
+        policy, task="digits-mlp", owner=OWNER, reward_per_round=1, installed=INSTALLED,
+        stake_wei=6,
+    )  # fmt: skip
+    assert not refused.accepted and "max_stake_wei" in refused.reason
+
+
+def test_a_role_that_needs_named_tasks_refuses_until_its_operator_names_them() -> None:
+    def trainer(policy: ConsentPolicy):
+        return decide(
+            policy, task="digits-mlp", owner=OWNER, reward_per_round=10, installed=INSTALLED,
+            tasks_named=True,
+        )  # fmt: skip
+
+    for policy in (ConsentPolicy(), ConsentPolicy(allowed_tasks=[])):
+        refused = trainer(policy)
+        assert not refused.accepted
+        assert "allows no task yet" in refused.reason
+        assert 'allowed_tasks = ["digits-mlp"]' in refused.reason
+        assert "--allow-task digits-mlp" in refused.reason
+    assert trainer(ConsentPolicy(allowed_tasks=["digits-mlp"])).accepted
+
+
+def test_the_trainer_role_needs_named_tasks_and_the_aggregator_does_not() -> None:
+    from allmende.node.roles.aggregator import AggregatorRole
+    from allmende.node.roles.trainer import TrainerRole
+
+    assert TrainerRole.tasks_named and not AggregatorRole.tasks_named

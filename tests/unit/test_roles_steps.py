@@ -26,12 +26,13 @@ from allmende.errors import ContractRevert, PeerError
 from allmende.learn.aggregate import aggregate
 from allmende.net.client import FetchResult
 from allmende.node.config import AggregatorSection, TrainerSection
+from allmende.node.jobdata import update_metadata
 from allmende.node.jobspec import parse_jobspec
 from allmende.node.roles.aggregator import AggregatorRole
 from allmende.node.roles.trainer import TrainerRole
 from allmende.node.submit import initial_model_bytes
 from allmende.store.blobs import BlobStore
-from allmende.store.codec import decode_state, encode_state
+from allmende.store.codec import decode_blob, decode_state, encode_state
 from allmende.store.state import StateDB
 
 ME = "0x00000000000000000000000000000000000000aa"
@@ -283,7 +284,9 @@ def make_job(peers: FakePeers, *, n_trainers: int, round_start: float, quorum: i
 
 def trainer_role(ctx: Any, jobs: FakeJobs) -> TrainerRole:
     ctx.chain.registry.jobs = jobs
-    role = TrainerRole(TrainerSection(dataset={"num_parts": 3, "part": 0}))
+    role = TrainerRole(
+        TrainerSection(allowed_tasks=["digits-mlp"], dataset={"num_parts": 3, "part": 0})
+    )
     role.attach(ctx, jobs=jobs, directory=FakeDirectory())  # type: ignore[arg-type]
     return role
 
@@ -321,6 +324,36 @@ def test_trainer_joins_trains_commits_once_and_recomputes_the_same_bytes(node) -
     assert jobs.commits[ME] == commit
     assert all(torch.equal(update[k], v) for k, v in decode_state(
         node.store.read_bytes(commit.update_hash.hex())).items())  # fmt: skip
+
+
+def test_trainer_serves_its_update_only_once_its_commit_is_mined(node) -> None:
+    """Front-running a copy: while the commit is pending (its hash public in a mempool) nobody
+    can fetch the blob, so a copier learns the tensors only after the commit is in a block."""
+    jobs = FakeJobs(make_job(node.peers, n_trainers=1, round_start=9e9), [ME])
+    stored_when_committed: list[bool] = []
+    real_commit = jobs.commit_update
+
+    def watched_commit(job_id: int, round_: int, digest: str, weight: int) -> None:
+        stored_when_committed.append(node.store.has(digest))
+        real_commit(job_id, round_, digest, weight)
+
+    jobs.commit_update = watched_commit  # type: ignore[method-assign]
+    run(trainer_role(node, jobs).step(1))
+    digest = jobs.commits[ME].update_hash.hex()
+    assert stored_when_committed == [False]
+    blob = decode_blob(node.store.read_bytes(digest))  # served from now on
+    assert blob.metadata == {"allmende.job": "1", "allmende.round": "0", "allmende.trainer": ME}
+
+
+def test_trainer_that_crashed_between_commit_and_store_serves_the_same_bytes(node) -> None:
+    jobs = FakeJobs(make_job(node.peers, n_trainers=1, round_start=9e9), [ME])
+    run(trainer_role(node, jobs).step(1))
+    digest = jobs.commits[ME].update_hash.hex()
+    original = node.store.read_bytes(digest)
+    node.store.delete(digest)  # the crash came before the blob was stored
+    run(trainer_role(node, jobs).step(1))  # the restarted node: committed, nothing to serve
+    assert node.store.read_bytes(digest) == original
+    assert len(jobs.commits) == 1  # and it did not commit again
 
 
 def test_trainer_asks_the_chain_for_its_commit_only_when_it_cannot_know(node) -> None:
@@ -370,20 +403,34 @@ def test_trainer_waits_while_the_spec_is_unavailable(node) -> None:
 
 
 def commit_updates(
-    node: Any, jobs: FakeJobs, states: dict[str, dict[str, torch.Tensor]], *, announce: bool = True
+    node: Any,
+    jobs: FakeJobs,
+    states: dict[str, dict[str, torch.Tensor] | bytes],
+    *,
+    announce: bool = True,
+    block: int = 10,
 ) -> None:
-    """The trainers commit ``states``; with ``announce``, the roles see the events too (without
-    it, the commits happened in blocks the roles' event stream has not read yet)."""
-    for trainer, state in states.items():
-        digest = publish(node.peers, encode_state(state))
+    """The trainers commit ``states`` (tensors, encoded as each trainer's own update, or the
+    blob's bytes as they are) in ``block``, in the order given; with ``announce``, the roles
+    see the events too (without it, the commits happened in blocks the roles' event stream has
+    not read yet)."""
+    for index, (trainer, state) in enumerate(states.items()):
+        round_ = jobs.record.current_round
+        blob = state if isinstance(state, bytes) else own_update(trainer, round_, state)
+        digest = publish(node.peers, blob)
         commit = jobs.commits[trainer] = Commit(bytes.fromhex(digest), 10 + T.index(trainer))
         event = UpdateCommitted(
-            block_number=10, log_index=T.index(trainer), tx_hash="0x", address="0x", job_id=1,
+            block_number=block, log_index=index, tx_hash="0x", address="0x", job_id=1,
             round=jobs.record.current_round, trainer=trainer, update_hash=commit.update_hash,
             weight=commit.weight,
         )  # fmt: skip
         for observe in jobs.listeners if announce else ():
             observe(event)
+
+
+def own_update(trainer: str, round_: int, state: dict[str, torch.Tensor], job_id: int = 1) -> bytes:
+    """``state`` as ``trainer``'s own update blob for the round (as a trainer node writes it)."""
+    return encode_state(state, metadata=update_metadata(job_id, round_, trainer))
 
 
 def trained_like(seed: int) -> dict[str, torch.Tensor]:
@@ -469,7 +516,7 @@ def test_aggregator_reads_unannounced_commits_before_going_ahead_without_them(
     commit_updates(node, jobs, {T[0]: states[T[0]], T[1]: states[T[1]]})
     commit_updates(node, jobs, {T[2]: states[T[2]]}, announce=False)
     clock = SimpleNamespace(time=lambda: now + job.round_deadline + 1)
-    monkeypatch.setattr("allmende.node.roles.aggregator.time", clock)
+    monkeypatch.setattr("allmende.node.roles.base.time", clock)
     run(role.step(1))
     assert jobs.commit_reads == [(0, T[2])]  # only the one not announced
     assert jobs.proposals[0][1] == 0b111  # and it is included, as every aggregator would
@@ -484,7 +531,7 @@ def test_aggregator_decides_on_missing_commits_only_once_it_could_go_ahead(
     commit_updates(node, jobs, {T[0]: trained_like(0)})
     commit_updates(node, jobs, {T[1]: trained_like(1)}, announce=False)
     clock = SimpleNamespace(time=lambda: now + job.round_deadline + 1)
-    monkeypatch.setattr("allmende.node.roles.aggregator.time", clock)
+    monkeypatch.setattr("allmende.node.roles.base.time", clock)
     run(role.step(1))
     # One announced commit is fewer than min_trainers: nothing to decide, so nothing is read;
     # the stream brings the other commit's event in time.
@@ -570,7 +617,7 @@ def test_aggregator_checks_each_update_once_where_its_bytes_enter(node, monkeypa
 
     checked: list[int] = []
     decoded: list[int] = []
-    real_check, real_decode = aggregate_module.check_update, codec_module.decode_state
+    real_check, real_decode = aggregate_module.check_update, codec_module.decode_blob
 
     def counted_check(update, reference):  # type: ignore[no-untyped-def]
         checked.append(len(update))
@@ -580,11 +627,12 @@ def test_aggregator_checks_each_update_once_where_its_bytes_enter(node, monkeypa
         decoded.append(len(data))
         return real_decode(data, *args, **kwargs)
 
+    updates = [{t: trained_like(10 * round_ + i) for i, t in enumerate(T)} for round_ in (0, 1)]
     monkeypatch.setattr(aggregate_module, "check_update", counted_check)
-    monkeypatch.setattr(codec_module, "decode_state", counted_decode)
+    monkeypatch.setattr(codec_module, "decode_blob", counted_decode)
     jobs, role = joined_aggregator(node, make_job(node.peers, n_trainers=3, round_start=9e9))
     for round_ in (0, 1):
-        commit_updates(node, jobs, {t: trained_like(10 * round_ + i) for i, t in enumerate(T)})
+        commit_updates(node, jobs, updates[round_])
         run(role.step(1))
         assert jobs.finalized[-1][0] == round_
     # Round 0: the initial model and three updates, each decoded and checked once; round 1:
@@ -606,6 +654,121 @@ def test_aggregator_leaves_out_bad_updates_deterministically(node) -> None:
     assert included == 0b101  # trainers 0 and 2; trainer 1's update moved the model too far
 
 
+def left_out(caplog: Any, trainer: str) -> list[str]:
+    """The aggregator's lines leaving ``trainer``'s update out."""
+    return [
+        r.getMessage() for r in caplog.records
+        if r.name == "allmende.node.roles.aggregator"
+        and f"leaving out {trainer}'s" in r.getMessage()
+    ]  # fmt: skip
+
+
+def test_aggregator_leaves_out_a_trainer_that_committed_anothers_update_hash(node, caplog) -> None:
+    jobs, role = joined_aggregator(node, make_job(node.peers, n_trainers=3, round_start=9e9))
+    original = own_update(T[0], 0, trained_like(0))
+    commit_updates(node, jobs, {T[0]: original, T[1]: trained_like(1), T[2]: original})
+    run(role.step(1))
+    _, included, _ = jobs.proposals[0]
+    assert included == 0b011  # T[2] committed T[0]'s bytes: left out, so not paid
+    (line,) = left_out(caplog, T[2])
+    assert "(a copy): its blob names job 1, round 0, trainer " + T[0] in line, line
+    run(role.step(1))
+    assert len(left_out(caplog, T[2])) == 1  # logged once
+
+
+def test_aggregator_leaves_out_an_update_from_another_round(node, caplog) -> None:
+    jobs, role = joined_aggregator(node, make_job(node.peers, n_trainers=3, round_start=9e9))
+    replayed = own_update(T[2], 5, trained_like(2))  # its own, but made for round 5
+    commit_updates(node, jobs, {T[0]: trained_like(0), T[1]: trained_like(1), T[2]: replayed})
+    run(role.step(1))
+    assert jobs.proposals[0][1] == 0b011
+    assert "round 5" in left_out(caplog, T[2])[0]
+
+
+def test_aggregator_leaves_out_the_same_tensors_rewrapped_by_a_later_commit(node, caplog) -> None:
+    tensors = trained_like(0)
+    jobs, role = joined_aggregator(node, make_job(node.peers, n_trainers=3, round_start=9e9))
+    commit_updates(node, jobs, {T[0]: tensors, T[2]: trained_like(2)}, block=10)
+    commit_updates(node, jobs, {T[1]: tensors}, block=11)  # re-wrapped under its own name
+    run(role.step(1))
+    assert jobs.proposals[0][1] == 0b101
+    (line,) = left_out(caplog, T[1])
+    assert f"those of {T[0]}'s update, committed before it (block 10, log 0)" in line, line
+
+
+def test_aggregator_keeps_the_first_commit_of_the_same_tensors_not_the_lowest_address(
+    node,
+) -> None:
+    tensors = trained_like(0)
+    jobs, role = joined_aggregator(node, make_job(node.peers, n_trainers=3, round_start=9e9))
+    commit_updates(node, jobs, {T[1]: tensors}, block=10)  # T[1] (address ...01) first
+    commit_updates(node, jobs, {T[2]: trained_like(2), T[0]: tensors}, block=10)  # logs 0 and 1
+    run(role.step(1))
+    assert jobs.proposals[0][1] == 0b110  # T[0] committed the same tensors later in the block
+
+
+def test_aggregator_leaves_out_the_global_model_unchanged(node, caplog) -> None:
+    initial = decode_state(initial_model_bytes(SPEC))
+    jobs, role = joined_aggregator(node, make_job(node.peers, n_trainers=3, round_start=9e9))
+    commit_updates(node, jobs, {T[0]: trained_like(0), T[1]: trained_like(1), T[2]: initial})
+    run(role.step(1))
+    assert jobs.proposals[0][1] == 0b011
+    assert "global model unchanged (a zero update)" in left_out(caplog, T[2])[0]
+    # the model's own blob (no author at all) is left out as well
+    jobs, role = joined_aggregator(node, make_job(node.peers, n_trainers=3, round_start=9e9))
+    bare = initial_model_bytes(SPEC)
+    commit_updates(node, jobs, {T[0]: trained_like(0), T[1]: trained_like(1), T[2]: bare})
+    run(role.step(1))
+    assert jobs.proposals[0][1] == 0b011
+
+
+def test_aggregators_seeing_copies_in_any_order_propose_the_same(node, tmp_path) -> None:
+    tensors = trained_like(0)
+    jobs, role = joined_aggregator(node, make_job(node.peers, n_trainers=3, round_start=9e9))
+    events: list[ChainEvent] = []
+    jobs.listeners.append(events.append)
+    commit_updates(node, jobs, {T[1]: tensors, T[2]: trained_like(2), T[0]: tensors}, block=10)
+    run(role.step(1))
+    assert jobs.proposals[0][1] == 0b110  # of the same tensors only the first commit's
+    proposal = jobs.proposals[0][:2]
+    for order in (events[::-1], [events[1], events[2], events[0]]):
+        other = SimpleNamespace(**{**vars(node), "store": BlobStore(tmp_path / f"o{id(order)}")})
+        other.peers = FakePeers(other.store)
+        other.peers.network = node.peers.network
+        other.require_peers = lambda other=other: other.peers
+        other_jobs = FakeJobs(make_job(other.peers, n_trainers=3, round_start=9e9), T)
+        other_jobs.commits = dict(jobs.commits)
+        other_jobs.aggregator_list.append(ME)
+        other_jobs.record = replace(other_jobs.record, n_aggregators=1)
+        other_role = aggregator_role(other, other_jobs)
+        for event in order:
+            other_role.observe(event)
+        run(other_role.step(1))
+        assert other_jobs.proposals[0][:2] == proposal
+
+
+def test_aggregator_waits_for_the_chain_order_of_the_same_tensors(node, monkeypatch) -> None:
+    now = 1_000_000.0
+    job = make_job(node.peers, n_trainers=3, round_start=now)
+    jobs, role = joined_aggregator(node, job)
+    tensors = trained_like(0)
+    commit_updates(node, jobs, {T[0]: tensors, T[2]: trained_like(2)})
+    commit_updates(node, jobs, {T[1]: tensors}, announce=False, block=12)  # its log: unread
+    clock = SimpleNamespace(time=lambda: now + job.round_deadline + 1)
+    monkeypatch.setattr("allmende.node.roles.base.time", clock)
+    run(role.step(1))
+    assert jobs.commit_reads == [(0, T[1])] and jobs.proposals == []  # order unknown: wait
+    role.observe(
+        UpdateCommitted(
+            block_number=12, log_index=0, tx_hash="0x", address="0x", job_id=1, round=0,
+            trainer=T[1], update_hash=jobs.commits[T[1]].update_hash,
+            weight=jobs.commits[T[1]].weight,
+        )
+    )  # fmt: skip
+    run(role.step(1))
+    assert jobs.proposals[0][1] == 0b101
+
+
 def test_aggregator_waits_for_an_unserved_update_until_its_grace_ends(node, monkeypatch) -> None:
     now = 1_000_000.0
     job = make_job(node.peers, n_trainers=3, round_start=now)
@@ -613,7 +776,7 @@ def test_aggregator_waits_for_an_unserved_update_until_its_grace_ends(node, monk
     commit_updates(node, jobs, {t: trained_like(i) for i, t in enumerate(T)})
     del node.peers.network[jobs.commits[T[1]].update_hash.hex()]  # nobody serves it
     clock = SimpleNamespace(time=lambda: now + 1)
-    monkeypatch.setattr("allmende.node.roles.aggregator.time", clock)
+    monkeypatch.setattr("allmende.node.roles.base.time", clock)
     run(role.step(1))
     assert jobs.proposals == []  # before the deadline: wait for it
     clock.time = lambda: now + job.round_deadline + 29
@@ -783,3 +946,17 @@ def test_a_trainer_waits_for_the_committee_and_stops_once_evicted(node, caplog) 
     jobs.evicted.add(ME.lower())
     assert run(role.step(1)) is True and ME not in jobs.commits
     assert "was evicted" in caplog.text
+
+
+def test_deadlines_follow_a_chain_whose_clock_runs_ahead(monkeypatch) -> None:
+    role = AggregatorRole(AggregatorSection())
+    wall = [1_000.0]
+    monkeypatch.setattr("allmende.node.roles.base.time.time", lambda: wall[0])
+    assert role.now() == 1_000.0
+    role.follow_chain_clock(1_024)  # a chain giving each block a second more than the last
+    assert role.now() == 1_024.0
+    wall[0] = 1_010.0  # no new block for 10 s: chain time goes on with the machine's clock
+    role.follow_chain_clock(1_024)
+    assert role.now() == 1_034.0
+    role.follow_chain_clock(900)  # an idle dev chain's newest block is just old
+    assert role.now() == 1_010.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 
@@ -12,7 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from allmende.errors import CodecError
-from allmende.store.codec import decode_state, encode_state, state_hash
+from allmende.store.codec import (
+    decode_blob,
+    decode_state,
+    encode_state,
+    encoded_size,
+    header_size,
+    payload_digest,
+    state_hash,
+)
 
 
 def _state() -> dict[str, torch.Tensor]:
@@ -30,6 +39,11 @@ def _state() -> dict[str, torch.Tensor]:
 def _split(data: bytes) -> tuple[dict, bytes]:
     (n,) = struct.unpack("<Q", data[:8])
     return json.loads(data[8 : 8 + n]), data[8 + n :]
+
+
+def header_bytes(data: bytes) -> bytes:
+    (n,) = struct.unpack("<Q", data[:8])
+    return data[8 : 8 + n]
 
 
 def _join(header: dict | bytes, body: bytes) -> bytes:
@@ -99,10 +113,72 @@ def test_decode_refuses_non_canonical_header() -> None:
         decode_state(_join(spaced, body))
 
 
-def test_decode_refuses_metadata_and_safetensors_own_output_with_metadata() -> None:
+def test_decode_refuses_safetensors_own_output_with_metadata_as_not_canonical() -> None:
     data = safetensors.torch.save({"x": torch.ones(2)}, metadata={"format": "pt"})
-    with pytest.raises(CodecError, match="__metadata__"):
+    with pytest.raises(CodecError, match="canonical"):
         decode_state(data)
+
+
+AUTHOR = {"allmende.job": "3", "allmende.round": "0", "allmende.trainer": "0xab"}
+
+
+def test_metadata_round_trips_and_safetensors_reads_it() -> None:
+    state = _state()
+    data = encode_state(state, metadata=AUTHOR)
+    header, _ = _split(data)
+    assert header["__metadata__"] == AUTHOR and list(header) == sorted(header)
+    blob = decode_blob(data)
+    assert blob.metadata == AUTHOR
+    assert all(torch.equal(blob.state[k], v) for k, v in state.items())
+    assert safetensors.torch.load(data).keys() == state.keys()
+    assert len(data) == encoded_size(state, metadata=AUTHOR)
+    assert len(header_bytes(data)) == header_size(state, metadata=AUTHOR)
+    assert decode_blob(encode_state(state)).metadata == {}
+    assert encode_state(state, metadata={}) == encode_state(state)  # one encoding of "none"
+
+
+def test_payload_hash_is_the_tensor_data_whatever_the_metadata() -> None:
+    state = _state()
+    plain, named = encode_state(state), encode_state(state, metadata=AUTHOR)
+    assert hashlib.sha256(plain).hexdigest() != hashlib.sha256(named).hexdigest()
+    assert decode_blob(plain).payload == decode_blob(named).payload == payload_digest(state)
+    moved = {**state, "steps": torch.tensor(13)}
+    assert payload_digest(moved) != payload_digest(state)
+    negative_zero = {"x": torch.tensor([-0.0])}  # bitwise, not numerically, equal
+    assert payload_digest(negative_zero) != payload_digest({"x": torch.tensor([0.0])})
+
+
+@pytest.mark.parametrize(
+    ("metadata", "match"),
+    [
+        ({f"k{i}": "v" for i in range(17)}, "entries"),
+        ({"k": "v" * 257}, "longer than allowed"),
+        ({"k" * 65: "v"}, "longer than allowed"),
+        ({"k": 1}, "string pair"),
+        ({"": "v"}, "string pair"),
+    ],
+)
+def test_encode_refuses_metadata_over_the_bounds(metadata: dict, match: str) -> None:
+    with pytest.raises(CodecError, match=match):
+        encode_state({"x": torch.ones(1)}, metadata=metadata)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "match"),
+    [
+        ({}, "non-empty mapping"),  # encode_state writes no metadata at all for none
+        ({"k": ["v"]}, "string pair"),
+        ("text", "non-empty mapping"),
+        ({f"k{i}": "v" for i in range(17)}, "entries"),
+        ({"k": "v" * 257}, "longer than allowed"),
+    ],
+)
+def test_decode_refuses_metadata_encode_state_would_not_write(metadata: object, match: str) -> None:
+    header, body = _split(encode_state({"x": torch.ones(1)}))
+    raw = json.dumps({**header, "__metadata__": metadata}, sort_keys=True, separators=(",", ":"))
+    raw += " " * (-len(raw) % 8)
+    with pytest.raises(CodecError, match=match):
+        decode_blob(_join(raw.encode(), body))
 
 
 def test_decode_refuses_gaps_reordering_and_trailing_bytes() -> None:

@@ -6,6 +6,14 @@ lock (so one process can send from several threads); the chain's pending count i
 first transaction and again when the chain refuses a nonce (another client sent from the same
 key), and that transaction is then sent once more. Fees are read at most once a second.
 
+EVM nodes differ in how they say things, and this client reads each way the same
+(``README.md``, "Other EVM chains"): revert data comes as a hex string (geth, Anvil) or nested in
+an object (Hardhat: ``{"message", "data"}``); a transaction that reverts in the block it was
+mined in is reported by its receipt's status (geth, Anvil) or as an error answer to
+``eth_sendRawTransaction`` itself (Hardhat, which mines on arrival); an account that cannot pay
+is worded three ways; a node without ``eth_maxPriorityFeePerGas`` gets its tip from
+``eth_gasPrice``.
+
 The calls a node makes every round (``eth_call``, ``eth_getLogs``, transactions) go straight to
 the endpoint with :meth:`ChainClient.request` over a kept-alive connection
 (:mod:`allmende.chain.rpc`), skipping web3's middleware and contract machinery, which made a view
@@ -22,7 +30,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
@@ -46,12 +54,25 @@ DEFAULT_RECEIPT_TIMEOUT = 60.0
 # accepting it, so the first waits are short; a real chain's blocks take seconds, so the last
 # wait repeats until the receipt timeout.
 RECEIPT_POLL_SECONDS = (0.002, 0.004, 0.008, 0.016, 0.02)
+# While waiting for a receipt, how often to check that the chain still knows the transaction.
+DROPPED_CHECK_SECONDS = 2.0
 GAS_MARGIN = 1.2  # estimate * margin: room for state that changes between estimate and mining
 # Fees are reused this long. maxFeePerGas is twice the base fee plus the tip, which covers the
 # base fee's rise over several full blocks.
 FEE_CACHE_SECONDS = 1.0
 ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
+# How nodes word a revert that carries no data: the reason follows one of these prefixes.
+REVERT_MESSAGE_PREFIXES = (
+    "execution reverted: ",  # geth, Anvil, and the nodes that copy geth
+    "Error: VM Exception while processing transaction: reverted with reason string ",  # Hardhat
+)
+NO_REASON_MESSAGES = ("execution reverted", "Error: Transaction reverted without a reason string")
+MAX_ERROR_NESTING = 3  # Hardhat nests revert data one level deep; a deeper error is not read
+# How nodes word "the account cannot pay for this transaction" (geth, Anvil, Hardhat).
+NO_FUNDS_MARKERS = ("insufficient funds", "doesn't have enough funds")
+METHOD_NOT_FOUND = -32601
+PROGRESS_SECONDS = 1.0  # how often a waiting transaction is reported to a progress observer
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +91,16 @@ class Receipt:
     def fee(self) -> int:
         """Wei the sender paid for gas: ``gas_used * effective_gas_price``."""
         return self.gas_used * self.effective_gas_price
+
+
+class TxProgress(Protocol):
+    """Told about each transaction a :class:`ChainClient` sends (a CLI shows it to the user)."""
+
+    def sent(self, label: str, tx_hash: str) -> None: ...
+
+    def waiting(self, label: str, tx_hash: str, seconds: float) -> None: ...
+
+    def mined(self, label: str, receipt: Receipt) -> None: ...
 
 
 def decode_revert(data: bytes | str | None) -> str:
@@ -156,13 +187,35 @@ def _is_revert(error: Any) -> bool:
     return error.get("code") == 3 or "revert" in message.lower()
 
 
+def _revert_data(data: Any, depth: int = 0) -> str | None:
+    """The ``0x`` revert bytes in an error's ``data``: the string itself (geth, Anvil), or the
+    ``data`` of an object (Hardhat's ``{"message", "txHash", "data"}``); None if there are none."""
+    if isinstance(data, str):
+        return data if data.startswith("0x") else None
+    if isinstance(data, dict) and depth < MAX_ERROR_NESTING:
+        return _revert_data(data.get("data"), depth + 1)
+    return None
+
+
 def _revert_from_error(error: dict[str, Any], function: str) -> ContractRevert:
-    data = error.get("data")
-    if isinstance(data, str) and data.startswith("0x") and len(data) > 2:
+    data = _revert_data(error.get("data"))
+    if data is not None and len(data) > 2:
         reason = decode_revert(data)
     else:
-        reason = str(error.get("message", "")).removeprefix("execution reverted").lstrip(": ")
+        message = str(error.get("message", "")).strip()
+        reason = "" if data == "0x" or message in NO_REASON_MESSAGES else message
+        for prefix in REVERT_MESSAGE_PREFIXES:
+            if message.startswith(prefix):
+                reason = message.removeprefix(prefix).strip()
+                if prefix != REVERT_MESSAGE_PREFIXES[0] and reason[:1] == reason[-1:] == "'":
+                    reason = reason[1:-1]  # Hardhat quotes the reason
+                break
     return ContractRevert(reason or "reverted without a reason", function=function)
+
+
+def _is_no_funds(exc: ChainError) -> bool:
+    text = str(exc).lower()
+    return any(marker in text for marker in NO_FUNDS_MARKERS)
 
 
 class ChainClient:
@@ -190,10 +243,15 @@ class ChainClient:
         )
         self.receipt_timeout = receipt_timeout
         self._nonce: int | None = None
+        # "latest" after the chain lost transactions: a lost one leaves the pending count
+        # (which counts queued transactions of this account) above what can ever be mined
+        self._nonce_block = "pending"
+        self._lost_generation = 0  # grows each time the chain is known to have lost blocks
         self._lock = threading.Lock()
         self._call_signer: CallSigner | None = None
         self._fees_read: tuple[float, dict[str, int]] | None = None  # (monotonic time, fees)
         self._chain_id: int | None = None
+        self.progress: TxProgress | None = None  # told about every transaction sent
 
     @property
     def address(self) -> str:
@@ -222,6 +280,40 @@ class ChainClient:
 
     def block_number(self) -> int:
         return self._read_int("eth_blockNumber", [])
+
+    def block_hash(self, number: int) -> str | None:
+        """The hash of block ``number``, or None when the chain has no such block (yet)."""
+        header = self.block_header(number)
+        return None if header is None else header[0]
+
+    def block_header(self, number: int) -> tuple[str, int] | None:
+        """The hash and timestamp of block ``number``, or None when the chain has no such block."""
+        block = self.request("eth_getBlockByNumber", [hex(number), False])
+        if block is None:
+            return None
+        if (
+            not isinstance(block, dict)
+            or not isinstance(block.get("hash"), str)
+            or not isinstance(block.get("timestamp"), str)
+        ):
+            raise ChainError(f"{self.rpc_url} answered block {number} with {block!r:.80}.")
+        try:
+            timestamp = int(block["timestamp"], 16)
+        except ValueError:
+            raise ChainError(
+                f"{self.rpc_url} answered block {number} with timestamp {block['timestamp']!r:.40}."
+            ) from None
+        return str(block["hash"]), timestamp
+
+    def forget_nonce(self) -> None:
+        """Read the account's nonce from the chain before the next transaction (after the chain
+        lost blocks, the transactions in them and the nonces they used are gone). Transactions
+        still waiting for a receipt give up once the chain does not mine them soon, so the step
+        that sent them sends them again with a nonce the chain can use."""
+        with self._lock:
+            self._nonce = None
+            self._nonce_block = "latest"
+            self._lost_generation += 1
 
     def balance(self, address: str) -> int:
         return self._read_int("eth_getBalance", [to_checksum_address(address), "latest"])
@@ -294,6 +386,10 @@ class ChainClient:
         An error answer raises :class:`ContractRevert` when it is a revert and ``label`` (the
         function's name) is given, else :class:`ChainError` with the chain's message.
         """
+        return self._result(self._transport_call(method, params), method, label)
+
+    def _transport_call(self, method: str, params: list[Any]) -> dict[str, Any]:
+        """The JSON-RPC answer (a dict with ``result`` or ``error``), or :class:`ChainError`."""
         try:
             response = self._transport.call(method, params)
         except RpcUnreachable as exc:
@@ -305,6 +401,9 @@ class ChainClient:
             raise ChainError(f"{self.rpc_url} answered {method} with: {exc}.") from None
         if not isinstance(response, dict):
             raise ChainError(f"{self.rpc_url} answered {method} with {response!r:.80}.")
+        return response
+
+    def _result(self, response: dict[str, Any], method: str, label: str | None) -> Any:
         error = response.get("error")
         if error is not None:
             if label is not None and _is_revert(error):
@@ -317,24 +416,48 @@ class ChainClient:
         if account is None:
             raise ChainError("This chain client has no key; pass private_key to send transactions.")
         tx = {**tx, "from": account.address, "value": value, "chainId": self.chain_id}
-        gas = int(self.request("eth_estimateGas", [_as_call(tx)], label=label), 16)
-        tx["gas"] = int(gas * GAS_MARGIN)
-        tx.update(self._fees())
-        tx_hash = self._send_signed(account, tx)
+        try:
+            gas = int(self.request("eth_estimateGas", [_as_call(tx)], label=label), 16)
+            tx["gas"] = int(gas * GAS_MARGIN)
+            tx.update(self._fees())
+            tx_hash = self._send_signed(account, tx, label)
+        except ContractRevert:
+            raise
+        except ChainError as exc:
+            if not _is_no_funds(exc):
+                raise
+            raise ChainError(
+                f"The account {account.address} cannot pay for the {label} transaction on "
+                f"chain {self.chain_id} (it holds {self.balance(account.address)} wei; the chain "
+                f"said: {exc}); send it ether and retry."
+            ) from None
+        if self.progress is not None:
+            self.progress.sent(label, tx_hash)
         return self._wait(tx_hash, tx, label)
 
-    def _send_signed(self, account: LocalKey, tx: dict[str, Any]) -> str:
-        """Sign ``tx`` with the next nonce and send it; its hash."""
+    def _send_signed(self, account: LocalKey, tx: dict[str, Any], label: str) -> str:
+        """Sign ``tx`` with the next nonce and send it; its hash.
+
+        A node that mines on arrival may answer with the revert of the block it was just mined
+        in (Hardhat): that is :class:`ContractRevert`, and the nonce it used is spent.
+        """
         with self._lock:
             for attempt in range(2):
                 if self._nonce is None:  # the first transaction, or after a refusal
+                    block = self._nonce_block
                     self._nonce = int(
-                        self.request("eth_getTransactionCount", [account.address, "pending"]), 16
+                        self.request("eth_getTransactionCount", [account.address, block]), 16
                     )
+                    self._nonce_block = "pending"
                 tx["nonce"] = self._nonce
                 raw = self._sign(account, tx)
                 try:
-                    tx_hash = str(self.request("eth_sendRawTransaction", ["0x" + raw.hex()]))
+                    tx_hash = str(
+                        self.request("eth_sendRawTransaction", ["0x" + raw.hex()], label=label)
+                    )
+                except ContractRevert:
+                    self._nonce = None  # mined and reverted, or refused: the chain knows which
+                    raise
                 except ChainError as exc:
                     self._nonce = None  # unknown whether it went out: re-read from chain
                     if attempt == 0 and "nonce" in str(exc).lower():
@@ -358,23 +481,59 @@ class ChainClient:
         if read is not None and time.monotonic() - read[0] < FEE_CACHE_SECONDS:
             return read[1]
         block = self.request("eth_getBlockByNumber", ["latest", False])
-        tip = int(self.request("eth_maxPriorityFeePerGas", []), 16)
-        base = int(block.get("baseFeePerGas") or "0x0", 16)
+        if not isinstance(block, dict):
+            raise ChainError(f"The chain at {self.rpc_url} answered {block!r:.100} for its "
+                             "latest block.")  # fmt: skip
+        base = _quantity(block.get("baseFeePerGas") or "0x0", "eth_getBlockByNumber")
+        tip = self._priority_fee(base)
         fees = {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip}
         self._fees_read = (time.monotonic(), fees)
         return fees
 
+    def fees(self) -> dict[str, int]:
+        """``maxFeePerGas`` and ``maxPriorityFeePerGas`` (wei) the next transaction offers."""
+        return dict(self._fees())
+
+    def _priority_fee(self, base_fee: int) -> int:
+        """``eth_maxPriorityFeePerGas``; on a node without it, ``eth_gasPrice`` less the base fee
+        (what geth's own suggestion is made of)."""
+        response = self._transport_call("eth_maxPriorityFeePerGas", [])
+        error = response.get("error")
+        if isinstance(error, dict) and error.get("code") == METHOD_NOT_FOUND:
+            return max(0, self._read_int("eth_gasPrice", []) - base_fee)
+        return _quantity(self._result(response, "eth_maxPriorityFeePerGas", None),
+                         "eth_maxPriorityFeePerGas")  # fmt: skip
+
     def _wait(self, tx_hash: str, tx: dict[str, Any], label: str) -> Receipt:
         """Wait for the receipt: asked at once (a devnet mines on arrival), then after each of
         :data:`RECEIPT_POLL_SECONDS` (the last repeated), up to ``receipt_timeout``."""
-        deadline = time.monotonic() + self.receipt_timeout
+        started = time.monotonic()
+        deadline = started + self.receipt_timeout
+        next_check = started + DROPPED_CHECK_SECONDS
+        generation = self._lost_generation
         waits = itertools.chain(RECEIPT_POLL_SECONDS, itertools.repeat(RECEIPT_POLL_SECONDS[-1]))
+        reported = started
         while (raw := self.request("eth_getTransactionReceipt", [tx_hash])) is None:
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > next_check:  # still minable? (a rollback or restart drops it, or its nonce)
+                next_check = now + DROPPED_CHECK_SECONDS
+                dropped = self.request("eth_getTransactionByHash", [tx_hash]) is None
+                if dropped or self._lost_generation != generation:
+                    self.forget_nonce()
+                    raise ChainError(
+                        f"The {label} transaction {tx_hash} was "
+                        f"{'dropped by' if dropped else 'sent before blocks were lost from'} the "
+                        "chain; the step that sent it will send it again."
+                    )
+            if now > deadline:
+                self.forget_nonce()  # a transaction the chain dropped leaves a gap in nonces
                 raise ChainError(
                     f"The {label} transaction {tx_hash} was not mined within "
                     f"{self.receipt_timeout:.0f} s; check that the chain is producing blocks."
                 )
+            if self.progress is not None and now - reported >= PROGRESS_SECONDS:
+                reported = now
+                self.progress.waiting(label, tx_hash, now - started)
             time.sleep(next(waits))
         receipt = Receipt(
             tx_hash=str(raw["transactionHash"]),
@@ -389,6 +548,8 @@ class ChainClient:
         )
         if receipt.status != 1:
             raise self._replay_failure(tx, receipt, label)
+        if self.progress is not None:
+            self.progress.mined(label, receipt)
         return receipt
 
     def _replay_failure(self, tx: dict[str, Any], receipt: Receipt, label: str) -> ChainError:

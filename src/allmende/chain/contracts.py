@@ -14,6 +14,23 @@ from allmende.chain.stream import DEFAULT_CHUNK_BLOCKS, DEFAULT_POLL_INTERVAL, E
 from allmende.errors import ChainError
 
 
+def require_code(client: ChainClient, deployment: Deployment) -> None:
+    """:class:`ChainError` unless both contracts of ``deployment`` have code on the chain.
+
+    A dev chain that keeps no state (Hardhat's network, Anvil without ``--state``) forgets the
+    contracts when it restarts, and many dev chains share an id (1337, 31337): the chain id
+    alone does not show that the file describes this chain.
+    """
+    for name, info in (("Registry", deployment.registry), ("Jobs", deployment.jobs)):
+        if not client.has_code(info.address):
+            raise ChainError(
+                f"The chain at {client.rpc_url} (id {client.chain_id}) has no {name} contract at "
+                f"{info.address}, where the deployment file says it is: the chain was reset or the "
+                "file is for another chain; deploy again with `allmende contracts deploy` (or "
+                "`allmende devnet up`) and use the new deployment file."
+            )
+
+
 @dataclass(frozen=True)
 class Contracts:
     """``Registry`` and ``Jobs`` of one deployment, reached through one client."""
@@ -46,11 +63,13 @@ class Contracts:
             timeout=timeout,
             receipt_timeout=receipt_timeout,
         )
-        if check_chain and client.chain_id != deployment.chain_id:
-            raise ChainError(
-                f"The chain at {client.rpc_url} has id {client.chain_id}, but the deployment "
-                f"file is for chain {deployment.chain_id}; point at the right RPC URL."
-            )
+        if check_chain:
+            if client.chain_id != deployment.chain_id:
+                raise ChainError(
+                    f"The chain at {client.rpc_url} has id {client.chain_id}, but the deployment "
+                    f"file is for chain {deployment.chain_id}; point at the right RPC URL."
+                )
+            require_code(client, deployment)
         return cls(
             deployment=deployment,
             client=client,

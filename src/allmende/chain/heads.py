@@ -94,6 +94,11 @@ class HeadWatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._next.wait(), timeout)
 
+    def forget_number(self) -> None:
+        """Drop the newest announced block: the chain lost blocks, so it may be higher than any
+        block the chain has now; the next notification sets it again."""
+        self.number = None
+
     def wake(self) -> None:
         """Wake every waiter (a new block, or the node is stopping)."""
         self.seq += 1

@@ -6,6 +6,9 @@ urllib3) takes about four times as long as one over a plain ``http.client`` conn
 A connection the server closed while idle is noticed before it is reused (the socket reads as
 ready) and replaced. Should the server close it just as a request goes out, a read is sent once
 more on a new connection; a transaction is not (the caller re-reads the nonce and tries again).
+A server that says how long it keeps an idle connection (``Keep-Alive: timeout=5`` from Hardhat,
+as from any Node.js server) is taken at its word: a connection idle for nearly that long is
+replaced before a request goes out, so a transaction never meets a connection closing under it.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ from __future__ import annotations
 import http.client
 import itertools
 import json
+import re
 import select
 import threading
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,6 +31,12 @@ RETRY_SAFE = frozenset({
     "eth_getBlockByNumber", "eth_getCode", "eth_getLogs", "eth_getTransactionCount",
     "eth_getTransactionReceipt", "eth_maxPriorityFeePerGas",
 })  # fmt: skip
+
+
+# A connection is replaced once it has been idle this long less than the server's keep-alive
+# timeout: room for the two clocks and the request's own travel.
+KEEPALIVE_MARGIN_SECONDS = 1.0
+_KEEPALIVE_TIMEOUT = re.compile(r"(?:^|[,;\s])timeout=(\d{1,6})(?:$|[,;\s])")
 
 
 class RpcUnreachable(ConnectionError):
@@ -73,6 +84,9 @@ class JsonRpcTransport:
                 raise RpcUnreachable(f"{type(again).__name__}: {again}") from None
         if response.will_close:
             self._drop()
+        else:
+            self._local.idle_limit = _keepalive_limit(response.getheader("keep-alive"))
+            self._local.last_used = time.monotonic()
         if len(data) > MAX_RESPONSE_BYTES:
             self._drop()
             raise RpcBadAnswer(f"the answer to {method} is over {MAX_RESPONSE_BYTES} bytes")
@@ -101,7 +115,7 @@ class JsonRpcTransport:
 
     def _connection(self) -> http.client.HTTPConnection:
         connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
-        if connection is not None and _closed_by_peer(connection):
+        if connection is not None and (self._idle_too_long() or _closed_by_peer(connection)):
             self._drop()
             connection = None
         if connection is None:
@@ -112,6 +126,13 @@ class JsonRpcTransport:
                 self._open.add(connection)
         return connection
 
+    def _idle_too_long(self) -> bool:
+        """Whether this thread's connection has been idle nearly as long as the server keeps it."""
+        limit: float | None = getattr(self._local, "idle_limit", None)
+        if limit is None:
+            return False
+        return time.monotonic() - getattr(self._local, "last_used", 0.0) >= limit
+
     def _drop(self) -> None:
         connection = getattr(self._local, "connection", None)
         if connection is not None:
@@ -119,6 +140,17 @@ class JsonRpcTransport:
             with self._lock:
                 self._open.discard(connection)
         self._local.connection = None
+
+
+def _keepalive_limit(header: str | None) -> float | None:
+    """Seconds a connection may stay idle before reuse, from a ``Keep-Alive: timeout=N`` header
+    (None: the server set no limit)."""
+    if not header:
+        return None
+    match = _KEEPALIVE_TIMEOUT.search(header.lower())
+    if match is None:
+        return None
+    return max(0.0, int(match.group(1)) - KEEPALIVE_MARGIN_SECONDS)
 
 
 def _closed_by_peer(connection: http.client.HTTPConnection) -> bool:

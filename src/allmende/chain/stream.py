@@ -4,6 +4,18 @@ The stream remembers the next block it has to read (``next_block``) and, given a
 persists it after the caller has consumed a batch, so a restarted node resumes where it stopped
 (a crash mid-batch replays that batch: handlers must be idempotent, which events make easy since
 each carries its block number and log index).
+
+The chain can lose blocks the stream already read: a reorg on a live chain, or a dev chain
+restarted from a state file a few seconds old. The stream keeps the number and hash of the last
+block it read; when the head falls below it, or that block's hash changed, it sets
+``rolled_back`` and reads again from ``from_block``, as a restarted node would. Its caller drops
+what it derived from the lost blocks (see the roles' ``reconcile``) and clears the flag.
+
+A head told by a new-block notification may be ahead of the endpoint the logs are read from (a
+websocket and an HTTP endpoint behind one provider's balancer). Nodes differ in how they answer
+a range past their head: Anvil refuses it (``BlockOutOfRangeError``), Hardhat and geth answer
+``[]``. Either way the stream does not trust the range: after a failed read it asks the endpoint
+for its own head and reads once more, so a notification never costs a back-off.
 """
 
 from __future__ import annotations
@@ -53,9 +65,13 @@ class EventStream:
         self.cursor_file = cursor_file
         self.chunk_blocks = chunk_blocks
         self.poll_interval = poll_interval
+        self.from_block = from_block
         self.next_block = max(from_block, self._load_cursor())
         self._backoff = 0.0
         self._head: int | None = None  # chain head seen by the last successful poll
+        self._last_read: tuple[int, str] | None = None  # (number, hash) of the last block read
+        self.rolled_back = False  # set when the chain lost blocks this stream had read
+        self.head_time: int | None = None  # timestamp of the newest block read
 
     def fetch(self, from_block: int, to_block: int) -> list[ChainEvent]:
         """Every typed event in ``[from_block, to_block]``, ordered by block and log index."""
@@ -86,18 +102,63 @@ class EventStream:
         are handled.
         """
         try:
-            head = self._head = self.client.block_number() if head is None else head
-            if head < self.next_block:
-                return []
-            to_block = min(head, self.next_block + self.chunk_blocks - 1)
-            events = self.fetch(self.next_block, to_block)
+            try:
+                read = self._read_to(head)
+            except (ChainError, OSError):
+                if head is None:
+                    raise
+                read = self._read_to(None)  # the endpoint's own head this time
         except (ChainError, OSError) as exc:  # an RPC hiccup: back off, retry
             self._backoff = min(MAX_BACKOFF, max(self.poll_interval, 2 * self._backoff))
             log.warning("event poll failed (%s); retrying in %.1f s", exc, self._backoff)
             return []
         self._backoff = 0.0
+        if read is None:  # the chain lost blocks: the next poll reads from the start
+            return []
+        events, to_block, to_hash = read
         self.next_block = to_block + 1
+        if to_hash is not None:  # None: the block went away meanwhile; the next poll sees it
+            self._last_read = (to_block, to_hash)
         return events
+
+    def _read_to(self, head: int | None) -> tuple[list[ChainEvent], int, str | None] | None:
+        """The events of the next chunk up to ``head`` (asked for if None), its last block
+        (``next_block - 1`` when there is nothing new) and that block's hash (None then); None
+        when the chain lost blocks this stream had read."""
+        head = self._head = self.client.block_number() if head is None else head
+        if self._lost_blocks(head):
+            return None
+        if head < self.next_block:
+            return [], self.next_block - 1, None
+        to_block = min(head, self.next_block + self.chunk_blocks - 1)
+        events = self.fetch(self.next_block, to_block)
+        header = self.client.block_header(to_block)
+        if header is not None:
+            self.head_time = header[1]
+        return events, to_block, None if header is None else header[0]
+
+    def _lost_blocks(self, head: int) -> bool:
+        """Whether the chain lost blocks this stream read; if so, start again from the start.
+
+        Checked when the head moved away from the last block read (a new block, or fewer
+        blocks): the head below it, or another block at its height, means a rollback.
+        """
+        if self._last_read is None:
+            return False
+        number, seen_hash = self._last_read
+        if head == number:
+            return False
+        if head > number and self.client.block_hash(number) == seen_hash:
+            return False
+        log.warning(
+            "The chain lost blocks this node had read (it read up to block %d, the head is now "
+            "%d); reading its events again from block %d.",
+            number, head, self.from_block,
+        )  # fmt: skip
+        self.next_block = self.from_block
+        self._last_read = None
+        self.rolled_back = True
+        return True
 
     def caught_up(self) -> bool:
         """True when the last poll reached the chain head it saw (no RPC call)."""

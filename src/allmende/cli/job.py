@@ -123,9 +123,13 @@ async def _watch(job_id: int, home: Path | None, deployment: Path | None, timeou
                     state = await reader.state(digest, peers, reference=reference)
                     metrics = evaluate(task, state)
                     who = [trainers[i] for i in from_bitmap(result.included) if i < len(trainers)]
+                    scores = "".join(
+                        f"{name} {metrics[name]:.4f}  "
+                        for name in ("accuracy", "loss")
+                        if name in metrics
+                    )
                     progress.console.print(
-                        f"round {shown:>3}/{job.rounds}  accuracy {metrics['accuracy']:.4f}  "
-                        f"loss {metrics['loss']:.4f}  model {digest[:12]}  "
+                        f"round {shown:>3}/{job.rounds}  {scores}model {digest[:12]}  "
                         f"{len(who)}/{len(trainers)} trainers"
                     )
                     if who != contributors:  # say who contributed whenever it changes

@@ -51,7 +51,7 @@ def _root(
     """Allmende: an open network for training, verifying and trading AI models."""
 
 
-_SUBCOMMANDS = ("devnet", "node", "job", "model")
+_SUBCOMMANDS = ("devnet", "contracts", "node", "job", "model")
 _registered: set[str] = set()
 
 

@@ -1,4 +1,5 @@
-"""``allmende node``: create a node home, run the node, put blobs into it, collect garbage.
+"""``allmende node``: create a node home, run the node, show its data, put blobs into it, collect
+garbage.
 
 A node home holds ``node.toml`` (config), ``key.json`` (the node's Ethereum key, encrypted unless
 ``--insecure-plaintext-key`` on a devnet), ``state.sqlite`` and ``blobs/``. Local tools put blobs
@@ -19,6 +20,7 @@ from rich.console import Console
 
 from allmende.chain import Deployment
 from allmende.errors import ConfigError, NodeError
+from allmende.learn.dataset import DataSource
 from allmende.net.endpoints import LOOPBACK_RANGES
 from allmende.node.config import (
     CONFIG_FILE,
@@ -30,6 +32,7 @@ from allmende.node.config import (
     parse_config,
 )
 from allmende.node.home import create_home, open_state, open_store
+from allmende.node.jobspec import JobSpec, load_jobspec
 from allmende.store.blobs import check_digest
 
 app = typer.Typer(
@@ -74,12 +77,21 @@ def init(
         help="A non-public address range (CIDR) whose peer endpoints this node contacts "
         "(repeatable; on a devnet chain loopback is allowed without it).",
     ),
+    allow_task: list[str] = typer.Option(
+        [],
+        "--allow-task",
+        help="A task this node may train for (repeatable); without one a trainer refuses "
+        "every job until [trainer] allowed_tasks in node.toml names some.",
+    ),
 ) -> None:
     """Create a node home: node.toml, an encrypted key, and the state database.
 
     The key password is read from $ALLMENDE_KEY_PASSWORD, or prompted for. On a devnet chain
     (and offline) ``[net] allow_endpoint_ranges`` lists the loopback ranges, where every node of
     a devnet listens.
+
+    Consent by default: a trainer trains for nobody until its operator names the tasks it allows
+    (``--allow-task NAME``, or ``allowed_tasks`` under ``[trainer]`` in node.toml).
     """
     if (home / CONFIG_FILE).exists():
         raise NodeError(f"{home} already holds a node ({CONFIG_FILE}); pick another directory.")
@@ -98,15 +110,15 @@ def init(
     chain_id = Deployment.load(deployment).chain_id if deployment else DEFAULT_CHAIN_ID
     ranges = list(LOOPBACK_RANGES) if chain_id in DEVNET_CHAIN_IDS else []
     ranges += [r for r in allow_endpoint_range if r not in ranges]
-    config = parse_config(
-        {
-            "node": node,
-            "chain": chain,
-            "stake": {"amount_wei": stake_wei},
-            "net": {"allow_endpoint_ranges": ranges},
-        },
-        source="The node settings",
-    )
+    sections: dict[str, object] = {
+        "node": node,
+        "chain": chain,
+        "stake": {"amount_wei": stake_wei},
+        "net": {"allow_endpoint_ranges": ranges},
+    }
+    if allow_task:
+        sections["trainer"] = {"allowed_tasks": list(dict.fromkeys(allow_task))}
+    config = parse_config(sections, source="The node settings")
     private_key = None
     if import_key_env is not None:
         private_key = os.environ.get(import_key_env)
@@ -124,6 +136,132 @@ def init(
         private_key=private_key,
     )
     _out.print(f"node home {home} created; node address {address}", soft_wrap=True)
+    if "trainer" in config.node.roles:
+        _say_consent(home, config.trainer.allowed_tasks)
+
+
+def _say_consent(home: Path, allowed: list[str] | None) -> None:
+    """What the new trainer trains for, and how to change it."""
+    from allmende.learn.task import installed_tasks
+
+    installed = sorted(installed_tasks())
+    if allowed:
+        _out.print(f"the trainer trains for tasks {', '.join(allowed)}", soft_wrap=True)
+        missing = [name for name in allowed if name not in installed]
+        if missing:
+            _out.print(
+                f"note: {', '.join(missing)} not installed here (installed: "
+                f"{', '.join(installed) or 'none'}); install it before jobs come",
+                soft_wrap=True,
+            )
+        return
+    _out.print(
+        "the trainer trains for nobody yet (consent by default): to allow a task, add "
+        f'allowed_tasks = ["{installed[0] if installed else "TASK"}"] under [trainer] in '
+        f"{home / CONFIG_FILE}, or create the node with --allow-task NAME; installed tasks: "
+        f"{', '.join(installed) or 'none'}",
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def data(
+    home: Path = HOME,
+    spec: Path | None = typer.Option(
+        None, "--spec", help="A job spec (TOML): show the data as its task and [data] read it."
+    ),
+    label: str | None = typer.Option(
+        None, "--label", help="A table's column whose values to count (default: the spec's)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Show what this node would train on, without training: the declared source, its rows or
+    bytes, schema and label counts. Every file is read, so a bad one is named here.
+
+    With --spec, the job's task also reads the data as that job's [data] options say (columns,
+    classes, image size), with the same checks the node makes before it joins the job.
+    """
+    from allmende.learn.sources import summarize
+
+    config = load_config(home)
+    source = config.trainer.dataset
+    job = load_jobspec(spec) if spec is not None else None
+    if label is None and job is not None and isinstance(job.data.get("label"), str):
+        label = job.data["label"]
+    summary = summarize(source, label=label).as_dict()
+    if job is not None:
+        summary["task"] = _as_task_reads(job, source)
+    if as_json:
+        typer.echo(json.dumps(summary, sort_keys=True))
+        return
+    _out.print(f"{summary['kind']}: {summary['location']}", soft_wrap=True)
+    if summary["kind"] != "partition":
+        _out.print(f"  {summary['examples']} examples, {summary['bytes']} bytes")
+    for name, kind in summary["schema"].items():
+        _out.print(f"  {name}: {kind}", soft_wrap=True)
+    if summary["labels"]:
+        _out.print("  labels: " + ", ".join(f"{k} {v}" for k, v in summary["labels"].items()))
+    for note in summary["notes"]:
+        _out.print(f"  {note}", soft_wrap=True)
+    if job is not None:
+        reads = summary["task"]
+        _out.print(
+            f"task {reads['task']}: {reads['examples']} examples, inputs {reads['input_shape']}"
+        )
+        if reads["classes"]:
+            _out.print("  classes: " + ", ".join(f"{k} {v}" for k, v in reads["classes"].items()))
+
+
+@app.command("stdlib-shard")
+def stdlib_shard(
+    home: Path = HOME,
+    part: int = typer.Option(..., "--part", help="This node's shard, 0 .. num-parts - 1."),
+    num_parts: int = typer.Option(..., "--num-parts", help="How many shards the nodes share."),
+    folder: str = typer.Option("corpus", "--folder", help="Where in the home to write it."),
+) -> None:
+    """Write one shard of this Python's standard library (its .py files, split by the hash of
+    each file's path) into the node home and declare it as the node's text corpus.
+
+    Nodes that take different parts of the same --num-parts hold different files: the demo
+    corpus of the byte-gpt task (see `make text-demo`).
+    """
+    import tomllib
+
+    from allmende.learn.stdlib_text import write_shard
+    from allmende.node.config import write_config
+
+    load_config(home)  # a home that exists and parses
+    dest = home / folder
+    written = write_shard(dest, part=part, num_parts=num_parts)
+    raw = tomllib.loads((home / CONFIG_FILE).read_text())
+    raw.setdefault("trainer", {})["dataset"] = {"kind": "text", "path": folder}
+    write_config(home, parse_config(raw, source=str(home / CONFIG_FILE)))
+    _out.print(
+        f"wrote shard {part} of {num_parts} of the standard library ({written} bytes) to {dest}; "
+        f'[trainer.dataset] now declares kind = "text", path = "{folder}"',
+        soft_wrap=True,
+    )
+
+
+def _as_task_reads(job: JobSpec, source: DataSource) -> dict[str, object]:
+    """How the job's task reads the node's data (this imports torch)."""
+    from collections import Counter
+
+    from allmende.learn.task import load_task
+
+    task = load_task(job.task, data=job.data)
+    local = task.load_data(source)
+    names = getattr(task.options, "classes", None)
+    counts = Counter(int(t) for t in local.targets.reshape(-1).tolist()) if names else Counter()
+    return {
+        "task": task.name,
+        "examples": len(local),
+        "input_shape": list(local.inputs.shape[1:]),
+        "classes": {
+            (str(names[i]) if names and i < len(names) else str(i)): counts[i]
+            for i in sorted(counts)
+        },
+    }
 
 
 @app.command()

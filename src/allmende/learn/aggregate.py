@@ -14,7 +14,8 @@ i.e. ``acc = 0``; ``acc = acc + w_i * model_i[k]`` (float32 tensor ops, ``w_i`` 
 ``new[k] = acc / W`` with ``W`` the exact integer total. Each step is an element-wise IEEE
 operation, so the result does not depend on threads or vector width.
 
-The robust rules (``trimmed_mean``, ``median``, ``krum``, ``multi_krum``, ``centered_clip``) work
+The robust rules (``trimmed_mean``, ``median``, ``krum``, ``multi_krum``, ``centered_clip``,
+``clipped_mean``) work
 on *deltas* ``d_i = model_i - global`` flattened to float64 vectors ``(n, p)``; they ignore the
 weights (a trainer declares its own weight, so a liar could claim any). Means are running sums
 over rows in address order, sorts are over values only, and every norm or distance is summed
@@ -36,6 +37,7 @@ from torch import Tensor
 from allmende.errors import AggregationError
 from allmende.learn.rules import (
     CenteredClipParams,
+    ClippedMeanParams,
     FedAvgParams,
     KrumParams,
     MedianParams,
@@ -173,6 +175,8 @@ def robust_delta(deltas: Tensor, config: RuleParams) -> Tensor:
             return multi_krum(deltas, config)
         case CenteredClipParams():
             return centered_clip(deltas, config)
+        case ClippedMeanParams():
+            return clipped_mean(deltas, config)
     raise AggregationError(f"{type(config).__name__} names no robust rule; use fedavg for it.")
 
 
@@ -307,3 +311,28 @@ def centered_clip(deltas: Tensor, config: CenteredClipParams) -> Tensor:
             acc = acc + diff * scale
         center = center + acc / n
     return center
+
+
+def clipped_mean(deltas: Tensor, config: ClippedMeanParams) -> Tensor:
+    """Centered clipping whose radius is ``scale`` times the median distance to the center."""
+    n, p = deltas.shape
+    center = torch.zeros(p, dtype=deltas.dtype)  # (p,), start at the global model
+    for _ in range(config.iters):
+        diffs = deltas - center  # (n, p)
+        norms = [math.sqrt(exact_sum_of_squares(diff)) for diff in diffs]  # exact, per row
+        tau = config.scale * median_of(norms)
+        acc = torch.zeros(p, dtype=deltas.dtype)  # (p,)
+        for diff, norm in zip(diffs, norms, strict=True):
+            scale = min(1.0, tau / norm) if norm > 0 else 1.0
+            acc = acc + diff * scale
+        center = center + acc / n
+    return center
+
+
+def median_of(values: list[float]) -> float:
+    """The median of Python floats (mean of the two middle ones when their number is even)."""
+    ranked = sorted(values)
+    middle = len(ranked) // 2
+    if len(ranked) % 2 == 1:
+        return ranked[middle]
+    return (ranked[middle - 1] + ranked[middle]) / 2

@@ -19,8 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from allmende.errors import DataError
+from allmende.learn.dataset import DatasetDecl, DataSource
 from allmende.learn.partition import partition_indices
-from allmende.learn.task import DatasetDecl, LocalData, Task
+from allmende.learn.task import LocalData, Task
 
 SPLIT_SEED = 20_240_601
 TEST_FRACTION = 0.2
@@ -87,7 +89,13 @@ class DigitsMLP(Task):
             nn.Linear(N_HIDDEN, N_CLASSES),  # (batch, 128) -> (batch, 10) logits
         )
 
-    def load_data(self, dataset: DatasetDecl) -> LocalData:
+    def load_data(self, dataset: DataSource) -> LocalData:
+        if not isinstance(dataset, DatasetDecl):
+            raise DataError(
+                f"Task 'digits-mlp' trains on the digits it ships, but this node declares "
+                f"kind = '{dataset.kind}' in [trainer.dataset]; declare a partition there, or "
+                "allow tasks that train on such data (tabular-mlp, image-cnn)."
+            )
         train_x, train_y, _, _ = _split()
         parts = partition_indices(
             train_y,

@@ -58,6 +58,23 @@ class CenteredClipParams(RuleParams):
     iters: int = Field(default=3, ge=1)
 
 
+class ClippedMeanParams(RuleParams):
+    """Mean of the updates, each clipped to a radius the round's updates set themselves.
+
+    Each of ``iters`` steps clips every update's distance from the running center ``v``
+    (the global model at first) to ``tau = scale * median_i ||d_i - v||`` and moves ``v`` by
+    the mean of the clipped distances: with ``iters = 1`` a norm-bounded mean, with more a
+    centered clipping whose radius needs no tuning to the model. Fewer than half the
+    trainers cannot raise the radius, so a boosted update moves the model no more than a
+    typical honest one. Raise ``iters`` if attackers who send large updates still pull the
+    model; ``scale`` above 1 lets more honest updates through unclipped (faster on a clean
+    run, weaker against attackers). All aggregators must agree on both.
+    """
+
+    scale: float = Field(default=1.0, gt=0.0, le=100.0)
+    iters: int = Field(default=3, ge=1, le=100)
+
+
 RULES: dict[str, type[RuleParams]] = {
     "fedavg": FedAvgParams,
     "trimmed_mean": TrimmedMeanParams,
@@ -65,7 +82,19 @@ RULES: dict[str, type[RuleParams]] = {
     "krum": KrumParams,
     "multi_krum": MultiKrumParams,
     "centered_clip": CenteredClipParams,
+    "clipped_mean": ClippedMeanParams,
 }
+
+
+def min_updates(config: RuleParams) -> int:
+    """The fewest updates a round must have for the rule with these parameters to aggregate
+    them (:mod:`allmende.learn.aggregate` refuses fewer): Krum's ``2f + 3``, Multi-Krum's
+    larger of that and ``m``; 1 for the others."""
+    if isinstance(config, KrumParams):
+        return 2 * config.f + 3
+    if isinstance(config, MultiKrumParams):
+        return max(2 * config.f + 3, config.m)
+    return 1
 
 
 def rule_params(rule: str, params: dict[str, object] | None = None) -> RuleParams:

@@ -1,29 +1,53 @@
 """The Task API: the ML code a job names and a node operator installs.
 
 A task is a Python class registered under the entry-point group ``allmende.tasks``. It knows how
-to build its model, load the node's local data from the operator's :class:`DatasetDecl`, compute
-the training loss of a batch, and evaluate a model. *No code travels with a job*: a node runs only
-the tasks installed in its own environment, found by :func:`load_task`.
+to build its model, load the node's local data from the operator's declared
+:data:`~allmende.learn.dataset.DataSource`, compute the training loss of a batch, and evaluate a
+model. *No code travels with a job*: a node runs only the tasks installed in its own environment,
+found by :func:`load_task`.
+
+What a job may say about the data and the model (a table's feature columns, the classes, an
+image size) is the job spec's ``[data]`` table. Each task validates it with its own schema,
+:attr:`Task.Options` (a pydantic model; none by default), and :meth:`Task.with_options` returns
+the task configured by it: the options are the only thing a job can change in a task.
 
 Batches are ``(inputs, targets)`` pairs of tensors; :class:`LocalData` holds one split.
+See ``docs/tasks.md`` for how to write and install a task.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import json
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
+from typing import Any, ClassVar, Self
 
 import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor, nn
 
 from allmende.errors import TaskError
-from allmende.learn.dataset import DatasetDecl
+from allmende.learn.dataset import DatasetDecl, DataSource
+
+__all__ = ["DataSource", "DatasetDecl", "LocalData", "NoOptions", "Task", "TaskOptions"]
 
 ENTRY_POINT_GROUP = "allmende.tasks"
+
+
+class TaskOptions(BaseModel):
+    """Base of a task's :attr:`Task.Options`: unknown keys and wrong types are refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class NoOptions(TaskOptions):
+    """The options of a task that takes none: the job spec's ``[data]`` table must be empty."""
 
 @dataclass(frozen=True)
 class LocalData:
@@ -56,18 +80,34 @@ class Task(ABC):
 
     name: str = ""
     version: str = ""
+    Options: ClassVar[type[TaskOptions]] = NoOptions
+    """The schema of the job spec's ``[data]`` table for this task."""
+    options: TaskOptions | None = None
+    """The job's options, set by :meth:`with_options`; None on a task no job configured."""
 
     @abstractmethod
     def model(self) -> nn.Module:
         """A freshly initialised model (deterministic given torch's seed)."""
 
     @abstractmethod
-    def load_data(self, dataset: DatasetDecl) -> LocalData:
-        """The node's local training data, as the operator declared it."""
+    def load_data(self, dataset: DataSource) -> LocalData:
+        """The node's local training data, as the operator declared it (and the job's options
+        select from it); :class:`~allmende.errors.DataError` naming the file and row at fault."""
 
     @abstractmethod
     def test_data(self) -> LocalData:
-        """The held-out split every node evaluates on."""
+        """The held-out split every node evaluates on; TaskError where the task has none
+        (a task on the operators' own data: evaluate with :meth:`load_data` of a test file)."""
+
+    def epoch_batches(
+        self, data: LocalData, *, batch_size: int, generator: torch.Generator
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """One local epoch's batches, in training order, drawn with ``generator`` (seeded with
+        the round's derived seed). By default a permutation of all of ``data``, cut into
+        batches of ``batch_size``; a task over a stream (``byte-gpt``) draws windows instead."""
+        order = torch.randperm(len(data), generator=generator)  # (n,)
+        for start in range(0, len(data), batch_size):
+            yield data.batch(order[start : start + batch_size])
 
     @abstractmethod
     def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
@@ -76,6 +116,56 @@ class Task(ABC):
     @abstractmethod
     def evaluate(self, model: nn.Module, data: LocalData) -> dict[str, float]:
         """Metrics of ``model`` on ``data``; at least ``accuracy`` and ``loss``."""
+
+    def with_options(self, raw: Mapping[str, Any]) -> Self:
+        """A copy of this task configured by a job spec's ``[data]`` table ``raw``.
+
+        Raises :class:`TaskError` with one line naming the bad field (``data.classes``) when
+        :attr:`Options` refuses it.
+        """
+        try:
+            parsed = self.Options.model_validate(dict(raw))
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            loc = [str(part) for part in error["loc"]]
+            field = f"'data.{'.'.join(loc)}'" if loc else "[data]"
+            message = str(error["msg"]).removeprefix("Value error, ")
+            raise TaskError(
+                f"job spec: {field} is refused by task '{self.name}': {message}; see the "
+                "task's documentation for its [data] options."
+            ) from None
+        configured = copy.copy(self)
+        configured.options = parsed
+        return configured
+
+    def needs_options(self) -> bool:
+        """True when the task cannot build a model or read data before a job's ``[data]``
+        options configure it (its :attr:`Options` has required fields)."""
+        if self.options is not None:
+            return False
+        try:
+            self.Options()
+        except ValidationError:
+            return True
+        return False
+
+    def configured(self) -> TaskOptions:
+        """The job's options; TaskError when no job configured this task and it needs some."""
+        if self.options is not None:
+            return self.options
+        try:
+            self.options = self.Options()
+        except ValidationError:
+            raise TaskError(
+                f"Task '{self.name}' needs the job spec's [data] table (its options); it "
+                "cannot build a model or load data without a job."
+            ) from None
+        return self.options
+
+    def data_key(self) -> str:
+        """Names the local data this configured task loads: the task and its options."""
+        options = self.options.model_dump(mode="json") if self.options is not None else {}
+        return f"{self.name}/{json.dumps(options, sort_keys=True)}"
 
     def code_hash(self) -> str:
         """SHA-256 (hex) of the source file of the module that defines this task class."""
@@ -93,8 +183,24 @@ class Task(ABC):
         return {"name": self.name, "version": self.version, "code_hash": self.code_hash()}
 
 
+# The tasks this package ships. They are declared as entry points in pyproject.toml too; listed
+# here as well, a source checkout on PYTHONPATH (or an editable install made before a task was
+# added) finds them. An installed entry point of the same name takes precedence.
+BUILTIN_TASKS = {
+    "digits-mlp": "allmende.learn.digits:DigitsMLP",
+    "tabular-mlp": "allmende.learn.tabular:TabularMLP",
+    "image-cnn": "allmende.learn.images:ImageCNN",
+    "byte-gpt": "allmende.learn.text:ByteGPTTask",
+}
+
+
 def _entry_points() -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    found = {
+        name: EntryPoint(name=name, value=value, group=ENTRY_POINT_GROUP)
+        for name, value in BUILTIN_TASKS.items()
+    }
+    found.update({ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)})
+    return found
 
 
 def installed_tasks() -> dict[str, str]:
@@ -102,11 +208,12 @@ def installed_tasks() -> dict[str, str]:
     return {name: ep.value for name, ep in sorted(_entry_points().items())}
 
 
-def load_task(name: str) -> Task:
-    """Import and instantiate the installed task ``name``.
+def load_task(name: str, *, data: Mapping[str, Any] | None = None) -> Task:
+    """Import and instantiate the installed task ``name``, configured by a job spec's ``[data]``
+    table ``data`` when given (see :meth:`Task.with_options`).
 
-    Raises :class:`TaskError` when no such task is installed, or the entry point does not
-    produce a :class:`Task` with that name.
+    Raises :class:`TaskError` when no such task is installed, the entry point does not
+    produce a :class:`Task` with that name, or the task refuses ``data``.
     """
     found = _entry_points()
     if name not in found:
@@ -132,7 +239,7 @@ def load_task(name: str) -> Task:
             f"The entry point '{name}' produces a task named '{task.name}'; the names must "
             "match, fix the package that provides it."
         )
-    return task
+    return task if data is None else task.with_options(data)
 
 
 def seeded_model(task: Task, *, seed: int) -> nn.Module:

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from allmende.errors import ConfigError, TaskError
+from allmende.learn.devices import resolve_device
 from allmende.learn.optim import LocalOptimizer
 from allmende.learn.task import LocalData, Task, state_of
 
@@ -93,8 +94,13 @@ def train_local(
     momentum: float = 0.0,
     weight_decay: float = 0.0,
     seed: int,
+    device: str = "cpu",
 ) -> tuple[dict[str, Tensor], int, dict[str, float]]:
     """Train a copy of ``model_state`` on ``data``; return (new state, examples, metrics).
+
+    ``device`` is ``"cpu"``, ``"cuda"`` or ``"auto"`` (see :mod:`allmende.learn.devices`); the
+    batches are drawn on the CPU either way (:meth:`Task.epoch_batches`) and the new state is
+    returned on the CPU.
 
     ``examples`` is ``len(data)``, the FedAvg weight of this update. ``metrics`` holds the mean
     training ``loss`` of the last epoch and the number of optimizer ``steps``. The optimizer
@@ -108,6 +114,7 @@ def train_local(
     n = len(data)
     if n == 0:
         raise ConfigError("The node's local dataset is empty; declare a dataset with examples.")
+    where = resolve_device(device)
     with deterministic_torch(seed):
         model = task.model()
         try:
@@ -117,6 +124,7 @@ def train_local(
                 f"The model to train does not fit task '{task.name}' ({exc}); the job's model "
                 "was made for another task or version, so do not train it."
             ) from None
+        model.to(where)
         model.train()
         opt = LocalOptimizer(
             optimizer,
@@ -129,15 +137,16 @@ def train_local(
         steps = 0
         epoch_loss = 0.0
         for _ in range(epochs):
-            order = torch.randperm(n, generator=shuffle)  # (n,)
             epoch_loss = 0.0
-            for start in range(0, n, batch_size):
-                batch = data.batch(order[start : start + batch_size])
+            for inputs, targets in task.epoch_batches(
+                data, batch_size=batch_size, generator=shuffle
+            ):
+                batch = (inputs.to(where), targets.to(where))
                 loss = task.loss(model, batch)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 epoch_loss += float(loss.detach()) * len(batch[1])
                 steps += 1
-        new_state = state_of(model)
+        new_state = state_of(model.to("cpu"))
     return new_state, n, {"loss": epoch_loss / n, "steps": float(steps)}

@@ -39,9 +39,18 @@ Example::
     [aggregator]
     poll_seconds = 0.3
 
-The roles' sections (``[trainer]``, ``[aggregator]``) carry the consent policy: leaving
-``allowed_tasks`` or ``allowed_owners`` out means "any" (any *installed* task: a node never runs
-a task that is not installed on it, whatever its policy says).
+The roles' sections (``[trainer]``, ``[aggregator]``) carry the consent policy. A trainer
+trains only for the tasks its ``allowed_tasks`` names (left out: none, so a new node trains for
+nobody until its operator chooses); an aggregator left without ``allowed_tasks`` aggregates for
+any *installed* task. Leaving ``allowed_owners`` out means any owner. A node never runs a task
+that is not installed on it, whatever its policy says.
+
+``[trainer.dataset]`` may instead name the operator's own files (see
+:mod:`allmende.learn.dataset`)::
+
+    [trainer.dataset]
+    kind = "table"
+    path = "data/patients.csv"   # relative to the node home
 """
 
 from __future__ import annotations
@@ -62,7 +71,7 @@ from pydantic import (
 from allmende.chain.addresses import is_address, to_checksum_address
 from allmende.chain.roles import ROLE_AGGREGATOR, ROLE_PROVIDER, ROLE_TRAINER, ROLE_VERIFIER
 from allmende.errors import ConfigError
-from allmende.learn.dataset import DatasetDecl
+from allmende.learn.dataset import DATA_KINDS, DatasetDecl, DataSource
 from allmende.net.endpoints import EndpointPolicy, parse_ranges
 from allmende.net.limits import (
     DEFAULT_FETCH_DEADLINE_SECONDS,
@@ -91,6 +100,9 @@ DEFAULT_CHAIN_ID = 31337  # of an offline node's message domain
 
 DEFAULT_POLL_SECONDS = 0.3
 DEFAULT_REFRESH_SECONDS = 2.0
+DEFAULT_STEP_BUDGET_SECONDS = 900.0
+DEFAULT_SPEC_FETCH_SECONDS = 60.0
+DEFAULT_PARALLEL_CONSIDERS = 4
 DEFAULT_FETCH_GRACE_SECONDS = 10.0
 
 Role = Literal["trainer", "aggregator"]
@@ -263,15 +275,19 @@ class NetSection(_Section):
 class ConsentPolicy(_Section):
     """Which jobs this node agrees to work on; checked before it joins a job.
 
-    ``allowed_tasks``: task names (None: every installed task). ``allowed_owners``: job owner
+    ``allowed_tasks``: task names (None: every installed task for an aggregator, none for a
+    trainer, which trains only for tasks its operator named). ``allowed_owners``: job owner
     addresses (None: anyone). ``min_reward_per_round_wei``: the job's whole per-round reward must
     be at least this (the node's own share depends on how many others join, so it is not known
-    before joining). Peers need not agree on any of it.
+    before joining). ``max_stake_wei``: the most of its stake the node lets one job lock (None:
+    any amount it has free). Owner, reward and stake are read from the chain and checked before
+    the node fetches anything from the job's owner. Peers need not agree on any of it.
     """
 
     allowed_tasks: list[str] | None = None
     allowed_owners: list[str] | None = None
     min_reward_per_round_wei: int = Field(default=0, ge=0)
+    max_stake_wei: int | None = Field(default=None, ge=0)
 
     @field_validator("allowed_owners")
     @classmethod
@@ -290,10 +306,19 @@ class RoleSection(ConsentPolicy):
     ``poll_seconds``: pause between polls of the chain's events; lower reacts faster and costs
     more RPC calls. ``refresh_seconds``: longest pause between two looks at a job even when no
     event arrived (deadlines pass without events). Neither needs to agree between peers.
+
+    Each job is stepped on its own: ``step_budget_seconds`` bounds one step of one job (a step
+    over it is cancelled, and the job is looked at less often for a while); a job the node has
+    not joined yet gets ``spec_fetch_seconds`` to serve its spec, and at most
+    ``max_parallel_considers`` such jobs are looked at at once, so jobs whose owners serve their
+    specs slowly never hold up the jobs the node works on.
     """
 
     poll_seconds: float = Field(default=DEFAULT_POLL_SECONDS, gt=0)
     refresh_seconds: float = Field(default=DEFAULT_REFRESH_SECONDS, gt=0)
+    step_budget_seconds: float = Field(default=DEFAULT_STEP_BUDGET_SECONDS, gt=0)
+    spec_fetch_seconds: float = Field(default=DEFAULT_SPEC_FETCH_SECONDS, gt=0)
+    max_parallel_considers: int = Field(default=DEFAULT_PARALLEL_CONSIDERS, ge=1)
 
     @property
     def policy(self) -> ConsentPolicy:
@@ -302,18 +327,30 @@ class RoleSection(ConsentPolicy):
             allowed_tasks=self.allowed_tasks,
             allowed_owners=self.allowed_owners,
             min_reward_per_round_wei=self.min_reward_per_round_wei,
+            max_stake_wei=self.max_stake_wei,
         )
 
 
 class TrainerSection(RoleSection):
     """``[trainer]``: consent policy and the local dataset declaration (``[trainer.dataset]``).
 
-    The dataset picks this node's part of the task's training data; the nodes of one network must
-    agree on ``partition``, ``alpha``, ``num_parts`` and ``seed`` and each pick another ``part``
-    (symptom of a mistake: overlapping data, an accuracy that does not improve with more nodes).
+    Consent by default: a trainer trains for nobody until ``allowed_tasks`` names the tasks it
+    may run (left out, or empty, every job is refused, and the log says how to allow one).
+
+    The dataset is the operator's own files (``kind = "table"``, ``"images"`` or ``"text"``, see
+    :mod:`allmende.learn.dataset`), or this node's part of the data a task ships
+    (``kind = "partition"``, the default): the nodes of one network must then agree on
+    ``partition``, ``alpha``, ``num_parts`` and ``seed`` and each pick another ``part`` (symptom
+    of a mistake: overlapping data, an accuracy that does not improve with more nodes).
+
+    ``device``: where the node trains. ``"auto"`` (the default) takes a CUDA GPU where torch
+    finds one, else the CPU; ``"cuda"`` refuses to start without a GPU; ``"cpu"`` never uses
+    one. Peers need not agree on it (what holds bit for bit on which device:
+    :mod:`allmende.learn.devices`).
     """
 
-    dataset: DatasetDecl = DatasetDecl()
+    dataset: DataSource = DatasetDecl()
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 class AggregatorSection(RoleSection):
@@ -350,7 +387,12 @@ def load_config(home: Path) -> NodeConfig:
         ) from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"The node config {path} is not valid TOML: {exc}.") from None
-    return parse_config(raw, source=str(path))
+    config = parse_config(raw, source=str(path))
+    dataset = config.trainer.dataset
+    if isinstance(dataset, DatasetDecl) or dataset.path.is_absolute():
+        return config
+    trainer = config.trainer.model_copy(update={"dataset": dataset.resolved(Path(home))})
+    return config.model_copy(update={"trainer": trainer})
 
 
 def parse_config(raw: dict[str, Any], *, source: str = "the node config") -> NodeConfig:
@@ -359,10 +401,20 @@ def parse_config(raw: dict[str, Any], *, source: str = "the node config") -> Nod
         return NodeConfig.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            f"{'.'.join(_key_path(err['loc'])) or '(top level)'}: {err['msg']}"
             for err in exc.errors()
         )
         raise ConfigError(f"{source} is invalid: {problems}. Fix these keys and retry.") from None
+
+
+def _key_path(loc: tuple[int | str, ...]) -> list[str]:
+    """A pydantic error location as the keys of node.toml: the dataset's ``kind`` tag, which
+    pydantic puts in the path of a tagged union (``trainer.dataset.table.path``), is left out."""
+    keys = [str(part) for part in loc]
+    for i in range(1, len(keys) - 1):
+        if keys[i - 1] == "dataset" and keys[i] in DATA_KINDS:
+            return keys[:i] + keys[i + 1 :]
+    return keys
 
 
 def resolve(home: Path, path: Path) -> Path:

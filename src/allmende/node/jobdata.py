@@ -7,13 +7,17 @@ a canonical tensor blob with the keys, shapes and dtypes of the task's reference
 finite values. Such a blob has exactly the encoded size of the reference model, so a fetch of
 one more byte is cut off, and its header is parsed only if it is no longer than the
 reference's. This is the one place where these checks run: a role, ``allmende job show``
-and the lineage check all read job data through :func:`fetch_spec` and :func:`fetch_state`,
-each taking the peer client and the blob store it fetches into.
+and the lineage check all read job data through :func:`fetch_spec`, :func:`fetch_state` and
+:func:`fetch_tensors`, each taking the peer client and the blob store it fetches into.
+
+An update names its author: its blob's ``__metadata__`` is :func:`update_metadata` of the job,
+the round and the trainer that committed it, so the same bytes committed by anybody else name
+somebody else (a copy, which aggregators leave out). A model blob carries no metadata.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from allmende.errors import AggregationError, CodecError, ConfigError
@@ -25,12 +29,24 @@ if TYPE_CHECKING:
     from allmende.chain import Job
     from allmende.net.client import PeerClient
     from allmende.store.blobs import BlobStore
+    from allmende.store.codec import TensorBlob
 
 State = dict[str, "Tensor"]
 
 # A spec blob (canonical JSON) is a few hundred bytes; a fetch of more is refused.
 MAX_SPEC_BLOB_BYTES = 1024 * 1024
 EMPTY_HASH = bytes(32)  # a bytes32 the chain has not set
+
+
+def update_metadata(job_id: int, round_: int, trainer: str) -> dict[str, str]:
+    """The ``__metadata__`` of ``trainer``'s update for round ``round_`` of job ``job_id``: who
+    made it, for what. Aggregators include an update only when it names exactly the trainer
+    that committed it, in that job and round."""
+    return {
+        "allmende.job": str(job_id),
+        "allmende.round": str(round_),
+        "allmende.trainer": trainer.lower(),
+    }
 
 
 def hex_hash(value: bytes) -> str:
@@ -80,29 +96,61 @@ async def fetch_state(
     endpoints: Sequence[str],
     *,
     reference: State,
+    metadata: Mapping[str, str] | None = None,
 ) -> State:
     """Tensors of blob ``digest`` from ``endpoints``: canonical, finite, shaped like
-    ``reference``. The returned state needs no further check of those properties.
+    ``reference``, and carrying exactly ``metadata`` (none for a model; an update's
+    :func:`update_metadata`). The returned state needs no further check of those properties.
 
-    A peer may send at most the encoded size of ``reference`` (the exact size of any model of
-    this task). Raises :class:`~allmende.errors.PeerError` when no peer serves it (within that
-    size), and :class:`~allmende.errors.CodecError` or
-    :class:`~allmende.errors.AggregationError`, naming the blob and where it came from, when
-    the bytes are not a model of this task.
+    Raises as :func:`fetch_tensors` does, and :class:`~allmende.errors.CodecError` when the
+    blob's metadata is not ``metadata``.
+    """
+    blob = await fetch_tensors(
+        peers, store, digest, endpoints, reference=reference, metadata=metadata
+    )
+    expected = dict(metadata or {})
+    if blob.metadata != expected:
+        raise CodecError(
+            f"Blob {digest} carries metadata {blob.metadata or 'none'}, not {expected or 'none'}"
+            "; it is not the blob the chain names here (an update names its job, round and "
+            "author; a model names nothing)."
+        )
+    return blob.state
+
+
+async def fetch_tensors(
+    peers: PeerClient,
+    store: BlobStore,
+    digest: str,
+    endpoints: Sequence[str],
+    *,
+    reference: State,
+    metadata: Mapping[str, str] | None = None,
+) -> TensorBlob:
+    """Blob ``digest`` from ``endpoints``, decoded: canonical, finite, shaped like
+    ``reference``; its metadata and payload hash are returned for the caller to judge.
+
+    A peer may send at most the encoded size of ``reference`` with ``metadata`` (the exact
+    size of any model of this task, or of any update with metadata that long). Raises
+    :class:`~allmende.errors.PeerError` when no peer serves it (within that size), and
+    :class:`~allmende.errors.CodecError` or :class:`~allmende.errors.AggregationError`, naming
+    the blob and where it came from, when the bytes are not a model of this task.
     """
     from allmende.learn.aggregate import check_update  # torch: only for who reads tensors
-    from allmende.store.codec import decode_state, encoded_size, header_size
+    from allmende.store.codec import decode_blob, encoded_size, header_size
 
-    size = encoded_size(reference)
+    size = encoded_size(reference, metadata=metadata)
     fetched = await peers.fetch_blob(digest, endpoints, max_bytes=size)
     source = f"served by {fetched.peer}" if fetched.peer else "from the local store"
     try:
         if fetched.size > size:  # stored before, without this limit
             raise CodecError(f"it has {fetched.size} bytes, a model of this task has {size}.")
-        state = decode_state(store.read_bytes(digest), max_header_bytes=header_size(reference))
-        check_update(state, reference)
+        blob = decode_blob(
+            store.read_bytes(digest), max_header_bytes=header_size(reference, metadata=metadata)
+        )
+        check_update(blob.state, reference)
     except CodecError as exc:
         raise CodecError(f"Blob {digest} ({source}) is not a model of this task: {exc}") from None
     except AggregationError as exc:
         raise AggregationError(f"Blob {digest} ({source}): {exc}") from None
-    return state
+    return blob

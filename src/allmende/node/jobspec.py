@@ -18,10 +18,12 @@ Example::
     size = 3              # an open committee: three aggregators drawn from the volunteers
     signup_seconds = 30   # (or ``members = ["0x...", ...]``: aggregators the owner names)
 
-Who may aggregate, and how much each participant puts at risk, are part of the spec too: an open
-committee needs a strict-majority ``quorum``; ``aggregator_stake`` and ``trainer_stake`` are
-locked on the Registry from joining until the job ends (plus the challenge window); trainers
-weigh equally unless ``weighting = "declared"`` with a ``max_weight`` the contract enforces.
+Without ``[aggregation]`` a job gets :data:`DEFAULT_AGGREGATION`, a robust rule: any staked
+node may join a job as a trainer. Who may aggregate, and how much each participant puts at
+risk, are part of the spec too: an open committee needs a strict-majority ``quorum``;
+``aggregator_stake`` and ``trainer_stake`` are locked on the Registry from joining until the
+job ends (plus the challenge window); trainers weigh equally unless ``weighting = "declared"``
+with a ``max_weight`` the contract enforces.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from allmende._json import UntrustedJSONError, loads_untrusted
 from allmende.errors import ConfigError
-from allmende.learn.rules import rule_params
+from allmende.learn.rules import min_updates, rule_params
 
 MAX_TRAINERS = 256  # the Jobs contract's bound
 MAX_AGGREGATORS = 16  # the Jobs contract's bound on a committee, and so the largest quorum
@@ -88,6 +90,7 @@ REQUIREMENTS = {
     "max_weight": f"an integer between 1 and {MAX_WEIGHT}",
     "norm_bound": "a number > 0",
     "seed": "an integer >= 0",
+    "data": "a table of the task's data options (see the task's documentation)",
 }
 
 
@@ -114,6 +117,14 @@ class AggregationSpec(_Strict):
     def _known_rule(self) -> AggregationSpec:
         rule_params(self.rule, self.params)  # raises ConfigError, reported as it is
         return self
+
+
+DEFAULT_AGGREGATION = AggregationSpec(rule="clipped_mean", params={"scale": 1.0, "iters": 3})
+"""The rule of a job whose spec has no ``[aggregation]``. Every job admits trainers nobody
+vetted (any registered, staked node with the trainer role may join, up to ``max_trainers``), so
+the default is robust; ``benchmarks/robustness.py`` measured the choice. Name ``rule =
+"fedavg"`` to get the plain weighted mean (e.g. to reproduce a single-process FedAvg exactly).
+The published spec blob always names the rule, so nodes never rely on each other's default."""
 
 
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"
@@ -166,7 +177,8 @@ class JobSpec(_Strict):
     local_epochs: int = Field(default=DEFAULT_LOCAL_EPOCHS, ge=1)
     batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1)
     optimizer: OptimizerSpec
-    aggregation: AggregationSpec
+    aggregation: AggregationSpec = DEFAULT_AGGREGATION
+    """How the round's updates become the next model; by default :data:`DEFAULT_AGGREGATION`."""
     min_trainers: int = Field(ge=1, le=MAX_TRAINERS)
     """Fewest updates a round may aggregate; a round with fewer commits stalls at its deadline."""
     max_trainers: int = Field(ge=1, le=MAX_TRAINERS)
@@ -190,6 +202,10 @@ class JobSpec(_Strict):
     """Largest L2 norm of ``update - global`` an aggregator accepts; larger ones are excluded."""
     seed: int = Field(default=0, ge=0)
     """Seeds the initial model and, with the round and address, each trainer's shuffle."""
+    data: dict[str, Any] = Field(default_factory=dict)
+    """The task's options (``[data]``): what the job asks of the trainers' data and the model,
+    e.g. a table's feature columns and classes. The task validates them (its ``Options``);
+    every peer of the job reads the same, so all trainers see their data the same way."""
 
     @field_validator("reward_per_round", "trainer_stake", "aggregator_stake", mode="before")
     @classmethod
@@ -202,6 +218,15 @@ class JobSpec(_Strict):
             raise ValueError(
                 f"'max_trainers' ({self.max_trainers}) must be >= 'min_trainers' "
                 f"({self.min_trainers}); raise max_trainers or lower min_trainers."
+            )
+        needed = min_updates(rule_params(self.aggregation.rule, self.aggregation.params))
+        if self.min_trainers < needed:
+            params = ", ".join(f"{k}={v}" for k, v in sorted(self.aggregation.params.items()))
+            raise ValueError(
+                f"aggregation rule '{self.aggregation.rule}' ({params}) needs at least {needed} "
+                f"updates a round, but 'min_trainers' is {self.min_trainers}, so a round with "
+                f"fewer could never be aggregated; raise min_trainers to {needed} or change "
+                "the rule's params."
             )
         size = self.committee_size
         if self.quorum > size:
@@ -249,9 +274,15 @@ class JobSpec(_Strict):
         }
 
     def canonical_bytes(self) -> bytes:
-        """The spec as canonical JSON (sorted keys, no spaces): the published spec blob."""
+        """The spec as canonical JSON (sorted keys, no spaces): the published spec blob.
+
+        An empty ``data`` table is left out, so a spec without one hashes as it did before
+        ``data`` existed."""
+        fields = self.model_dump(mode="json")
+        if not fields["data"]:
+            del fields["data"]
         return json.dumps(
-            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+            fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False
         ).encode("utf-8")
 
     @classmethod

@@ -19,7 +19,7 @@ from allmende.chain.jobs import from_bitmap
 from allmende.chain.stream import DEFAULT_CHUNK_BLOCKS
 from allmende.errors import AllmendeError
 from allmende.learn.aggregate import aggregate
-from allmende.node.jobdata import State, hex_hash
+from allmende.node.jobdata import State, hex_hash, update_metadata
 from allmende.node.jobspec import JobSpec
 from allmende.node.remote import JobReader
 from allmende.store.codec import state_hash
@@ -144,10 +144,14 @@ async def check_lineage(
 
 
 async def _state(
-    reader: JobReader, digest: str, peers: list[str], reference: State
+    reader: JobReader,
+    digest: str,
+    peers: list[str],
+    reference: State,
+    metadata: dict[str, str] | None = None,
 ) -> State | None:
     try:
-        return await reader.state(digest, peers, reference=reference)
+        return await reader.state(digest, peers, reference=reference, metadata=metadata)
     except AllmendeError:
         return None
 
@@ -165,7 +169,8 @@ async def _reaggregate(
     for trainer in record.included:
         digest, weight = record.commits[trainer]
         peers = await reader.job_peers(job_id, job, first=[trainer])
-        state = await _state(reader, digest, peers, reference)
+        author = update_metadata(job_id, record.round, trainer)  # as the aggregators checked
+        state = await _state(reader, digest, peers, reference, author)
         if state is None:
             return None
         updates.append((trainer, state, weight))

@@ -29,6 +29,7 @@ import httpx
 import uvicorn
 
 from allmende.chain import ChainClient, Deployment, Jobs, Registry
+from allmende.chain.contracts import require_code
 from allmende.chain.heads import HeadWatcher, LogFilter, websocket_url
 from allmende.errors import AllmendeError, ConfigError, NodeError
 from allmende.net.api import (
@@ -109,6 +110,7 @@ def open_node(home: Path, *, prompt: PasswordPrompt | None = None) -> NodeContex
                 f"The RPC endpoint {client.rpc_url} serves chain {client.chain_id}, but the "
                 f"deployment file names chain {deployment.chain_id}; fix [chain] in node.toml."
             )
+        require_code(client, deployment)
         ws_url = chain_cfg.ws_url if chain_cfg.ws_url is not None else websocket_url(rpc_url)
         chain = NodeChain(
             client,
@@ -129,6 +131,21 @@ def open_node(home: Path, *, prompt: PasswordPrompt | None = None) -> NodeContex
         router=MessageRouter(),
         chain=chain,
     )
+
+
+def check_dataset(config: NodeConfig) -> None:
+    """A trainer reads its declared data once before it registers: a missing file, an
+    unreadable row or an empty folder stops the node with one line naming it (DataError)."""
+    if "trainer" not in config.node.roles:
+        return
+    from allmende.learn.sources import summarize
+
+    summary = summarize(config.trainer.dataset)
+    if summary.kind != "partition":
+        log.info(
+            "Local data: %s %s, %d examples, %d bytes.",
+            summary.kind, summary.location, summary.examples, summary.nbytes,
+        )  # fmt: skip
 
 
 def register_node(ctx: NodeContext) -> None:
@@ -355,6 +372,7 @@ def run_node(
     with home_lock(home):
         ctx = open_node(home, prompt=prompt)
         try:
+            check_dataset(ctx.config)
             register_node(ctx)
             chosen = role_services(ctx.config) if services is None else services
             run_loop(serve(ctx, chosen))

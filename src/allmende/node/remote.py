@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -84,9 +84,19 @@ class JobReader:
         """The job's spec, fetched by hash from its participants and checked."""
         return await fetch_spec(self.peers, self.store, job, await self.job_peers(job_id, job))
 
-    async def state(self, digest: str, peers: Sequence[str], *, reference: State) -> State:
-        """Blob ``digest`` as tensors shaped like ``reference`` (see :func:`fetch_state`)."""
-        return await fetch_state(self.peers, self.store, digest, peers, reference=reference)
+    async def state(
+        self,
+        digest: str,
+        peers: Sequence[str],
+        *,
+        reference: State,
+        metadata: Mapping[str, str] | None = None,
+    ) -> State:
+        """Blob ``digest`` as tensors shaped like ``reference``, carrying exactly ``metadata``
+        (see :func:`fetch_state`)."""
+        return await fetch_state(
+            self.peers, self.store, digest, peers, reference=reference, metadata=metadata
+        )
 
 
 def reader_policy(home: Path | None, deployment: Deployment) -> EndpointPolicy:
@@ -118,12 +128,19 @@ def task_and_reference(spec: JobSpec) -> tuple[Task, State]:
     """The installed task a spec names and its model's keys, shapes and dtypes."""
     from allmende.learn.task import load_task, seeded_state
 
-    task = load_task(spec.task)
+    task = load_task(spec.task, data=spec.data)
     return task, seeded_state(task, seed=spec.seed)
 
 
 def evaluate(task: Task, state: State) -> dict[str, float]:
-    """The task's metrics of ``state`` on its test split."""
+    """The task's metrics of ``state`` on its test split; none (``{}``) for a task that has no
+    shared test split (one that trains on its operators' own data)."""
+    from allmende.errors import TaskError
+
+    try:
+        test = task.test_data()
+    except TaskError:
+        return {}
     model = task.model()
     model.load_state_dict(state, strict=True)
-    return task.evaluate(model, task.test_data())
+    return task.evaluate(model, test)

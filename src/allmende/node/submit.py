@@ -68,7 +68,7 @@ def initial_model_bytes(spec: JobSpec) -> bytes:
     from allmende.store.codec import encode_state
 
     with TORCH_LOCK:  # seeding a model uses torch's global RNG
-        return encode_state(seeded_state(load_task(spec.task), seed=spec.seed))
+        return encode_state(seeded_state(load_task(spec.task, data=spec.data), seed=spec.seed))
 
 
 def submit_job(home: Path, spec: JobSpec, *, prompt: PasswordPrompt | None = None) -> SubmittedJob:

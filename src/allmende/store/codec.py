@@ -5,9 +5,14 @@ valid safetensors file (``safetensors.torch.load`` reads them), written by hand 
 varies:
 
 - names sorted (by UTF-8 bytes), tensors laid out back to back in that order, no gaps;
-- the header is compact JSON with sorted keys and no ``__metadata__``, padded with spaces to a
-  multiple of 8 bytes (as safetensors pads);
+- the header is compact JSON with sorted keys, padded with spaces to a multiple of 8 bytes (as
+  safetensors pads); ``__metadata__`` (string to string, as safetensors has it) is there only
+  when the caller gives metadata, e.g. the job, round and author of an update;
 - data contiguous, little-endian, on the CPU.
+
+The tensor data after the header is the blob's *payload*: :func:`decode_blob` hashes it once while
+decoding (:attr:`TensorBlob.payload`), so that the same tensors under other metadata are seen
+as the same tensors (:func:`payload_digest` gives it for tensors in memory).
 
 :func:`decode_state` accepts only bytes that :func:`encode_state` would have written: it re-encodes
 the header it parsed and compares byte for byte, so a second encoding of the same tensors (and with
@@ -28,6 +33,7 @@ import math
 import struct
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 
@@ -57,6 +63,11 @@ DEFAULT_ALLOWED_DTYPES = frozenset(DTYPES)
 MAX_HEADER_BYTES = 1024 * 1024
 # {names: {entry: [shape or data_offsets]}}: a canonical header never nests deeper.
 MAX_HEADER_DEPTH = 3
+METADATA = "__metadata__"
+# Metadata is a handful of short labels (an update's job, round and author), never a payload.
+MAX_METADATA_ENTRIES = 16
+MAX_METADATA_KEY_BYTES = 64
+MAX_METADATA_VALUE_BYTES = 256
 # No dimension is larger than this (torch sizes are signed 64-bit).
 _MAX_DIM = 2**63 - 1
 _ALIGN = 8
@@ -74,9 +85,51 @@ def _tensor_bytes(tensor: torch.Tensor) -> bytes:
     return flat.view(torch.uint8).numpy().tobytes()
 
 
-def _header_bytes(entries: dict[str, dict[str, object]]) -> bytes:
-    raw = json.dumps(entries, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+@dataclass(frozen=True)
+class TensorBlob:
+    """A decoded blob: its tensors, its ``__metadata__`` (empty when it has none) and the
+    SHA-256 (hex) of its tensor data, which is the same for the same tensors whatever the
+    metadata says."""
+
+    state: dict[str, torch.Tensor]
+    metadata: dict[str, str]
+    payload: str
+
+
+def _header_bytes(
+    entries: Mapping[str, Mapping[str, object]], metadata: Mapping[str, str] | None = None
+) -> bytes:
+    document: dict[str, object] = dict(entries)
+    if metadata:
+        document[METADATA] = dict(metadata)
+    raw = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     return raw + b" " * (-len(raw) % _ALIGN)
+
+
+def _check_metadata(metadata: object) -> dict[str, str]:
+    """``metadata`` as a dict when it is what a canonical blob may carry; else CodecError."""
+    if not isinstance(metadata, Mapping) or not metadata:
+        raise CodecError(
+            "Blob metadata must be a non-empty mapping of strings to strings (or none at all)."
+        )
+    if len(metadata) > MAX_METADATA_ENTRIES:
+        raise CodecError(
+            f"Blob metadata has {len(metadata)} entries, more than the {MAX_METADATA_ENTRIES} "
+            "allowed."
+        )
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str) or not key:
+            raise CodecError(f"Blob metadata entry {key!r}: {value!r} is not a string pair.")
+        try:
+            key_bytes, value_bytes = len(key.encode()), len(value.encode())
+        except UnicodeEncodeError:
+            raise CodecError("Blob metadata holds invalid Unicode.") from None
+        if key_bytes > MAX_METADATA_KEY_BYTES or value_bytes > MAX_METADATA_VALUE_BYTES:
+            raise CodecError(
+                f"Blob metadata entry {key[:32]!r} is longer than allowed (keys "
+                f"{MAX_METADATA_KEY_BYTES} bytes, values {MAX_METADATA_VALUE_BYTES})."
+            )
+    return dict(metadata)
 
 
 def _layout(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, dict[str, object]], int]:
@@ -86,7 +139,7 @@ def _layout(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, dict[str, obje
     offset = 0
     for name in sorted(state, key=lambda n: n.encode() if isinstance(n, str) else b""):
         tensor = state[name]
-        if not isinstance(name, str) or not name or name == "__metadata__":
+        if not isinstance(name, str) or not name or name == METADATA:
             raise CodecError(f"Tensor name {name!r} is not allowed; use a non-empty string.")
         if not isinstance(tensor, torch.Tensor):
             raise CodecError(f"State entry {name!r} is a {type(tensor).__name__}, not a tensor.")
@@ -105,32 +158,44 @@ def _layout(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, dict[str, obje
     return entries, offset
 
 
-def encode_state(state: Mapping[str, torch.Tensor]) -> bytes:
-    """The canonical safetensors bytes of ``state`` (name -> tensor).
+def _metadata_or_none(metadata: Mapping[str, str] | None) -> dict[str, str] | None:
+    return _check_metadata(metadata) if metadata else None
+
+
+def encode_state(
+    state: Mapping[str, torch.Tensor], *, metadata: Mapping[str, str] | None = None
+) -> bytes:
+    """The canonical safetensors bytes of ``state`` (name -> tensor), with ``metadata`` (string
+    to string) as the header's ``__metadata__``; none or empty metadata writes none.
 
     Raises :class:`CodecError` for a name that is not a non-empty string or ``__metadata__``, a
-    value that is not a tensor, or an unsupported dtype.
+    value that is not a tensor, an unsupported dtype, or metadata over the bounds
+    (:data:`MAX_METADATA_ENTRIES` and the key and value lengths).
     """
     _require_little_endian()
     entries, _ = _layout(state)
-    header = _header_bytes(entries)
+    header = _header_bytes(entries, _metadata_or_none(metadata))
     data = b"".join(_tensor_bytes(state[name]) for name in entries)
     return struct.pack("<Q", len(header)) + header + data
 
 
-def header_size(state: Mapping[str, torch.Tensor]) -> int:
-    """The length of the JSON header (padding included) of :func:`encode_state` ``(state)``."""
-    return len(_header_bytes(_layout(state)[0]))
+def header_size(
+    state: Mapping[str, torch.Tensor], *, metadata: Mapping[str, str] | None = None
+) -> int:
+    """The length of the JSON header (padding included) of :func:`encode_state`."""
+    return len(_header_bytes(_layout(state)[0], _metadata_or_none(metadata)))
 
 
-def encoded_size(state: Mapping[str, torch.Tensor]) -> int:
-    """``len(encode_state(state))``, computed without copying any tensor data.
+def encoded_size(
+    state: Mapping[str, torch.Tensor], *, metadata: Mapping[str, str] | None = None
+) -> int:
+    """``len(encode_state(state, metadata=metadata))``, computed without copying tensor data.
 
-    A blob of another model with the same names, dtypes and shapes has exactly this length, so
-    a fetch of an update can be limited to the encoded size of the task's reference model.
+    A blob of another model with the same names, dtypes and shapes (and metadata of the same
+    length) has exactly this length, so a fetch of an update can be limited to it.
     """
     entries, data_bytes = _layout(state)
-    return 8 + len(_header_bytes(entries)) + data_bytes
+    return 8 + len(_header_bytes(entries, _metadata_or_none(metadata))) + data_bytes
 
 
 def state_hash(state: Mapping[str, torch.Tensor]) -> str:
@@ -138,7 +203,20 @@ def state_hash(state: Mapping[str, torch.Tensor]) -> str:
     return hashlib.sha256(encode_state(state)).hexdigest()
 
 
-def _parse_header(data: bytes, max_header_bytes: int) -> tuple[dict[str, dict[str, object]], int]:
+def payload_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """The SHA-256 (hex) of the tensor data :func:`encode_state` ``(state)`` writes after its
+    header: :attr:`TensorBlob.payload` of any blob of these tensors, whatever its metadata."""
+    _require_little_endian()
+    entries, _ = _layout(state)
+    digest = hashlib.sha256()
+    for name in entries:
+        digest.update(_tensor_bytes(state[name]))
+    return digest.hexdigest()
+
+
+def _parse_header(
+    data: bytes, max_header_bytes: int
+) -> tuple[dict[str, dict[str, object]], dict[str, str], int]:
     if len(data) < 8:
         raise CodecError("The tensor blob is shorter than the 8-byte safetensors length prefix.")
     (header_len,) = struct.unpack("<Q", data[:8])
@@ -160,12 +238,11 @@ def _parse_header(data: bytes, max_header_bytes: int) -> tuple[dict[str, dict[st
         raise CodecError(f"The tensor blob's header is refused: {exc}.") from None
     if not isinstance(entries, dict):
         raise CodecError("The tensor blob's header is not a JSON object.")
-    if "__metadata__" in entries:
-        raise CodecError("The tensor blob carries __metadata__, which canonical blobs never do.")
+    metadata = _check_metadata(entries.pop(METADATA)) if METADATA in entries else {}
     for name, entry in entries.items():
         _check_entry(name, entry)
     try:
-        canonical = _header_bytes(entries)
+        canonical = _header_bytes(entries, metadata)
     except UnicodeEncodeError:  # a lone surrogate (\ud800) has no UTF-8 form
         raise CodecError("The tensor blob names a tensor in invalid Unicode.") from None
     if canonical != raw:
@@ -173,7 +250,7 @@ def _parse_header(data: bytes, max_header_bytes: int) -> tuple[dict[str, dict[st
             "The tensor blob's header is not in canonical form (sorted keys, compact JSON, "
             "space padding); re-encode it with allmende.store.codec.encode_state."
         )
-    return entries, 8 + header_len
+    return entries, metadata, 8 + header_len
 
 
 def _check_entry(name: str, entry: object) -> None:
@@ -203,7 +280,24 @@ def decode_state(
     allowed_dtypes: frozenset[str] = DEFAULT_ALLOWED_DTYPES,
     max_header_bytes: int = MAX_HEADER_BYTES,
 ) -> dict[str, torch.Tensor]:
-    """Tensors from canonical bytes; refuse anything :func:`encode_state` would not write.
+    """The tensors of :func:`decode_blob` ``(data, ...)`` (its metadata is not looked at)."""
+    return decode_blob(
+        data,
+        require_finite=require_finite,
+        allowed_dtypes=allowed_dtypes,
+        max_header_bytes=max_header_bytes,
+    ).state
+
+
+def decode_blob(
+    data: bytes,
+    *,
+    require_finite: bool = True,
+    allowed_dtypes: frozenset[str] = DEFAULT_ALLOWED_DTYPES,
+    max_header_bytes: int = MAX_HEADER_BYTES,
+) -> TensorBlob:
+    """Tensors, metadata and payload hash from canonical bytes; refuse anything
+    :func:`encode_state` would not write.
 
     ``require_finite`` refuses NaN and ±Inf in floating-point tensors; ``allowed_dtypes`` (header
     names such as ``"F32"``) refuses every other dtype; a header longer than ``max_header_bytes``
@@ -212,7 +306,7 @@ def decode_state(
     tensors are writable CPU tensors.
     """
     _require_little_endian()
-    entries, start = _parse_header(data, max_header_bytes)
+    entries, metadata, start = _parse_header(data, max_header_bytes)
     names = sorted(entries, key=lambda n: n.encode())
     body = bytearray(data[start:])
     expected = 0
@@ -259,4 +353,4 @@ def decode_state(
             f"The tensor blob has {len(body) - expected} bytes after its last tensor; "
             "canonical blobs have none."
         )
-    return state
+    return TensorBlob(state=state, metadata=metadata, payload=hashlib.sha256(body).hexdigest())

@@ -10,9 +10,10 @@ A round's flow, one seam a step (later work adds trace checks, secure aggregatio
 
 All of it is deterministic: the inputs are exactly the commits the chain accepted, ordered by
 trainer address, and an update is left out only for a reason every honest aggregator sees the
-same way (bad bytes, wrong shapes, non-finite values, over the norm bound, or served by nobody
-even ``fetch_grace_seconds`` after the deadline). Honest aggregators so propose the same bytes.
-Each update is asked for from its author first, then from every other participant.
+same way (bad bytes, wrong shapes, non-finite values, over the norm bound, served by nobody
+even ``fetch_grace_seconds`` after the deadline, or a copy: see :mod:`.copies`). Honest
+aggregators so propose the same bytes. Each update is asked for from its author first, then
+from every other participant.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from typing import TypeVar
 
 from allmende.chain import ROLE_AGGREGATOR, ChainEvent, Commit, Job, JobStatus
@@ -31,13 +31,14 @@ from allmende.errors import AggregationError, CodecError, ContractRevert, PeerEr
 from allmende.learn.aggregate import Update, aggregate, check_norm, check_weight
 from allmende.node.config import AggregatorSection
 from allmende.node.context import on_chain
-from allmende.node.jobdata import EMPTY_HASH, State, hex_hash
+from allmende.node.jobdata import EMPTY_HASH, State, fetch_tensors, hex_hash, update_metadata
 from allmende.node.jobspec import JobSpec
 from allmende.node.roles.base import JobRole
+from allmende.node.roles.copies import Candidate, ChainPosition, Screening, screen
 from allmende.node.roles.plan import JobPlan
 from allmende.node.roles.policy import Verdict
 from allmende.node.roles.rounds import aggregation_readiness, by_address, committed, round_deadline
-from allmende.store.codec import encode_state
+from allmende.store.codec import TensorBlob, encode_state, payload_digest
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +68,15 @@ class AggregatorRole(JobRole):
         super().__init__(section)
         self.section: AggregatorSection = section
         self._commits: dict[int, tuple[int, dict[str, Commit]]] = {}  # job -> (round, commits)
+        # Where each commit is in the chain's order: job -> (round, trainer -> (block, log)).
+        self._positions: dict[int, tuple[int, dict[str, ChainPosition]]] = {}
         self._joined: set[int] = set()
         self._last_read: dict[int, Job] = {}  # job id -> its record as the last step read it
         self._prefetching: set[asyncio.Task[None]] = set()
-        # Updates decoded and checked as they arrived: (job, round) -> update hash -> tensors.
-        self._decoded: dict[int, tuple[int, dict[str, State]]] = {}
+        # Updates decoded and checked as they arrived: job -> (round, update hash -> blob).
+        self._decoded: dict[int, tuple[int, dict[str, TensorBlob]]] = {}
+        # The payload hash of each job's global model: job -> (model hash, payload hash).
+        self._global_payload: dict[int, tuple[str, str]] = {}
         # The model this node stored last for each job: job -> (hash, tensors). It is the next
         # round's global model when the quorum agreed with this node.
         self._stored: dict[int, tuple[str, State]] = {}
@@ -79,6 +84,18 @@ class AggregatorRole(JobRole):
         self._volunteered: set[int] = set()  # open committees this node signed up for
         self._evicted: set[tuple[int, str]] = set()  # (job, trainer) evictions already asked
         self._eviction_checked: set[tuple[int, int]] = set()  # (job, round)
+
+    def stake_for(self, job: Job) -> int:
+        return job.aggregator_stake
+
+    def reconcile(self) -> None:
+        super().reconcile()
+        self._commits.clear()  # rebuilt from the replayed events: lost commits are not in them
+        self._joined.clear()
+        self.forget_claims(self._claimed)  # a claim may be gone: the step claims again
+        self._volunteered.clear()
+        self._evicted.clear()
+        self._eviction_checked.clear()
 
     async def step(self, job_id: int) -> bool:
         job = self._last_read[job_id] = await on_chain(self.jobs.job, job_id)
@@ -111,12 +128,12 @@ class AggregatorRole(JobRole):
             return False
         trainers = (await self.members(job_id, job)).trainers
         commits = await self.round_commits(job_id, round_, trainers, read_missing=False)
-        readiness = aggregation_readiness(job, commits, time.time())
+        readiness = aggregation_readiness(job, commits, self.now())
         if readiness.ready and len(committed(commits)) < len(trainers):
             # Going ahead without everyone: the events read so far may lag the chain (a node
             # catching up), so the chain itself must say who is missing.
             commits = await self.round_commits(job_id, round_, trainers, read_missing=True)
-            readiness = aggregation_readiness(job, commits, time.time())
+            readiness = aggregation_readiness(job, commits, self.now())
         if not readiness.ready:
             self.say_once(
                 ("wait", job_id, round_, readiness.reason),
@@ -215,7 +232,7 @@ class AggregatorRole(JobRole):
             return
         self._claimed.add((job_id, round_))
         key = f"aggregator:claimed:{job_id}:{round_}"
-        if self.ctx.state.get(key) is None:
+        if not self.ctx.state.get(key):
             try:
                 await on_chain(self.jobs.claim_vote, job_id, round_)
                 log.info("Job %d round %d: claimed its aggregator share.", job_id, round_)
@@ -248,7 +265,7 @@ class AggregatorRole(JobRole):
             self.jobs.is_volunteer, job_id, self.me
         ):
             self._volunteered.add(job_id)
-        now = time.time()
+        now = self.now()
         if job_id not in self._volunteered:
             if now > job.signup_end:
                 return True  # the signup is over; the committee is drawn from others
@@ -268,7 +285,7 @@ class AggregatorRole(JobRole):
     async def reopen_when_due(self, job_id: int, job: Job, why: str) -> None:
         """Give the current round a fresh deadline when its own passed without a result (the
         contract bounds how often; then only the owner's cancel ends the job)."""
-        if time.time() <= round_deadline(job) + self.section.fetch_grace_seconds:
+        if self.now() <= round_deadline(job) + self.section.fetch_grace_seconds:
             return
         if job.reopens >= MAX_REOPENS:
             self.say_once(
@@ -319,12 +336,15 @@ class AggregatorRole(JobRole):
         return bool(await on_chain(self.jobs.voted_in_attempt, job_id, self.me))
 
     def observe(self, event: ChainEvent) -> None:
-        """Keep the commits the chain announces (``UpdateCommitted``), so a step reads none,
-        and start downloading each announced update."""
+        """Keep the commits the chain announces (``UpdateCommitted``) and where they are in the
+        chain's order, so a step reads none, and start downloading each announced update."""
         if isinstance(event, UpdateCommitted) and event.weight > 0:
-            for_round(self._commits, event.job_id, event.round)[event.trainer.lower()] = Commit(
+            trainer = event.trainer.lower()
+            for_round(self._commits, event.job_id, event.round)[trainer] = Commit(
                 update_hash=event.update_hash, weight=event.weight
             )
+            positions = for_round(self._positions, event.job_id, event.round)
+            positions[trainer] = (event.block_number, event.log_index)
             self._prefetch(event)
 
     def _prefetch(self, event: UpdateCommitted) -> None:
@@ -347,11 +367,25 @@ class AggregatorRole(JobRole):
         digest = hex_hash(event.update_hash)
         try:
             plan = await self.plan(event.job_id, job)
-            state = await self.fetch_state(event.job_id, job, digest, plan, first=event.trainer)
+            blob = await self.fetch_update(
+                event.job_id, job, event.round, digest, plan, event.trainer
+            )
         except Exception as exc:  # the step asks again, and decides what a failure means
             log.debug("Job %d: no early download of update %s: %s", event.job_id, digest, exc)
             return
-        for_round(self._decoded, event.job_id, event.round)[digest] = state
+        for_round(self._decoded, event.job_id, event.round)[digest] = blob
+
+    async def fetch_update(
+        self, job_id: int, job: Job, round_: int, digest: str, plan: JobPlan, trainer: str
+    ) -> TensorBlob:
+        """The update blob ``trainer`` committed, decoded and checked (its author is judged by
+        :func:`~allmende.node.roles.copies.screen`, with all of the round's updates)."""
+        endpoints = await self.peers(job_id, job, first=trainer)
+        metadata = update_metadata(job_id, round_, trainer)  # sizes the fetch
+        return await fetch_tensors(
+            self.ctx.require_peers(), self.ctx.store, digest, endpoints,
+            reference=plan.reference, metadata=metadata,
+        )  # fmt: skip
 
     async def round_commits(
         self, job_id: int, round_: int, trainers: list[str], *, read_missing: bool
@@ -379,28 +413,25 @@ class AggregatorRole(JobRole):
     ) -> list[Update] | None:
         """The usable updates in address order; None while one is still worth waiting for."""
         round_ = job.current_round
-        patience_over = time.time() > round_deadline(job) + self.section.fetch_grace_seconds
+        patience_over = self.now() > round_deadline(job) + self.section.fetch_grace_seconds
         trainers = by_address(commits)
 
         decoded = for_round(self._decoded, job_id, round_)
 
-        async def fetch(trainer: str) -> State:
+        async def fetch(trainer: str) -> TensorBlob:
             digest = hex_hash(commits[trainer].update_hash)
             if digest in decoded:  # downloaded, decoded and checked when it was announced
                 return decoded[digest]
-            return await self.fetch_state(job_id, job, digest, plan, first=trainer)
+            return await self.fetch_update(job_id, job, round_, digest, plan, trainer)
 
         # Downloads overlap; what each outcome means is then decided in address order.
         fetched = await asyncio.gather(*(fetch(t) for t in trainers), return_exceptions=True)
-        updates: list[Update] = []
+        blobs: dict[str, TensorBlob] = {}
         for trainer, outcome in zip(trainers, fetched, strict=True):
-            commit = commits[trainer]
             try:
                 if isinstance(outcome, BaseException):
                     raise outcome
-                state = outcome  # keys, shapes, dtypes and finite values: checked by fetch_state
-                check_weight(commit.weight, author=trainer)
-                check_norm(state, global_state, norm_bound=plan.spec.norm_bound)
+                blobs[trainer] = outcome  # keys, shapes, dtypes, finite values: checked
             except PeerError as exc:
                 if not patience_over:
                     self.say_once(
@@ -410,15 +441,58 @@ class AggregatorRole(JobRole):
                     )
                     return None
                 self.exclude(job_id, round_, trainer, f"nobody served it ({exc})")
-                continue
             except (CodecError, AggregationError) as exc:
                 self.exclude(job_id, round_, trainer, str(exc))
+        screening = self.screen(job_id, round_, job, global_state, blobs)
+        if screening.unordered:  # the logs that order these commits are not read yet
+            self.say_once(
+                ("order", job_id, round_), logging.INFO,
+                f"Job {job_id} round {round_}: waiting for the chain's order of the commits of "
+                f"{', '.join(screening.unordered)} (updates with the same tensors).",
+            )  # fmt: skip
+            return None
+        updates: list[Update] = []
+        for trainer, blob in blobs.items():  # address order
+            commit = commits[trainer]
+            try:
+                if trainer in screening.excluded:
+                    raise AggregationError(screening.excluded[trainer])
+                check_weight(commit.weight, author=trainer)
+                check_norm(blob.state, global_state, norm_bound=plan.spec.norm_bound)
+            except AggregationError as exc:
+                self.exclude(job_id, round_, trainer, str(exc))
                 continue
-            updates.append((trainer, state, commit.weight))
+            updates.append((trainer, blob.state, commit.weight))
         return updates
 
+    def screen(
+        self, job_id: int, round_: int, job: Job, global_state: State, blobs: dict[str, TensorBlob]
+    ) -> Screening:
+        """The copies among the round's updates (see :mod:`.copies`): another's update, the
+        global model unchanged, or tensors another trainer committed first."""
+        model = hex_hash(job.model_hash)
+        known = self._global_payload.get(job_id)
+        if known is None or known[0] != model:
+            known = self._global_payload[job_id] = (model, payload_digest(global_state))
+        positions = for_round(self._positions, job_id, round_)
+        candidates = [
+            Candidate(trainer, blob.metadata, blob.payload, positions.get(trainer.lower()))
+            for trainer, blob in blobs.items()
+        ]
+        return screen(
+            candidates,
+            expected=lambda trainer: update_metadata(job_id, round_, trainer),
+            global_payload=known[1],
+        )
+
     def exclude(self, job_id: int, round_: int, trainer: str, why: str) -> None:
-        log.warning("Job %d round %d: leaving out %s's update: %s", job_id, round_, trainer, why)
+        """Log, once a round, that ``trainer``'s update is left out (and so not paid), and why."""
+        key = ("exclude", job_id, round_, trainer)
+        if key not in self._said:  # as say_once, but in this module's log
+            self._said.add(key)
+            log.warning(
+                "Job %d round %d: leaving out %s's update: %s", job_id, round_, trainer, why
+            )
 
     def aggregate(self, plan: JobPlan, global_state: State, updates: list[Update]) -> State:
         """The job's rule over the updates (worker thread; aggregate takes the torch lock)."""

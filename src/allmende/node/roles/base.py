@@ -7,7 +7,8 @@ the job's state from the chain's views and does the next thing that is due, so i
 a killed and restarted node resumes where the chain says it is, with no operator action.
 
 A failing step (a dead peer, a refused transaction, a bad blob) is logged and retried at the next
-step; it never stops the role.
+step; it never stops the role. Each job is stepped on its own (:class:`JobSteps`) within a time
+budget, so a job whose owner or peers stall holds up no other job.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from allmende.node.directory import MemberCache, Members, PeerDirectory
 from allmende.node.jobdata import State, fetch_spec, fetch_state
 from allmende.node.jobspec import JobSpec
 from allmende.node.roles.plan import JobPlan, make_plan
-from allmende.node.roles.policy import Verdict, decide
+from allmende.node.roles.policy import Verdict, decide_task, decide_terms
+from allmende.node.roles.steps import JobSteps, StepOutcome
 
 if TYPE_CHECKING:
     from allmende.chain import Jobs
@@ -48,6 +50,8 @@ class JobRole(ABC):
     wake_on: tuple[type[ChainEvent], ...] = (ChainEvent,)
     # The events the role reads at all (None: every one); its log queries leave out the rest.
     follows: tuple[type[ChainEvent], ...] | None = None
+    # Works only for the tasks its policy names (consent by default), not every installed one.
+    tasks_named: bool = False
 
     def __init__(self, section: RoleSection) -> None:
         self.section = section
@@ -59,11 +63,18 @@ class JobRole(ABC):
         self.ready = False  # True once warmed up and following the chain (``/healthz``)
         self._said: set[tuple[object, ...]] = set()
         self._challenge_window: int | None = None
+        self._consider_slots = asyncio.Semaphore(section.max_parallel_considers)
+        self._clock_ahead = 0.0  # seconds the chain's clock runs ahead of this machine's
+        self._newest_block_time: int | None = None
 
     # -- the loop ------------------------------------------------------------------------------
 
     async def run(self, ctx: NodeContext) -> None:
-        """Follow the chain and step every known job until ``ctx.stopping`` is set."""
+        """Follow the chain and step every known job until ``ctx.stopping`` is set.
+
+        Each job's step runs as its own task, at most one at a time per job, within
+        ``step_budget_seconds``: a job whose peers stall stalls only itself.
+        """
         chain = ctx.require_chain()
         peers = ctx.require_peers()
         directory = PeerDirectory(
@@ -79,30 +90,40 @@ class JobRole(ABC):
         heads = chain.heads
         await self.warm_up()
         self.ready = True
-        known: dict[int, float] = {}  # job id -> monotonic time of its last step
+        steps = JobSteps(self._safe_step, refresh_seconds=self.refresh_seconds)
         log.info("The %s role is following jobs for %s.", self.name, ctx.address)
-        while not ctx.stopping.is_set():
-            seen = heads.seq
-            events = await asyncio.to_thread(stream.poll, heads.number)
-            touched: set[int] = set()
-            for event in events:
-                self.observe(event)
-                if isinstance(event, JobCreated):
-                    known.setdefault(event.job_id, 0.0)
-                job_id = getattr(event, "job_id", None)
-                if isinstance(job_id, int) and isinstance(event, self.wake_on):
-                    touched.add(job_id)
-            for job_id in sorted(known):
-                if ctx.stopping.is_set():
-                    break
-                if job_id in touched or time.monotonic() - known[job_id] >= self.refresh_seconds:
-                    known[job_id] = time.monotonic()
-                    if await self._safe_step(job_id):
-                        del known[job_id]
-            if events and not stream.caught_up():
-                continue  # catching up with the chain: read the next chunk at once
-            # With new-block notifications, a poll is due only for a block (or a deadline).
-            await heads.wait(seen, self.refresh_seconds if heads.connected else self.poll_seconds)
+        polled_at = -1  # the notification count at the last poll
+        try:
+            while not ctx.stopping.is_set():
+                seen = heads.seq
+                # A notification's block is the head; without a new one (a refresh), the chain
+                # is asked: a notified number may be stale, e.g. after the chain lost blocks.
+                head = heads.number if seen != polled_at else None
+                polled_at = seen
+                events = await asyncio.to_thread(stream.poll, head)
+                if stream.rolled_back:  # the chain lost blocks: drop what came from them
+                    stream.rolled_back = False
+                    chain.client.forget_nonce()
+                    heads.forget_number()
+                    self.reconcile()
+                if stream.head_time is not None:
+                    self.follow_chain_clock(stream.head_time)
+                for event in events:
+                    self.observe(event)
+                    if isinstance(event, JobCreated):
+                        steps.add(event.job_id)
+                    job_id = getattr(event, "job_id", None)
+                    if isinstance(job_id, int) and isinstance(event, self.wake_on):
+                        steps.touch(job_id)
+                steps.start_due()
+                if events and not stream.caught_up():
+                    continue  # catching up with the chain: read the next chunk at once
+                # With new-block notifications, a poll is due only for a block, a deadline, or
+                # a step that ended with an event for its job waiting.
+                timeout = self.refresh_seconds if heads.connected else self.poll_seconds
+                await steps.wait(heads.wait(seen, timeout))
+        finally:
+            await steps.stop()
 
     def decoder(self, deployment: Deployment) -> EventDecoder:
         """Decodes the events the role follows, and names them for the log queries."""
@@ -121,6 +142,38 @@ class JobRole(ABC):
         self.directory = directory
         self._members = MemberCache(jobs)
 
+    def follow_chain_clock(self, block_time: int) -> None:
+        """Learn how far the chain's clock runs ahead of this machine's from the newest block's
+        timestamp, when a new one is read (a chain that gives each block one second more than
+        the last runs ahead, a dev chain whose time was moved forward too); deadlines are then
+        judged in chain time (:meth:`now`), which goes on with this machine's clock between
+        blocks. A chain behind is not followed: an idle dev chain's newest block is simply old."""
+        if block_time == self._newest_block_time:
+            return
+        self._newest_block_time = block_time
+        self._clock_ahead = max(0.0, block_time - time.time())
+
+    def now(self) -> float:
+        """The chain's time as best known: this machine's clock, plus how far the chain's runs
+        ahead of it. Deadlines on chain are judged by block timestamps, so the roles use this."""
+        return time.time() + self._clock_ahead
+
+    def reconcile(self) -> None:
+        """Forget what the role knows from blocks the chain may have lost (a reorg, or a dev
+        chain restarted from an older state); the stream then replays the chain's events and
+        each step reads the chain again, so a commit or vote that is no longer on chain is sent
+        again while its round is open. What stays true whatever the chain says is kept: specs
+        and blobs by hash, proposals computed (checked against the chain before reuse)."""
+        self._members = MemberCache(self.jobs)
+        log.warning("The %s role is reconciling its state with the chain.", self.name)
+
+    def forget_claims(self, claimed: set[tuple[int, int]]) -> None:
+        """Claim again the shares of ``claimed`` (job, round) pairs: a claim sent in blocks the
+        chain lost is gone, and one that stands reverts cheaply when sent again."""
+        for job_id, round_ in claimed:
+            self.ctx.state.set(f"{self.name}:claimed:{job_id}:{round_}", "")
+        claimed.clear()
+
     def observe(self, event: ChainEvent) -> None:  # noqa: B027 - a hook; most roles need none
         """See every event as it is read, before any step (roles keep what saves them reads)."""
 
@@ -128,7 +181,13 @@ class JobRole(ABC):
         """Load, before any job comes, what every job of the allowed tasks needs (the task code,
         the local data), so the first round does not pay for it. A failure is logged: the jobs
         of that task fail the same way until it is fixed."""
-        names = self.policy.allowed_tasks or sorted(installed_tasks())
+        names = self.policy.allowed_tasks
+        if names is None and self.tasks_named:
+            log.warning(
+                "The %s role allows no task yet, so it refuses every job; name the tasks it may "
+                "run in [%s] allowed_tasks of node.toml.", self.name, self.name,
+            )  # fmt: skip
+        names = names or ([] if self.tasks_named else sorted(installed_tasks()))
         for name in names:
             try:
                 await asyncio.to_thread(self._prepare_named, name)
@@ -138,7 +197,11 @@ class JobRole(ABC):
                 log.exception("The %s role failed to prepare task %s.", self.name, name)
 
     def _prepare_named(self, name: str) -> None:
-        self.prepare(load_task(name))
+        task = load_task(name)
+        if task.needs_options():  # its model and data depend on each job: prepared per job
+            log.debug("Task %s is prepared when a job names its [data] options.", name)
+            return
+        self.prepare(task)
 
     def prepare(self, task: Task) -> None:
         """Role-specific loading for ``task`` (worker thread); by default the task's model is
@@ -146,15 +209,25 @@ class JobRole(ABC):
         with TORCH_LOCK:
             task.model()
 
-    async def _safe_step(self, job_id: int) -> bool:
-        """One step of a job; True when the role is done with it. Failures are logged."""
+    async def _safe_step(self, job_id: int) -> StepOutcome:
+        """One step of a job within the step budget; failures and overruns are logged."""
+        budget = self.section.step_budget_seconds
         try:
-            return await self.step(job_id)
+            async with asyncio.timeout(budget):
+                return StepOutcome.DONE if await self.step(job_id) else StepOutcome.AGAIN
+        except TimeoutError:
+            self.say_once(
+                ("budget", job_id),
+                logging.WARNING,
+                f"Job {job_id}: a {self.name} step took longer than its {budget:g} s budget and "
+                "was cancelled; the job is looked at less often until a step finishes in time.",
+            )
+            return StepOutcome.OVERRAN
         except AllmendeError as exc:
             self.say_once(("step", job_id, str(exc)), logging.WARNING, f"Job {job_id}: {exc}")
         except Exception:
             log.exception("Job %d: the %s step failed unexpectedly.", job_id, self.name)
-        return False
+        return StepOutcome.AGAIN
 
     @abstractmethod
     async def step(self, job_id: int) -> bool:
@@ -205,33 +278,57 @@ class JobRole(ABC):
             self.ctx.require_peers(), self.ctx.store, digest, endpoints, reference=plan.reference
         )
 
+    def stake_for(self, job: Job) -> int:
+        """The stake this role locks when it joins ``job`` (the job's bond for the role)."""
+        return 0
+
     async def consider(self, job_id: int, job: Job) -> bool:
-        """Join the job if the consent policy accepts it; True when refused for good."""
+        """Join the job if the consent policy accepts it; True when refused for good.
+
+        The job's on-chain terms (owner, reward, stake) are checked first; only a job they
+        accept has its spec fetched, within ``spec_fetch_seconds`` and with at most
+        ``max_parallel_considers`` specs fetched at once, then its task is checked.
+        """
         if job_id in self.refused:
             return True
+        terms = decide_terms(
+            self.policy,
+            owner=job.owner,
+            reward_per_round=job.reward_per_round,
+            stake_wei=self.stake_for(job),
+        )
+        if not terms.accepted:
+            return self.refuse(job_id, terms.reason)
+        seconds = self.section.spec_fetch_seconds
         try:
-            spec = await self.fetch_spec(job_id, job)
+            async with self._consider_slots, asyncio.timeout(seconds):
+                spec = await self.fetch_spec(job_id, job)
         except ConfigError as exc:
             return self.refuse(job_id, str(exc).rstrip("."))
         except PeerError as exc:  # the owner's node may not serve yet: ask again next step
             self.say_once(("spec", job_id), logging.INFO, f"Job {job_id}: {exc}")
             return False
-        verdict = decide(
-            self.policy,
-            task=spec.task,
-            owner=job.owner,
-            reward_per_round=job.reward_per_round,
-            installed=installed_tasks(),
+        except TimeoutError:
+            self.say_once(
+                ("spec-slow", job_id),
+                logging.WARNING,
+                f"Job {job_id}: its spec did not arrive within {seconds:g} s; asking again later.",
+            )
+            return False
+        verdict = decide_task(
+            self.policy, task=spec.task, installed=installed_tasks(), tasks_named=self.tasks_named
         )
-        if verdict.accepted:
-            verdict = self.admits(job, spec)
         if not verdict.accepted:
             return self.refuse(job_id, verdict.reason)
         try:
             if job_id not in self.plans:  # kept, so a refused join retries cheaply
                 self.plans[job_id] = await asyncio.to_thread(make_plan, spec)
-        except TaskError as exc:
+            await asyncio.to_thread(self.check_plan, self.plans[job_id])
+        except TaskError as exc:  # DataError too: the node's data does not fit the job
             return self.refuse(job_id, str(exc).rstrip("."))
+        verdict = self.admits(job, spec)  # after the checks of this node's own fit for the job
+        if not verdict.accepted:
+            return self.refuse(job_id, verdict.reason)
         await on_chain(self.jobs.join, job_id, self.role_bit)
         log.info("Joined job %d as %s (task %s).", job_id, self.name, spec.task)
         return False
@@ -246,7 +343,7 @@ class JobRole(ABC):
             return True
         if self._challenge_window is None:
             self._challenge_window = await on_chain(self.jobs.challenge_window)
-        if time.time() < job.ended_at + self._challenge_window:
+        if self.now() < job.ended_at + self._challenge_window:
             return False  # the stake stays at risk while the job's result can be challenged
         try:
             await on_chain(self.jobs.release, job_id)
@@ -259,6 +356,10 @@ class JobRole(ABC):
     def admits(self, job: Job, spec: JobSpec) -> Verdict:
         """Role-specific admission checks beyond the consent policy."""
         return Verdict(True)
+
+    def check_plan(self, plan: JobPlan) -> None:  # noqa: B027 - a hook; most roles need none
+        """Role-specific checks of a job's plan before joining (worker thread); TaskError
+        refuses the job."""
 
     def refuse(self, job_id: int, reason: str) -> bool:
         self.refused.add(job_id)

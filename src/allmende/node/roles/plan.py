@@ -25,8 +25,9 @@ class JobPlan:
 
 
 def make_plan(spec: JobSpec) -> JobPlan:
-    """Load the spec's task (TaskError if not installed) and build its reference model."""
-    task = load_task(spec.task)
+    """Load the spec's task configured by its ``[data]`` options (TaskError if not installed or
+    the options are refused) and build its reference model."""
+    task = load_task(spec.task, data=spec.data)
     with TORCH_LOCK:  # seeding a model uses torch's global RNG
         reference = seeded_state(task, seed=spec.seed)
     return JobPlan(spec=spec, task=task, reference=reference)

@@ -2,18 +2,28 @@
 
 A round's flow, one seam a step (later work adds traces, DP and compression here)::
 
-    fetch model r by hash -> train deterministically -> store the update blob -> commit its hash
+    fetch model r by hash -> train deterministically -> encode the update -> commit its hash
+    -> serve the update blob
+
+The update blob names its author (:func:`~allmende.node.jobdata.update_metadata`: job, round,
+this node's address), so the same bytes committed by another trainer are left out as a copy.
+It goes into the node's store, where peers can fetch it, only once the commit is mined: until
+then nobody but this node has the tensors, so whoever commits them under another name commits
+after this node, and aggregators keep only the first commit of the same tensors
+(:mod:`~allmende.node.roles.copies`). On a chain with a public mempool the hash is visible
+while the commit is pending, but not the blob.
 
 The training seed is :func:`~allmende.learn.train.derive_seed` of (job, round, address), so a
-trainer that crashed after storing its update but before committing recomputes the same bytes.
-A round it committed is never redone: the chain's ``commit_of`` says so.
+trainer that crashed after committing but before storing its update recomputes the same bytes
+(:meth:`TrainerRole.recover_update`). A round it committed is never redone: the chain's
+``commit_of`` says so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-import time
 
 from allmende.chain import ROLE_TRAINER, Job, JobStatus
 from allmende.chain.events import (
@@ -31,7 +41,7 @@ from allmende.learn.task import LocalData, Task, seeded_state
 from allmende.learn.train import TORCH_LOCK, derive_seed, train_local
 from allmende.node.config import TrainerSection
 from allmende.node.context import on_chain
-from allmende.node.jobdata import State, hex_hash
+from allmende.node.jobdata import State, hex_hash, update_metadata
 from allmende.node.jobspec import JobSpec
 from allmende.node.roles.base import JobRole
 from allmende.node.roles.plan import JobPlan
@@ -55,6 +65,7 @@ class TrainerRole(JobRole):
         JobFinished, JobCancelled,
     )  # fmt: skip
     follows = wake_on  # a trainer has no use for the others (commits, votes, payouts)
+    tasks_named = True  # consent by default: only the tasks the operator allowed
 
     def __init__(self, section: TrainerSection) -> None:
         super().__init__(section)
@@ -64,6 +75,16 @@ class TrainerRole(JobRole):
         self._joined: set[int] = set()
         self._active_in: dict[int, int] = {}  # job id -> round in which it was last seen active
         self._claimed: set[tuple[int, int]] = set()  # (job, round) whose share was asked for
+
+    def stake_for(self, job: Job) -> int:
+        return job.trainer_stake
+
+    def reconcile(self) -> None:
+        super().reconcile()
+        self._committed.clear()  # a commit may be gone: commit_of says, and it is sent again
+        self._joined.clear()
+        self._active_in.clear()
+        self.forget_claims(self._claimed)  # a claim may be gone: the step claims again
 
     def admits(self, job: Job, spec: JobSpec) -> Verdict:
         if job.n_active_trainers >= job.max_trainers:
@@ -101,9 +122,11 @@ class TrainerRole(JobRole):
         if self._committed.get(job_id) != round_ - 1:
             commit = await on_chain(self.jobs.commit_of, job_id, round_, self.me)
             if commit.weight > 0:
+                if not self.ctx.store.has(hex_hash(commit.update_hash)):
+                    await self.recover_update(job_id, job, hex_hash(commit.update_hash))
                 self._committed[job_id] = round_
                 return False
-        if deadline_passed(job, time.time()):
+        if deadline_passed(job, self.now()):
             self.say_once(
                 ("missed", job_id, round_),
                 logging.WARNING,
@@ -112,16 +135,16 @@ class TrainerRole(JobRole):
             return False
         plan = await self.plan(job_id, job)
         model = await self.fetch_model(job_id, job, plan)
-        update, examples, metrics = await asyncio.to_thread(
-            self.train, plan, model, job_id, round_
-        )
+        update, examples, metrics = await asyncio.to_thread(self.train, plan, model, job_id, round_)
         weight = plan.spec.weight_of(examples)
-        digest = self.store_update(job_id, round_, update)
+        blob = self.encode_update(job_id, round_, update)
+        digest = hashlib.sha256(blob).hexdigest()
         try:
             await self.commit(job_id, round_, digest, weight)
         except BaseException:
             self._committed.pop(job_id, None)  # it may have gone through: ask the chain next time
             raise
+        self.publish_update(job_id, round_, blob)  # mined: now peers may fetch it
         self._committed[job_id] = round_
         log.info(
             "Job %d round %d: trained on %d examples (loss %.4f), committed update %s.",
@@ -146,13 +169,38 @@ class TrainerRole(JobRole):
             self.local_data(plan.task),
             **plan.spec.training_settings(),
             seed=derive_seed(job_id, round_, self.me),
+            device=self.section.device,
         )
 
-    def store_update(self, job_id: int, round_: int, update: State) -> str:
-        """The update as a canonical blob in the node's store, pinned; its hash."""
-        digest = self.ctx.store.put_bytes(encode_state(update))
+    def encode_update(self, job_id: int, round_: int, update: State) -> bytes:
+        """The update as a canonical blob naming its job, round and author (this node)."""
+        return encode_state(update, metadata=update_metadata(job_id, round_, self.me))
+
+    def publish_update(self, job_id: int, round_: int, blob: bytes) -> str:
+        """Put the update blob into the node's store, pinned, where peers can fetch it; its
+        hash. Called only once its commit is mined (see the module docstring)."""
+        digest = self.ctx.store.put_bytes(blob)
         self.ctx.state.pin(digest, f"job:{job_id}:update:{round_}")
         return digest
+
+    async def recover_update(self, job_id: int, job: Job, digest: str) -> None:
+        """After a crash between commit and store: train the round again (deterministic, so
+        the same bytes) and serve the update if it is the one committed."""
+        round_ = job.current_round
+        plan = await self.plan(job_id, job)
+        model = await self.fetch_model(job_id, job, plan)
+        update, _, _ = await asyncio.to_thread(self.train, plan, model, job_id, round_)
+        blob = self.encode_update(job_id, round_, update)
+        if hashlib.sha256(blob).hexdigest() != digest:
+            log.warning(
+                "Job %d round %d: the update committed (%s) is not in the store and training "
+                "again gave other bytes; this round's update cannot be served.",
+                job_id, round_, digest[:16],
+            )  # fmt: skip
+            return
+        self.publish_update(job_id, round_, blob)
+        log.info("Job %d round %d: trained again and served committed update %s.",
+                 job_id, round_, digest[:16])  # fmt: skip
 
     async def commit(self, job_id: int, round_: int, digest: str, weight: int) -> None:
         await on_chain(self.jobs.commit_update, job_id, round_, digest, weight)
@@ -185,6 +233,12 @@ class TrainerRole(JobRole):
                     log.info("Job %d round %d: no trainer share: %s", job_id, round_, exc)
             self.ctx.state.set(key, "1")
 
+    def check_plan(self, plan: JobPlan) -> None:
+        """Load the node's data as the job's task and options read it: a file that does not
+        fit (a missing column, a label outside the job's classes) refuses the job, before
+        joining."""
+        self.local_data(plan.task)
+
     def prepare(self, task: Task) -> None:
         """Load the declared dataset for ``task`` now (a bad declaration shows at start-up) and
         train a fresh model on it once, untimed: torch's first backward pass and optimizer step
@@ -193,12 +247,15 @@ class TrainerRole(JobRole):
             data = self.local_data(task)
             state = seeded_state(task, seed=0)
             train_local(
-                task, state, data, epochs=1, batch_size=WARM_UP_BATCH, lr=WARM_UP_LR, seed=0
+                task, state, data, epochs=1, batch_size=WARM_UP_BATCH, lr=WARM_UP_LR, seed=0,
+                device=self.section.device,
             )
         log.info("Loaded %d local examples for task %s.", len(data), task.name)
 
     def local_data(self, task: Task) -> LocalData:
-        """The node's declared dataset for ``task``, loaded once."""
-        if task.name not in self._data:
-            self._data[task.name] = task.load_data(self.section.dataset)
-        return self._data[task.name]
+        """The node's declared dataset as ``task`` (configured by a job's options) reads it,
+        loaded once per task and options."""
+        key = task.data_key()
+        if key not in self._data:
+            self._data[key] = task.load_data(self.section.dataset)
+        return self._data[key]
