@@ -200,7 +200,7 @@ class AggregatorRole(JobRole):
                 )
                 await self.reopen_when_due(job_id, job, "the vote could not be committed")
                 return
-            log.info("Job %d round %d: committed its vote.", job_id, round_)
+            log.info("Job %d round %d: vote committed.", job_id, round_)
         if not await on_chain(self.jobs.reveals_open, job_id):
             await self.reopen_when_due(job_id, job, "not every member committed a vote")
             return
@@ -210,7 +210,10 @@ class AggregatorRole(JobRole):
             )
         except ContractRevert:
             if not await self.round_is_current(job_id, job):
-                log.info("Job %d round %d: finalized before this node's reveal.", job_id, round_)
+                log.info(
+                    "Job %d round %d: finalized before this node's vote was revealed.",
+                    job_id, round_,
+                )  # fmt: skip
                 return
             raise
         log.info("Job %d round %d: revealed its vote for model %s.", job_id, round_, digest[:16])
