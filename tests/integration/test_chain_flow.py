@@ -158,6 +158,15 @@ def test_job_money_flow_pays_exactly_and_slashes_the_dissenter(devnet) -> None:
     assert (result0.model_hash, result0.included, result0.total_weight) == (h("model-1"), 7, 6)
     agreeing0 = [a.client.address for a in aggregators[:2]]
     expected0 = round_payouts(REWARD, bps, agreeing0, weights0)
+    # what each could claim, as `node status` shows it: exactly what its claim then pays
+    unclaimed0 = {
+        node.client.address: anyone.jobs.unclaimed(job_id, node.client.address)
+        for node in [*trainers, *aggregators]
+    }
+    assert {a: sum(w for _, _, w in shares) for a, shares in unclaimed0.items() if shares} == (
+        expected0
+    )
+    assert unclaimed0[aggregators[2].client.address] == []  # its reveal was not the result
     credited0 = {}
     for node in trainers:
         receipt = ledger.paid(node, node.jobs.claim(job_id, 0, result0))
@@ -170,6 +179,7 @@ def test_job_money_flow_pays_exactly_and_slashes_the_dissenter(devnet) -> None:
             {e.account: e.amount for e in anyone.events(receipt) if isinstance(e, Credited)}
         )
     assert credited0 == expected0
+    assert all(anyone.jobs.unclaimed(job_id, a) == [] for a in unclaimed0)  # claimed once
     with pytest.raises(ContractRevert, match="jobs: already claimed"):
         trainers[0].jobs.claim(job_id, 0, result0)
     assert owner.jobs.provably_wrong(job_id, aggregators[2].client.address)

@@ -20,6 +20,7 @@ MAX_REOPENS = 3  # fresh deadlines a round may get before only the owner's cance
 MISSED_ROUNDS_ALLOWED = 3  # finalized rounds in a row a trainer may miss before it is evictable
 MAX_TRAINERS = 1024  # trainers a job may ever have: its included bitmap has 4 words of 256 bits
 WORD_BITS = 256
+RESULT_RING = 8  # finalized rounds whose result (and so whose claims) the contract keeps
 
 
 class JobStatus(IntEnum):
@@ -400,6 +401,29 @@ class Jobs(ContractBinding):
 
     def registry_address(self) -> str:
         return str(self._call("registry"))
+
+    def unclaimed(self, job_id: int, account: str) -> list[tuple[int, str, int]]:
+        """The shares ``account`` could claim now, as (round, "trainer" or "aggregator", wei):
+        of the finalized rounds whose result the contract still keeps (the last 8), those its
+        ``claim`` or ``claim_vote`` would pay (simulated, nothing is sent)."""
+        job = self.job(job_id)
+        last = job.current_round - 1  # a finished job's round counter is past its last round
+        reward, bps = job.reward_per_round, self.aggregator_share_bps()
+        pool = reward - reward * bps // 10_000
+        is_trainer = self.trainer_index(job_id, account) is not None
+        shares: list[tuple[int, str, int]] = []
+        for round_ in range(max(0, last - RESULT_RING + 1), last + 1):
+            if is_trainer:
+                result = self.round_result(job_id, round_)
+                args = (result.model_hash, included_words(result.included), result.total_weight)
+                if result.total_weight and self._would_succeed(
+                    "claim", job_id, round_, *args, sender=account
+                ):
+                    weight = self.commit_of(job_id, round_, account).weight
+                    shares.append((round_, "trainer", pool * weight // result.total_weight))
+            if job.quorum and self._would_succeed("claim_vote", job_id, round_, sender=account):
+                shares.append((round_, "aggregator", reward * bps // 10_000 // job.quorum))
+        return shares
 
     def aggregator_share_bps(self) -> int:
         return int(self._call("aggregator_share_bps"))
