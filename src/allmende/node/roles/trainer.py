@@ -104,6 +104,7 @@ class TrainerRole(JobRole):
             if await on_chain(self.jobs.trainer_index, job_id, self.me) is None:
                 return await self.consider(job_id, job)
             self._joined.add(job_id)
+            await self.claim_shares(job_id, job)  # a new process too claims before it commits
         if not job.sealed:
             self.say_once(
                 ("unsealed", job_id), logging.INFO,
