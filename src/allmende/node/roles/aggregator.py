@@ -231,9 +231,8 @@ class AggregatorRole(JobRole):
         """Once a finalized round: claim this node's aggregator share (when it revealed the
         result in the finalizing attempt), and challenge the members whose reveal for it is
         provably wrong (the contract checks; a vote that may stand makes the call revert)."""
-        if (job_id, round_) in self._claimed:
+        if (job_id, round_) in self._claimed:  # done once (an RPC failure tries again)
             return
-        self._claimed.add((job_id, round_))
         key = f"aggregator:claimed:{job_id}:{round_}"
         if not self.ctx.state.get(key):
             try:
@@ -251,6 +250,7 @@ class AggregatorRole(JobRole):
                     log.warning("Job %d: challenged %s's provably wrong vote.", job_id, member)
                 except ContractRevert as exc:  # challenged by another member first
                     log.debug("Job %d: no challenge of %s: %s", job_id, member, exc)
+        self._claimed.add((job_id, round_))
 
     # -- the committee, liveness and the stake lock ---------------------------------------------
 

@@ -220,10 +220,10 @@ class TrainerRole(JobRole):
         if not rounds:
             return
         index = await on_chain(self.jobs.trainer_index, job_id, self.me)
-        for round_ in rounds:
-            self._claimed.add((job_id, round_))
+        for round_ in rounds:  # marked once asked (an RPC failure asks again next step)
             key = f"trainer:claimed:{job_id}:{round_}"
             if index is None:
+                self._claimed.add((job_id, round_))
                 continue
             result = await on_chain(self.jobs.round_result, job_id, round_)
             if result.included >> index & 1:
@@ -232,6 +232,7 @@ class TrainerRole(JobRole):
                     log.info("Job %d round %d: claimed its trainer share.", job_id, round_)
                 except ContractRevert as exc:  # claimed before a restart, or too late
                     log.info("Job %d round %d: no trainer share: %s", job_id, round_, exc)
+            self._claimed.add((job_id, round_))
             self.ctx.state.set(key, "1")
 
     def check_plan(self, plan: JobPlan) -> None:
