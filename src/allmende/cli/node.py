@@ -391,7 +391,8 @@ def withdraw(home: Path = HOME) -> None:
 @app.command()
 def status(home: Path = HOME) -> None:
     """Show this node on chain: registration, stake (locked by jobs, free, unbonding), the stake
-    each job holds locked, and what the contracts owe it."""
+    each job holds locked, what the contracts owe it, and the shares of finalized rounds it has
+    not claimed yet."""
     from allmende.chain import Contracts, Deployment
     from allmende.node.config import load_config, resolve
     from allmende.node.keystore import key_address
@@ -424,3 +425,12 @@ def status(home: Path = HOME) -> None:
             job = jobs.job(job_id)
             until = "the job is open" if job.ended_at == 0 else f"{job.ended_at} + the window"
             _out.print(f"  job {job_id}: {held} wei locked until {until}")
+        if jobs.trainer_index(job_id, address) is None and not jobs.is_aggregator(job_id, address):
+            continue
+        shares = jobs.unclaimed(job_id, address)
+        if shares:
+            listed = ", ".join(f"round {r} {role} {wei} wei" for r, role, wei in shares)
+            _out.print(
+                f"  job {job_id}: unclaimed {sum(w for _, _, w in shares)} wei ({listed}); "
+                "the running node claims them", soft_wrap=True,
+            )  # fmt: skip

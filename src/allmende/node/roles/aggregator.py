@@ -1,9 +1,12 @@
-"""The aggregator role: wait for a round's commits, fetch and check them, aggregate, propose.
-The vote that completes the quorum finalizes the round on chain, in the same transaction.
+"""The aggregator role: wait for a round's commits, fetch and check them, aggregate, vote.
+A vote is committed first (a hash with a secret salt) and revealed once every committee member
+committed or the vote-commit period passed; the reveal that completes the quorum finalizes the
+round on chain, in the same transaction. Then each member of the quorum claims its share.
 
 A round's flow, one seam a step (later work adds trace checks, secure aggregation here)::
 
-    wait -> fetch updates -> check -> aggregate -> store -> propose (-> final at the quorum)
+    claim last round's share -> wait -> fetch updates -> check -> aggregate -> store
+        -> commit vote -> reveal (-> final at the quorum)
 
 All of it is deterministic: the inputs are exactly the commits the chain accepted, ordered by
 trainer address, and an update is left out only for a reason every honest aggregator sees the
@@ -17,12 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import TypeVar
 
 from allmende.chain import ROLE_AGGREGATOR, ChainEvent, Commit, Job, JobStatus
 from allmende.chain.client import Receipt
 from allmende.chain.events import RoundFinalized, UpdateCommitted
-from allmende.chain.jobs import MAX_REOPENS, MISSED_ROUNDS_ALLOWED, to_bitmap
+from allmende.chain.jobs import MAX_REOPENS, MISSED_ROUNDS_ALLOWED, to_bitmap, vote_commitment
 from allmende.errors import AggregationError, CodecError, ContractRevert, PeerError
 from allmende.learn.aggregate import Update, aggregate, check_norm, check_weight
 from allmende.node.config import AggregatorSection
@@ -76,9 +80,7 @@ class AggregatorRole(JobRole):
         # The model this node stored last for each job: job -> (hash, tensors). It is the next
         # round's global model when the quorum agreed with this node.
         self._stored: dict[int, tuple[str, State]] = {}
-        # Jobs whose vote this process has checked on chain: only a node restarted between
-        # voting and saving its proposal can have a vote it does not know about.
-        self._vote_checked: set[int] = set()
+        self._claimed: set[tuple[int, int]] = set()  # (job, round) whose share was asked for
         self._volunteered: set[int] = set()  # open committees this node signed up for
         self._evicted: set[tuple[int, str]] = set()  # (job, trainer) evictions already asked
         self._eviction_checked: set[tuple[int, int]] = set()  # (job, round)
@@ -90,7 +92,7 @@ class AggregatorRole(JobRole):
         super().reconcile()
         self._commits.clear()  # rebuilt from the replayed events: lost commits are not in them
         self._joined.clear()
-        self._vote_checked.clear()  # a vote may be gone: the step votes again
+        self.forget_claims(self._claimed)  # a claim may be gone: the step claims again
         self._volunteered.clear()
         self._evicted.clear()
         self._eviction_checked.clear()
@@ -98,6 +100,8 @@ class AggregatorRole(JobRole):
     async def step(self, job_id: int) -> bool:
         job = self._last_read[job_id] = await on_chain(self.jobs.job, job_id)
         if job.status != JobStatus.OPEN:
+            if job.current_round > 0 and job_id in self._joined:
+                await self.claim_share(job_id, job.current_round - 1)
             return await self.release_when_due(job_id, job)
         if job_id not in self._joined:  # a committee seat never changes once the job is sealed
             if not job.sealed:
@@ -114,12 +118,13 @@ class AggregatorRole(JobRole):
                 return True
             self._joined.add(job_id)
         round_ = job.current_round
-        if self.saved_proposal(job_id, round_, job.attempt) is not None and await self.voted(
-            job_id, round_
-        ):
-            # voted: the round is final once a quorum votes the same (also on restart), or, past
-            # its deadline without a quorum, it is reopened and the committee votes again
-            await self.reopen_when_due(job_id, job, "no pair reached the quorum")
+        if round_ > 0:
+            await self.claim_share(job_id, round_ - 1)  # before the next vote commit forfeits it
+        saved = self.saved_proposal(job_id, round_, job.attempt)
+        if saved is not None:
+            # aggregated: commit, then reveal; the round is final once a quorum reveals the same
+            # (also on restart), or, its attempt over without a quorum, it is reopened
+            await self.vote(job_id, job, *saved)
             return False
         trainers = (await self.members(job_id, job)).trainers
         commits = await self.round_commits(job_id, round_, trainers, read_missing=False)
@@ -159,20 +164,93 @@ class AggregatorRole(JobRole):
         digest = self.store_model(job_id, round_, new_state)
         index = {trainer.lower(): i for i, trainer in enumerate(trainers)}
         included = to_bitmap(index[address.lower()] for address, _, _ in updates)
-        # A vote already on chain means this node crashed between voting and saving it.
-        if job_id in self._vote_checked or not await self.voted(job_id, round_):
-            self._vote_checked.add(job_id)
-            receipt = await self.propose(job_id, round_, digest, included)
-            if receipt is None:
-                return False
-            log.info(
-                "Job %d round %d: proposed model %s with %d of %d trainers (%s).",
-                job_id, round_, digest[:16], len(updates), len(trainers), readiness.reason,
-            )  # fmt: skip
-            if self.finalized_by(receipt, job_id, round_):
-                log.info("Job %d round %d: finalized model %s.", job_id, round_, digest[:16])
-        self.save_proposal(job_id, round_, job.attempt, digest, included)
+        total_weight = sum(weight for _, _, weight in updates)
+        # The salt is saved before the commit goes out, so a restarted node can still reveal.
+        salt = os.urandom(32)
+        self.save_proposal(job_id, round_, job.attempt, digest, included, total_weight, salt)
+        log.info(
+            "Job %d round %d: proposed model %s with %d of %d trainers (%s); voting.",
+            job_id, round_, digest[:16], len(updates), len(trainers), readiness.reason,
+        )  # fmt: skip
+        await self.vote(job_id, job, digest, included, total_weight, salt)
         return False
+
+    # -- the vote: commit, reveal, claim ---------------------------------------------------------
+
+    async def vote(
+        self, job_id: int, job: Job, digest: str, included: int, total_weight: int, salt: bytes
+    ) -> None:
+        """One step of this node's vote for the current attempt: commit it, or reveal it once
+        the reveals are open, or (revealed) reopen the round when its attempt is over."""
+        round_ = job.current_round
+        if await self.voted(job_id, round_):
+            await self.reopen_when_due(job_id, job, "no result reached the quorum")
+            return
+        if not await on_chain(self.jobs.vote_committed, job_id, self.me):
+            commitment = vote_commitment(digest, included, total_weight, salt, self.me)
+            try:
+                await on_chain(self.jobs.commit_vote, job_id, round_, commitment)
+            except ContractRevert as exc:
+                if not await self.round_is_current(job_id, job):
+                    return
+                self.say_once(
+                    ("commit", job_id, round_, job.attempt),
+                    logging.WARNING,
+                    f"Job {job_id} round {round_}: vote not committed: {exc}",
+                )
+                await self.reopen_when_due(job_id, job, "the vote could not be committed")
+                return
+            log.info("Job %d round %d: vote committed.", job_id, round_)
+        if not await on_chain(self.jobs.reveals_open, job_id):
+            await self.reopen_when_due(job_id, job, "not every member committed a vote")
+            return
+        try:
+            receipt = await on_chain(
+                self.jobs.reveal, job_id, round_, digest, included, total_weight, salt
+            )
+        except ContractRevert:
+            if not await self.round_is_current(job_id, job):
+                log.info(
+                    "Job %d round %d: finalized before this node's vote was revealed.",
+                    job_id, round_,
+                )  # fmt: skip
+                return
+            raise
+        log.info("Job %d round %d: revealed its vote for model %s.", job_id, round_, digest[:16])
+        if self.finalized_by(receipt, job_id, round_):
+            log.info("Job %d round %d: finalized model %s.", job_id, round_, digest[:16])
+
+    async def round_is_current(self, job_id: int, job: Job) -> bool:
+        """Whether the job is still open in the same round and attempt as ``job`` says."""
+        now = await on_chain(self.jobs.job, job_id)
+        return now.status == JobStatus.OPEN and (now.current_round, now.attempt) == (
+            job.current_round, job.attempt,
+        )  # fmt: skip
+
+    async def claim_share(self, job_id: int, round_: int) -> None:
+        """Once a finalized round: claim this node's aggregator share (when it revealed the
+        result in the finalizing attempt), and challenge the members whose reveal for it is
+        provably wrong (the contract checks; a vote that may stand makes the call revert)."""
+        if (job_id, round_) in self._claimed:  # done once (an RPC failure tries again)
+            return
+        key = f"aggregator:claimed:{job_id}:{round_}"
+        if not self.ctx.state.get(key):
+            try:
+                await on_chain(self.jobs.claim_vote, job_id, round_)
+                log.info("Job %d round %d: claimed its aggregator share.", job_id, round_)
+            except ContractRevert as exc:  # not in the quorum, or claimed before a restart
+                log.debug("Job %d round %d: no aggregator share: %s", job_id, round_, exc)
+            self.ctx.state.set(key, "1")
+        for member in await on_chain(self.jobs.aggregators, job_id):
+            if member.lower() == self.me.lower():
+                continue
+            if await on_chain(self.jobs.provably_wrong, job_id, member):
+                try:
+                    await on_chain(self.jobs.challenge, job_id, member)
+                    log.warning("Job %d: challenged %s's provably wrong vote.", job_id, member)
+                except ContractRevert as exc:  # challenged by another member first
+                    log.debug("Job %d: no challenge of %s: %s", job_id, member, exc)
+        self._claimed.add((job_id, round_))
 
     # -- the committee, liveness and the stake lock ---------------------------------------------
 
@@ -433,18 +511,6 @@ class AggregatorRole(JobRole):
         self._stored[job_id] = (digest, state)
         return digest
 
-    async def propose(self, job_id: int, round_: int, digest: str, included: int) -> Receipt | None:
-        """Vote for (model, included): the vote's receipt, or None when the round was finalized
-        meanwhile (the contract refuses a vote once the quorum was reached)."""
-        try:
-            return await on_chain(self.jobs.propose, job_id, round_, digest, included)
-        except ContractRevert:
-            now = await on_chain(self.jobs.job, job_id)
-            if now.current_round > round_ or now.status != JobStatus.OPEN:
-                log.info("Job %d round %d: finalized before this node's vote.", job_id, round_)
-                return None
-            raise
-
     def finalized_by(self, receipt: Receipt, job_id: int, round_: int) -> bool:
         """Whether this vote completed the quorum: the contract then finalized the round in the
         same transaction, and the receipt holds its ``RoundFinalized``."""
@@ -455,15 +521,25 @@ class AggregatorRole(JobRole):
 
     # -- what this node proposed, so it aggregates a round once, also across a restart ----------
 
-    def saved_proposal(self, job_id: int, round_: int, attempt: int) -> tuple[str, int] | None:
-        raw = self.ctx.state.get(f"aggregator:proposal:{job_id}:{round_}:{attempt}")
+    def saved_proposal(
+        self, job_id: int, round_: int, attempt: int
+    ) -> tuple[str, int, int, bytes] | None:
+        """(model hash, included bitmap, total weight, salt) of this node's vote, if saved."""
+        raw = self.ctx.state.get(f"aggregator:vote:{job_id}:{round_}:{attempt}")
         if raw is None:
             return None
-        digest, included = raw.split(":")
-        return digest, int(included)
+        digest, included, total_weight, salt = raw.split(":")
+        return digest, int(included), int(total_weight), bytes.fromhex(salt)
 
     def save_proposal(
-        self, job_id: int, round_: int, attempt: int, digest: str, included: int
+        self,
+        job_id: int,
+        round_: int,
+        attempt: int,
+        digest: str,
+        included: int,
+        total_weight: int,
+        salt: bytes,
     ) -> None:
-        key = f"aggregator:proposal:{job_id}:{round_}:{attempt}"
-        self.ctx.state.set(key, f"{digest}:{included}")
+        key = f"aggregator:vote:{job_id}:{round_}:{attempt}"
+        self.ctx.state.set(key, f"{digest}:{included}:{total_weight}:{salt.hex()}")

@@ -167,6 +167,13 @@ class JobRole(ABC):
         self._members = MemberCache(self.jobs)
         log.warning("The %s role is reconciling its state with the chain.", self.name)
 
+    def forget_claims(self, claimed: set[tuple[int, int]]) -> None:
+        """Claim again the shares of ``claimed`` (job, round) pairs: a claim sent in blocks the
+        chain lost is gone, and one that stands reverts cheaply when sent again."""
+        for job_id, round_ in claimed:
+            self.ctx.state.set(f"{self.name}:claimed:{job_id}:{round_}", "")
+        claimed.clear()
+
     def observe(self, event: ChainEvent) -> None:  # noqa: B027 - a hook; most roles need none
         """See every event as it is read, before any step (roles keep what saves them reads)."""
 

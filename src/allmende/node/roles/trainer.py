@@ -36,6 +36,7 @@ from allmende.chain.events import (
     RoundReopened,
     TrainerEvicted,
 )
+from allmende.errors import ContractRevert
 from allmende.learn.task import LocalData, Task, seeded_state
 from allmende.learn.train import TORCH_LOCK, derive_seed, train_local
 from allmende.node.config import TrainerSection
@@ -73,6 +74,7 @@ class TrainerRole(JobRole):
         self._committed: dict[int, int] = {}  # job id -> last round this node committed in
         self._joined: set[int] = set()
         self._active_in: dict[int, int] = {}  # job id -> round in which it was last seen active
+        self._claimed: set[tuple[int, int]] = set()  # (job, round) whose share was asked for
 
     def stake_for(self, job: Job) -> int:
         return job.trainer_stake
@@ -82,6 +84,7 @@ class TrainerRole(JobRole):
         self._committed.clear()  # a commit may be gone: commit_of says, and it is sent again
         self._joined.clear()
         self._active_in.clear()
+        self.forget_claims(self._claimed)  # a claim may be gone: the step claims again
 
     def admits(self, job: Job, spec: JobSpec) -> Verdict:
         if job.n_active_trainers >= job.max_trainers:
@@ -91,13 +94,17 @@ class TrainerRole(JobRole):
     async def step(self, job_id: int) -> bool:
         job = await on_chain(self.jobs.job, job_id)
         if job.status != JobStatus.OPEN:
+            await self.claim_shares(job_id, job)
             return await self.release_when_due(job_id, job)
+        if job_id in self._joined:
+            await self.claim_shares(job_id, job)  # before a commit overwrites round r - 2's
         if self._committed.get(job_id) == job.current_round:
             return False  # committed; wait for the round to be finalized
         if job_id not in self._joined:  # a trainer's place in a job is kept unless evicted
             if await on_chain(self.jobs.trainer_index, job_id, self.me) is None:
                 return await self.consider(job_id, job)
             self._joined.add(job_id)
+            await self.claim_shares(job_id, job)  # a new process too claims before it commits
         if not job.sealed:
             self.say_once(
                 ("unsealed", job_id), logging.INFO,
@@ -198,6 +205,35 @@ class TrainerRole(JobRole):
 
     async def commit(self, job_id: int, round_: int, digest: str, weight: int) -> None:
         await on_chain(self.jobs.commit_update, job_id, round_, digest, weight)
+
+    async def claim_shares(self, job_id: int, job: Job) -> None:
+        """Claim this node's share of the last two finalized rounds, once each: the contract
+        keeps a trainer's commits of its last two rounds, so a share is claimed before the
+        commit two rounds later (or it stays with the job's owner)."""
+        rounds = [
+            round_
+            for round_ in (job.current_round - 2, job.current_round - 1)
+            if round_ >= 0
+            and (job_id, round_) not in self._claimed
+            and not self.ctx.state.get(f"trainer:claimed:{job_id}:{round_}")
+        ]
+        if not rounds:
+            return
+        index = await on_chain(self.jobs.trainer_index, job_id, self.me)
+        for round_ in rounds:  # marked once asked (an RPC failure asks again next step)
+            key = f"trainer:claimed:{job_id}:{round_}"
+            if index is None:
+                self._claimed.add((job_id, round_))
+                continue
+            result = await on_chain(self.jobs.round_result, job_id, round_)
+            if result.included >> index & 1:
+                try:
+                    await on_chain(self.jobs.claim, job_id, round_, result)
+                    log.info("Job %d round %d: claimed its trainer share.", job_id, round_)
+                except ContractRevert as exc:  # claimed before a restart, or too late
+                    log.info("Job %d round %d: no trainer share: %s", job_id, round_, exc)
+            self._claimed.add((job_id, round_))
+            self.ctx.state.set(key, "1")
 
     def check_plan(self, plan: JobPlan) -> None:
         """Load the node's data as the job's task and options read it: a file that does not
