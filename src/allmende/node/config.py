@@ -99,6 +99,7 @@ DEVNET_CHAIN_IDS = frozenset({31337, 1337})
 DEFAULT_CHAIN_ID = 31337  # of an offline node's message domain
 
 DEFAULT_POLL_SECONDS = 0.3
+DEFAULT_MAX_CLOCK_LEAD_SECONDS = 300.0  # Hardhat runs 1 s a block ahead: minutes, not hours
 DEFAULT_REFRESH_SECONDS = 2.0
 DEFAULT_STEP_BUDGET_SECONDS = 900.0
 DEFAULT_SPEC_FETCH_SECONDS = 60.0
@@ -312,6 +313,10 @@ class RoleSection(ConsentPolicy):
     not joined yet gets ``spec_fetch_seconds`` to serve its spec, and at most
     ``max_parallel_considers`` such jobs are looked at at once, so jobs whose owners serve their
     specs slowly never hold up the jobs the node works on.
+
+    ``max_clock_lead_seconds``: how far ahead of this machine's clock the chain's may be taken
+    to run (deadlines are judged in chain time); a newer block further ahead is believed only
+    that far, so an endpoint sending far-future timestamps cannot make the node skip rounds.
     """
 
     poll_seconds: float = Field(default=DEFAULT_POLL_SECONDS, gt=0)
@@ -319,6 +324,7 @@ class RoleSection(ConsentPolicy):
     step_budget_seconds: float = Field(default=DEFAULT_STEP_BUDGET_SECONDS, gt=0)
     spec_fetch_seconds: float = Field(default=DEFAULT_SPEC_FETCH_SECONDS, gt=0)
     max_parallel_considers: int = Field(default=DEFAULT_PARALLEL_CONSIDERS, ge=1)
+    max_clock_lead_seconds: float = Field(default=DEFAULT_MAX_CLOCK_LEAD_SECONDS, ge=0)
 
     @property
     def policy(self) -> ConsentPolicy:
