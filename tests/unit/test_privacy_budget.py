@@ -190,7 +190,7 @@ def test_an_undrawn_trainer_sits_the_round_out(tmp_path: Path) -> None:
     assert not verdict.accepted and "not drawn" in verdict.reason
 
 
-# -- the spec ---------------------------------------------------------------------------------------
+# -- the spec ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
