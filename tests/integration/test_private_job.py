@@ -205,9 +205,7 @@ def test_a_dp_job_charges_each_round_once_through_a_sigkill_and_the_budget_refus
 
         wait_for(lambda: reader.jobs.job(job_id).status != JobStatus.OPEN, "the job to end")
         assert reader.jobs.job(job_id).status == JobStatus.FINISHED
-        trainers = {
-            nodes[f"t{i}"].address: (decls[i], secret_of(homes[f"t{i}"])) for i in range(2)
-        }
+        trainers = {nodes[f"t{i}"].address: (decls[i], secret_of(homes[f"t{i}"])) for i in range(2)}
         assert set(reader.jobs.trainers(job_id)) == set(trainers)
         with torch.random.fork_rng(devices=[]):
             expected = replay(spec, job_key, job_id, dict(sorted(trainers.items())))

@@ -202,6 +202,7 @@ def test_an_undrawn_trainer_sits_the_round_out(tmp_path: Path) -> None:
         ({"epsilon": 1.0, "delta": 1e-5, "clip_norm": -1.0}, "'privacy.clip_norm' must be"),
         ({"epsilon": 1.0, "delta": 1e-5, "clip_norm": 1.0, "sample_rate": 0.0}, "sample_rate"),
         ({"epsilon": 1.0, "delta": 1e-5, "clip_norm": 1.0, "noise": "x"}, "'per_update' or"),
+        ({"epsilon": 1.0, "delta": 1e-5, "clip_norm": float("inf")}, "'privacy.clip_norm'"),
     ],
 )
 def test_bad_privacy_sections_get_one_line(section: dict[str, Any], message: str) -> None:
@@ -220,3 +221,21 @@ def test_a_spec_without_privacy_hashes_as_before() -> None:
     assert b"privacy" not in parse_jobspec(BASE).canonical_bytes()
     assert b'"privacy":{"clip_norm":1.0' in spec(2.0).canonical_bytes()
     assert spec(2.0, sample_rate=0.5).privacy.max_contributions(4) == 2  # type: ignore[union-attr]
+
+
+def test_a_seed_that_draws_a_trainer_often_buys_no_more_than_the_cap(tmp_path: Path) -> None:
+    """An owner may grind the seed to draw a node into many rounds; it contributes to at most
+    ceil(sample_rate * rounds) of them, so it never spends more than the job's ε."""
+    gate = _gate(tmp_path, budget=None)
+    plan = make_plan(parse_jobspec({**BASE, "rounds": 40, "privacy": {
+        "epsilon": 2.0, "delta": 1e-5, "clip_norm": 1.0, "sample_rate": 0.1}}))  # fmt: skip
+    drawn = [r for r in range(40) if is_sampled(
+        seed=0, job_id=1, round_=r, address=ME, sample_rate=0.1)]  # fmt: skip
+    cap = plan.spec.privacy.max_contributions(40)  # type: ignore[union-attr]
+    assert cap == 4 and len(drawn) > cap  # this seed draws the node more often than the cap
+    for round_ in drawn[:cap]:
+        assert gate.gate(plan, 1, round_, ME).accepted
+        gate.charge(plan, 1, round_)
+    verdict = gate.gate(plan, 1, drawn[cap], ME)
+    assert not verdict.accepted and "sits out the rest" in verdict.reason
+    assert gate.ledger.spent(gate.dataset) <= 2.0

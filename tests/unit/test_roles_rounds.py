@@ -104,3 +104,12 @@ def test_bitmaps_refuse_negative_values() -> None:
         to_bitmap([-1])
     with pytest.raises(ValueError):
         from_bitmap(-4)
+
+
+def test_with_sampling_the_drawn_trainers_committing_is_enough() -> None:
+    job = make_job()
+    commits = {A: DONE, B: DONE}  # C was not drawn into the round (privacy.sample_rate)
+    assert not aggregation_readiness(job, commits, START + 1).ready
+    ready = aggregation_readiness(job, commits, START + 1, drawn=2)
+    assert ready.ready and ready.reason == "all 2 trainers committed"
+    assert not aggregation_readiness(job, {A: DONE, B: NOT_YET}, START + 1, drawn=2).ready

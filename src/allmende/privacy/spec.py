@@ -47,7 +47,7 @@ class PrivacySpec(BaseModel):
     only when secure aggregation hides the single updates.
     """
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
     epsilon: float = Field(gt=0.0, le=MAX_EPSILON)
     delta: float = Field(gt=0.0, lt=1.0)
