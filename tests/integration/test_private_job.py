@@ -213,6 +213,9 @@ def test_a_dp_job_charges_each_round_once_through_a_sigkill_and_the_budget_refus
 
         spent = spec.privacy.epsilon_after(3, rounds=3)
         assert 1.9 < spent <= 2.0
+        # A's round 1 commit was mined after the kill: restarted, A trained again, drew the same
+        # noise from its secret and served the very update it had committed.
+        assert f"Job {job_id} round 1: trained again and served committed update" in restarted.log()
         for name in ("t0", "t1"):
             rows = charges(homes[name])
             assert [(j, r) for j, r, _ in rows] == [(job_key, 0), (job_key, 1), (job_key, 2)]
