@@ -8,7 +8,9 @@ A round's flow, one seam a step (later work adds trace checks, secure aggregatio
 All of it is deterministic: the inputs are exactly the commits the chain accepted, ordered by
 trainer address, and an update is left out only for a reason every honest aggregator sees the
 same way (bad bytes, wrong shapes, non-finite values, over the norm bound, served by nobody
-even ``fetch_grace_seconds`` after the deadline, or a copy: see :mod:`.copies`). Honest
+even ``fetch_grace_seconds`` after the deadline, or a copy: see :mod:`.copies`); with trainer
+sampling (``[privacy] sample_rate``) only the commits of the trainers drawn into the round count
+(:func:`~allmende.node.roles.privacy.drawn_trainers`). Honest
 aggregators so propose the same bytes. Each update is asked for from its author first, then
 from every other participant.
 """
