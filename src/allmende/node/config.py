@@ -337,6 +337,30 @@ class RoleSection(ConsentPolicy):
         )
 
 
+DEFAULT_MAX_JOB_DELTA = 1e-5
+
+
+class TrainerPrivacy(_Section):
+    """``[trainer.privacy]``: the data owner's privacy rules, enforced by this node.
+
+    ``budget_epsilon``: the total ε the declared dataset may spend over all jobs (summed across
+    jobs, see :mod:`allmende.privacy.budget`); the node refuses to join a job whose ε exceeds
+    what is left, and stops contributing when the next round would pass it. ``max_job_epsilon``:
+    the largest ε one job may have. With either set, every job must have a ``[privacy]`` section
+    with ``delta`` at most ``max_job_delta``; a job without one is refused. Left out (the
+    default): jobs without DP are accepted, and what DP jobs spend is still recorded
+    (``allmende node privacy HOME``). Peers need not agree on any of it.
+    """
+
+    budget_epsilon: float | None = Field(default=None, gt=0)
+    max_job_epsilon: float | None = Field(default=None, gt=0)
+    max_job_delta: float = Field(default=DEFAULT_MAX_JOB_DELTA, gt=0, lt=1)
+
+    @property
+    def requires_dp(self) -> bool:
+        return self.budget_epsilon is not None or self.max_job_epsilon is not None
+
+
 class TrainerSection(RoleSection):
     """``[trainer]``: consent policy and the local dataset declaration (``[trainer.dataset]``).
 
@@ -353,10 +377,14 @@ class TrainerSection(RoleSection):
     finds one, else the CPU; ``"cuda"`` refuses to start without a GPU; ``"cpu"`` never uses
     one. Peers need not agree on it (what holds bit for bit on which device:
     :mod:`allmende.learn.devices`).
+
+    ``[trainer.privacy]``: the privacy budget and the DP this node requires
+    (:class:`TrainerPrivacy`).
     """
 
     dataset: DataSource = DatasetDecl()
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    privacy: TrainerPrivacy = TrainerPrivacy()
 
 
 class AggregatorSection(RoleSection):

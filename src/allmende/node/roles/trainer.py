@@ -2,8 +2,8 @@
 
 A round's flow, one seam a step (later work adds traces, DP and compression here)::
 
-    fetch model r by hash -> train deterministically -> encode the update -> commit its hash
-    -> serve the update blob
+    fetch model r by hash -> train deterministically -> clip and noise (a job with [privacy])
+    -> encode the update -> charge the privacy ledger -> commit its hash -> serve the update blob
 
 The update blob names its author (:func:`~allmende.node.jobdata.update_metadata`: job, round,
 this node's address), so the same bytes committed by another trainer are left out as a copy.
@@ -25,7 +25,7 @@ import asyncio
 import hashlib
 import logging
 
-from allmende.chain import ROLE_TRAINER, Job, JobStatus
+from allmende.chain import ROLE_TRAINER, Job, Jobs, JobStatus
 from allmende.chain.events import (
     CommitteeSealed,
     JobCancelled,
@@ -40,12 +40,14 @@ from allmende.errors import ContractRevert
 from allmende.learn.task import LocalData, Task, seeded_state
 from allmende.learn.train import TORCH_LOCK, derive_seed, train_local
 from allmende.node.config import TrainerSection
-from allmende.node.context import on_chain
+from allmende.node.context import NodeContext, on_chain
+from allmende.node.directory import PeerDirectory
 from allmende.node.jobdata import State, hex_hash, update_metadata
 from allmende.node.jobspec import JobSpec
 from allmende.node.roles.base import JobRole
 from allmende.node.roles.plan import JobPlan
 from allmende.node.roles.policy import Verdict
+from allmende.node.roles.privacy import TrainerPrivacyGate
 from allmende.node.roles.rounds import deadline_passed
 from allmende.store.codec import encode_state
 
@@ -75,6 +77,7 @@ class TrainerRole(JobRole):
         self._joined: set[int] = set()
         self._active_in: dict[int, int] = {}  # job id -> round in which it was last seen active
         self._claimed: set[tuple[int, int]] = set()  # (job, round) whose share was asked for
+        self.privacy = TrainerPrivacyGate(section.privacy, section.dataset)  # roles/privacy.py
 
     def stake_for(self, job: Job) -> int:
         return job.trainer_stake
@@ -86,10 +89,14 @@ class TrainerRole(JobRole):
         self._active_in.clear()
         self.forget_claims(self._claimed)  # a claim may be gone: the step claims again
 
+    def attach(self, ctx: NodeContext, *, jobs: Jobs, directory: PeerDirectory) -> None:
+        super().attach(ctx, jobs=jobs, directory=directory)
+        self.privacy.attach(ctx.state, jobs_address=getattr(jobs, "address", ""))
+
     def admits(self, job: Job, spec: JobSpec) -> Verdict:
         if job.n_active_trainers >= job.max_trainers:
             return Verdict(False, f"the job already has its {job.max_trainers} trainers")
-        return Verdict(True)
+        return self.privacy.admits(spec)
 
     async def step(self, job_id: int) -> bool:
         job = await on_chain(self.jobs.job, job_id)
@@ -135,11 +142,20 @@ class TrainerRole(JobRole):
             )
             return False
         plan = await self.plan(job_id, job)
+        verdict = self.privacy.gate(plan, job_id, round_, self.me)
+        if not verdict.accepted:
+            self.say_once(
+                ("privacy", job_id, round_),
+                logging.INFO,
+                f"Job {job_id} round {round_}: not contributing: {verdict.reason}.",
+            )
+            return False
         model = await self.fetch_model(job_id, job, plan)
         update, examples, metrics = await asyncio.to_thread(self.train, plan, model, job_id, round_)
         weight = plan.spec.weight_of(examples)
         blob = self.encode_update(job_id, round_, update)
         digest = hashlib.sha256(blob).hexdigest()
+        self.privacy.charge(plan, job_id, round_)  # durable before the update can leave
         try:
             await self.commit(job_id, round_, digest, weight)
         except BaseException:
@@ -163,8 +179,9 @@ class TrainerRole(JobRole):
         self, plan: JobPlan, model: State, job_id: int, round_: int
     ) -> tuple[State, int, dict[str, float]]:
         """Deterministic local training (runs in a worker thread; train_local takes the torch
-        lock, one torch job at a time)."""
-        return train_local(
+        lock, one torch job at a time), clipped and noised for a job with ``[privacy]`` (the
+        noise is seeded by this node's secret, so training again gives the same bytes)."""
+        update, examples, metrics = train_local(
             plan.task,
             model,
             self.local_data(plan.task),
@@ -172,6 +189,7 @@ class TrainerRole(JobRole):
             seed=derive_seed(job_id, round_, self.me),
             device=self.section.device,
         )
+        return self.privacy.privatize(plan, model, update, job_id, round_), examples, metrics
 
     def encode_update(self, job_id: int, round_: int, update: State) -> bytes:
         """The update as a canonical blob naming its job, round and author (this node)."""
