@@ -103,15 +103,16 @@ class TrainerRole(JobRole):
         if job.status != JobStatus.OPEN:
             await self.claim_shares(job_id, job)
             return await self.release_when_due(job_id, job)
-        if job_id in self._joined:
-            await self.claim_shares(job_id, job)  # before a commit overwrites round r - 2's
+        if job_id in self._joined:  # before this round's commit overwrites round r - 2's
+            await self.claim_shares(job_id, job, back=(2,))
         if self._committed.get(job_id) == job.current_round:
+            await self.claim_shares(job_id, job, back=(1,))  # e.g. after a restart
             return False  # committed; wait for the round to be finalized
         if job_id not in self._joined:  # a trainer's place in a job is kept unless evicted
             if await on_chain(self.jobs.trainer_index, job_id, self.me) is None:
                 return await self.consider(job_id, job)
             self._joined.add(job_id)
-            await self.claim_shares(job_id, job)  # a new process too claims before it commits
+            await self.claim_shares(job_id, job, back=(2,))  # a new process too, before it commits
         if not job.sealed:
             self.say_once(
                 ("unsealed", job_id), logging.INFO,
@@ -167,6 +168,7 @@ class TrainerRole(JobRole):
             "Job %d round %d: trained on %d examples (loss %.4f), committed update %s.",
             job_id, round_, examples, metrics["loss"], digest[:16],
         )  # fmt: skip
+        await self.claim_shares(job_id, job, back=(1,))  # the round before, off the round's path
         return False
 
     # -- the round's seams ---------------------------------------------------------------------
@@ -224,13 +226,15 @@ class TrainerRole(JobRole):
     async def commit(self, job_id: int, round_: int, digest: str, weight: int) -> None:
         await on_chain(self.jobs.commit_update, job_id, round_, digest, weight)
 
-    async def claim_shares(self, job_id: int, job: Job) -> None:
-        """Claim this node's share of the last two finalized rounds, once each: the contract
-        keeps a trainer's commits of its last two rounds, so a share is claimed before the
-        commit two rounds later (or it stays with the job's owner)."""
+    async def claim_shares(self, job_id: int, job: Job, *, back: tuple[int, ...] = (2, 1)) -> None:
+        """Claim this node's share of the finalized rounds ``back`` rounds before the current
+        one, once each: the contract keeps a trainer's commits of its last two rounds, so a
+        share is claimed before the commit two rounds later (or it stays with the job's owner).
+        The step claims round r - 2 before its commit (that is due only after a restart or a
+        missed round) and round r - 1 after it, so claims never hold up training."""
         rounds = [
             round_
-            for round_ in (job.current_round - 2, job.current_round - 1)
+            for round_ in (job.current_round - b for b in back)
             if round_ >= 0
             and (job_id, round_) not in self._claimed
             and not self.ctx.state.get(f"trainer:claimed:{job_id}:{round_}")
