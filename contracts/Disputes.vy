@@ -41,6 +41,7 @@ ABANDONED: constant(uint8) = 7  # the trace was slashed by another challenge: th
 
 struct Trace:
     root: bytes32
+    manifest: bytes32
     segments: uint256
     k: uint256
     committed_at: uint256
@@ -71,6 +72,7 @@ event TraceCommitted:
     round: indexed(uint256)
     provider: indexed(address)
     root: bytes32
+    manifest: bytes32
     segments: uint256
     k: uint256
 
@@ -238,28 +240,29 @@ def _proves(root: bytes32, leaf: bytes32, index: uint256, proof: DynArray[bytes3
 
 
 @external
-def commit_trace(job_id: uint256, round: uint256, root: bytes32, segments: uint256, k: uint256):
+def commit_trace(job_id: uint256, round: uint256, root: bytes32, manifest: bytes32, segments: uint256, k: uint256):
     """
     @notice Commit the root of the caller's training trace for (job, round) and lock
             `provider_bond` of its free stake for it.
     @param job_id The job.
     @param round The round.
     @param root Merkle root over the trace's `segments + 1` leaves (allmende.verify.merkle).
+    @param manifest SHA-256 of the blob listing the leaves, which verifiers fetch by it.
     @param segments Checkpoints after the start: 1 to 2**20 - 1.
     @param k Steps between checkpoints: 1 to 2**20.
     """
     assert staticcall registry.has_role(msg.sender, ROLE_PROVIDER), "disputes: caller is not a provider"
-    assert root != empty(bytes32), "disputes: root is zero"
+    assert root != empty(bytes32) and manifest != empty(bytes32), "disputes: root or manifest is zero"
     assert segments > 0 and segments < 2**MAX_DEPTH, "disputes: segments out of range"
     assert k > 0 and k <= MAX_K, "disputes: k out of range"
     key: bytes32 = self._trace_key(job_id, round, msg.sender)
     assert self.traces[key].committed_at == 0, "disputes: trace already committed"
     self.traces[key] = Trace(
-        root=root, segments=segments, k=k, committed_at=block.timestamp,
+        root=root, manifest=manifest, segments=segments, k=k, committed_at=block.timestamp,
         open_challenges=0, released=False, slashed=False,
     )
     extcall registry.lock(msg.sender, self._lock_id(job_id, round), provider_bond)
-    log TraceCommitted(job_id=job_id, round=round, provider=msg.sender, root=root, segments=segments, k=k)
+    log TraceCommitted(job_id=job_id, round=round, provider=msg.sender, root=root, manifest=manifest, segments=segments, k=k)
 
 
 @external
@@ -602,7 +605,7 @@ def trace_of(job_id: uint256, round: uint256, provider: address) -> Trace:
     @param job_id The job.
     @param round The round.
     @param provider The provider.
-    @return The trace.
+    @return (root, manifest, segments, k, committed_at, open_challenges, released, slashed).
     """
     return self.traces[self._trace_key(job_id, round, provider)]
 

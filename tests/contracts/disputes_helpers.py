@@ -63,7 +63,9 @@ def pool(disputes: Any, registry: Any, count: int) -> list[str]:
 def commit(disputes: Any, provider: str, leaves: list[Leaf], *, k: int = K, job: int = JOB,
            round_: int = ROUND) -> None:  # fmt: skip
     with boa.env.prank(provider):
-        disputes.commit_trace(job, round_, merkle_root(leaves), len(leaves) - 1, k)
+        disputes.commit_trace(
+            job, round_, merkle_root(leaves), word("manifest"), len(leaves) - 1, k
+        )
 
 
 def provider(registry: Any, stake: int = 2 * MIN_STAKE) -> str:

@@ -34,6 +34,7 @@ from disputes_helpers import (
 from allmende.verify.merkle import merkle_proof, merkle_root
 
 PROVIDER_TURN, CHALLENGER_TURN, VOTING = 1, 2, 3
+MANIFEST = word("manifest")
 ODD = "committee size must be odd, at most 15"
 PROVIDER_LOST, CHALLENGER_LOST, UNDECIDED, ABANDONED = 4, 5, 6, 7
 
@@ -120,37 +121,40 @@ def test_commit_trace_locks_the_provider_bond(disputes: Any, registry: Any) -> N
     leaves = synthetic_trace()
     commit(disputes, account, leaves)
     (event,) = events(disputes, "TraceCommitted")
-    assert (event.provider, event.root, event.segments, event.k) == (
+    assert (event.provider, event.root, event.manifest, event.segments, event.k) == (
         account,
         merkle_root(leaves),
+        word("manifest"),
         SEGMENTS,
         K,
     )
     assert registry.free_stake(account) == 2 * MIN_STAKE - PROVIDER_BOND
     trace = disputes.trace_of(JOB, ROUND, account)
-    assert trace[0] == merkle_root(leaves) and trace[1] == SEGMENTS
+    assert (trace[0], trace[1], trace[2]) == (merkle_root(leaves), word("manifest"), SEGMENTS)
 
 
 def test_commit_trace_refusals(disputes: Any, registry: Any) -> None:
     account = provider(registry)
     root = merkle_root(synthetic_trace())
     with boa.env.prank(node(registry, TRAINER)), boa.reverts("disputes: caller is not a provider"):
-        disputes.commit_trace(JOB, ROUND, root, SEGMENTS, K)
+        disputes.commit_trace(JOB, ROUND, root, MANIFEST, SEGMENTS, K)
     with boa.env.prank(account):
-        with boa.reverts("disputes: root is zero"):
-            disputes.commit_trace(JOB, ROUND, b"\0" * 32, SEGMENTS, K)
+        with boa.reverts("disputes: root or manifest is zero"):
+            disputes.commit_trace(JOB, ROUND, b"\0" * 32, MANIFEST, SEGMENTS, K)
+        with boa.reverts("disputes: root or manifest is zero"):
+            disputes.commit_trace(JOB, ROUND, root, b"\0" * 32, SEGMENTS, K)
         for segments in (0, 2**20):
             with boa.reverts("disputes: segments out of range"):
-                disputes.commit_trace(JOB, ROUND, root, segments, K)
+                disputes.commit_trace(JOB, ROUND, root, MANIFEST, segments, K)
         for k in (0, 2**20 + 1):
             with boa.reverts("disputes: k out of range"):
-                disputes.commit_trace(JOB, ROUND, root, SEGMENTS, k)
-        disputes.commit_trace(JOB, ROUND, root, SEGMENTS, K)
+                disputes.commit_trace(JOB, ROUND, root, MANIFEST, SEGMENTS, k)
+        disputes.commit_trace(JOB, ROUND, root, MANIFEST, SEGMENTS, K)
         with boa.reverts("disputes: trace already committed"):
-            disputes.commit_trace(JOB, ROUND, root, SEGMENTS, K)
+            disputes.commit_trace(JOB, ROUND, root, MANIFEST, SEGMENTS, K)
     poor = provider(registry, stake=PROVIDER_BOND // 2)
     with boa.env.prank(poor), boa.reverts("registry: amount exceeds unlocked stake"):
-        disputes.commit_trace(JOB, ROUND, root, SEGMENTS, K)
+        disputes.commit_trace(JOB, ROUND, root, MANIFEST, SEGMENTS, K)
 
 
 def test_release_unlocks_after_the_window_and_not_before(court: Court) -> None:

@@ -20,7 +20,13 @@ from allmende.verify.check import check_segment
 from allmende.verify.dispute import agrees, state_at, step_replays
 from allmende.verify.merkle import merkle_proof
 from allmende.verify.plan import batch_plan, digits_shards, join_shards, n_items, plan_seed
-from allmende.verify.trace import ComputeRound, checkpoint_hash, deterministic
+from allmende.verify.trace import (
+    ComputeRound,
+    checkpoint_hash,
+    deterministic,
+    trace_blob,
+    trace_from_blob,
+)
 
 JOB, ROUND, K = 11, 0, 4
 PROVIDER_LOST, CHALLENGER_LOST = 4, 5
@@ -70,6 +76,10 @@ def dispute(
     return int(cid)
 
 
+def manifest(run: ProviderRun) -> bytes:
+    return bytes.fromhex(run.store.put_bytes(trace_blob(run.trace)))
+
+
 def setup(registry: Any, admin: str) -> tuple[Any, Court]:
     d = deploy(boa.load_partial(str(CONTRACTS / "Disputes.vy")), registry, admin)
     verifiers = pool(d, registry, 5)
@@ -84,7 +94,10 @@ def test_a_provider_that_skipped_steps_is_found_bisected_and_slashed(
     run = run_provider(job, start, BlobStore(tmp_path), attack="skip", faked={4})
     court.leaves = run.trace.leaves
     with boa.env.prank(court.provider):
-        d.commit_trace(JOB, ROUND, run.trace.root, run.trace.segments, K)
+        d.commit_trace(JOB, ROUND, run.trace.root, manifest(run), run.trace.segments, K)
+    # The verifier reads the leaves from the manifest blob the chain names.
+    named = d.trace_of(JOB, ROUND, court.provider)[1]
+    assert trace_from_blob(run.fetch(named.hex())) == run.trace
     with deterministic():
         failing = [
             i for i in range(job.segments) if not check_segment(job, run.trace, i, run.fetch).ok
@@ -103,7 +116,7 @@ def test_a_false_challenge_of_honest_work_loses_its_bond(
     run = run_provider(job, start, BlobStore(tmp_path))
     court.leaves = run.trace.leaves
     with boa.env.prank(court.provider):
-        d.commit_trace(JOB, ROUND, run.trace.root, run.trace.segments, K)
+        d.commit_trace(JOB, ROUND, run.trace.root, manifest(run), run.trace.segments, K)
     cid = dispute(d, job, court, run, 2, honest_answers=False)
     assert d.challenges(cid)[9] == CHALLENGER_LOST
     assert registry.stake_of(court.provider) == 2 * MIN_STAKE

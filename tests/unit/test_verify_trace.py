@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from allmende.errors import ConfigError
+from allmende.errors import CodecError, ConfigError
 from allmende.learn.digits import DigitsMLP
 from allmende.learn.task import load_task, seeded_state
 from allmende.store.blobs import BlobStore
@@ -35,6 +35,9 @@ from allmende.verify.trace import (
     Stepper,
     checkpoint_hash,
     deterministic,
+    max_trace_bytes,
+    trace_blob,
+    trace_from_blob,
     train_traced,
 )
 
@@ -110,6 +113,21 @@ def test_training_twice_gives_the_same_trace_and_stores_every_checkpoint(tmp_pat
     assert all(store.has(leaf.params.hex()) for leaf in trace.leaves)
     assert trace.leaves[0].params == checkpoint_hash(start)
     assert trace.leaves[3].batches == batch_hash(job.plan[4:6])
+
+
+def test_the_trace_manifest_round_trips_and_refuses_garbage(tmp_path: Path) -> None:
+    job = digits_round()
+    _, trace = train_traced(job, seeded_state(job.task, seed=1), BlobStore(tmp_path))
+    blob = trace_blob(trace)
+    assert len(blob) == max_trace_bytes(trace.segments)
+    assert trace_from_blob(blob) == trace
+    for bad in (blob[:-1], b"x" + blob[1:], blob[:24] + blob[24 + 72 :], blob[:24] + blob[24:96]):
+        with pytest.raises(CodecError):
+            trace_from_blob(bad)
+    shifted = bytearray(blob)
+    shifted[24 + 72 + 7] ^= 1  # leaf 1's step
+    with pytest.raises(CodecError, match="Leaf 1"):
+        trace_from_blob(bytes(shifted))
 
 
 def test_an_honest_trace_passes_and_a_wrong_commitment_fails(tmp_path: Path) -> None:

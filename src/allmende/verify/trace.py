@@ -26,13 +26,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from allmende.errors import ConfigError, TaskError
+from allmende.errors import CodecError, ConfigError, TaskError
 from allmende.learn.optim import LocalOptimizer
 from allmende.learn.task import LocalData, Task, state_of
 from allmende.learn.train import TORCH_LOCK, _use_deterministic_algorithms
 from allmende.store.blobs import BlobStore
 from allmende.store.codec import encode_state
-from allmende.verify.merkle import Leaf, merkle_root
+from allmende.verify.merkle import MAX_DEPTH, Leaf, merkle_root
 from allmende.verify.plan import batch_hash
 
 State = dict[str, Tensor]
@@ -135,6 +135,45 @@ class Trace:
     @property
     def segments(self) -> int:
         return len(self.leaves) - 1
+
+
+TRACE_MAGIC = b"allmende-trace/1"
+LEAF_BYTES = 8 + 32 + 32
+
+
+def trace_blob(trace: Trace) -> bytes:
+    """The trace's *manifest*: the blob a provider stores and commits the hash of, from which
+    a verifier reads the leaves (``magic, k, then step | params | batches`` per leaf)."""
+    body = b"".join(
+        leaf.step.to_bytes(8, "big") + leaf.params + leaf.batches for leaf in trace.leaves
+    )
+    return TRACE_MAGIC + trace.k.to_bytes(8, "big") + body
+
+
+def max_trace_bytes(segments: int) -> int:
+    """The exact size of the manifest of a trace of ``segments`` segments (a fetch limit)."""
+    return len(TRACE_MAGIC) + 8 + (segments + 1) * LEAF_BYTES
+
+
+def trace_from_blob(data: bytes) -> Trace:
+    """A manifest's trace; CodecError unless it is well formed (leaf ``i`` at step ``i * k``,
+    at least two leaves, at most ``2**20``)."""
+    head = len(TRACE_MAGIC) + 8
+    if not data.startswith(TRACE_MAGIC) or (len(data) - head) % LEAF_BYTES:
+        raise CodecError("The trace manifest is malformed (bad header or length); the provider "
+                         "served something else, so its trace fails.")  # fmt: skip
+    k = int.from_bytes(data[len(TRACE_MAGIC) : head], "big")
+    count = (len(data) - head) // LEAF_BYTES
+    if not 2 <= count <= 2**MAX_DEPTH or not 1 <= k <= MAX_STEPS:
+        raise CodecError(f"The trace manifest holds {count} leaves of k = {k}; out of bounds.")
+    leaves = []
+    for i in range(count):
+        at = head + i * LEAF_BYTES
+        step = int.from_bytes(data[at : at + 8], "big")
+        if step != i * k:
+            raise CodecError(f"Leaf {i} of the trace manifest is at step {step}, not {i * k}.")
+        leaves.append(Leaf(step, data[at + 8 : at + 40], data[at + 40 : at + 72]))
+    return Trace(k=k, leaves=leaves)
 
 
 def checkpoint_hash(state: State) -> bytes:
