@@ -41,7 +41,9 @@ from allmende.verify.trace import (
 )
 
 Fetch = Callable[[str], bytes]
-"""Fetch a checkpoint blob by its hex SHA-256 from the provider (bytes are not trusted)."""
+"""Fetch a checkpoint blob by its hex SHA-256 from the provider. The bytes are not trusted (they
+are hashed and decoded here); the fetch itself must bound their size, to
+:func:`~allmende.store.codec.encoded_size` of the round's model, as the node's peer fetch does."""
 
 
 def sample_segments(beacon: bytes, provider: str, *, segments: int, count: int) -> list[int]:

@@ -99,7 +99,7 @@ class Stepper:
             self.model = job.task.model()
         self.model.train()
 
-    def run(self, state: State, batches: Tensor, *, lr: float | None = None) -> State:
+    def run(self, state: State, batches: Tensor) -> State:
         """The state after one SGD step per row of ``batches`` ``(m, batch_size)``, starting
         from ``state``. Call inside :func:`deterministic`."""
         try:
@@ -110,7 +110,7 @@ class Stepper:
                 "checkpoint of this job."
             ) from None
         opt = LocalOptimizer(
-            "sgd", list(self.model.parameters()), lr=lr or self.job.lr, momentum=0.0,
+            "sgd", list(self.model.parameters()), lr=self.job.lr, momentum=0.0,
             weight_decay=self.job.weight_decay,
         )  # fmt: skip
         for row in batches:
