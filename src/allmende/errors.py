@@ -103,5 +103,10 @@ class AggregationError(AllmendeError, ValueError):
     """Updates could not be aggregated (too few, wrong shapes, bad parameters)."""
 
 
+class SecAggError(AggregationError):
+    """A secure-aggregation step failed: a peer's keys, shares, manifest or reveal is invalid,
+    or too many trainers dropped for the round's masks to be removed."""
+
+
 class NodeError(AllmendeError, RuntimeError):
     """The node process cannot start or continue."""
