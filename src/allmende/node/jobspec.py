@@ -32,6 +32,7 @@ import difflib
 import json
 import re
 import tomllib
+import typing
 from decimal import Decimal, DecimalException, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from allmende._json import UntrustedJSONError, loads_untrusted
 from allmende.errors import ConfigError
 from allmende.learn.rules import min_updates, rule_params
+from allmende.privacy.params import SecureSpec, check_secure
 
 MAX_TRAINERS = 256  # the Jobs contract's bound
 MAX_AGGREGATORS = 16  # the Jobs contract's bound on a committee, and so the largest quorum
@@ -73,6 +75,11 @@ REQUIREMENTS = {
     "aggregation": "a table with rule and params",
     "aggregation.rule": "the name of an aggregation rule (a string)",
     "aggregation.params": "a table of the rule's parameters",
+    "aggregation.secure": "a table with clip (and optionally dropout, ring_bits, degree)",
+    "aggregation.secure.clip": "a number > 0 (each update coordinate is clipped to ±clip)",
+    "aggregation.secure.dropout": "a number >= 1/3 and < 0.5",
+    "aggregation.secure.ring_bits": "32 or 64",
+    "aggregation.secure.degree": "an even integer >= 2",
     "min_trainers": f"an integer between 1 and {MAX_TRAINERS}",
     "max_trainers": f"an integer between 1 and {MAX_TRAINERS}",
     "quorum": f"an integer between 1 and {MAX_AGGREGATORS}",
@@ -112,10 +119,20 @@ class AggregationSpec(_Strict):
 
     rule: str
     params: dict[str, Any] = Field(default_factory=dict)
+    secure: SecureSpec | None = None
+    """``[aggregation.secure]``: secure aggregation (SecAgg+, :mod:`allmende.privacy.secagg`);
+    aggregators then see only the sum of the updates, so the rule must be ``fedavg``."""
 
     @model_validator(mode="after")
     def _known_rule(self) -> AggregationSpec:
         rule_params(self.rule, self.params)  # raises ConfigError, reported as it is
+        if self.secure is not None and self.rule != "fedavg":
+            raise ValueError(
+                f"aggregation rule '{self.rule}' needs each trainer's update, but with "
+                "[aggregation.secure] aggregators see only their sum; use rule = 'fedavg' "
+                "(norms are bounded by the trainers' clipping to ±clip instead), or drop "
+                "[aggregation.secure]."
+            )
         return self
 
 
@@ -244,6 +261,16 @@ class JobSpec(_Strict):
                 "'max_weight' goes with weighting = 'declared' (the cap on each trainer's "
                 "declared weight), and only with it."
             )
+        if self.aggregation.secure is not None:
+            try:
+                check_secure(
+                    self.aggregation.secure,
+                    min_trainers=self.min_trainers,
+                    max_trainers=self.max_trainers,
+                    max_weight=self.max_weight or 1,
+                )
+            except ValueError as exc:
+                raise ValueError(f"[aggregation.secure]: {exc}.") from None
         return self
 
     @property
@@ -276,11 +303,13 @@ class JobSpec(_Strict):
     def canonical_bytes(self) -> bytes:
         """The spec as canonical JSON (sorted keys, no spaces): the published spec blob.
 
-        An empty ``data`` table is left out, so a spec without one hashes as it did before
-        ``data`` existed."""
+        An empty ``data`` table and an absent ``[aggregation.secure]`` are left out, so a spec
+        without them hashes as it did before they existed."""
         fields = self.model_dump(mode="json")
         if not fields["data"]:
             del fields["data"]
+        if fields["aggregation"]["secure"] is None:
+            del fields["aggregation"]["secure"]
         return json.dumps(
             fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False
         ).encode("utf-8")
@@ -376,6 +405,8 @@ def _closest_field(loc: list[str]) -> str:
     model: type[BaseModel] = JobSpec
     for part in loc[:-1]:
         annotation = model.model_fields[part].annotation if part in model.model_fields else None
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = options[0] if len(options) == 1 else annotation  # X | None
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return ""
         model = annotation
