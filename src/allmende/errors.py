@@ -20,6 +20,7 @@ sentences that say what to do next. The tree (builtin bases in brackets)::
     ├── TaskError [LookupError]         a task is not installed, or its data declaration is wrong
     │   └── DataError [ValueError]      the operator's data files are missing, unreadable or wrong
     ├── AggregationError [ValueError]   updates cannot be aggregated
+    │   └── SecAggError                 a secure-aggregation step failed (bad share, dropouts)
     └── NodeError [RuntimeError]        the node process cannot start or continue
 
 Every class here is exported from :mod:`allmende`.
