@@ -60,7 +60,7 @@ def new_round(
         max_weight=max_weight,
     )
     sessions = {a.address: TrainerSession(ctx, a, ledger=RevealLedger()) for a in accounts}
-    return Round(ctx=ctx, sessions=dict(sorted(sessions.items())))
+    return Round(ctx=ctx, sessions={a: sessions[a] for a in ctx.roster})
 
 
 def exchange(r: Round) -> None:
