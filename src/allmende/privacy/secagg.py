@@ -423,7 +423,7 @@ class TrainerSession:
         }
         return manifest, body, clipped
 
-    def reveal_message(self, manifests: Mapping[str, dict[str, Any]]) -> SignedMessage:
+    def reveal_message(self, manifests: Mapping[str, object]) -> SignedMessage:
         """Step 4: given the manifests the chain accepted (by trainer), reveal for each partner
         the seed share (included) or the key share (not included), never both."""
         decision = decide(self.ctx, manifests)

@@ -326,12 +326,6 @@ class JobRole(ABC):
             await asyncio.to_thread(self.check_plan, self.plans[job_id])
         except TaskError as exc:  # DataError too: the node's data does not fit the job
             return self.refuse(job_id, str(exc).rstrip("."))
-        if spec.aggregation.secure is not None:  # never run a job meant to be masked in the clear
-            return self.refuse(
-                job_id,
-                "the job asks for secure aggregation ([aggregation.secure]), which this node's "
-                "roles do not run yet; its updates would be seen in the clear",
-            )
         verdict = self.admits(job, spec)  # after the checks of this node's own fit for the job
         if not verdict.accepted:
             return self.refuse(job_id, verdict.reason)
