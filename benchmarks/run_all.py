@@ -9,6 +9,8 @@
    each attacker took and how many rounds it stalled.
 5. ``text``: a ``byte-gpt`` job on 4 trainer nodes, each on a shard of the standard library,
    against a plain PyTorch FedAvg loop over the same shards (:mod:`text`).
+6. ``privacy``: what secure aggregation costs against plain aggregation at 8, 16 and 32
+   trainers, with and without a third dropping (:mod:`privacy`; ``results/privacy.json``).
 
 Each column runs as its own process, watched by :mod:`proctree` (memory of its whole process
 tree); its wall time runs from just before the process is started to the moment the script says
@@ -17,7 +19,8 @@ here prints "not run" with the reason and is recorded as such.
 
 The FedAvg columns run ``--repeats`` times in turn and the table shows each column's median run.
 
-Run: ``python benchmarks/run_all.py [--only fedavg,robustness,scale,security,text] [--rounds N]
+Run: ``python benchmarks/run_all.py [--only fedavg,robustness,scale,security,text,privacy]
+[--rounds N]
 [--repeats N]``.
 """
 
@@ -44,7 +47,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 LOG_DIR = RESULTS_DIR / "logs"
 COLUMN_TIMEOUT_S = 1800.0
-BENCHMARKS = ("fedavg", "robustness", "scale", "security", "text")
+BENCHMARKS = ("fedavg", "robustness", "scale", "security", "text", "privacy")
 DEFAULT_REPEATS = 3  # a shared 2-core machine's speed drifts by half within minutes
 MIN_CONSOLE_WIDTH = 150  # the tables are wide; piped output would otherwise wrap at 80
 
@@ -213,6 +216,23 @@ def bench_text(job: FedAvgJob, *, console: Console, rounds: int | None) -> dict[
     return result
 
 
+def bench_privacy(job: FedAvgJob, *, console: Console) -> dict[str, Any]:
+    """The privacy figures: ``benchmarks/privacy.py`` as its own watched process; it merges
+    its rows into ``results/privacy.json``, keeping rows other parts wrote there."""
+    out = RESULTS_DIR / "privacy.json"
+    log = LOG_DIR / "privacy.log"
+    console.print(f"  running privacy.py ... (log: {log.relative_to(BENCH_DIR.parent)})")
+    command = [_project_python(), str(BENCH_DIR / "privacy.py"), "--out", str(out)]
+    code, _, memory = run_watched(command, log_path=log, timeout_s=COLUMN_TIMEOUT_S)
+    if code != 0 or not out.is_file():
+        raise NotRun(f"privacy.py exited with code {code}; read {log.name} in {LOG_DIR.name}/")
+    result: dict[str, Any] = json.loads(out.read_text())
+    result.pop("machine", None)  # write_result adds it
+    result["memory"] = memory.as_json()
+    console.print(log.read_text().strip())
+    return result
+
+
 def write_result(name: str, result: dict[str, Any], machine: dict[str, Any]) -> Path:
     """``benchmarks/results/<name>.json`` with the machine description."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -253,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         "scale": bench_scale,
         "security": bench_security,
         "text": functools.partial(bench_text, rounds=args.rounds),
+        "privacy": bench_privacy,
     }
     failures: list[str] = []
     for name in chosen:

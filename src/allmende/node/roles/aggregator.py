@@ -39,7 +39,7 @@ from allmende.node.roles.copies import Candidate, ChainPosition, Screening, scre
 from allmende.node.roles.plan import JobPlan
 from allmende.node.roles.policy import Verdict
 from allmende.node.roles.rounds import aggregation_readiness, by_address, committed, round_deadline
-from allmende.node.roles.secure import SecureAggregator, check_secure_plan
+from allmende.node.roles.secure import SecureAggregator, check_secure_plan, roster_fixed
 from allmende.store.codec import TensorBlob, encode_state, payload_digest
 
 if TYPE_CHECKING:
@@ -140,7 +140,7 @@ class AggregatorRole(JobRole):
             # (also on restart), or, its attempt over without a quorum, it is reopened
             await self.vote(job_id, job, *saved)
             return False
-        if (await self.plan(job_id, job)).spec.aggregation.secure is not None:
+        if (await self.plan(job_id, job)).spec.aggregation.secure is not None and roster_fixed(job):
             await self.secure.board(job_id, round_, create=True)  # trainers post from the start
         trainers = (await self.members(job_id, job)).trainers
         commits = await self.round_commits(job_id, round_, trainers, read_missing=False)

@@ -113,6 +113,12 @@ def check_secure_plan(plan: JobPlan) -> None:
             )
 
 
+def roster_fixed(job: Job) -> bool:
+    """Whether the round's roster is known alike to everyone: the job's trainer list, read once
+    the job is full (before, a trainer joining mid-exchange would give two views of it)."""
+    return job.n_trainers >= job.max_trainers
+
+
 def context_for(
     role: Any, job_id: int, job: Job, plan: JobPlan, trainers: list[str]
 ) -> RoundContext:
@@ -303,6 +309,8 @@ class SecureAggregator:
         plan = role.plans.get(job_id)
         if plan is None or plan.spec.aggregation.secure is None:
             raise SecAggError(f"Job {job_id} is not a secure-aggregation job of this node.")
+        if not roster_fixed(job):
+            raise SecAggError(f"Job {job_id} is not full yet, so its roster is not fixed.")
         trainers = (await role.members(job_id, job)).trainers
         board = RoundBoard(ctx=context_for(role, job_id, job, plan, trainers))
         self._boards[job_id] = board
@@ -542,6 +550,13 @@ class SecureTrainer:
         commit once the update is masked, else None (waiting, or sitting the round out)."""
         role = self.role
         round_ = job.current_round
+        if not roster_fixed(job):
+            role.say_once(
+                ("secure-roster", job_id, round_), logging.INFO,
+                f"Job {job_id} round {round_}: {job.n_trainers} of {job.max_trainers} trainers "
+                "joined; secure aggregation starts once the roster is full.",
+            )  # fmt: skip
+            return None
         progress = self._progress(job_id, round_)
         if progress is None:
             ctx = await self._context(job_id, job, plan)
@@ -583,7 +598,8 @@ class SecureTrainer:
         if progress.out is not None:
             return None
         if not progress.partners_known:
-            log.info("Job %d round %d: sent its secure-aggregation shares.", job_id, round_)
+            role.say_once(("secure-shares", job_id, round_), logging.INFO,
+                          f"Job {job_id} round {round_}: sent its secure-aggregation shares.")
             boards = await read_boards(role, job_id, job, ctx, (SHARES,))
             shares = boards.messages[SHARES]
             dealers = set(session._peer_keys)
