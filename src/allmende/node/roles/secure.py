@@ -402,9 +402,7 @@ class SecureAggregator:
         ctx = board.ctx
         grace = role.section.fetch_grace_seconds
         patience_over = role.now() > round_deadline(job) + grace
-        boards = await read_boards(
-            role, job_id, job, ctx, KINDS, local=board, manifests=True
-        )
+        boards = await read_boards(role, job_id, job, ctx, KINDS, local=board, manifests=True)
         dim = model_dim(global_state)
         manifests, missing = accepted_manifests(boards.manifests, commits, dim)
         if missing and not patience_over:
@@ -431,9 +429,7 @@ class SecureAggregator:
                 )  # fmt: skip
                 return None
             bodies[trainer] = body
-        bundles = {
-            digest(m): m for kind in (KEYS, SHARES) for m in boards.messages[kind].values()
-        }
+        bundles = {digest(m): m for kind in (KEYS, SHARES) for m in boards.messages[kind].values()}
         try:
             result = await asyncio.to_thread(
                 unmask, ctx, manifests=manifests, bodies=bodies, bundles=bundles,
@@ -501,8 +497,9 @@ class SecureTrainer:
 
     def _progress(self, job_id: int, round_: int) -> TrainerRound | None:
         progress = self._rounds.get(job_id)
-        if progress is not None and (progress.session is None or
-                                     progress.session.ctx.round == round_):
+        if progress is not None and (
+            progress.session is None or progress.session.ctx.round == round_
+        ):
             return progress if progress.session is not None else None
         return None
 
@@ -568,12 +565,24 @@ class SecureTrainer:
         ctx = session.ctx
         if progress.out is not None:
             return None
-        if await self._post(job_id, job, KEYS, round_, progress,
-                            {"message": session.keys_message().model_dump()}) == 0:
+        if (
+            await self._post(
+                job_id,
+                job,
+                KEYS,
+                round_,
+                progress,
+                {"message": session.keys_message().model_dump()},
+            )
+            == 0
+        ):
             return None  # fmt: skip
         if progress.out is not None:
-            role.say_once(("secure-out", job_id, round_), logging.WARNING,
-                          f"Job {job_id} round {round_}: sits this round out: {progress.out}.")
+            role.say_once(
+                ("secure-out", job_id, round_),
+                logging.WARNING,
+                f"Job {job_id} round {round_}: sits this round out: {progress.out}.",
+            )
             return None  # fmt: skip
         now = role.now()
         neighbours = ctx.neighbours[session.address]
@@ -592,14 +601,21 @@ class SecureTrainer:
             progress.shares_sent = True
         shares_msg = session._shares
         assert shares_msg is not None
-        if await self._post(job_id, job, SHARES, round_, progress,
-                            {"message": shares_msg.model_dump()}) == 0:
+        if (
+            await self._post(
+                job_id, job, SHARES, round_, progress, {"message": shares_msg.model_dump()}
+            )
+            == 0
+        ):
             return None  # fmt: skip
         if progress.out is not None:
             return None
         if not progress.partners_known:
-            role.say_once(("secure-shares", job_id, round_), logging.INFO,
-                          f"Job {job_id} round {round_}: sent its secure-aggregation shares.")
+            role.say_once(
+                ("secure-shares", job_id, round_),
+                logging.INFO,
+                f"Job {job_id} round {round_}: sent its secure-aggregation shares.",
+            )
             boards = await read_boards(role, job_id, job, ctx, (SHARES,))
             shares = boards.messages[SHARES]
             dealers = set(session._peer_keys)
