@@ -21,7 +21,8 @@ sentences that say what to do next. The tree (builtin bases in brackets)::
     │   └── DataError [ValueError]      the operator's data files are missing, unreadable or wrong
     ├── AggregationError [ValueError]   updates cannot be aggregated
     │   └── SecAggError                 a secure-aggregation step failed (bad share, dropouts)
-    └── NodeError [RuntimeError]        the node process cannot start or continue
+    ├── NodeError [RuntimeError]        the node process cannot start or continue
+    └── PrivacyError [RuntimeError]     a privacy rule or the privacy ledger stops an update
 
 Every class here is exported from :mod:`allmende`.
 """
@@ -111,3 +112,8 @@ class SecAggError(AggregationError):
 
 class NodeError(AllmendeError, RuntimeError):
     """The node process cannot start or continue."""
+
+
+class PrivacyError(AllmendeError, RuntimeError):
+    """A privacy rule stops this node from contributing: its budget is spent, a job's privacy
+    settings are refused, or the privacy ledger cannot be written (nothing leaves then)."""

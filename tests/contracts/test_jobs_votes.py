@@ -120,7 +120,7 @@ def test_reveals_open_when_every_voter_committed_and_the_quorum_reveal_finalizes
     ]  # no payout
     assert jobs.jobs(job.id).current_round == 1 and jobs.total_owed() == 0
     prefix, attempt = jobs.round_result(job.id, 0)
-    assert prefix == vote_key(h("m"), everyone, 6)[:16] and attempt == 0
+    assert prefix == vote_key(h("m"), everyone, 6)[:14] and attempt == 0
     with boa.reverts("jobs: wrong round"):
         reveal(jobs, job, 0, job.aggregators[2], h("m"), everyone)
 
@@ -315,7 +315,7 @@ def test_claim_refuses_outsiders_doubles_and_wrong_results(jobs: Any, registry: 
     commit_all(jobs, job, 0)
     some = bitmap([0, 1])
     args = (h("m"), words(some), 2)
-    with boa.env.prank(job.trainers[0]), boa.reverts("jobs: round is not final"):
+    with boa.env.prank(job.trainers[0]), boa.reverts("jobs: round is not final or too old"):
         jobs.claim(job.id, 0, *args)
     boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
     vote_all(jobs, job, 0, h("m"), some)

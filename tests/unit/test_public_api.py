@@ -65,3 +65,14 @@ def test_every_public_error_is_exported_and_drawn_in_the_tree() -> None:
             assert name in allmende.__all__, f"{name} is not exported from allmende"
             assert getattr(allmende, name) is obj
             assert f" {name}" in doc, f"{name} is missing from the tree in errors.py's docstring"
+
+
+def test_the_privacy_package_names_resolve_on_first_use() -> None:
+    import allmende.privacy as privacy
+
+    assert sorted(privacy.__all__) == sorted(privacy._MODULE_OF)
+    for name in privacy.__all__:
+        value = getattr(privacy, name)
+        module = f"allmende.privacy.{privacy._MODULE_OF[name]}"
+        assert getattr(__import__(module, fromlist=[name]), name) is value, name
+    assert not hasattr(privacy, "NoSuchThing")

@@ -135,3 +135,12 @@ def test_a_jobs_end_and_final_model_are_derived_from_its_status() -> None:
     assert (finished.ended_at, finished.final_model_hash) == (START + 5, b"\x03" * 32)
     cancelled = make_job(status=3, round_start=START + 7)
     assert (cancelled.ended_at, cancelled.final_model_hash) == (START + 7, bytes(32))
+
+
+def test_with_sampling_the_drawn_trainers_committing_is_enough() -> None:
+    job = make_job()
+    commits = {A: DONE, B: DONE}  # C was not drawn into the round (privacy.sample_rate)
+    assert not aggregation_readiness(job, commits, START + 1).ready
+    ready = aggregation_readiness(job, commits, START + 1, drawn=2)
+    assert ready.ready and ready.reason == "all 2 trainers committed"
+    assert not aggregation_readiness(job, {A: DONE, B: NOT_YET}, START + 1, drawn=2).ready

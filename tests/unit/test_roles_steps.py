@@ -1534,3 +1534,19 @@ def test_deadlines_follow_a_chain_whose_clock_runs_ahead(monkeypatch) -> None:
     assert role.now() == 1_034.0
     role.follow_chain_clock(900)  # an idle dev chain's newest block is just old
     assert role.now() == 1_010.0
+
+
+def test_a_far_future_block_is_believed_only_max_clock_lead_ahead(monkeypatch, caplog) -> None:
+    """A hostile endpoint's block stamped a year ahead would make every deadline look passed
+    (a trainer would skip its rounds); the node takes the chain to run at most
+    ``max_clock_lead_seconds`` ahead, and says so once."""
+    role = TrainerRole(TrainerSection(max_clock_lead_seconds=60))
+    wall = [1_000.0]
+    monkeypatch.setattr("allmende.node.roles.base.time.time", lambda: wall[0])
+    with caplog.at_level(logging.WARNING):
+        role.follow_chain_clock(1_000 + 365 * 86_400)
+        role.follow_chain_clock(1_001 + 365 * 86_400)
+    assert role.now() == 1_060.0
+    assert caplog.text.count("ahead of this machine's clock") == 1
+    role.follow_chain_clock(1_030)  # believable again
+    assert role.now() == 1_030.0

@@ -32,10 +32,9 @@ import difflib
 import json
 import re
 import tomllib
-import typing
 from decimal import Decimal, DecimalException, InvalidOperation
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -43,6 +42,8 @@ from allmende._json import UntrustedJSONError, loads_untrusted
 from allmende.errors import ConfigError
 from allmende.learn.rules import min_updates, rule_params
 from allmende.privacy.params import SecureSpec, check_secure
+from allmende.privacy.spec import REQUIREMENTS as PRIVACY_REQUIREMENTS
+from allmende.privacy.spec import PrivacySpec
 
 MAX_TRAINERS = 256  # the Jobs contract's bound
 MAX_AGGREGATORS = 16  # the Jobs contract's bound on a committee, and so the largest quorum
@@ -98,6 +99,7 @@ REQUIREMENTS = {
     "norm_bound": "a number > 0",
     "seed": "an integer >= 0",
     "data": "a table of the task's data options (see the task's documentation)",
+    **PRIVACY_REQUIREMENTS,
 }
 
 
@@ -223,6 +225,9 @@ class JobSpec(_Strict):
     """The task's options (``[data]``): what the job asks of the trainers' data and the model,
     e.g. a table's feature columns and classes. The task validates them (its ``Options``);
     every peer of the job reads the same, so all trainers see their data the same way."""
+    privacy: PrivacySpec | None = None
+    """Client-level differential privacy (``[privacy]``, see :mod:`allmende.privacy.spec`):
+    every trainer clips its update and adds noise before it leaves the node. Left out: none."""
 
     @field_validator("reward_per_round", "trainer_stake", "aggregator_stake", mode="before")
     @classmethod
@@ -271,7 +276,37 @@ class JobSpec(_Strict):
                 )
             except ValueError as exc:
                 raise ValueError(f"[aggregation.secure]: {exc}.") from None
+        if self.privacy is not None:
+            self._check_privacy(self.privacy)
         return self
+
+    def _check_privacy(self, privacy: PrivacySpec) -> None:
+        if self.weighting != "equal":
+            raise ValueError(
+                "[privacy] needs weighting = 'equal': a declared weight scales one trainer's "
+                "share of the average beyond its clip norm, which the noise is calibrated for; "
+                "remove weighting and max_weight."
+            )
+        if self.aggregation.secure is not None:
+            # The trainer clips and noises its update before masking it, so the unmasked sum
+            # carries the noise of every included trainer; the aggregators see only that sum.
+            if privacy.noise != "split":
+                raise ValueError(
+                    "[privacy] with [aggregation.secure] needs noise = 'split': secure "
+                    "aggregation hides each update, so each trainer adds only its "
+                    "1 / min_trainers share of the noise the sum needs ('per_update' would "
+                    "put sqrt(min_trainers) times the noise needed on the model)."
+                )
+            if privacy.sample_rate < 1.0:
+                raise ValueError(
+                    "[privacy] sample_rate below 1 does not go with [aggregation.secure]: "
+                    "a secure round's masks pair every trainer of the job, and the trainers "
+                    "not drawn would count as dropped; remove sample_rate."
+                )
+        try:
+            privacy.noise_multiplier(self.rounds)
+        except ValueError as exc:
+            raise ValueError(f"[privacy]: {exc}.") from None
 
     @property
     def committee_size(self) -> int:
@@ -303,11 +338,13 @@ class JobSpec(_Strict):
     def canonical_bytes(self) -> bytes:
         """The spec as canonical JSON (sorted keys, no spaces): the published spec blob.
 
-        An empty ``data`` table and an absent ``[aggregation.secure]`` are left out, so a spec
-        without them hashes as it did before they existed."""
+        An empty ``data`` table, a missing ``[privacy]`` and an absent ``[aggregation.secure]``
+        are left out, so a spec without them hashes as it did before they existed."""
         fields = self.model_dump(mode="json")
         if not fields["data"]:
             del fields["data"]
+        if fields["privacy"] is None:
+            del fields["privacy"]
         if fields["aggregation"]["secure"] is None:
             del fields["aggregation"]["secure"]
         return json.dumps(
@@ -405,8 +442,8 @@ def _closest_field(loc: list[str]) -> str:
     model: type[BaseModel] = JobSpec
     for part in loc[:-1]:
         annotation = model.model_fields[part].annotation if part in model.model_fields else None
-        options = [a for a in typing.get_args(annotation) if a is not type(None)]
-        annotation = options[0] if len(options) == 1 else annotation  # X | None
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        annotation = members[0] if len(members) == 1 else annotation  # X | None: X
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return ""
         model = annotation

@@ -11,7 +11,9 @@ A round's flow, one seam a step (later work adds trace checks, secure aggregatio
 All of it is deterministic: the inputs are exactly the commits the chain accepted, ordered by
 trainer address, and an update is left out only for a reason every honest aggregator sees the
 same way (bad bytes, wrong shapes, non-finite values, over the norm bound, served by nobody
-even ``fetch_grace_seconds`` after the deadline, or a copy: see :mod:`.copies`). Honest
+even ``fetch_grace_seconds`` after the deadline, or a copy: see :mod:`.copies`); with trainer
+sampling (``[privacy] sample_rate``) only the commits of the trainers drawn into the round count
+(:func:`~allmende.node.roles.privacy.drawn_trainers`). Honest
 aggregators so propose the same bytes. Each update is asked for from its author first, then
 from every other participant.
 """
@@ -38,6 +40,7 @@ from allmende.node.roles.base import JobRole
 from allmende.node.roles.copies import Candidate, ChainPosition, Screening, screen
 from allmende.node.roles.plan import JobPlan
 from allmende.node.roles.policy import Verdict
+from allmende.node.roles.privacy import drawn_trainers
 from allmende.node.roles.rounds import aggregation_readiness, by_address, committed, round_deadline
 from allmende.node.roles.secure import SecureAggregator, check_secure_plan, roster_fixed
 from allmende.store.codec import TensorBlob, encode_state, payload_digest
@@ -143,13 +146,16 @@ class AggregatorRole(JobRole):
         if (await self.plan(job_id, job)).spec.aggregation.secure is not None and roster_fixed(job):
             await self.secure.board(job_id, round_, create=True)  # trainers post from the start
         trainers = (await self.members(job_id, job)).trainers
-        commits = await self.round_commits(job_id, round_, trainers, read_missing=False)
-        readiness = aggregation_readiness(job, commits, self.now())
-        if readiness.ready and len(committed(commits)) < len(trainers):
+        plan = await self.plan(job_id, job)
+        drawn = drawn_trainers(plan.spec, job_id, round_, trainers)  # all, without sampling
+        count = None if len(drawn) == len(trainers) else len(drawn)
+        commits = await self.round_commits(job_id, round_, drawn, read_missing=False)
+        readiness = aggregation_readiness(job, commits, self.now(), drawn=count)
+        if readiness.ready and len(committed(commits)) < len(drawn):
             # Going ahead without everyone: the events read so far may lag the chain (a node
             # catching up), so the chain itself must say who is missing.
-            commits = await self.round_commits(job_id, round_, trainers, read_missing=True)
-            readiness = aggregation_readiness(job, commits, self.now())
+            commits = await self.round_commits(job_id, round_, drawn, read_missing=True)
+            readiness = aggregation_readiness(job, commits, self.now(), drawn=count)
         if not readiness.ready:
             self.say_once(
                 ("wait", job_id, round_, readiness.reason),
@@ -160,9 +166,8 @@ class AggregatorRole(JobRole):
                 await self.reopen_when_due(job_id, job, readiness.reason)
             elif (job_id, round_) not in self._eviction_checked:
                 self._eviction_checked.add((job_id, round_))  # once a round that waits
-                await self.evict_absent(job_id, job, trainers)
+                await self.evict_absent(job_id, job, trainers, plan.spec)
             return False
-        plan = await self.plan(job_id, job)
         global_state = await self.global_state(job_id, job, plan)
         updates: list[Update] | None = None
         if plan.spec.aggregation.secure is not None:
@@ -335,9 +340,12 @@ class AggregatorRole(JobRole):
         except ContractRevert as exc:  # reopened by another aggregator first
             log.debug("Job %d: not reopened: %s", job_id, exc)
 
-    async def evict_absent(self, job_id: int, job: Job, trainers: list[str]) -> None:
+    async def evict_absent(
+        self, job_id: int, job: Job, trainers: list[str], spec: JobSpec
+    ) -> None:
         """Ask the contract to evict trainers that missed the last rounds (it checks the rule
-        itself; a trainer that may stay just makes the call revert, which costs nothing)."""
+        itself; a trainer that may stay just makes the call revert, which costs nothing). A
+        trainer the job's sampling left out of one of those rounds was not absent."""
         recent = range(max(0, job.current_round - MISSED_ROUNDS_ALLOWED), job.current_round)
         if len(recent) < MISSED_ROUNDS_ALLOWED:
             return
@@ -346,6 +354,8 @@ class AggregatorRole(JobRole):
             seen |= (await on_chain(self.jobs.round_result, job_id, past)).included
         for index, trainer in enumerate(trainers):
             if seen >> index & 1 or (job_id, trainer) in self._evicted:
+                continue
+            if any(not drawn_trainers(spec, job_id, past, [trainer]) for past in recent):
                 continue
             try:
                 await on_chain(self.jobs.evict, job_id, index)

@@ -19,12 +19,14 @@ so a trainer that dies right after committing still counts.
 
 **Phases** (each bounded in chain time; ``round_deadline`` is ``D``): keys until every neighbour's
 keys are on the boards or ``D/4`` passed; shares until every partner's shares are or ``D/2``
-passed; then train, mask, post the manifest and commit before ``D``. The commits are fixed when
-every active trainer committed or ``D`` passed; then each trainer reveals (once, recorded
-before it leaves, :class:`~allmende.privacy.secagg.RevealLedger`). Aggregators unmask as soon
-as the reveals suffice; any ``t`` valid shares give the same bits, so every aggregator proposes
-the same bytes. A manifest, body or reveal that has not come ``fetch_grace_seconds`` after the
-deadline is given up on (the trainer counts as dropped, or the attempt is reopened).
+passed; then train (clipped and noised first for a job with ``[privacy]``, whose ``noise =
+"split"`` gives each trainer its share of the noise the sum needs), mask, charge the privacy
+ledger, store the masked update, post the manifest and commit before ``D``. The commits are
+fixed when every active trainer committed or ``D`` passed; then each trainer reveals (once,
+recorded before it leaves, :class:`~allmende.privacy.secagg.RevealLedger`). Aggregators unmask
+as soon as the reveals suffice; any ``t`` valid shares give the same bits, so every aggregator
+proposes the same bytes. A manifest, body or reveal that has not come ``fetch_grace_seconds``
+after the deadline is given up on (the trainer counts as dropped, or the attempt is reopened).
 
 **Abuse.** A peer's malformed or oversized message is refused and fails only that peer (the
 library excludes a trainer whose shares or manifest are bad, :func:`~allmende.privacy.secagg.
@@ -627,6 +629,8 @@ class SecureTrainer:
             for peer, why in sorted(session.refused.items()):
                 log.warning("Job %d round %d: %s is not a partner: %s", job_id, round_, peer, why)
         if progress.manifest is None:
+            # train clips and noises the update for a job with [privacy] ("split" noise): the
+            # noise goes in before the mask, so the unmasked sum carries every share of it
             update, examples, metrics = await asyncio.to_thread(train, plan, model, job_id, round_)
             weight = plan.spec.weight_of(examples)
             delta = await asyncio.to_thread(flat_delta, model, update)
@@ -637,6 +641,7 @@ class SecureTrainer:
                     "aggregation's clip); raise clip in the spec if many are.",
                     job_id, round_, clipped, delta.shape[0], ctx.ring.clip,
                 )  # fmt: skip
+            role.privacy.charge(plan, job_id, round_)  # durable before the masked update leaves
             store = role.ctx.store
             role.ctx.state.pin(store.put_bytes(body), f"job:{job_id}:masked:{round_}")
             ref = store.put_bytes(canonical(manifest))
