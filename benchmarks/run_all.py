@@ -13,6 +13,9 @@
    a tabular task, both noise placements, and what secure aggregation costs against plain
    aggregation at 8, 16 and 32 trainers, with and without a third dropping (:mod:`privacy`,
    in-process simulations; ``results/privacy.json``).
+7. ``verification``: compute mode's check: how often sampled re-execution catches each cheating
+   provider, per fraction of faked steps, and the verifier's compute as a share of training
+   (:mod:`verification`, in process).
 
 Each column runs as its own process, watched by :mod:`proctree` (memory of its whole process
 tree); its wall time runs from just before the process is started to the moment the script says
@@ -21,8 +24,8 @@ here prints "not run" with the reason and is recorded as such.
 
 The FedAvg columns run ``--repeats`` times in turn and the table shows each column's median run.
 
-Run: ``python benchmarks/run_all.py [--only fedavg,robustness,scale,security,text,privacy]
-[--rounds N] [--repeats N]``.
+Run: ``python benchmarks/run_all.py [--only fedavg,robustness,scale,security,text,privacy,
+verification] [--rounds N] [--repeats N]``.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 LOG_DIR = RESULTS_DIR / "logs"
 COLUMN_TIMEOUT_S = 1800.0
-BENCHMARKS = ("fedavg", "robustness", "scale", "security", "text", "privacy")
+BENCHMARKS = ("fedavg", "robustness", "scale", "security", "text", "privacy", "verification")
 DEFAULT_REPEATS = 3  # a shared 2-core machine's speed drifts by half within minutes
 MIN_CONSOLE_WIDTH = 150  # the tables are wide; piped output would otherwise wrap at 80
 
@@ -235,6 +238,15 @@ def bench_privacy(job: FedAvgJob, *, console: Console) -> dict[str, Any]:
     return result
 
 
+def bench_verification(job: FedAvgJob, *, console: Console) -> dict[str, Any]:
+    """Table 7: detection of cheating compute providers (the FedAvg job is not used)."""
+    try:
+        import verification
+    except ImportError as error:
+        raise NotRun(f"benchmarks/verification.py cannot be imported ({error})") from error
+    return verification.run_table(progress=console.print)
+
+
 def write_result(name: str, result: dict[str, Any], machine: dict[str, Any]) -> Path:
     """``benchmarks/results/<name>.json`` with the machine description."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -276,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         "security": bench_security,
         "text": functools.partial(bench_text, rounds=args.rounds),
         "privacy": bench_privacy,
+        "verification": bench_verification,
     }
     failures: list[str] = []
     for name in chosen:
@@ -302,6 +315,12 @@ def main(argv: list[str] | None = None) -> int:
                 failures.append(f"security: attacks that took wei or stalled: {', '.join(broken)}")
         elif name == "text" and "not_run" not in result and not result["bit_identical"]:
             failures.append("text: the byte-gpt models of Allmende and PyTorch differ")
+        elif name == "verification" and "not_run" not in result:
+            import verification
+
+            verification.print_table(result, console=console)
+            if not result["goal"]["met"]:
+                failures.append("verification: the detection or overhead goal is not met")
         console.print(f"  written: {path.relative_to(BENCH_DIR.parent)}")
     for failure in failures:
         console.print(f"[red]{failure}[/red]")
