@@ -10,7 +10,9 @@
 5. ``text``: a ``byte-gpt`` job on 4 trainer nodes, each on a shard of the standard library,
    against a plain PyTorch FedAvg loop over the same shards (:mod:`text`).
 6. ``privacy``: final accuracy against ε (1, 2, 4, 8, no DP) with 20 trainers on digits and on
-   a tabular task, both noise placements (:mod:`privacy`, an in-process simulation).
+   a tabular task, both noise placements, and what secure aggregation costs against plain
+   aggregation at 8, 16 and 32 trainers, with and without a third dropping (:mod:`privacy`,
+   in-process simulations; ``results/privacy.json``).
 7. ``verification``: compute mode's check: how often sampled re-execution catches each cheating
    provider, per fraction of faked steps, and the verifier's compute as a share of training
    (:mod:`verification`, in process).
@@ -219,22 +221,18 @@ def bench_text(job: FedAvgJob, *, console: Console, rounds: int | None) -> dict[
 
 
 def bench_privacy(job: FedAvgJob, *, console: Console) -> dict[str, Any]:
-    """The accuracy-against-ε table: ``benchmarks/privacy.py`` as its own watched process (the
-    FedAvg job is not used). The ``secagg`` rows of the last result are kept when the run has
-    none of its own."""
+    """The privacy figures: ``benchmarks/privacy.py`` (both parts, the accuracy against ε and
+    secure aggregation's cost) as its own watched process (the FedAvg job is not used)."""
     out = RESULTS_DIR / "raw" / "privacy.json"
     out.unlink(missing_ok=True)
     log = LOG_DIR / "privacy.log"
     console.print(f"  running privacy.py ... (log: {log.relative_to(BENCH_DIR.parent)})")
     command = [_project_python(), str(BENCH_DIR / "privacy.py"), "--out", str(out)]
     code, _, memory = run_watched(command, log_path=log, timeout_s=COLUMN_TIMEOUT_S)
-    if not out.is_file():
+    if code != 0 or not out.is_file():
         raise NotRun(f"privacy.py exited with code {code}; read {log.name} in {LOG_DIR.name}/")
     result: dict[str, Any] = json.loads(out.read_text())
     result.pop("machine", None)  # write_result adds it
-    last = RESULTS_DIR / "privacy.json"
-    if not result.get("secagg") and last.is_file():
-        result["secagg"] = json.loads(last.read_text()).get("secagg", [])
     result["memory"] = memory.as_json()
     console.print(log.read_text().strip())
     return result

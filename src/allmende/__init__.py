@@ -24,6 +24,7 @@ from allmende.errors import (
     NodeError,
     PeerError,
     PrivacyError,
+    SecAggError,
     StoreError,
     TaskError,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "NodeError",
     "PeerError",
     "PrivacyError",
+    "SecAggError",
     "StoreError",
     "Task",
     "TaskError",

@@ -20,6 +20,7 @@ sentences that say what to do next. The tree (builtin bases in brackets)::
     ├── TaskError [LookupError]         a task is not installed, or its data declaration is wrong
     │   └── DataError [ValueError]      the operator's data files are missing, unreadable or wrong
     ├── AggregationError [ValueError]   updates cannot be aggregated
+    │   └── SecAggError                 a secure-aggregation step failed (bad share, dropouts)
     ├── NodeError [RuntimeError]        the node process cannot start or continue
     └── PrivacyError [RuntimeError]     a privacy rule or the privacy ledger stops an update
 
@@ -102,6 +103,11 @@ class DataError(TaskError, ValueError):
 
 class AggregationError(AllmendeError, ValueError):
     """Updates could not be aggregated (too few, wrong shapes, bad parameters)."""
+
+
+class SecAggError(AggregationError):
+    """A secure-aggregation step failed: a peer's keys, shares, manifest or reveal is invalid,
+    or too many trainers dropped for the round's masks to be removed."""
 
 
 class NodeError(AllmendeError, RuntimeError):

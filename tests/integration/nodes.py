@@ -172,9 +172,15 @@ class NodeFactory:
         return home
 
     def start(
-        self, home: Path, *, wait: bool = True, timeout: float = START_TIMEOUT
+        self,
+        home: Path,
+        *,
+        wait: bool = True,
+        timeout: float = START_TIMEOUT,
+        env: dict[str, str] | None = None,
     ) -> NodeProcess:
-        """Start ``allmende node run HOME``; with ``wait``, return once ``/healthz`` answers."""
+        """Start ``allmende node run HOME``; with ``wait``, return once ``/healthz`` answers.
+        ``env``: variables added to the node's environment (a hostile node's patch)."""
         config = load_config(home)
         log_path = home / "node.log"
         with open(log_path, "ab") as log:
@@ -184,6 +190,7 @@ class NodeFactory:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                env={**os.environ, **env} if env else None,
             )
         node = NodeProcess(
             home=home,

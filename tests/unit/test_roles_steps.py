@@ -43,6 +43,7 @@ from allmende.chain.jobs import (
 )
 from allmende.errors import ContractRevert, PeerError
 from allmende.learn.aggregate import aggregate
+from allmende.net.api import MessageRouter
 from allmende.net.client import FetchResult
 from allmende.node.config import AggregatorSection, TrainerSection
 from allmende.node.jobdata import update_metadata
@@ -611,7 +612,7 @@ def make_node(path: Path, network: dict[str, bytes] | None = None) -> SimpleName
     )
     return SimpleNamespace(
         address=ME, store=store, state=state, peers=peers, require_peers=lambda: peers,
-        require_chain=lambda: chain, chain=chain,
+        require_chain=lambda: chain, chain=chain, router=MessageRouter(),
     )  # fmt: skip
 
 

@@ -88,8 +88,7 @@ MessageHandler = Callable[[VerifiedMessage], Awaitable[dict[str, Any] | None]]
 @dataclass
 class MessageRouter:
     """Handlers of message kinds; roles register theirs (``router.register("round.ready", f)``).
-    None does yet: secure aggregation's key exchange will be the first (see
-    :mod:`allmende.net.messages`).
+    The aggregator registers secure aggregation's board (:mod:`allmende.node.roles.secure`).
 
     A handler gets a :class:`VerifiedMessage` and returns a JSON-able reply (or None); raising
     :class:`~allmende.errors.AllmendeError` refuses the message with a 400 and the error's text.

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import ssl
 import time
@@ -329,11 +330,12 @@ class PeerClient:
         kind: str,
         payload: dict[str, Any],
         ttl_seconds: int = DEFAULT_MESSAGE_TTL_SECONDS,
+        max_reply_bytes: int | None = None,
     ) -> Any:
         """Sign a message to ``recipient`` (the peer's address) and post it; the handler's reply.
 
         Raises :class:`PeerError` when the peer is unreachable or refuses the message (with the
-        peer's reason).
+        peer's reason), or its answer is longer than ``max_reply_bytes`` (read no further).
         """
         if self.account is None or self.domain is None:
             raise PeerError("This peer client has no key or domain; it cannot sign messages.")
@@ -348,20 +350,39 @@ class PeerClient:
         url = f"{peer.rstrip('/')}/v1/messages"
         try:
             self.policy.check_url(peer)
-            response = await self._http.post(
+            request = self._http.build_request(
+                "POST",
                 url,
                 content=message.model_dump_json(),
                 headers={"content-type": "application/json"},
             )
+            response = await self._http.send(request, stream=True)
+            try:
+                content = bytearray()
+                async for piece in response.aiter_bytes():
+                    content += piece
+                    if max_reply_bytes is not None and len(content) > max_reply_bytes:
+                        raise PeerError(
+                            f"Peer {peer} answered the {kind!r} message with more than "
+                            f"{max_reply_bytes} bytes; the answer is refused."
+                        )
+            finally:
+                await response.aclose()
         except EndpointRefused as exc:
             self.record_fault(peer, "refused", f"was not sent a message: {exc}")
             raise PeerError(f"Not sending a {kind!r} message to {peer}: {exc}") from None
         except httpx.HTTPError as exc:
             self.record_fault(peer, "unreachable", f"failed: {type(exc).__name__}: {exc}")
             raise PeerError(f"Cannot deliver a {kind!r} message to {peer}: {exc}.") from None
-        body = _json_or_none(response)
+        try:
+            body = json.loads(bytes(content))
+        except ValueError:
+            body = None
         if response.status_code != 200 or not isinstance(body, dict):
-            reason = body.get("detail") if isinstance(body, dict) else response.text[:200]
+            reason = (
+                body.get("detail") if isinstance(body, dict)
+                else bytes(content[:200]).decode(errors="replace")
+            )  # fmt: skip
             raise PeerError(
                 f"Peer {peer} refused the {kind!r} message (HTTP {response.status_code}): {reason}"
             )
@@ -447,11 +468,4 @@ class _PaceWatch:
                 f"sent {sent} bytes in the last {span:.1f} s, below the minimum of "
                 f"{self.pace.min_bytes_per_second} bytes/s",
             )
-        return None
-
-
-def _json_or_none(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
         return None

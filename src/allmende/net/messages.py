@@ -21,11 +21,9 @@ The EIP-712 digest and the secp256k1 signature are computed here, on coincurve, 
 ``eth_account``, whose import alone would cost every node start-up most of a second. Signatures
 and recovered senders are the same as ``eth_account``'s, byte for byte (the unit tests compare).
 
-No role sends messages yet: blobs and the chain carry today's rounds. The plane stays, tested end
-to end (signing, the API's ``POST /v1/messages``, the signer check, the router), because secure
-aggregation's pairwise key exchange (X25519 public keys and Shamir shares of mask seeds, signed
-by each trainer's node key) will be its first production user; later protocol steps that need a
-node-to-node word rather than a public record use it too.
+Secure aggregation is the plane's first production user: trainers relay the protocol's signed
+keys, shares, manifests and reveals through the job's aggregators (kinds ``secagg.post`` and
+``secagg.board``, :mod:`allmende.node.roles.secure`).
 """
 
 from __future__ import annotations

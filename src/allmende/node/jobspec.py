@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from allmende._json import UntrustedJSONError, loads_untrusted
 from allmende.errors import ConfigError
 from allmende.learn.rules import min_updates, rule_params
+from allmende.privacy.params import SecureSpec, check_secure
 from allmende.privacy.spec import REQUIREMENTS as PRIVACY_REQUIREMENTS
 from allmende.privacy.spec import PrivacySpec
 
@@ -75,6 +76,11 @@ REQUIREMENTS = {
     "aggregation": "a table with rule and params",
     "aggregation.rule": "the name of an aggregation rule (a string)",
     "aggregation.params": "a table of the rule's parameters",
+    "aggregation.secure": "a table with clip (and optionally dropout, ring_bits, degree)",
+    "aggregation.secure.clip": "a number > 0 (each update coordinate is clipped to ±clip)",
+    "aggregation.secure.dropout": "a number >= 1/3 and < 0.5",
+    "aggregation.secure.ring_bits": "32 or 64",
+    "aggregation.secure.degree": "an even integer >= 2",
     "min_trainers": f"an integer between 1 and {MAX_TRAINERS}",
     "max_trainers": f"an integer between 1 and {MAX_TRAINERS}",
     "quorum": f"an integer between 1 and {MAX_AGGREGATORS}",
@@ -115,10 +121,20 @@ class AggregationSpec(_Strict):
 
     rule: str
     params: dict[str, Any] = Field(default_factory=dict)
+    secure: SecureSpec | None = None
+    """``[aggregation.secure]``: secure aggregation (SecAgg+, :mod:`allmende.privacy.secagg`);
+    aggregators then see only the sum of the updates, so the rule must be ``fedavg``."""
 
     @model_validator(mode="after")
     def _known_rule(self) -> AggregationSpec:
         rule_params(self.rule, self.params)  # raises ConfigError, reported as it is
+        if self.secure is not None and self.rule != "fedavg":
+            raise ValueError(
+                f"aggregation rule '{self.rule}' needs each trainer's update, but with "
+                "[aggregation.secure] aggregators see only their sum; use rule = 'fedavg' "
+                "(norms are bounded by the trainers' clipping to ±clip instead), or drop "
+                "[aggregation.secure]."
+            )
         return self
 
 
@@ -250,6 +266,16 @@ class JobSpec(_Strict):
                 "'max_weight' goes with weighting = 'declared' (the cap on each trainer's "
                 "declared weight), and only with it."
             )
+        if self.aggregation.secure is not None:
+            try:
+                check_secure(
+                    self.aggregation.secure,
+                    min_trainers=self.min_trainers,
+                    max_trainers=self.max_trainers,
+                    max_weight=self.max_weight or 1,
+                )
+            except ValueError as exc:
+                raise ValueError(f"[aggregation.secure]: {exc}.") from None
         if self.privacy is not None:
             self._check_privacy(self.privacy)
         return self
@@ -261,6 +287,22 @@ class JobSpec(_Strict):
                 "share of the average beyond its clip norm, which the noise is calibrated for; "
                 "remove weighting and max_weight."
             )
+        if self.aggregation.secure is not None:
+            # The trainer clips and noises its update before masking it, so the unmasked sum
+            # carries the noise of every included trainer; the aggregators see only that sum.
+            if privacy.noise != "split":
+                raise ValueError(
+                    "[privacy] with [aggregation.secure] needs noise = 'split': secure "
+                    "aggregation hides each update, so each trainer adds only its "
+                    "1 / min_trainers share of the noise the sum needs ('per_update' would "
+                    "put sqrt(min_trainers) times the noise needed on the model)."
+                )
+            if privacy.sample_rate < 1.0:
+                raise ValueError(
+                    "[privacy] sample_rate below 1 does not go with [aggregation.secure]: "
+                    "a secure round's masks pair every trainer of the job, and the trainers "
+                    "not drawn would count as dropped; remove sample_rate."
+                )
         try:
             privacy.noise_multiplier(self.rounds)
         except ValueError as exc:
@@ -296,13 +338,15 @@ class JobSpec(_Strict):
     def canonical_bytes(self) -> bytes:
         """The spec as canonical JSON (sorted keys, no spaces): the published spec blob.
 
-        An empty ``data`` table and a missing ``[privacy]`` are left out, so a spec without
-        them hashes as it did before they existed."""
+        An empty ``data`` table, a missing ``[privacy]`` and an absent ``[aggregation.secure]``
+        are left out, so a spec without them hashes as it did before they existed."""
         fields = self.model_dump(mode="json")
         if not fields["data"]:
             del fields["data"]
-        if fields["privacy"] is None:  # likewise a spec without [privacy]
+        if fields["privacy"] is None:
             del fields["privacy"]
+        if fields["aggregation"]["secure"] is None:
+            del fields["aggregation"]["secure"]
         return json.dumps(
             fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False
         ).encode("utf-8")

@@ -1,4 +1,5 @@
-"""Privacy for data owners: client-level differential privacy, its accountant, a budget.
+"""Privacy for data owners: client-level differential privacy, its accountant, a budget, and
+secure aggregation.
 
 - :mod:`allmende.privacy.dp`: clip an update and add Gaussian noise on the trainer
   (:func:`privatize`), each trainer's noise share (:func:`noise_share_std`);
@@ -6,10 +7,13 @@
   spent after k rounds, from Google's ``dp-accounting``;
 - :mod:`allmende.privacy.sampling`: the public draw of the trainers of each round;
 - :mod:`allmende.privacy.spec`: a job's ``[privacy]`` section;
-- :mod:`allmende.privacy.budget`: the ledger of ε spent per declared dataset.
+- :mod:`allmende.privacy.budget`: the ledger of ε spent per declared dataset;
+- :mod:`allmende.privacy.params`: a job's ``[aggregation.secure]`` section, its ring bound and
+  SecAgg+ graph size; :mod:`allmende.privacy.secagg` and :mod:`allmende.privacy.unmask` run the
+  protocol (:mod:`allmende.privacy.shamir` and :mod:`allmende.privacy.masking` beneath).
 
 Names are imported on first use (torch and scipy load only when needed), so a job spec can
-name :class:`PrivacySpec` without importing the accountant.
+name :class:`PrivacySpec` or :class:`SecureSpec` without importing the accountant or torch.
 """
 
 from importlib import import_module as _import_module
@@ -20,8 +24,11 @@ _MODULE_OF = {
     "JobSpend": "budget",
     "PrivacyLedger": "budget",
     "PrivacySpec": "spec",
+    "SecureSpec": "params",
+    "check_secure": "params",
     "clip": "dp",
     "epsilon_spent": "accountant",
+    "graph_size": "params",
     "is_sampled": "sampling",
     "noise_generator": "dp",
     "noise_multiplier_for": "accountant",

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from allmende.chain import ROLE_AGGREGATOR, ChainEvent, Commit, Job, JobStatus
 from allmende.chain.client import Receipt
@@ -32,7 +32,8 @@ from allmende.chain.jobs import MAX_REOPENS, MISSED_ROUNDS_ALLOWED, to_bitmap, v
 from allmende.errors import AggregationError, CodecError, ContractRevert, PeerError
 from allmende.learn.aggregate import Update, aggregate, check_norm, check_weight
 from allmende.node.config import AggregatorSection
-from allmende.node.context import on_chain
+from allmende.node.context import NodeContext, on_chain
+from allmende.node.directory import PeerDirectory
 from allmende.node.jobdata import EMPTY_HASH, State, fetch_tensors, hex_hash, update_metadata
 from allmende.node.jobspec import JobSpec
 from allmende.node.roles.base import JobRole
@@ -41,7 +42,11 @@ from allmende.node.roles.plan import JobPlan
 from allmende.node.roles.policy import Verdict
 from allmende.node.roles.privacy import drawn_trainers
 from allmende.node.roles.rounds import aggregation_readiness, by_address, committed, round_deadline
+from allmende.node.roles.secure import SecureAggregator, check_secure_plan, roster_fixed
 from allmende.store.codec import TensorBlob, encode_state, payload_digest
+
+if TYPE_CHECKING:
+    from allmende.chain import Jobs
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +92,15 @@ class AggregatorRole(JobRole):
         self._volunteered: set[int] = set()  # open committees this node signed up for
         self._evicted: set[tuple[int, str]] = set()  # (job, trainer) evictions already asked
         self._eviction_checked: set[tuple[int, int]] = set()  # (job, round)
+        self.secure = SecureAggregator(self)  # the board and unmasking of secure jobs
+
+    def attach(self, ctx: NodeContext, *, jobs: Jobs, directory: PeerDirectory) -> None:
+        super().attach(ctx, jobs=jobs, directory=directory)
+        self.secure.register()  # the secure-aggregation board's message handlers
+
+    def check_plan(self, plan: JobPlan) -> None:
+        if plan.spec.aggregation.secure is not None:
+            check_secure_plan(plan)
 
     def stake_for(self, job: Job) -> int:
         return job.aggregator_stake
@@ -129,6 +143,8 @@ class AggregatorRole(JobRole):
             # (also on restart), or, its attempt over without a quorum, it is reopened
             await self.vote(job_id, job, *saved)
             return False
+        if (await self.plan(job_id, job)).spec.aggregation.secure is not None and roster_fixed(job):
+            await self.secure.board(job_id, round_, create=True)  # trainers post from the start
         trainers = (await self.members(job_id, job)).trainers
         plan = await self.plan(job_id, job)
         drawn = drawn_trainers(plan.spec, job_id, round_, trainers)  # all, without sampling
@@ -153,29 +169,42 @@ class AggregatorRole(JobRole):
                 await self.evict_absent(job_id, job, trainers, plan.spec)
             return False
         global_state = await self.global_state(job_id, job, plan)
-        updates = await self.fetch_updates(job_id, job, plan, global_state, committed(commits))
-        if updates is None:
-            return False  # an update is not available yet; ask again next step
-        if len(updates) < job.min_trainers:
+        updates: list[Update] | None = None
+        if plan.spec.aggregation.secure is not None:
+            outcome = await self.secure.aggregate(
+                job_id, job, plan, global_state, committed(commits)
+            )
+            if outcome is None:
+                return False  # a manifest, masked update or reveal is still to come
+            new_state, contributors = outcome
+        else:
+            updates = await self.fetch_updates(
+                job_id, job, plan, global_state, committed(commits)
+            )
+            if updates is None:
+                return False  # an update is not available yet; ask again next step
+            contributors = [(address, weight) for address, _, weight in updates]
+        if len(contributors) < job.min_trainers:
             self.say_once(
                 ("few", job_id, round_, job.attempt),
                 logging.WARNING,
-                f"Job {job_id} round {round_}: only {len(updates)} usable updates, fewer than "
-                f"min_trainers {job.min_trainers}; the round cannot be aggregated.",
+                f"Job {job_id} round {round_}: only {len(contributors)} usable updates, fewer "
+                f"than min_trainers {job.min_trainers}; the round cannot be aggregated.",
             )
             await self.reopen_when_due(job_id, job, "too few usable updates")
             return False
-        new_state = await asyncio.to_thread(self.aggregate, plan, global_state, updates)
+        if updates is not None:
+            new_state = await asyncio.to_thread(self.aggregate, plan, global_state, updates)
         digest = self.store_model(job_id, round_, new_state)
         index = {trainer.lower(): i for i, trainer in enumerate(trainers)}
-        included = to_bitmap(index[address.lower()] for address, _, _ in updates)
-        total_weight = sum(weight for _, _, weight in updates)
+        included = to_bitmap(index[address.lower()] for address, _ in contributors)
+        total_weight = sum(weight for _, weight in contributors)
         # The salt is saved before the commit goes out, so a restarted node can still reveal.
         salt = os.urandom(32)
         self.save_proposal(job_id, round_, job.attempt, digest, included, total_weight, salt)
         log.info(
             "Job %d round %d: proposed model %s with %d of %d trainers (%s); voting.",
-            job_id, round_, digest[:16], len(updates), len(trainers), readiness.reason,
+            job_id, round_, digest[:16], len(contributors), len(trainers), readiness.reason,
         )  # fmt: skip
         await self.vote(job_id, job, digest, included, total_weight, salt)
         return False
@@ -367,6 +396,9 @@ class AggregatorRole(JobRole):
         job = self._last_read.get(event.job_id)
         if job is None or event.round < job.current_round or job.status != JobStatus.OPEN:
             return  # a job this node does not work on (yet), or a past round
+        plan = self.plans.get(event.job_id)
+        if plan is None or plan.spec.aggregation.secure is not None:
+            return  # a secure job's commit names a manifest: its body comes with the manifest
         try:
             task = asyncio.get_running_loop().create_task(self._download(job, event))
         except RuntimeError:  # not on the node's event loop: the step fetches it

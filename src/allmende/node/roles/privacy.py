@@ -181,6 +181,8 @@ class TrainerPrivacyGate:
                     f"[trainer.privacy] budget_epsilon {self.policy.budget_epsilon:g}; this "
                     "node stops contributing to the job",
                 )
+        if spec.aggregation.secure is not None:
+            return ACCEPT  # masked updates have no norm the aggregators could check
         sigma = privacy.noise_std(rounds=spec.rounds, min_trainers=spec.min_trainers)
         dims = sum(t.numel() for t in plan.reference.values() if t.is_floating_point())
         expected = math.sqrt(privacy.clip_norm**2 + dims * sigma**2) + NORM_MARGIN_SIGMAS * sigma

@@ -49,6 +49,7 @@ from allmende.node.roles.plan import JobPlan
 from allmende.node.roles.policy import Verdict
 from allmende.node.roles.privacy import TrainerPrivacyGate
 from allmende.node.roles.rounds import deadline_passed
+from allmende.node.roles.secure import SecureTrainer, check_secure_plan
 from allmende.store.codec import encode_state
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class TrainerRole(JobRole):
         self._active_in: dict[int, int] = {}  # job id -> round in which it was last seen active
         self._claimed: set[tuple[int, int]] = set()  # (job, round) whose share was asked for
         self.privacy = TrainerPrivacyGate(section.privacy, section.dataset)  # roles/privacy.py
+        self.secure = SecureTrainer(self)  # the jobs with [aggregation.secure]
 
     def stake_for(self, job: Job) -> int:
         return job.trainer_stake
@@ -106,6 +108,9 @@ class TrainerRole(JobRole):
         if job_id in self._joined:  # before this round's commit overwrites round r - 2's
             await self.claim_shares(job_id, job, back=(2,))
         if self._committed.get(job_id) == job.current_round:
+            plan = self.plans.get(job_id)
+            if plan is not None and plan.spec.aggregation.secure is not None:
+                await self.secure.reveal(job_id, job, plan)  # once the commits are fixed
             await self.claim_shares(job_id, job, back=(1,))  # e.g. after a restart
             return False  # committed; wait for the round to be finalized
         if job_id not in self._joined:  # a trainer's place in a job is kept unless evicted
@@ -131,7 +136,8 @@ class TrainerRole(JobRole):
         if self._committed.get(job_id) != round_ - 1:
             commit = await on_chain(self.jobs.commit_of, job_id, round_, self.me)
             if commit.weight > 0:
-                if not self.ctx.store.has(hex_hash(commit.update_hash)):
+                secure = (await self.plan(job_id, job)).spec.aggregation.secure is not None
+                if not secure and not self.ctx.store.has(hex_hash(commit.update_hash)):
                     await self.recover_update(job_id, job, hex_hash(commit.update_hash))
                 self._committed[job_id] = round_
                 return False
@@ -152,6 +158,8 @@ class TrainerRole(JobRole):
             )
             return False
         model = await self.fetch_model(job_id, job, plan)
+        if plan.spec.aggregation.secure is not None:
+            return await self.secure_round(job_id, job, plan, model)
         update, examples, metrics = await asyncio.to_thread(self.train, plan, model, job_id, round_)
         weight = plan.spec.weight_of(examples)
         blob = self.encode_update(job_id, round_, update)
@@ -168,6 +176,25 @@ class TrainerRole(JobRole):
             "Job %d round %d: trained on %d examples (loss %.4f), committed update %s.",
             job_id, round_, examples, metrics["loss"], digest[:16],
         )  # fmt: skip
+        await self.claim_shares(job_id, job, back=(1,))  # the round before, off the round's path
+        return False
+
+    async def secure_round(self, job_id: int, job: Job, plan: JobPlan, model: State) -> bool:
+        """A round with secure aggregation (:mod:`.secure`): keys, shares, then the masked
+        update's manifest is committed; the reveal follows once the commits are fixed."""
+        round_ = job.current_round
+        ready = await self.secure.step(job_id, job, plan, model, self.train)
+        if ready is None:
+            return False  # waiting for the other trainers, or sitting the round out
+        digest, weight = ready
+        try:
+            await self.commit(job_id, round_, digest, weight)
+        except BaseException:
+            self._committed.pop(job_id, None)
+            raise
+        self._committed[job_id] = round_
+        self.secure.committed(job_id, round_)
+        log.info("Job %d round %d: committed masked update %s.", job_id, round_, digest[:16])
         await self.claim_shares(job_id, job, back=(1,))  # the round before, off the round's path
         return False
 
@@ -261,6 +288,8 @@ class TrainerRole(JobRole):
         """Load the node's data as the job's task and options read it: a file that does not
         fit (a missing column, a label outside the job's classes) refuses the job, before
         joining."""
+        if plan.spec.aggregation.secure is not None:
+            check_secure_plan(plan)
         self.local_data(plan.task)
 
     def prepare(self, task: Task) -> None:
