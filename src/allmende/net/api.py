@@ -27,6 +27,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -41,6 +42,7 @@ from allmende.errors import (
     MessageError,
     StoreError,
 )
+from allmende.net.fairshare import SENDFILE_EXTENSION
 from allmende.net.limits import DEFAULT_MAX_MESSAGE_BYTES, MAX_MESSAGE_TTL_SECONDS
 from allmende.net.messages import (
     MessageDomain,
@@ -50,6 +52,7 @@ from allmende.net.messages import (
 )
 from allmende.net.metrics import NodeMetrics
 from allmende.net.signers import SignerCheck
+from allmende.net.zerocopy import SendOutcome
 from allmende.store.blobs import BlobStore
 from allmende.store.state import StateDB
 
@@ -298,13 +301,16 @@ BLOB_PATH = "/v1/blobs/"
 
 
 def direct_blob_gets(app: ASGIApp, *, store: BlobStore, metrics: NodeMetrics) -> ASGIApp:
-    """``app`` with whole-blob ``GET``s of small blobs answered before FastAPI sees them.
+    """``app`` with whole-blob ``GET``s answered before FastAPI sees them.
 
     Every round each trainer downloads the model and the aggregator every update, all blobs
     under :data:`SERVE_CHUNK_BYTES`; FastAPI's routing, middleware and response classes cost
     more CPU per such request than reading and hashing the blob. The answer is the route's
-    own: the same bytes, headers, hash check, quarantine and metrics. Anything else (``HEAD``,
-    ``Range``, a bad name, a missing or large blob, other paths) goes to ``app``.
+    own: the same bytes, headers, hash check, quarantine and metrics. A larger blob goes out
+    with ``sendfile`` where the server offers it (:data:`SENDFILE_EXTENSION`,
+    :mod:`allmende.net.zerocopy`): hashed as it is sent, as the streamed route hashes it.
+    Anything else (``HEAD``, ``Range``, a bad name, a missing blob, other paths, a large blob
+    when no send thread is free) goes to ``app``.
     """
 
     async def serve(
@@ -337,9 +343,50 @@ def direct_blob_gets(app: ASGIApp, *, store: BlobStore, metrics: NodeMetrics) ->
                 await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
                 return
+            sendfile = scope.get("extensions", {}).get(SENDFILE_EXTENSION)
+            if sendfile is not None and await _send_large(store, digest, metrics, send, sendfile):
+                return
         await app(scope, receive, send)
 
     return serve
+
+
+async def _send_large(
+    store: BlobStore,
+    digest: str,
+    metrics: NodeMetrics,
+    send: Callable[[Any], Awaitable[None]],
+    sendfile: Callable[[Path, int], Awaitable[SendOutcome | None]],
+) -> bool:
+    """Serve stored blob ``digest`` with ``sendfile``; False (nothing sent) when it is not
+    stored or not a valid name, so the route answers. Streams it when ``sendfile`` declines."""
+    try:
+        path, size = store.path(digest), store.size(digest)
+    except (BlobNameError, BlobNotFound):
+        return False
+    metrics.blob_requests.labels("served").inc()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/octet-stream"),
+                (b"content-length", str(size).encode()),
+                (b"accept-ranges", b"bytes"),
+            ],
+        }
+    )
+    outcome = await sendfile(path, size)
+    if outcome is None:  # no thread free: the streamed path, through uvicorn's flow control
+        async for chunk in _verified_chunks(store, digest, metrics):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    else:
+        metrics.blob_bytes_served.inc(outcome.sent)
+        if outcome.digest is not None and outcome.digest != digest:
+            metrics.corrupt_blobs.inc()  # every byte is sent already; the peer refuses them
+            log.warning("%s", store.quarantine(digest, outcome.digest))
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    return True
 
 
 def _small_blob(store: BlobStore, digest: str) -> bool:

@@ -14,6 +14,11 @@ IPv6 /64, which one host usually holds whole):
   dropped after that long without progress: the connection is aborted, so its memory and its
   slots come back.
 
+The protocol also offers the API a zero-copy send of a large blob's body (scope extension
+:data:`SENDFILE_EXTENSION`, see :mod:`allmende.net.zerocopy`): at most :data:`SENDFILE_THREADS`
+such sends run at once, each in its own worker thread, held to the same send timeout; past
+that, or when the headers have not gone out yet, the API streams the blob as before.
+
 A 503 carries ``{"detail": ...}`` saying which limit was hit and ``Retry-After``. Refusals and
 dropped sends are counted in ``allmende_peer_limit_refusals`` and
 ``allmende_stalled_sends_dropped``.
@@ -22,11 +27,15 @@ dropped sends are counted in ``allmende_peer_limit_refusals`` and
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import logging
+import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -37,6 +46,7 @@ from allmende.net.limits import (
     DEFAULT_SEND_TIMEOUT_SECONDS,
 )
 from allmende.net.metrics import NodeMetrics
+from allmende.net.zerocopy import SendOutcome, send_blob
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +55,11 @@ EXCESS_CONNECTION_GRACE_SECONDS = 1.0
 # A stalled send is looked at this many times per send timeout.
 STALL_CHECKS_PER_TIMEOUT = 4
 RETRY_AFTER_SECONDS = 1
+# Zero-copy blob sends running at once (each holds a worker thread while its peer reads).
+SENDFILE_THREADS = 8
+# scope["extensions"][SENDFILE_EXTENSION](path, size): the body of the response just started,
+# sent from the file; None when it cannot be (then send it as usual).
+SENDFILE_EXTENSION = "allmende.sendfile"
 
 
 @dataclass(frozen=True)
@@ -95,7 +110,17 @@ def fair_protocol(
     FairHttpProtocol.limits = limits
     FairHttpProtocol.table = PeerTable()
     FairHttpProtocol.metrics = metrics
+    FairHttpProtocol.senders = _Senders()
     return FairHttpProtocol
+
+
+class _Senders:
+    """The worker threads of one server's zero-copy sends, and how many are taken."""
+
+    def __init__(self, threads: int = SENDFILE_THREADS) -> None:
+        self.threads = threads
+        self.busy = 0
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="allmende-sendfile")
 
 
 class _FairHttpProtocol(HttpToolsProtocol):
@@ -104,6 +129,7 @@ class _FairHttpProtocol(HttpToolsProtocol):
     limits: PeerLimits
     table: PeerTable
     metrics: NodeMetrics | None
+    senders: _Senders
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -116,6 +142,7 @@ class _FairHttpProtocol(HttpToolsProtocol):
         self._buffered = 0
         self._progressed = False
         self._stalled_since = 0.0
+        self._send_stops: set[threading.Event] = set()
 
     # connection accounting
 
@@ -138,6 +165,8 @@ class _FairHttpProtocol(HttpToolsProtocol):
         for timer in (self._excess_timer, self._stall_timer):
             if timer is not None:
                 timer.cancel()
+        for stop in self._send_stops:  # a zero-copy send in flight stops at its next step
+            stop.set()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -171,6 +200,7 @@ class _FairHttpProtocol(HttpToolsProtocol):
                 f"This peer already has {self.limits.max_requests_per_peer} requests in "
                 "flight at this node; wait for some to finish before sending more.",
             )
+        scope.setdefault("extensions", {})[SENDFILE_EXTENSION] = self._send_file
         self.table.requests[peer] += 1
         try:
             await self._app(scope, receive, send)
@@ -180,6 +210,53 @@ class _FairHttpProtocol(HttpToolsProtocol):
     def _count_refusal(self, limit: str) -> None:
         if self.metrics is not None:
             self.metrics.peer_limit_refusals.labels(limit).inc()
+
+    # zero-copy sends
+
+    async def _send_file(self, path: Path, size: int) -> SendOutcome | None:
+        """Send ``size`` bytes of ``path`` as the body of the response whose headers were just
+        sent (with that ``Content-Length``), from a worker thread; None, with nothing sent,
+        when no thread is free or the headers are still buffered. A send that stops early
+        (stalled or gone peer) aborts the connection."""
+        cycle = self.cycle
+        if (
+            self.senders.busy >= self.senders.threads
+            or self.transport.is_closing()
+            or self.transport.get_write_buffer_size() > 0
+            or getattr(cycle, "expected_content_length", None) != size
+        ):
+            return None
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return None
+        self.senders.busy += 1
+        stop = threading.Event()
+        self._send_stops.add(stop)
+        self.flow.pause_reading()  # resumed by uvicorn once the response is complete
+        try:
+            outcome = await self.loop.run_in_executor(
+                self.senders.executor,
+                functools.partial(
+                    send_blob,
+                    sock.fileno(),
+                    path,
+                    size,
+                    stall_seconds=self.limits.send_timeout_seconds,
+                    stop=stop,
+                ),
+            )
+        finally:
+            stop.set()
+            self._send_stops.discard(stop)
+            self.senders.busy -= 1
+        cycle.expected_content_length -= outcome.sent  # the body went around uvicorn
+        if outcome.failure is not None:
+            log.info("Sending a blob to peer %s stopped: %s.", self._peer, outcome.failure)
+            if self.metrics is not None and "read nothing" in outcome.failure:
+                self.metrics.stalled_sends_dropped.inc()
+            cycle.expected_content_length = 0
+            self.transport.abort()
+        return outcome
 
     # send timeout
 

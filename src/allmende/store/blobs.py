@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import mmap
 import os
 import re
 import tempfile
@@ -199,6 +200,33 @@ class BlobStore:
         if hasher.hexdigest() != digest:
             raise self._corrupted(digest, hasher.hexdigest())
 
+    def map_verified(self, digest: str) -> mmap.mmap | bytes:
+        """A stored blob as a private, writable memory map of its file, hash-checked first
+        (a mismatch quarantines it, as :meth:`iter_verified` does); ``b""`` for an empty blob.
+
+        Nothing is copied: the pages are the file's in the page cache, and a write to the map
+        changes the map only (copy on write), never the file. The store never rewrites a
+        blob's file in place (it renames new files into place), so the map stays valid even
+        if the blob is deleted meanwhile.
+        """
+        try:
+            f = open(self.path(digest), "rb")  # noqa: SIM115 - closed below; may fail
+        except FileNotFoundError:
+            raise self._not_found(digest) from None
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                mapped: mmap.mmap | bytes = b""
+                actual = hashlib.sha256(b"").hexdigest()
+            else:
+                mapped = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY)
+                actual = hashlib.sha256(mapped).hexdigest()
+        if actual != digest:
+            if isinstance(mapped, mmap.mmap):
+                mapped.close()
+            raise self._corrupted(digest, actual)
+        return mapped
+
     def read_bytes(self, digest: str) -> bytes:
         """A stored blob's bytes, hash-checked (see :meth:`iter_verified`)."""
         return b"".join(self.iter_verified(digest))
@@ -244,6 +272,11 @@ class BlobStore:
             if _mtime(tmp) < cutoff:
                 tmp.unlink(missing_ok=True)
         return removed
+
+    def quarantine(self, digest: str, actual: str) -> HashMismatch:
+        """Move blob ``digest``, found to hash to ``actual``, to ``quarantine/``; the error to
+        report (raise or log) says where it went."""
+        return self._corrupted(digest, actual)
 
     def _not_found(self, digest: str) -> BlobNotFound:
         return BlobNotFound(f"Blob {digest} is not in this store; fetch it from a peer first.")
