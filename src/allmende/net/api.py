@@ -27,7 +27,6 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -356,36 +355,26 @@ async def _send_large(
     digest: str,
     metrics: NodeMetrics,
     send: Callable[[Any], Awaitable[None]],
-    sendfile: Callable[[Path, int], Awaitable[SendOutcome | None]],
+    sendfile: Callable[..., Awaitable[SendOutcome | None]],
 ) -> bool:
-    """Serve stored blob ``digest`` with ``sendfile``; False (nothing sent) when it is not
-    stored or not a valid name, so the route answers. Streams it when ``sendfile`` declines."""
+    """Serve stored blob ``digest`` with ``sendfile``; False, with nothing sent, when it is not
+    stored, not a valid name, or ``sendfile`` declines (the route then answers)."""
     try:
         path, size = store.path(digest), store.size(digest)
     except (BlobNameError, BlobNotFound):
         return False
-    metrics.blob_requests.labels("served").inc()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", b"application/octet-stream"),
-                (b"content-length", str(size).encode()),
-                (b"accept-ranges", b"bytes"),
-            ],
-        }
-    )
-    outcome = await sendfile(path, size)
-    if outcome is None:  # no thread free: the streamed path, through uvicorn's flow control
-        async for chunk in _verified_chunks(store, digest, metrics):
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    else:
-        metrics.blob_bytes_served.inc(outcome.sent)
-        if outcome.digest is not None and outcome.digest != digest:
-            metrics.corrupt_blobs.inc()  # every byte is sent already; the peer refuses them
-            log.warning("%s", store.quarantine(digest, outcome.digest))
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    headers = [
+        (b"content-type", b"application/octet-stream"),
+        (b"content-length", str(size).encode()),
+        (b"accept-ranges", b"bytes"),
+    ]
+    outcome = await sendfile(send, headers, path, size, metrics.blob_requests.labels("served").inc)
+    if outcome is None:
+        return False
+    metrics.blob_bytes_served.inc(outcome.sent)
+    if outcome.digest is not None and outcome.digest != digest:
+        metrics.corrupt_blobs.inc()  # every byte is sent already; the peer refuses them
+        log.warning("%s", store.quarantine(digest, outcome.digest))
     return True
 
 

@@ -33,6 +33,7 @@ import json
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,8 +58,9 @@ STALL_CHECKS_PER_TIMEOUT = 4
 RETRY_AFTER_SECONDS = 1
 # Zero-copy blob sends running at once (each holds a worker thread while its peer reads).
 SENDFILE_THREADS = 8
-# scope["extensions"][SENDFILE_EXTENSION](path, size): the body of the response just started,
-# sent from the file; None when it cannot be (then send it as usual).
+# await scope["extensions"][SENDFILE_EXTENSION](send, headers, path, size, started): a 200
+# response with the file as its body; None, with nothing sent, when it cannot be (then answer
+# as usual).
 SENDFILE_EXTENSION = "allmende.sendfile"
 
 
@@ -213,38 +215,47 @@ class _FairHttpProtocol(HttpToolsProtocol):
 
     # zero-copy sends
 
-    async def _send_file(self, path: Path, size: int) -> SendOutcome | None:
-        """Send ``size`` bytes of ``path`` as the body of the response whose headers were just
-        sent (with that ``Content-Length``), from a worker thread; None, with nothing sent,
-        when no thread is free or the headers are still buffered. A send that stops early
-        (stalled or gone peer) aborts the connection."""
-        cycle = self.cycle
+    async def _send_file(
+        self,
+        send: Any,
+        headers: list[tuple[bytes, bytes]],
+        path: Path,
+        size: int,
+        started: Callable[[], None],
+    ) -> SendOutcome | None:
+        """Answer 200 with ``headers`` (which announce ``size`` bytes) and the first ``size``
+        bytes of ``path`` as the body, sent from a worker thread; ``started()`` is called once
+        it is taken on. None, with nothing sent, when no thread is free or the connection is
+        busy; the caller then answers as usual. A send that stops early (a stalled or gone
+        peer) aborts the connection."""
+        sock = self.transport.get_extra_info("socket")
         if (
-            self.senders.busy >= self.senders.threads
+            sock is None
+            or self.senders.busy >= self.senders.threads
             or self.transport.is_closing()
             or self.transport.get_write_buffer_size() > 0
-            or getattr(cycle, "expected_content_length", None) != size
         ):
             return None
-        sock = self.transport.get_extra_info("socket")
-        if sock is None:
-            return None
         self.senders.busy += 1
+        started()
         stop = threading.Event()
         self._send_stops.add(stop)
-        self.flow.pause_reading()  # resumed by uvicorn once the response is complete
         try:
-            outcome = await self.loop.run_in_executor(
-                self.senders.executor,
-                functools.partial(
-                    send_blob,
-                    sock.fileno(),
-                    path,
-                    size,
-                    stall_seconds=self.limits.send_timeout_seconds,
-                    stop=stop,
-                ),
-            )
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            cycle = self.cycle
+            if getattr(cycle, "expected_content_length", None) != size:
+                raise RuntimeError("The response does not announce the blob's size.")
+            self.flow.pause_reading()  # resumed by uvicorn once the response is complete
+            if not await self._headers_sent():
+                outcome = SendOutcome(0, None, "the peer read none of the headers")
+            else:
+                outcome = await self.loop.run_in_executor(
+                    self.senders.executor,
+                    functools.partial(
+                        send_blob, sock.fileno(), path, size,
+                        stall_seconds=self.limits.send_timeout_seconds, stop=stop,
+                    ),
+                )  # fmt: skip
         finally:
             stop.set()
             self._send_stops.discard(stop)
@@ -256,7 +267,23 @@ class _FairHttpProtocol(HttpToolsProtocol):
                 self.metrics.stalled_sends_dropped.inc()
             cycle.expected_content_length = 0
             self.transport.abort()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
         return outcome
+
+    async def _headers_sent(self) -> bool:
+        """Wait until the transport has handed everything to the kernel (the headers are
+        usually gone at once); False when the peer takes nothing for the send timeout."""
+        if self.transport.get_write_buffer_size() == 0:
+            return True
+        self.transport.set_write_buffer_limits(high=1, low=0)  # resume_writing once empty
+        try:
+            await asyncio.wait_for(self.flow.drain(), self.limits.send_timeout_seconds)
+        except TimeoutError:
+            return False
+        finally:
+            if not self.transport.is_closing():
+                self.transport.set_write_buffer_limits()
+        return self.transport.get_write_buffer_size() == 0
 
     # send timeout
 

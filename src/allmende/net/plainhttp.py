@@ -191,7 +191,7 @@ class PlainHttp:
         view = memoryview(buffer)
         received = 0
         status_line = b""
-        reusable = False
+        reusable = raw = False
         try:
             await loop.sock_sendall(connection, request)
             reported = False
@@ -227,8 +227,14 @@ class PlainHttp:
                     received += await self._raw_body(
                         connection, view, length - answer.body_bytes, received, on_body
                     )
-                    answer.complete = True  # the parser saw the headers only; nothing is left
-            reusable = answer.complete and _keep_alive(status_line, answer.headers)
+                    answer.complete = True  # the parser saw the headers only
+                    raw = True
+            # bytes past the announced body would be read as the next answer: not reusable
+            reusable = (
+                answer.complete
+                and _keep_alive(status_line, answer.headers)
+                and not (raw and _pending(connection))
+            )
         except ConnectionError as exc:
             if received == 0:
                 raise _Stale from None
@@ -296,6 +302,16 @@ def _content_length(answer: _Answer) -> int | None:
         return None
     declared = answer.headers.get("content-length")
     return int(declared) if declared is not None and declared.isdigit() else None
+
+
+def _pending(connection: Connection) -> bool:
+    """Whether the peer sent more than it was asked for (bytes are waiting, or it closed)."""
+    try:
+        return connection.recv(1, socket.MSG_PEEK) is not None
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def _is_ipv6(address: str) -> bool:
