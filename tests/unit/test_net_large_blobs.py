@@ -356,3 +356,30 @@ def test_bytes_past_the_announced_body_are_not_read_as_the_next_answer(tmp_path:
 
     asyncio.run(run())
     assert store.read_bytes(digest) == data and store.read_bytes(other_digest) == other
+
+
+def test_a_blob_the_node_hashed_lately_is_sent_unhashed_until_its_recheck(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "node")
+    data, digest = blob()
+    store.put_bytes(data)  # hashed as it was written
+    path = store.path(digest)
+    stat = path.stat()
+    with open(path, "r+b") as f:  # rot that leaves the file's inode, size and time alone
+        f.seek(SIZE // 3)
+        f.write(bytes([data[SIZE // 3] ^ 1]))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    async def run() -> None:
+        async with node(store, PeerLimits()) as (url, protocol, _):
+            # the receiver's own check refuses the bytes; the node did not hash them again
+            with pytest.raises(PeerError, match="served wrong bytes"):
+                await fetch(url, digest, tmp_path / "peer")
+            assert store.has(digest)
+            assert sample(protocol.metrics, "allmende_corrupt_blobs_total") == 0
+            store.recheck_seconds = 0.0  # past the recheck: hashed while sent, and quarantined
+            with pytest.raises(PeerError, match="served wrong bytes"):
+                await fetch(url, digest, tmp_path / "peer")
+            assert not store.has(digest)
+            assert sample(protocol.metrics, "allmende_corrupt_blobs_total") == 1
+
+    asyncio.run(run())

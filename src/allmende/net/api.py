@@ -368,13 +368,17 @@ async def _send_large(
         (b"content-length", str(size).encode()),
         (b"accept-ranges", b"bytes"),
     ]
-    outcome = await sendfile(send, headers, path, size, metrics.blob_requests.labels("served").inc)
+    served = metrics.blob_requests.labels("served").inc
+    verify = not store.checked_lately(digest)  # hashed by this node lately: not again
+    outcome = await sendfile(send, headers, path, size, served, verify)
     if outcome is None:
         return False
     metrics.blob_bytes_served.inc(outcome.sent)
     if outcome.digest is not None and outcome.digest != digest:
         metrics.corrupt_blobs.inc()  # every byte is sent already; the peer refuses them
         log.warning("%s", store.quarantine(digest, outcome.digest))
+    elif outcome.digest == digest:
+        store.checked(digest)
     return True
 
 

@@ -58,7 +58,7 @@ STALL_CHECKS_PER_TIMEOUT = 4
 RETRY_AFTER_SECONDS = 1
 # Zero-copy blob sends running at once (each holds a worker thread while its peer reads).
 SENDFILE_THREADS = 8
-# await scope["extensions"][SENDFILE_EXTENSION](send, headers, path, size, started): a 200
+# await scope["extensions"][SENDFILE_EXTENSION](send, headers, path, size, started, verify): a 200
 # response with the file as its body; None, with nothing sent, when it cannot be (then answer
 # as usual).
 SENDFILE_EXTENSION = "allmende.sendfile"
@@ -222,12 +222,13 @@ class _FairHttpProtocol(HttpToolsProtocol):
         path: Path,
         size: int,
         started: Callable[[], None],
+        verify: bool = True,
     ) -> SendOutcome | None:
         """Answer 200 with ``headers`` (which announce ``size`` bytes) and the first ``size``
-        bytes of ``path`` as the body, sent from a worker thread; ``started()`` is called once
-        it is taken on. None, with nothing sent, when no thread is free or the connection is
-        busy; the caller then answers as usual. A send that stops early (a stalled or gone
-        peer) aborts the connection."""
+        bytes of ``path`` as the body, sent from a worker thread (and hashed when ``verify``);
+        ``started()`` is called once it is taken on. None, with nothing sent, when no thread
+        is free or the connection is busy; the caller then answers as usual. A send that stops
+        early (a stalled or gone peer) aborts the connection."""
         sock = self.transport.get_extra_info("socket")
         if (
             sock is None
@@ -254,6 +255,7 @@ class _FairHttpProtocol(HttpToolsProtocol):
                     functools.partial(
                         send_blob, sock.fileno(), path, size,
                         stall_seconds=self.limits.send_timeout_seconds, stop=stop,
+                        verify=verify,
                     ),
                 )  # fmt: skip
         finally:

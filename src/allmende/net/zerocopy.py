@@ -7,7 +7,9 @@ reusable buffer (small enough to stay in the processor's cache; the node holds n
 blob) to hash it, and hands the piece to ``os.sendfile``, which copies it from the page cache
 to the socket without passing through Python. The bytes sent are hashed exactly as the
 streamed path hashes them, so a blob that rotted on disk is still noticed (and quarantined by
-the caller); the receiver checks the hash itself either way.
+the caller), unless the node hashed the blob itself lately (it wrote it, or read it whole:
+:meth:`~allmende.store.blobs.BlobStore.checked_lately`); then the kernel alone moves the bytes.
+The receiver checks the hash itself either way.
 
 The thread works on its own duplicate of the socket's descriptor, so closing the connection on
 the event loop can never make it write into another connection that reuses the number. It
@@ -44,10 +46,17 @@ class SendOutcome:
 
 
 def send_blob(
-    sock_fd: int, path: Path, size: int, *, stall_seconds: float, stop: threading.Event
+    sock_fd: int,
+    path: Path,
+    size: int,
+    *,
+    stall_seconds: float,
+    stop: threading.Event,
+    verify: bool = True,
 ) -> SendOutcome:
     """Send the first ``size`` bytes of ``path`` to the socket ``sock_fd`` (non-blocking; a
-    duplicate is used and closed here), hashing them; runs in a worker thread."""
+    duplicate is used and closed here), hashing them when ``verify`` (else
+    :attr:`SendOutcome.digest` stays None); runs in a worker thread."""
     fd = os.dup(sock_fd)
     sent = 0
     try:
@@ -58,16 +67,18 @@ def send_blob(
             poller = select.poll()
             poller.register(fd, select.POLLOUT)
             while sent < size:
-                count = os.preadv(f.fileno(), [view[: min(PIECE_BYTES, size - sent)]], sent)
-                if count == 0:
-                    return SendOutcome(sent, None, "the file ended before the blob did")
-                hasher.update(view[:count])  # releases the GIL while it hashes
+                count = min(PIECE_BYTES, size - sent)
+                if verify:
+                    count = os.preadv(f.fileno(), [view[:count]], sent)
+                    if count == 0:
+                        return SendOutcome(sent, None, "the file ended before the blob did")
+                    hasher.update(view[:count])  # releases the GIL while it hashes
                 failure = _send_range(fd, f.fileno(), sent, sent + count, poller, stall_seconds,
                                       stop)  # fmt: skip
                 if failure is not None:
                     return SendOutcome(sent + failure[0], None, failure[1])
                 sent += count
-            return SendOutcome(sent, hasher.hexdigest(), None)
+            return SendOutcome(sent, hasher.hexdigest() if verify else None, None)
     except OSError as exc:  # the file vanished: nothing more is sent
         return SendOutcome(sent, None, f"{type(exc).__name__}: {exc}")
     finally:

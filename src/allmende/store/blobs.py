@@ -33,6 +33,10 @@ from allmende.errors import BlobNameError, BlobNotFound, BlobTooLarge, HashMisma
 DEFAULT_MAX_BLOB_BYTES = 4 * 1024**3
 # Reads and copies move this much at a time.
 CHUNK_BYTES = 1024 * 1024
+# A blob this process hashed within this long (it wrote it, or read it whole) is sent to peers
+# without hashing it again. Whoever fetches a blob checks its hash anyway; this only decides how
+# soon a node notices by itself that a blob rotted on its disk (and quarantines it).
+DEFAULT_RECHECK_SECONDS = 600.0
 # `gc` leaves unpinned blobs and temporary files younger than this alone (they may be in use).
 DEFAULT_GC_GRACE_SECONDS = 3600.0
 
@@ -103,6 +107,7 @@ class BlobWriter:
         if self.durable:
             _fsync_dir(target.parent)
         self.digest = digest
+        self._store.checked(digest)
         return digest
 
     def abort(self) -> None:
@@ -124,9 +129,18 @@ class BlobWriter:
 class BlobStore:
     """Blobs under ``root``, each named by its SHA-256; see the module docstring for the layout."""
 
-    def __init__(self, root: Path, *, max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
+        recheck_seconds: float = DEFAULT_RECHECK_SECONDS,
+    ) -> None:
         self.root = Path(root)
         self.max_blob_bytes = max_blob_bytes
+        self.recheck_seconds = recheck_seconds
+        # digest -> (inode, size, mtime in ns, time.monotonic()) of the file when it was hashed
+        self._checked: dict[str, tuple[int, int, int, float]] = {}
         self.tmp_dir = self.root / "tmp"
         self.quarantine_dir = self.root / "quarantine"
         try:
@@ -199,6 +213,7 @@ class BlobStore:
                 yield chunk
         if hasher.hexdigest() != digest:
             raise self._corrupted(digest, hasher.hexdigest())
+        self.checked(digest)
 
     def map_verified(self, digest: str) -> mmap.mmap | bytes:
         """A stored blob as a private, writable memory map of its file, hash-checked first
@@ -225,6 +240,7 @@ class BlobStore:
             if isinstance(mapped, mmap.mmap):
                 mapped.close()
             raise self._corrupted(digest, actual)
+        self.checked(digest)
         return mapped
 
     def read_bytes(self, digest: str) -> bytes:
@@ -273,15 +289,38 @@ class BlobStore:
                 tmp.unlink(missing_ok=True)
         return removed
 
+    def checked(self, digest: str) -> None:
+        """Note that this process just hashed blob ``digest``'s file and found it right."""
+        try:
+            st = self.path(digest).stat()
+        except FileNotFoundError:
+            return
+        self._checked[digest] = (st.st_ino, st.st_size, st.st_mtime_ns, time.monotonic())
+
+    def checked_lately(self, digest: str) -> bool:
+        """Whether this process hashed blob ``digest`` within ``recheck_seconds`` and its file
+        is still the one it hashed (same inode, size and modification time)."""
+        seen = self._checked.get(digest)
+        if seen is None:
+            return False
+        try:
+            st = self.path(digest).stat()
+        except FileNotFoundError:
+            return False
+        fresh = time.monotonic() - seen[3] < self.recheck_seconds
+        return fresh and seen[:3] == (st.st_ino, st.st_size, st.st_mtime_ns)
+
     def quarantine(self, digest: str, actual: str) -> HashMismatch:
         """Move blob ``digest``, found to hash to ``actual``, to ``quarantine/``; the error to
         report (raise or log) says where it went."""
         return self._corrupted(digest, actual)
 
     def _not_found(self, digest: str) -> BlobNotFound:
+        self._checked.pop(digest, None)
         return BlobNotFound(f"Blob {digest} is not in this store; fetch it from a peer first.")
 
     def _corrupted(self, digest: str, actual: str) -> HashMismatch:
+        self._checked.pop(digest, None)
         target = self.quarantine_dir / f"{digest}.{int(time.time() * 1000)}"
         with contextlib.suppress(FileNotFoundError):
             os.replace(self.path(digest), target)
