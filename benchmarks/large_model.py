@@ -307,20 +307,22 @@ def main(argv: list[str] | None = None) -> int:
         f"model                {n_params:,} parameters, {model_bytes / MB:.0f} MiB a blob, "
         f"{args.trainers} trainers"
     )
-    print(f"{'process':34} {'peak RSS':>10} {'models':>7}")
-    rows = {}
+    print(f"{'process':36} {'peak RSS':>9} {'above base':>11} {'models':>7}")
+    rows: dict[str, dict[str, int]] = {}
     for i, m in enumerate(made):
-        rows[f"trainer {i}: make and store update"] = m["peak_rss"] - m["baseline_rss"]
+        rows[f"trainer {i}: make and store update"] = {
+            "peak": m["peak_rss"], "base": m["baseline_rss"]}  # fmt: skip
     for name, peak in nodes.items():
-        rows[f"{name} (serving, whole life)"] = peak
-    rows["aggregator round: all of RSS"] = agg_run["peak_rss"] - agg_run["baseline_rss"]
-    rows["aggregator round: private (anon)"] = agg_run["peak_anon"] - agg_run["baseline_anon"]
-    for name, value in rows.items():
-        print(f"{name:34} {value / MB:8.0f} MiB {copies(value):7.2f}")
-    print(
-        "  (trainer and aggregator rows: above the process's RSS after imports; node rows: "
-        "whole process)"
-    )
+        rows[f"{name}: serve (HTTP server)"] = {"peak": peak, "base": idle_rss[name]}
+    rows["aggregator: round, all RSS"] = {
+        "peak": agg_run["peak_rss"], "base": agg_run["baseline_rss"]}  # fmt: skip
+    rows["aggregator: round, private (anon)"] = {
+        "peak": agg_run["peak_anon"], "base": agg_run["baseline_anon"]}  # fmt: skip
+    for name, row in rows.items():
+        above = row["peak"] - row["base"]
+        print(f"{name:36} {row['peak'] / MB:5.0f} MiB {above / MB:7.0f} MiB {copies(above):7.2f}")
+    print("  base: the process's RSS after its imports (nodes: once healthy, before any blob); "
+          "'all RSS' counts the pages of blob files the aggregator maps (page cache, not copies)")
     print(
         f"hashlib.sha256       {hashlib_mb_s:8.0f} MB/s in memory (before {hashing_before:.0f}, "
         f"after {hashing:.0f})"

@@ -26,6 +26,7 @@ copy per piece. The connection is a plain non-blocking socket driven by the even
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,8 @@ import httptools
 READ_BYTES = 1024 * 1024
 MAX_HEADER_BYTES = 64 * 1024  # status line and headers together
 MAX_IDLE_PER_PEER = 8
+# Hands the pieces of raw bodies to their callbacks (one piece a download at a time).
+_BODY_THREADS = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="allmende-body")
 
 
 class PlainHttpError(Exception):
@@ -82,7 +85,8 @@ class _Answer:
 
 Connection = socket.socket
 OnHeaders = Callable[[int, dict[str, str]], None]
-# Gets each piece of the body; a memoryview is only valid during the call (its buffer is reused).
+# Gets each piece of the body, in order; a memoryview is only valid during the call (its buffer
+# is reused). The pieces of a Content-Length body come from a worker thread, one at a time.
 OnBody = Callable[[bytes | memoryview], None]
 Resolve = Callable[[str, int], Awaitable[list[str]]]
 
@@ -254,15 +258,28 @@ class PlainHttp:
         on_body: OnBody,
     ) -> int:
         """The last ``remaining`` bytes of a ``Content-Length`` body, received straight into
-        ``view`` and passed on as views of it; never reads past the body. Returns the count."""
-        done = 0
-        while done < remaining:
-            count = await self._read(connection, view[: min(len(view), remaining - done)],
-                                     received + done)  # fmt: skip
-            if not count:
-                raise PlainHttpError("unreachable", "closed the connection mid-answer")
-            done += count
-            on_body(view[:count])
+        two buffers in turn and passed on as views of them; never reads past the body. While
+        a worker thread gives one piece to ``on_body`` (hashing and writing it, which release
+        the GIL), the event loop receives the next into the other buffer. Returns the count."""
+        buffers = (view, memoryview(bytearray(len(view))))
+        pending: concurrent.futures.Future[None] | None = None
+        done = turn = 0
+        try:
+            while done < remaining:
+                into = buffers[turn][: min(len(view), remaining - done)]
+                count = await self._read(connection, into, received + done)
+                if not count:
+                    raise PlainHttpError("unreachable", "closed the connection mid-answer")
+                done += count
+                if pending is not None:
+                    await asyncio.wrap_future(pending)  # its buffer is the next one to fill
+                pending = _BODY_THREADS.submit(on_body, into[:count])
+                turn = 1 - turn
+            if pending is not None:
+                await asyncio.wrap_future(pending)
+        finally:
+            if pending is not None:  # cancelled or failed: the piece in hand must be done
+                concurrent.futures.wait([pending])  # before the caller drops the download
         return done
 
     async def _read(self, connection: Connection, into: memoryview, received: int) -> int:
