@@ -11,8 +11,10 @@
 
 Blobs are only served, never uploaded: peers pull what they need by hash, and local tools put
 blobs into their own node's store directly (``allmende node put``). A full ``GET`` re-hashes the
-blob while it streams; a blob found corrupted is quarantined (the next request gets 404) and the
-peer, which checks the hash itself, fetches it elsewhere. ``Range`` and ``HEAD`` are served from
+blob while it streams (a large one goes out with ``sendfile``, :mod:`allmende.net.zerocopy`, and
+is not hashed again if this node hashed it within the store's ``recheck_seconds``); a blob found
+corrupted is quarantined (the next request gets 404) and the peer, which checks the hash
+itself, fetches it elsewhere. ``Range`` and ``HEAD`` are served from
 the file without hashing (a ranged reader checks the hash of the whole when it has it).
 
 Every refusal is a 4xx JSON body ``{"detail": "..."}`` saying what was wrong; an unexpected error

@@ -244,10 +244,10 @@ class _FairHttpProtocol(HttpToolsProtocol):
         try:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             cycle = self.cycle
-            if getattr(cycle, "expected_content_length", None) != size:
-                raise RuntimeError("The response does not announce the blob's size.")
             self.flow.pause_reading()  # resumed by uvicorn once the response is complete
-            if not await self._headers_sent():
+            if cycle.disconnected or cycle.expected_content_length != size:
+                outcome = SendOutcome(0, None, "the peer left before the body")
+            elif not await self._headers_sent():
                 outcome = SendOutcome(0, None, "the peer read none of the headers")
             else:
                 outcome = await self.loop.run_in_executor(

@@ -9,8 +9,12 @@ Layout under ``root`` (``<home>/blobs``)::
 Every write is hashed and checked before the rename, so a stored name always matched its bytes once;
 every full read is hashed again, and a blob whose bytes rotted on disk is moved to ``quarantine/``
 and reported with :class:`~allmende.errors.HashMismatch`, so the caller can fetch it again from a
-peer. Local tools (``allmende node put``, job submission) put blobs into a node by writing into its
-store directly with :meth:`BlobStore.put_file`; there is no upload endpoint.
+peer. A large model is read without copying it: :meth:`BlobStore.map_verified` maps its file
+(copy on write), so decoded tensors are views of the page cache. The store remembers which blobs
+this process hashed lately (:meth:`BlobStore.checked_lately`), so that the API can send those to
+peers without hashing them once more. Local tools (``allmende node put``, job submission) put
+blobs into a node by writing into its store directly with :meth:`BlobStore.put_file`; there is
+no upload endpoint.
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
     flat = tensor.detach().to("cpu").contiguous().reshape(-1)
     if flat.numel() == 0:
         return memoryview(b"")
-    return memoryview(flat.view(torch.uint8).numpy())
+    return flat.view(torch.uint8).numpy().data
 
 
 @dataclass(frozen=True)
@@ -257,11 +257,11 @@ def write_state(
 
 
 def _parse_header(
-    data: bytes, max_header_bytes: int
+    data: Buffer, max_header_bytes: int
 ) -> tuple[dict[str, dict[str, object]], dict[str, str], int]:
     if len(data) < 8:
         raise CodecError("The tensor blob is shorter than the 8-byte safetensors length prefix.")
-    (header_len,) = struct.unpack("<Q", data[:8])
+    (header_len,) = struct.unpack("<Q", bytes(data[:8]))
     if header_len > max_header_bytes:
         raise CodecError(
             f"The tensor blob declares a {header_len}-byte header, more than the "
@@ -273,7 +273,7 @@ def _parse_header(
             f"The tensor blob declares a {header_len}-byte header, which does not fit in its "
             f"{len(data)} bytes; the blob is truncated or not safetensors."
         )
-    raw = data[8 : 8 + header_len]
+    raw = bytes(data[8 : 8 + header_len])
     try:
         entries = loads_untrusted(raw, max_depth=MAX_HEADER_DEPTH)
     except UntrustedJSONError as exc:
