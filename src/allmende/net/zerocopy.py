@@ -2,12 +2,13 @@
 
 A full ``GET`` of a blob larger than one serving piece is the bulk of a round's bytes (a 200 MB
 model or update). Streamed through the ASGI stack it costs a read, a Python call and a socket
-write per 64 KiB piece. Here one worker thread reads each :data:`PIECE_BYTES` piece into one
-reusable buffer (small enough to stay in the processor's cache; the node holds no copy of the
-blob) to hash it, and hands the piece to ``os.sendfile``, which copies it from the page cache
-to the socket without passing through Python. The bytes sent are hashed exactly as the
-streamed path hashes them, so a blob that rotted on disk is still noticed (and quarantined by
-the caller), unless the node hashed the blob itself lately (it wrote it, or read it whole:
+write per 64 KiB piece. Here one worker thread hands the file to ``os.sendfile`` a
+:data:`PIECE_BYTES` piece at a time, which copies it from the page cache to the socket without
+passing through Python, and hashes the file, reading it piece by piece into one reusable buffer
+(small enough to stay in the processor's cache; the node holds no copy of the blob), whenever
+the socket is full, and the rest after the last byte went: the peer never waits for the hash.
+A blob that rotted on disk is so still noticed (and quarantined by the caller), as the streamed
+path notices it, unless the node hashed the blob itself lately (it wrote it, or read it whole:
 :meth:`~allmende.store.blobs.BlobStore.checked_lately`); then the kernel alone moves the bytes.
 The receiver checks the hash itself either way.
 
@@ -56,65 +57,93 @@ def send_blob(
 ) -> SendOutcome:
     """Send the first ``size`` bytes of ``path`` to the socket ``sock_fd`` (non-blocking; a
     duplicate is used and closed here), hashing them when ``verify`` (else
-    :attr:`SendOutcome.digest` stays None); runs in a worker thread."""
+    :attr:`SendOutcome.digest` stays None); runs in a worker thread.
+
+    Sending comes first: the file is hashed piece by piece whenever the socket is full (while
+    the peer drains it), and what is left once every byte went. The hash is of the file's
+    bytes, as ``sendfile`` sends them; the store never rewrites a blob's file in place."""
     fd = os.dup(sock_fd)
-    sent = 0
     try:
         with open(path, "rb", buffering=0) as f:
-            buffer = bytearray(PIECE_BYTES)
-            view = memoryview(buffer)
-            hasher = hashlib.sha256()
-            poller = select.poll()
-            poller.register(fd, select.POLLOUT)
-            while sent < size:
-                count = min(PIECE_BYTES, size - sent)
-                if verify:
-                    count = os.preadv(f.fileno(), [view[:count]], sent)
-                    if count == 0:
-                        return SendOutcome(sent, None, "the file ended before the blob did")
-                    hasher.update(view[:count])  # releases the GIL while it hashes
-                failure = _send_range(fd, f.fileno(), sent, sent + count, poller, stall_seconds,
-                                      stop)  # fmt: skip
-                if failure is not None:
-                    return SendOutcome(sent + failure[0], None, failure[1])
-                sent += count
-            return SendOutcome(sent, hasher.hexdigest() if verify else None, None)
+            hasher = _FileHasher(f.fileno(), size) if verify else None
+            sent, failure = _send(fd, f.fileno(), size, hasher, stall_seconds, stop)
+            if failure is not None:
+                return SendOutcome(sent, None, failure)
+            if hasher is None:
+                return SendOutcome(sent, None, None)
+            while not hasher.done:
+                if not hasher.step():
+                    return SendOutcome(sent, None, "the file ended before the blob did")
+            return SendOutcome(sent, hasher.hexdigest(), None)
     except OSError as exc:  # the file vanished: nothing more is sent
-        return SendOutcome(sent, None, f"{type(exc).__name__}: {exc}")
+        return SendOutcome(0, None, f"{type(exc).__name__}: {exc}")
     finally:
         os.close(fd)
 
 
-def _send_range(
+class _FileHasher:
+    """SHA-256 of a file's first ``size`` bytes, a :data:`PIECE_BYTES` piece a step, read into
+    one reusable buffer."""
+
+    def __init__(self, file_fd: int, size: int) -> None:
+        self.file_fd, self.size, self.hashed = file_fd, size, 0
+        self._view = memoryview(bytearray(PIECE_BYTES))
+        self._hash = hashlib.sha256()
+
+    @property
+    def done(self) -> bool:
+        return self.hashed >= self.size
+
+    def step(self) -> bool:
+        """Hash the next piece; False when the file ended early."""
+        want = min(PIECE_BYTES, self.size - self.hashed)
+        count = os.preadv(self.file_fd, [self._view[:want]], self.hashed)
+        if count == 0:
+            return False
+        self._hash.update(self._view[:count])  # releases the GIL while it hashes
+        self.hashed += count
+        return True
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def _send(
     fd: int,
     file_fd: int,
-    start: int,
-    end: int,
-    poller: select.poll,
+    size: int,
+    hasher: _FileHasher | None,
     stall_seconds: float,
     stop: threading.Event,
-) -> tuple[int, str] | None:
-    """Bytes ``[start, end)`` of the file to the socket; None when all went, else (bytes of the
-    range that went, why it stopped)."""
-    offset = start
+) -> tuple[int, str | None]:
+    """The file's first ``size`` bytes to the socket: (bytes sent, None) when all went, else
+    (bytes sent, why it stopped). A full socket gives the hasher a step, or else is waited on."""
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    offset = 0
     idle_since = time.monotonic()
-    while offset < end:
+    while offset < size:
         if stop.is_set():
-            return offset - start, "the connection was closed"
+            return offset, "the connection was closed"
         try:
-            count = os.sendfile(fd, file_fd, offset, end - offset)
+            count = os.sendfile(fd, file_fd, offset, min(PIECE_BYTES, size - offset))
         except BlockingIOError:
-            events = poller.poll(TICK_SECONDS * 1000)
+            if hasher is not None and not hasher.done:
+                if not hasher.step():
+                    return offset, "the file ended before the blob did"
+                events = poller.poll(0)
+            else:
+                events = poller.poll(TICK_SECONDS * 1000)
             if any(flags & (select.POLLERR | select.POLLHUP | select.POLLNVAL)
                    for _, flags in events):  # fmt: skip
-                return offset - start, "the peer closed the connection"
+                return offset, "the peer closed the connection"
             if not events and time.monotonic() - idle_since >= stall_seconds:
-                return offset - start, f"the peer read nothing for {stall_seconds:g} s"
+                return offset, f"the peer read nothing for {stall_seconds:g} s"
             continue
         except OSError as exc:  # reset or broken pipe: the peer left
-            return offset - start, f"{type(exc).__name__}: {exc}"
+            return offset, f"{type(exc).__name__}: {exc}"
         if count == 0:
-            return offset - start, "the file ended before the blob did"
+            return offset, "the file ended before the blob did"
         offset += count
         idle_since = time.monotonic()
-    return None
+    return offset, None
