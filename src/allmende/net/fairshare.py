@@ -17,7 +17,10 @@ IPv6 /64, which one host usually holds whole):
 The protocol also offers the API a zero-copy send of a large blob's body (scope extension
 :data:`SENDFILE_EXTENSION`, see :mod:`allmende.net.zerocopy`): at most :data:`SENDFILE_THREADS`
 such sends run at once, each in its own worker thread, held to the same send timeout; past
-that, or when the headers have not gone out yet, the API streams the blob as before.
+that, or while the connection still has bytes of an earlier answer to send, the API streams the
+blob as before. The body goes around uvicorn, so the send settles uvicorn's account of the
+response itself (``RequestResponseCycle.expected_content_length``; the tests in
+``tests/unit/test_net_large_blobs.py`` run it on the real server).
 
 A 503 carries ``{"detail": ...}`` saying which limit was hit and ``Retry-After``. Refusals and
 dropped sends are counted in ``allmende_peer_limit_refusals`` and
