@@ -9,9 +9,10 @@ Figures: when each round became final (the finalizing node's log stamp, see :fun
 the final model's time; its digest (compared by ``run_all.py`` with the PyTorch loop run with the
 nodes' addresses as trainer identities), blob bytes each trainer served per round (its
 ``/metrics``), the peak RSS of each node process (``VmHWM``), the mean time of a round's phases from
-the nodes' logs (:mod:`node_logs`), and the gas of the job's ``commit_update`` and ``propose``
-transactions per round (their receipts; the vote that completes the quorum finalizes the round in
-the same transaction, so there is no other per-round transaction).
+the nodes' logs (:mod:`node_logs`), and the gas of the job's round transactions from their
+receipts: ``commit_update``, the vote's ``commit_vote`` and ``reveal`` (the reveal that completes
+the quorum finalizes the round in the same transaction), and the ``claim`` and ``claim_vote`` of
+each share (and any ``challenge``).
 
 Run: ``python benchmarks/fedavg_allmende.py [--job JSON] [--out PATH]``.
 """
@@ -40,7 +41,7 @@ from fedavg_job import (
 )
 from node_logs import finalized_at, phase_summary
 
-ROUND_FUNCTIONS = ("commit_update", "propose")
+ROUND_FUNCTIONS = ("commit_update", "commit_vote", "reveal", "claim", "claim_vote", "challenge")
 BYTES_SERVED_METRIC = "allmende_blob_bytes_served_total"
 
 

@@ -9,7 +9,9 @@
    each attacker took and how many rounds it stalled.
 5. ``text``: a ``byte-gpt`` job on 4 trainer nodes, each on a shard of the standard library,
    against a plain PyTorch FedAvg loop over the same shards (:mod:`text`).
-6. ``large_model``: a 50M-parameter FedAvg round through real node processes: peak memory per
+6. ``privacy``: final accuracy against ε (1, 2, 4, 8, no DP) with 20 trainers on digits and on
+   a tabular task, both noise placements (:mod:`privacy`, an in-process simulation).
+7. ``large_model``: a 50M-parameter FedAvg round through real node processes: peak memory per
    node, transfer speed against ``hashlib.sha256``, same bytes as plain PyTorch
    (:mod:`large_model`).
 
@@ -20,9 +22,8 @@ here prints "not run" with the reason and is recorded as such.
 
 The FedAvg columns run ``--repeats`` times in turn and the table shows each column's median run.
 
-Run: ``python benchmarks/run_all.py [--only fedavg,robustness,scale,security,text,large_model]
-[--rounds N]
-[--repeats N]``.
+Run: ``python benchmarks/run_all.py [--only fedavg,robustness,scale,security,text,privacy,
+large_model] [--rounds N] [--repeats N]``.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 LOG_DIR = RESULTS_DIR / "logs"
 COLUMN_TIMEOUT_S = 1800.0
-BENCHMARKS = ("fedavg", "robustness", "scale", "security", "text", "large_model")
+BENCHMARKS = ("fedavg", "robustness", "scale", "security", "text", "privacy", "large_model")
 DEFAULT_REPEATS = 3  # a shared 2-core machine's speed drifts by half within minutes
 MIN_CONSOLE_WIDTH = 150  # the tables are wide; piped output would otherwise wrap at 80
 
@@ -235,6 +236,28 @@ def bench_large_model(job: FedAvgJob, *, console: Console) -> dict[str, Any]:
     return result
 
 
+def bench_privacy(job: FedAvgJob, *, console: Console) -> dict[str, Any]:
+    """The accuracy-against-ε table: ``benchmarks/privacy.py`` as its own watched process (the
+    FedAvg job is not used). The ``secagg`` rows of the last result are kept when the run has
+    none of its own."""
+    out = RESULTS_DIR / "raw" / "privacy.json"
+    out.unlink(missing_ok=True)
+    log = LOG_DIR / "privacy.log"
+    console.print(f"  running privacy.py ... (log: {log.relative_to(BENCH_DIR.parent)})")
+    command = [_project_python(), str(BENCH_DIR / "privacy.py"), "--out", str(out)]
+    code, _, memory = run_watched(command, log_path=log, timeout_s=COLUMN_TIMEOUT_S)
+    if not out.is_file():
+        raise NotRun(f"privacy.py exited with code {code}; read {log.name} in {LOG_DIR.name}/")
+    result: dict[str, Any] = json.loads(out.read_text())
+    result.pop("machine", None)  # write_result adds it
+    last = RESULTS_DIR / "privacy.json"
+    if not result.get("secagg") and last.is_file():
+        result["secagg"] = json.loads(last.read_text()).get("secagg", [])
+    result["memory"] = memory.as_json()
+    console.print(log.read_text().strip())
+    return result
+
+
 def write_result(name: str, result: dict[str, Any], machine: dict[str, Any]) -> Path:
     """``benchmarks/results/<name>.json`` with the machine description."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -275,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         "scale": bench_scale,
         "security": bench_security,
         "text": functools.partial(bench_text, rounds=args.rounds),
+        "privacy": bench_privacy,
         "large_model": bench_large_model,
     }
     failures: list[str] = []

@@ -37,6 +37,7 @@ from eth_utils import keccak
 from rich.console import Console
 from rich.table import Table
 
+from allmende.chain.jobs import included_words, vote_commitment
 from machine import describe_machine
 
 CONTRACTS = Path(__file__).resolve().parents[1] / "contracts"
@@ -183,11 +184,54 @@ class Chain:
                 self.jobs.commit_update(job.id, round_, h(f"update {round_} {index}"),
                                         (weights or {}).get(index, 1))
 
+    def total(self, job: Job, round_: int, included: int) -> int:
+        return sum(int(self.jobs.commit_of(job.id, round_, t)[1])
+                   for i, t in enumerate(job.trainers) if included >> i & 1)
+
+    def commit_votes(self, job: Job, round_: int, ballots: list[tuple[str, bytes, int]]) -> None:
+        """Each (member, model, included) commits its vote, hidden."""
+        for member, model, included in ballots:
+            secret = vote_commitment(model, included, self.total(job, round_, included),
+                                     h(f"salt {member}"), member)
+            with boa.env.prank(member):
+                self.jobs.commit_vote(job.id, round_, secret)
+
+    def reveal_votes(self, job: Job, round_: int, ballots: list[tuple[str, bytes, int]]) -> None:
+        """The ballots are revealed in order (after the vote-commit period, when not every
+        member committed) until the round is final; then anyone challenges the provably
+        wrong votes and everyone included claims its share, as the nodes do."""
+        if not self.jobs.reveals_open(job.id):
+            boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
+        for member, model, included in ballots:
+            if self.round_of(job) != round_:
+                break
+            with boa.env.prank(member):
+                self.jobs.reveal(job.id, round_, model, included_words(included),
+                                 self.total(job, round_, included), h(f"salt {member}"))
+        if self.round_of(job) == round_:
+            return
+        for member in job.aggregators:
+            if self.jobs.provably_wrong(job.id, member):
+                self.jobs.challenge(job.id, member)
+            with boa.env.prank(member):
+                refusal(lambda: self.jobs.claim_vote(job.id, round_))
+        for index, trainer in enumerate(job.trainers):
+            for model, included in {(m, i) for _, m, i in ballots}:
+                if included >> index & 1:
+                    total = self.total(job, round_, included)
+                    claim = partial(self.jobs.claim, job.id, round_, model,
+                                    included_words(included), total)
+                    with boa.env.prank(trainer):
+                        refusal(claim)
+
+    def votes(self, job: Job, round_: int, ballots: list[tuple[str, bytes, int]]) -> None:
+        self.commit_votes(job, round_, ballots)
+        self.reveal_votes(job, round_, ballots)
+
     def vote(self, job: Job, round_: int, model: bytes, included: int,
              voters: Iterable[str]) -> None:
-        for member in voters:
-            with boa.env.prank(member):
-                self.jobs.propose(job.id, round_, model, included)
+        """The voters commit, then reveal, the same result (see :meth:`votes`)."""
+        self.votes(job, round_, [(member, model, included) for member in voters])
 
     def round_of(self, job: Job) -> int:
         return int(self.jobs.jobs(job.id).current_round)
@@ -221,11 +265,10 @@ def _theft(chain: Chain, job: Job, sybils: set[str], *, steal: bool) -> tuple[in
     chain.join_trainer(job, sybil_trainer)
     chain.commit(job, 0, range(3))
     theft = (h("theft"), bitmap([2])) if steal else (h("m"), bitmap(range(3)))
-    # sybil members vote first: with a majority their pair finalizes
-    for member in sorted(job.aggregators, key=lambda member: member not in sybils):
-        pair = theft if member in sybils else (h("m"), bitmap(range(3)))
-        if chain.round_of(job) == 0:
-            chain.vote(job, 0, *pair, voters=[member])
+    # sybil members reveal first: with a majority their pair finalizes
+    members = sorted(job.aggregators, key=lambda member: member not in sybils)
+    chain.votes(job, 0, [(member, *(theft if member in sybils else (h("m"), bitmap(range(3)))))
+                         for member in members])
     return chain.holdings(sybils | {sybil_trainer}), _stalled_unless_final(chain, job, 0)
 
 
@@ -318,7 +361,7 @@ def outsider_joins_named_committee() -> dict[str, Any]:
         joined = refusal(lambda: chain.jobs.join(job.id, AGGREGATOR))
     chain.commit(job, 0, range(3))
     with boa.env.prank(outsider):
-        voted = refusal(lambda: chain.jobs.propose(job.id, 0, h("theft"), bitmap([0])))
+        voted = refusal(lambda: chain.jobs.commit_vote(job.id, 0, h("theft")))
     chain.vote(job, 0, h("m"), bitmap(range(3)), job.aggregators)
     return _row("non-member joins a named committee", f"refused: {joined}; vote: {voted}",
                 net=chain.holdings([outsider]) - before,
@@ -407,16 +450,19 @@ def _selective_round(*, selective: bool) -> tuple[int, int, int]:
     stakes = [int(chain.registry.stake_of(member)) for member in job.aggregators]
     chain.commit(job, 0, range(3))
     served_all, *others = job.aggregators
-    chain.vote(job, 0, h("with 2"), bitmap(range(3)), [served_all])
+    ballots = [(served_all, h("with 2"), bitmap(range(3)))]
     if selective:
-        chain.vote(job, 0, h("without 2"), bitmap([0, 1]), others)
+        ballots += [(member, h("without 2"), bitmap([0, 1])) for member in others]
     else:  # the second vote for the full pair reaches the quorum
-        chain.vote(job, 0, h("with 2"), bitmap(range(3)), others[:1])
+        ballots += [(others[0], h("with 2"), bitmap(range(3)))]
+    chain.votes(job, 0, ballots)
+    stalled = _stalled_unless_final(chain, job, 0)
+    boa.env.time_travel(seconds=CHALLENGE_WINDOW)  # claims close; the owner takes the rest
     with boa.env.prank(job.owner):
         chain.jobs.refund(job.id)
     lost = sum(stake - int(chain.registry.stake_of(member))
                for stake, member in zip(stakes, job.aggregators, strict=True))
-    return chain.holdings(attacker), lost, _stalled_unless_final(chain, job, 0)
+    return chain.holdings(attacker), lost, stalled
 
 
 def selective_serving() -> dict[str, Any]:
@@ -481,15 +527,12 @@ def squatting_trainer(rounds: int = 6, evict: bool = True) -> dict[str, Any]:
         if evict and evicted_at is None and refusal(lambda: chain.jobs.evict(job.id, 2)) is None:
             evicted_at = round_
         chain.commit(job, round_, [0, 1])
-        first, *rest = job.aggregators
-        with boa.env.prank(first):
-            early = refusal(partial(chain.jobs.propose, job.id, round_, h(f"m {round_}"),
-                                    bitmap([0, 1])))
+        with boa.env.anchor(), boa.env.prank(job.aggregators[0]):  # may it vote at once?
+            early = refusal(partial(chain.jobs.commit_vote, job.id, round_, h("probe")))
         if early is not None:
             waited += 1
             boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
-            rest = job.aggregators
-        chain.vote(job, round_, h(f"m {round_}"), bitmap([0, 1]), rest)
+        chain.vote(job, round_, h(f"m {round_}"), bitmap([0, 1]), job.aggregators)
     return _row("squatting trainer that never commits",
                 f"evicted at round {evicted_at}, its bond to the owner",
                 net=chain.holdings([squatter]) - before,
@@ -503,16 +546,19 @@ def _cancel_race(*, attack: bool) -> tuple[int, list[str | None], int]:
     chain = Chain()
     job = chain.named_job(trainers=3)
     chain.commit(job, 0, range(3))
-    chain.vote(job, 0, h("m"), bitmap(range(3)), job.aggregators[:1])
+    ballots = [(member, h("m"), bitmap(range(3))) for member in job.aggregators]
+    chain.commit_votes(job, 0, ballots)
+    chain.reveal_votes(job, 0, ballots[:1])
     reasons: list[str | None] = []
-    if attack:  # the vote that would finalize is seen: cancel before it, and after the deadline
+    if attack:  # the reveal that would finalize is seen: cancel before it, and after the deadline
         with boa.env.prank(job.owner):
             reasons.append(refusal(lambda: chain.jobs.cancel(job.id)))
             boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
             reasons.append(refusal(lambda: chain.jobs.cancel(job.id)))
     stalled = 0
-    if refusal(lambda: chain.vote(job, 0, h("m"), bitmap(range(3)), job.aggregators[1:])):
+    if refusal(lambda: chain.reveal_votes(job, 0, ballots[1:])):
         stalled = 1
+    boa.env.time_travel(seconds=CHALLENGE_WINDOW)
     with boa.env.prank(job.owner):
         refusal(lambda: chain.jobs.refund(job.id))
     return chain.holdings([job.owner]), reasons, stalled
@@ -580,8 +626,10 @@ def rogue_slasher() -> dict[str, Any]:
     chain.jobs.reopen(job.id)
     chain.commit(job, 0, range(2))
     wrong, *honest = job.aggregators
-    chain.vote(job, 0, h("wrong"), bitmap(range(2)), [wrong])
-    finalize = refusal(lambda: chain.vote(job, 0, h("m"), bitmap(range(2)), honest))
+    ballots = [(wrong, h("wrong"), bitmap(range(2)))]
+    ballots += [(member, h("m"), bitmap(range(2))) for member in honest]
+    # the reveals finalize; the challenge of the wrong vote slashes 0 and reverts nothing
+    finalize = refusal(lambda: chain.votes(job, 0, ballots))
     stalled = 0 if finalize is None and chain.round_of(job) == 1 else 1
     return _row("admin instantly authorizes a rogue slasher",
                 f"refused: {instant}; before the delay: {early}; finalize after revoking "
@@ -599,18 +647,43 @@ def slash_beyond_lock(slash_amount: int = 100 * ETHER) -> dict[str, Any]:
     wrong, *honest = job.aggregators
     lock = int(chain.registry.lock_of(chain.jobs.address, job.id, wrong))
     chain.commit(job, 0, range(2))
-    chain.vote(job, 0, h("wrong"), bitmap(range(2)), [wrong])
-    chain.vote(job, 0, h("m"), bitmap(range(2)), honest)
+    chain.votes(job, 0, [(wrong, h("wrong"), bitmap(range(2)))]
+                + [(member, h("m"), bitmap(range(2))) for member in honest])
     slashed = int(chain.registry.owed(job.owner))
     return _row("slash beyond the job's lock", f"capped at the lock ({lock} wei)",
                 net=slashed - lock, stalled=_stalled_unless_final(chain, job, 0),
                 slashed_wei=slashed, slash_amount_wei=slash_amount)
 
 
+def vote_copying() -> dict[str, Any]:
+    """A lazy member does not aggregate: it waits for an honest reveal and copies the
+    result. Once a reveal is possible no vote can be committed, so the copy is refused and
+    the lazy member is paid nothing; copying another's commitment cannot be revealed."""
+    chain = Chain()
+    job = chain.named_job(trainers=3, aggregators=3, quorum=2)
+    honest, other, lazy = job.aggregators
+    before = chain.holdings([lazy])
+    chain.commit(job, 0, range(3))
+    ballots = [(honest, h("m"), bitmap(range(3))), (other, h("m"), bitmap(range(3)))]
+    chain.commit_votes(job, 0, ballots)
+    boa.env.time_travel(seconds=ROUND_DEADLINE + 1)  # the lazy member never committed
+    chain.reveal_votes(job, 0, ballots[:1])
+    copy = vote_commitment(h("m"), bitmap(range(3)), 3, h(f"salt {lazy}"), lazy)
+    with boa.env.prank(lazy):
+        copied = refusal(lambda: chain.jobs.commit_vote(job.id, 0, copy))
+    chain.reveal_votes(job, 0, ballots[1:])
+    with boa.env.prank(lazy):
+        paid = refusal(lambda: chain.jobs.claim_vote(job.id, 0))
+    return _row("copying another aggregator's revealed vote",
+                f"commit-reveal: the copy is refused ({copied}); claim: {paid}",
+                net=chain.holdings([lazy]) - before,
+                stalled=_stalled_unless_final(chain, job, 0))
+
+
 ATTACKS: tuple[Callable[[], dict[str, Any]], ...] = (
     outsider_joins_named_committee, weight_grab_row, unbond_while_working, selective_serving,
     dead_round, squatting_trainer, owner_cancel_front_run, huge_round_deadline, rogue_slasher,
-    slash_beyond_lock,
+    slash_beyond_lock, vote_copying,
 )
 
 

@@ -29,8 +29,10 @@ from allmende.chain import (
     Devnet,
     DevnetConfig,
     Receipt,
+    advance_time,
     dev_keys,
 )
+from allmende.chain.jobs import vote_commitment
 from allmende.errors import AllmendeError
 
 ROUNDS = 2
@@ -98,15 +100,25 @@ def run_job(owner: Contracts, nodes: list[Contracts], gas: dict[str, int]) -> No
             update = sha256(f"update of {node.client.address} in round {round_}")
             paid(node, node.jobs.commit_update(job_id, round_, update, weight))
         new_model = sha256(f"model round {round_ + 1}")
-        for node in nodes:  # the last vote reaches the quorum and finalizes the round
-            paid(node, node.jobs.propose(job_id, round_, new_model, everyone))
+        total = sum(WEIGHTS)
+        salt = sha256(f"secret of round {round_}")
+        for node in nodes:  # every member commits its vote, hidden...
+            secret = vote_commitment(new_model, everyone, total, salt, node.client.address)
+            paid(node, node.jobs.commit_vote(job_id, round_, secret))
+        for node in nodes:  # ...then reveals it; the last reveal reaches the quorum
+            paid(node, node.jobs.reveal(job_id, round_, new_model, everyone, total, salt))
         result = owner.jobs.round_result(job_id, round_)
+        for node in nodes:  # each claims its trainer and its aggregator share
+            paid(node, node.jobs.claim(job_id, round_, result))
+            paid(node, node.jobs.claim_vote(job_id, round_))
         console.print(
             f"round {round_} final: model {result.model_hash.hex()[:16]}…, "
-            f"total weight {result.total_weight}"
+            f"total weight {result.total_weight}; shares claimed"
         )
 
-    unspent = owner.jobs.job(job_id).escrow  # rounding dust of the payouts
+    # the rounding dust stays reserved for claims until the challenge window passed
+    advance_time(owner.client, owner.jobs.challenge_window() + 1)
+    unspent = owner.jobs.job(job_id).escrow
     if unspent > 0:
         paid(owner, owner.jobs.refund(job_id))
     console.print(f"unspent escrow refunded to the owner: {unspent} wei")

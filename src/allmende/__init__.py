@@ -23,6 +23,7 @@ from allmende.errors import (
     MessageError,
     NodeError,
     PeerError,
+    PrivacyError,
     StoreError,
     TaskError,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "MessageError",
     "NodeError",
     "PeerError",
+    "PrivacyError",
     "StoreError",
     "Task",
     "TaskError",

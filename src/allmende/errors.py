@@ -20,7 +20,8 @@ sentences that say what to do next. The tree (builtin bases in brackets)::
     ├── TaskError [LookupError]         a task is not installed, or its data declaration is wrong
     │   └── DataError [ValueError]      the operator's data files are missing, unreadable or wrong
     ├── AggregationError [ValueError]   updates cannot be aggregated
-    └── NodeError [RuntimeError]        the node process cannot start or continue
+    ├── NodeError [RuntimeError]        the node process cannot start or continue
+    └── PrivacyError [RuntimeError]     a privacy rule or the privacy ledger stops an update
 
 Every class here is exported from :mod:`allmende`.
 """
@@ -105,3 +106,8 @@ class AggregationError(AllmendeError, ValueError):
 
 class NodeError(AllmendeError, RuntimeError):
     """The node process cannot start or continue."""
+
+
+class PrivacyError(AllmendeError, RuntimeError):
+    """A privacy rule stops this node from contributing: its budget is spent, a job's privacy
+    settings are refused, or the privacy ledger cannot be written (nothing leaves then)."""

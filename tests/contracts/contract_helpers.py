@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import boa
+from eth_abi import encode as abi_encode
 from eth_utils import keccak
 
 CONTRACTS = Path(__file__).resolve().parents[2] / "contracts"
@@ -31,14 +32,49 @@ TRAINER, AGGREGATOR, VERIFIER, PROVIDER = 1, 2, 4, 8
 OPEN, FINISHED, CANCELLED = 1, 2, 3
 EMPTY = b"\0" * 32
 
+
 def h(text: str) -> bytes:
     """A deterministic 32-byte hash for a label (stands in for a blob's SHA-256)."""
     return keccak(text=text)
 
 
-def vote_key(model_hash: bytes, included: int) -> bytes:
-    """The key Jobs stores for a vote: keccak256(abi_encode(model_hash, included))."""
-    return keccak(model_hash + included.to_bytes(32, "big"))
+def words(included: int) -> list[int]:
+    """The contract's ``included`` argument: the bitmap as 4 words of 256 trainers."""
+    return [included >> (256 * i) & (2**256 - 1) for i in range(4)]
+
+
+def vote_key(model_hash: bytes, included: int, total_weight: int) -> bytes:
+    """The key of a result: keccak256(abi_encode(model_hash, included, total_weight))."""
+    return keccak(
+        abi_encode(
+            ["bytes32", "uint256[4]", "uint256"], [model_hash, words(included), total_weight]
+        )
+    )
+
+
+def commitment(
+    model_hash: bytes, included: int, total_weight: int, salt: bytes, voter: str
+) -> bytes:
+    """What commit_vote takes: keccak256(abi_encode(model, included, total_weight, salt, voter))."""
+    return keccak(
+        abi_encode(
+            ["bytes32", "uint256[4]", "uint256", "bytes32", "address"],
+            [model_hash, words(included), total_weight, salt, voter],
+        )
+    )
+
+
+def salt_of(voter: str, round_: int) -> bytes:
+    return keccak(text=f"salt {voter} {round_}")
+
+
+def total_of(jobs: Any, job: JobSetup, round_: int, included: int) -> int:
+    """The included trainers' committed weights in the round (what honest voters reveal)."""
+    return sum(
+        jobs.commit_of(job.id, round_, trainer)[1]
+        for index, trainer in enumerate(job.trainers)
+        if included >> index & 1
+    )
 
 
 def bitmap(indices: list[int] | range) -> int:
@@ -103,10 +139,21 @@ def make_job(
     committee = [node(registry, AGGREGATOR) for _ in range(aggregators)]
     with boa.env.prank(owner):
         job_id = jobs.create_job(
-            h("spec"), h("model 0"), rounds, reward, min_trainers,
+            h("spec"),
+            h("model 0"),
+            rounds,
+            reward,
+            min_trainers,
             max_trainers if max_trainers is not None else max(trainers, min_trainers),
-            quorum, round_deadline, committee, len(committee), 0, trainer_stake,
-            aggregator_stake, weight_cap, value=rounds * reward,
+            quorum,
+            round_deadline,
+            committee,
+            len(committee),
+            0,
+            trainer_stake,
+            aggregator_stake,
+            weight_cap,
+            value=rounds * reward,
         )
     setup = JobSetup(id=job_id, owner=owner, aggregators=committee)
     if join_committee:
@@ -140,10 +187,21 @@ def make_open_job(
     owner = funded()
     with boa.env.prank(owner):
         job_id = jobs.create_job(
-            h("spec"), h("model 0"), rounds, reward, min_trainers,
+            h("spec"),
+            h("model 0"),
+            rounds,
+            reward,
+            min_trainers,
             max_trainers if max_trainers is not None else max(trainers, min_trainers),
-            quorum, ROUND_DEADLINE, [], committee_size, SIGNUP_PERIOD, trainer_stake,
-            aggregator_stake, weight_cap, value=rounds * reward,
+            quorum,
+            ROUND_DEADLINE,
+            [],
+            committee_size,
+            SIGNUP_PERIOD,
+            trainer_stake,
+            aggregator_stake,
+            weight_cap,
+            value=rounds * reward,
         )
     setup = JobSetup(id=job_id, owner=owner)
     stakes = volunteers if isinstance(volunteers, list) else [2 * MIN_STAKE] * volunteers
@@ -168,6 +226,46 @@ def commit_all(jobs: Any, job: JobSetup, round_: int, weights: list[int] | None 
             jobs.commit_update(job.id, round_, h(f"update {round_} {index}"), weight)
 
 
+def commit_votes(
+    jobs: Any, job: JobSetup, round_: int, ballots: list[tuple[str, bytes, int]]
+) -> dict[str, int]:
+    """Each (aggregator, model, included) commits its vote; their total weights, by voter."""
+    totals = {}
+    for aggregator, model, included in ballots:
+        totals[aggregator] = total_of(jobs, job, round_, included)
+        secret = commitment(
+            model, included, totals[aggregator], salt_of(aggregator, round_), aggregator
+        )
+        with boa.env.prank(aggregator):
+            jobs.commit_vote(job.id, round_, secret)
+    return totals
+
+
+def reveal(
+    jobs: Any,
+    job: JobSetup,
+    round_: int,
+    aggregator: str,
+    model: bytes,
+    included: int,
+    total: int | None = None,
+) -> None:
+    total = total_of(jobs, job, round_, included) if total is None else total
+    with boa.env.prank(aggregator):
+        jobs.reveal(job.id, round_, model, words(included), total, salt_of(aggregator, round_))
+
+
+def vote(jobs: Any, job: JobSetup, round_: int, ballots: list[tuple[str, bytes, int]]) -> None:
+    """The ballots' aggregators commit, in order; then (after the vote-commit period, when
+    not every voter committed) they reveal, in order. The reveal that brings a result to the
+    job's quorum finalizes the round; a reveal after it would revert."""
+    totals = commit_votes(jobs, job, round_, ballots)
+    if not jobs.reveals_open(job.id):
+        boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
+    for aggregator, model, included in ballots:
+        reveal(jobs, job, round_, aggregator, model, included, totals[aggregator])
+
+
 def vote_all(
     jobs: Any,
     job: JobSetup,
@@ -177,11 +275,24 @@ def vote_all(
     *,
     voters: list[str] | None = None,
 ) -> None:
-    """Every aggregator (or ``voters``) votes for the pair, in order. The vote that brings the
-    pair to the job's quorum finalizes the round; a vote after it would revert."""
-    for aggregator in job.aggregators if voters is None else voters:
+    """Every aggregator (or ``voters``) votes for the result (see :func:`vote`)."""
+    voters = job.aggregators if voters is None else voters
+    vote(jobs, job, round_, [(aggregator, model, included) for aggregator in voters])
+
+
+def claim_round(
+    jobs: Any, job: JobSetup, round_: int, model: bytes, included: int, *, voters: list[str] = ()
+) -> None:
+    """Every included trainer claims its share of a finalized round, and each of ``voters``
+    its aggregator share."""
+    total = total_of(jobs, job, round_, included)
+    for index, trainer in enumerate(job.trainers):
+        if included >> index & 1:
+            with boa.env.prank(trainer):
+                jobs.claim(job.id, round_, model, words(included), total)
+    for aggregator in voters:
         with boa.env.prank(aggregator):
-            jobs.propose(job.id, round_, model, included)
+            jobs.claim_vote(job.id, round_)
 
 
 def events(contract: Any, name: str) -> list[Any]:

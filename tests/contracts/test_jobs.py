@@ -21,13 +21,17 @@ from contract_helpers import (
     TRAINER,
     TRAINER_STAKE,
     bitmap,
+    claim_round,
     commit_all,
+    commit_votes,
     events,
     funded,
     h,
     make_job,
     make_open_job,
     node,
+    reveal,
+    vote_all,
     vote_key,
 )
 
@@ -89,7 +93,8 @@ def test_create_job_with_a_named_committee_escrows_and_starts_round_zero(jobs: A
     assert (job.escrow, job.current_round, job.status, job.n_trainers) == (3 * REWARD, 0, OPEN, 0)
     assert (job.committee_size, job.n_aggregators, job.signup_end, job.sealed) == (2, 2, 0, True)
     assert (job.trainer_stake, job.aggregator_stake, job.weight_cap) == (3, 5, 0)
-    assert (job.attempt, job.reopens, job.n_active_trainers, job.ended_at) == (0, 0, 0, 0)
+    assert (job.attempt, job.reopens, job.n_active_trainers, job.paid) == (0, 0, 0, 0)
+    assert (jobs.ended_at(1), jobs.final_model_hash(1), jobs.voters(1)) == (0, EMPTY, 2)
     assert job.round_start == boa.env.evm.patch.timestamp
     assert jobs.deadline(1) == job.round_start + 60
     assert [jobs.aggregator_at(1, i) for i in range(2)] == MEMBERS[:2]
@@ -119,7 +124,7 @@ def test_create_job_with_an_open_committee_waits_for_the_seal(jobs: Any) -> None
          "jobs: reward per round must be between 1 and 2**128 - 1 wei"),
         ({"lo": 0}, "jobs: min_trainers must be at least 1"),
         ({"lo": 5}, "jobs: min_trainers exceeds max_trainers"),
-        ({"hi": 257}, "jobs: max_trainers exceeds 256"),
+        ({"hi": 1025}, "jobs: max_trainers exceeds 1024"),
         ({"deadline": 0}, "jobs: round deadline must be between 1 second and 30 days"),
         ({"deadline": 2_592_001}, "jobs: round deadline must be between 1 second and 30 days"),
         ({"cap": 2**64}, "jobs: weight cap exceeds 2**64 - 1"),
@@ -361,8 +366,7 @@ def test_equal_weights_take_exactly_one(jobs: Any, registry: Any) -> None:
 def test_commit_of_keeps_only_the_latest_round(jobs: Any, registry: Any) -> None:
     job = make_job(jobs, registry, quorum=1)
     commit_all(jobs, job, 0, [5, 6, 7])
-    with boa.env.prank(job.aggregators[0]):
-        jobs.propose(job.id, 0, h("model 1"), bitmap(range(3)))  # quorum 1: final
+    vote_all(jobs, job, 0, h("model 1"), bitmap(range(3)), voters=job.aggregators[:1])
     assert jobs.commit_of(job.id, 0, job.trainers[0]) == (h("update 0 0"), 5)
     with boa.env.prank(job.trainers[0]):
         jobs.commit_update(job.id, 1, h("next"), 9)
@@ -371,78 +375,29 @@ def test_commit_of_keeps_only_the_latest_round(jobs: Any, registry: Any) -> None
     assert jobs.commit_of(job.id, 0, job.trainers[1]) == (h("update 0 1"), 6)
 
 
-def test_propose_records_a_vote(jobs: Any, registry: Any) -> None:
-    job = make_job(jobs, registry)
+def test_a_reveal_records_a_vote(jobs: Any, registry: Any) -> None:
+    job = make_job(jobs, registry, aggregators=3)
     commit_all(jobs, job, 0)
     included = bitmap([0, 2])
     aggregator = job.aggregators[0]
-    with boa.env.prank(aggregator):
-        jobs.propose(job.id, 0, h("m"), included)
-        (event,) = events(jobs, "Proposed")
-    assert (event.job_id, event.round, event.aggregator, event.model_hash, event.included) == (
-        job.id, 0, aggregator, h("m"), included,
-    )
-    key = vote_key(h("m"), included)
+    commit_votes(jobs, job, 0, [(a, h("m"), included) for a in job.aggregators])
+    assert jobs.vote_of(job.id, 0, aggregator) == EMPTY  # committed, not revealed
+    reveal(jobs, job, 0, aggregator, h("m"), included)
+    key = vote_key(h("m"), included, 2)
     assert jobs.vote_of(job.id, 0, aggregator) == key
     assert jobs.vote_of(job.id, 0, job.aggregators[1]) == EMPTY
     assert jobs.vote_of(job.id, 1, aggregator) == EMPTY
     assert jobs.votes(job.id, 0, key) == 1  # attempt 0
-    with boa.env.prank(job.aggregators[1]):
-        jobs.propose(job.id, 0, h("m"), included)
-    assert jobs.votes(job.id, 0, key) == 2
+    assert jobs.voted_in_attempt(job.id, aggregator)
 
 
-def test_propose_rejects_outsiders_double_votes_and_wrong_rounds(
-    jobs: Any, registry: Any
-) -> None:
-    job = make_job(jobs, registry)
+def test_a_job_of_300_trainers_finalizes_over_two_bitmap_words(jobs: Any, registry: Any) -> None:
+    job = make_job(
+        jobs, registry, trainers=300, aggregators=1, quorum=1, min_trainers=1, max_trainers=1024
+    )
     commit_all(jobs, job, 0)
-    everyone = bitmap(range(3))
-    for outsider in (job.trainers[0], funded()):
-        with boa.env.prank(outsider), boa.reverts(
-            "jobs: caller is not an aggregator of the job in good standing"
-        ):
-            jobs.propose(job.id, 0, h("m"), everyone)
-    with boa.env.prank(job.aggregators[0]):
-        with boa.reverts("jobs: wrong round"):
-            jobs.propose(job.id, 1, h("m"), everyone)
-        with boa.reverts("jobs: job is not open"):
-            jobs.propose(job.id + 1, 0, h("m"), everyone)
-        jobs.propose(job.id, 0, h("m"), everyone)
-        with boa.reverts("jobs: already voted in this attempt"):
-            jobs.propose(job.id, 0, h("other"), everyone)
-
-
-def test_propose_rejects_bad_pairs(jobs: Any, registry: Any) -> None:
-    job = make_job(jobs, registry, trainers=3, min_trainers=2)
-    commit_all(jobs, job, 0)
-    with boa.env.prank(job.aggregators[0]):
-        with boa.reverts("jobs: model hash is empty"):
-            jobs.propose(job.id, 0, EMPTY, bitmap(range(3)))
-        with boa.reverts("jobs: included names a trainer index that has not joined"):
-            jobs.propose(job.id, 0, h("m"), bitmap([0, 1, 3]))
-        with boa.reverts("jobs: included has fewer than min_trainers trainers"):
-            jobs.propose(job.id, 0, h("m"), bitmap([2]))
-        jobs.propose(job.id, 0, h("m"), bitmap([0, 2]))
-
-
-def test_propose_waits_for_every_trainer_until_the_deadline(jobs: Any, registry: Any) -> None:
-    job = make_job(jobs, registry, trainers=3)
-    for trainer in job.trainers[:2]:
-        with boa.env.prank(trainer):
-            jobs.commit_update(job.id, 0, h("u"), 1)
-    with boa.env.prank(job.aggregators[0]):
-        with boa.reverts("jobs: a trainer has not committed and the deadline has not passed"):
-            jobs.propose(job.id, 0, h("m"), bitmap([0, 1]))
-        boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
-        jobs.propose(job.id, 0, h("m"), bitmap([0, 1]))
-    assert jobs.votes(job.id, 0, vote_key(h("m"), bitmap([0, 1]))) == 1
-
-
-def test_a_256_trainer_bitmap_is_accepted(jobs: Any, registry: Any) -> None:
-    job = make_job(jobs, registry, trainers=256, aggregators=1, quorum=1, min_trainers=256)
-    commit_all(jobs, job, 0)
-    everyone = 2**256 - 1
-    with boa.env.prank(job.aggregators[0]):
-        jobs.propose(job.id, 0, h("m"), everyone)  # quorum 1: final, 256 trainers credited
-    assert jobs.round_result(job.id, 0) == (h("m"), everyone, 256)
+    everyone = 2**300 - 1
+    vote_all(jobs, job, 0, h("m"), everyone)
+    assert jobs.jobs(job.id).current_round == 1
+    claim_round(jobs, job, 0, h("m"), everyone)
+    assert len({jobs.owed(t) for t in job.trainers}) == 1

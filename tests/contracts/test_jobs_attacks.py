@@ -21,14 +21,20 @@ from contract_helpers import (
     TRAINER,
     TRAINER_STAKE,
     bitmap,
+    claim_round,
     commit_all,
+    commit_votes,
     events,
     funded,
     h,
     make_job,
     make_open_job,
     node,
+    reveal,
+    vote,
     vote_all,
+    vote_key,
+    words,
 )
 
 
@@ -91,7 +97,7 @@ def test_sybil_aggregator_cannot_join_a_named_committee(jobs: Any, registry: Any
     with boa.env.prank(outsider), boa.reverts(
         "jobs: caller is not an aggregator of the job in good standing"
     ):
-        jobs.propose(job.id, 0, h("m"), bitmap(range(3)))
+        jobs.commit_vote(job.id, 0, h("a vote"))
 
 
 def test_weight_grab_with_equal_weights_is_refused(jobs: Any, registry: Any) -> None:
@@ -103,6 +109,7 @@ def test_weight_grab_with_equal_weights_is_refused(jobs: Any, registry: Any) -> 
         jobs.commit_update(job.id, 0, h("greedy"), 2**53)
     commit_all(jobs, job, 0)
     vote_all(jobs, job, 0, h("m"), bitmap(range(3)))
+    claim_round(jobs, job, 0, h("m"), bitmap(range(3)))
     shares = {jobs.owed(trainer) for trainer in job.trainers}
     assert len(shares) == 1  # everyone included got the same
 
@@ -151,13 +158,15 @@ def test_honest_aggregator_is_not_slashed_through_selective_serving(
     job = make_job(jobs, registry, trainers=3, aggregators=3, quorum=2)
     served_all, *majority = job.aggregators
     commit_all(jobs, job, 0)
-    with boa.env.prank(served_all):
-        jobs.propose(job.id, 0, h("with 2"), bitmap(range(3)))
-    for aggregator in majority:
-        with boa.env.prank(aggregator):
-            jobs.propose(job.id, 0, h("without 2"), bitmap([0, 1]))
-    assert jobs.round_result(job.id, 0)[:2] == (h("without 2"), bitmap([0, 1]))
-    assert events(jobs, "AggregatorSlashed") == []
+    vote(jobs, job, 0, [(served_all, h("with 2"), bitmap(range(3)))]
+         + [(aggregator, h("without 2"), bitmap([0, 1])) for aggregator in majority])
+    (final,) = events(jobs, "RoundFinalized")
+    assert (final.model_hash, final.included) == (h("without 2"), words(bitmap([0, 1])))
+    assert not jobs.provably_wrong(job.id, served_all)
+    with boa.env.prank(funded()), boa.reverts("jobs: that vote is not provably wrong"):
+        jobs.challenge(job.id, served_all)
+    with boa.env.prank(served_all), boa.reverts("jobs: caller voted for another result"):
+        jobs.claim_vote(job.id, 0)
     assert registry.lock_of(jobs.address, job.id, served_all) == AGGREGATOR_STAKE
     assert jobs.is_aggregator(job.id, served_all)
     assert jobs.owed(served_all) == 0
@@ -169,16 +178,18 @@ def test_dead_round_is_revived_by_reopen(jobs: Any, registry: Any) -> None:
     with boa.env.prank(job.trainers[0]):
         jobs.commit_update(job.id, 0, h("u 0"), 1)
     boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
-    with boa.env.prank(job.aggregators[0]), boa.reverts(
-        "jobs: included has fewer than min_trainers trainers"
-    ):
-        jobs.propose(job.id, 0, h("m"), bitmap([0]))
+    first = job.aggregators[0]
+    commit_votes(jobs, job, 0, [(first, h("m"), bitmap([0]))])
+    boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
+    with boa.reverts("jobs: included has fewer than min_trainers trainers"):
+        reveal(jobs, job, 0, first, h("m"), bitmap([0]))
+    boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
     jobs.reopen(job.id)
     for index in (1, 2):
         with boa.env.prank(job.trainers[index]):
             jobs.commit_update(job.id, 0, h(f"u {index}"), 1)
     vote_all(jobs, job, 0, h("m"), bitmap(range(3)))
-    assert jobs.round_result(job.id, 0)[0] == h("m")
+    assert jobs.round_result(job.id, 0)[0] == vote_key(h("m"), bitmap(range(3)), 3)[:14]
 
 
 def test_dead_round_reopens_are_bounded(jobs: Any, registry: Any) -> None:
@@ -205,7 +216,7 @@ def test_squatter_trainer_is_evicted_after_three_missed_rounds(jobs: Any, regist
         with boa.env.prank(job.aggregators[0]), boa.reverts(
             "jobs: a trainer has not committed and the deadline has not passed"
         ):
-            jobs.propose(job.id, round_, h("m"), bitmap([0, 1]))
+            jobs.commit_vote(job.id, round_, h("a vote"))
         boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
         vote_all(jobs, job, round_, h(f"m {round_}"), bitmap([0, 1]))
     jobs.evict(job.id, jobs.trainer_index(job.id, squatter) - 1)
@@ -220,15 +231,15 @@ def test_squatter_trainer_is_evicted_after_three_missed_rounds(jobs: Any, regist
 def test_owner_cancel_front_running_a_ready_round_is_refused(jobs: Any, registry: Any) -> None:
     job = make_job(jobs, registry, trainers=3, aggregators=2, quorum=2)
     commit_all(jobs, job, 0)
-    with boa.env.prank(job.aggregators[0]):
-        jobs.propose(job.id, 0, h("m"), bitmap(range(3)))
-    with boa.env.prank(job.owner), boa.reverts("jobs: round deadline has not passed"):
+    everyone = bitmap(range(3))
+    commit_votes(jobs, job, 0, [(a, h("m"), everyone) for a in job.aggregators])
+    reveal(jobs, job, 0, job.aggregators[0], h("m"), everyone)
+    with boa.env.prank(job.owner), boa.reverts("jobs: the round's attempt is not over"):
         jobs.cancel(job.id)
-    boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
+    boa.env.time_travel(seconds=2 * ROUND_DEADLINE + 1)
     with boa.env.prank(job.owner), boa.reverts("jobs: the round can still be reopened"):
         jobs.cancel(job.id)
-    with boa.env.prank(job.aggregators[1]):
-        jobs.propose(job.id, 0, h("m"), bitmap(range(3)))  # the round still finalizes
+    reveal(jobs, job, 0, job.aggregators[1], h("m"), everyone)  # the round still finalizes
     assert jobs.jobs(job.id).current_round == 1
 
 
@@ -255,9 +266,10 @@ def test_revoking_jobs_does_not_make_finalization_revert(
     boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
     jobs.reopen(job.id)
     commit_all(jobs, job, 0)
-    with boa.env.prank(wrong):
-        jobs.propose(job.id, 0, h("wrong"), bitmap(range(3)))
-    vote_all(jobs, job, 0, h("m"), bitmap(range(3)), voters=honest)
+    vote(jobs, job, 0, [(wrong, h("wrong"), bitmap(range(3)))]
+         + [(aggregator, h("m"), bitmap(range(3))) for aggregator in honest])
+    with boa.env.prank(funded()):
+        jobs.challenge(job.id, wrong)
     (slashed,) = events(jobs, "AggregatorSlashed")
     assert (slashed.aggregator, slashed.amount) == (wrong, 0)
     assert jobs.jobs(job.id).current_round == 1
@@ -282,9 +294,10 @@ def test_slash_is_capped_at_the_jobs_lock(
     job = make_job(greedy, registry, trainers=2, aggregators=3, quorum=2)
     wrong, *honest = job.aggregators
     commit_all(greedy, job, 0)
-    with boa.env.prank(wrong):
-        greedy.propose(job.id, 0, h("wrong"), bitmap(range(2)))
-    vote_all(greedy, job, 0, h("m"), bitmap(range(2)), voters=honest)
+    vote(greedy, job, 0, [(wrong, h("wrong"), bitmap(range(2)))]
+         + [(aggregator, h("m"), bitmap(range(2))) for aggregator in honest])
+    with boa.env.prank(funded()):
+        greedy.challenge(job.id, wrong)
     (slashed,) = events(greedy, "AggregatorSlashed")
     assert slashed.amount == AGGREGATOR_STAKE < 100 * ETHER
     assert registry.stake_of(wrong) == 2 * MIN_STAKE - AGGREGATOR_STAKE

@@ -24,15 +24,21 @@ from contract_helpers import (
     SLASH_AMOUNT,
     TRAINER_STAKE,
     bitmap,
+    claim_round,
     commit_all,
+    commit_votes,
     events,
     funded,
     h,
     make_job,
     make_open_job,
+    reveal,
     run_out_reopens,
+    salt_of,
+    vote,
     vote_all,
     vote_key,
+    words,
 )
 
 
@@ -55,50 +61,24 @@ def event_names(contract: Any) -> list[str]:
     return [type(event).__name__ for event in contract.get_logs()]
 
 
-def test_the_quorum_reaching_vote_finalizes_and_pays_in_the_same_transaction(
-    jobs: Any, registry: Any
-) -> None:
-    job = make_job(jobs, registry, rounds=3, quorum=2)
-    commit_all(jobs, job, 0, [1, 2, 3])
-    with boa.env.prank(job.aggregators[0]):
-        jobs.propose(job.id, 0, h("model 1"), bitmap(range(3)))
-    boa.env.time_travel(seconds=7)
-    last = job.aggregators[1]
-    with boa.env.prank(last):
-        jobs.propose(job.id, 0, h("model 1"), bitmap(range(3)))
-    # one transaction: the vote, then the credits and the round's result, nothing else
-    assert event_names(jobs) == ["Proposed"] + ["Credited"] * 5 + ["RoundFinalized"]
-    (proposed,) = events(jobs, "Proposed")
-    assert (proposed.aggregator, proposed.round, proposed.model_hash) == (last, 0, h("model 1"))
-    (event,) = events(jobs, "RoundFinalized")
-    assert (event.round, event.model_hash, event.included, event.total_weight) == (
-        0, h("model 1"), 7, 6,
-    )
-    each_aggregator, per_trainer = expected_payouts(REWARD, {0: 1, 1: 2, 2: 3}, 2)
-    assert [jobs.owed(a) for a in job.aggregators] == [each_aggregator] * 2
-    assert [jobs.owed(t) for t in job.trainers] == [per_trainer[i] for i in range(3)]
-    assert jobs.round_result(job.id, 0) == (h("model 1"), 7, 6)
-    state = jobs.jobs(job.id)
-    assert (state.current_round, state.model_hash, state.status) == (1, h("model 1"), OPEN)
-    assert state.round_start == boa.env.evm.patch.timestamp  # the quorum vote's block
-    assert jobs.deadline(job.id) == state.round_start + ROUND_DEADLINE
-    assert_solvent(jobs)
 
 
-def test_a_vote_below_the_quorum_does_not_finalize(jobs: Any, registry: Any) -> None:
+def test_a_reveal_below_the_quorum_does_not_finalize(jobs: Any, registry: Any) -> None:
     job = make_job(jobs, registry, aggregators=3, quorum=2)
     commit_all(jobs, job, 0)
-    for aggregator, model in ((job.aggregators[0], "m"), (job.aggregators[1], "other")):
-        with boa.env.prank(aggregator):
-            jobs.propose(job.id, 0, h(model), bitmap(range(3)))
+    everyone = bitmap(range(3))
+    ballots = [(job.aggregators[0], h("m"), everyone), (job.aggregators[1], h("other"), everyone),
+               (job.aggregators[2], h("m"), everyone)]
+    commit_votes(jobs, job, 0, ballots)
+    for aggregator, model, _ in ballots[:2]:
+        reveal(jobs, job, 0, aggregator, model, everyone)
         assert event_names(jobs) == ["Proposed"]
         assert jobs.jobs(job.id).current_round == 0
-    assert jobs.round_result(job.id, 0) == (EMPTY, 0, 0)
-    assert jobs.votes(job.id, 0, vote_key(h("m"), bitmap(range(3)))) == 1
+    assert jobs.round_result(job.id, 0) == (bytes(14), 0)
+    assert jobs.votes(job.id, 0, vote_key(h("m"), everyone, 3)) == 1
     assert jobs.total_owed() == 0
     assert jobs.jobs(job.id).escrow == 2 * REWARD
-    with boa.env.prank(job.aggregators[2]):
-        jobs.propose(job.id, 0, h("m"), bitmap(range(3)))
+    reveal(jobs, job, 0, job.aggregators[2], h("m"), everyone)
     assert "RoundFinalized" in event_names(jobs)
     assert jobs.jobs(job.id).current_round == 1
     assert_solvent(jobs)
@@ -110,40 +90,15 @@ def test_a_vote_after_the_round_was_finalized_is_refused(jobs: Any, registry: An
     vote_all(jobs, job, 0, h("m"), bitmap(range(3)), voters=job.aggregators[:2])
     late = job.aggregators[2]
     with boa.env.prank(late):
-        for model in ("m", "a different model"):  # agreeing or dissenting: too late either way
-            with boa.reverts("jobs: wrong round"):
-                jobs.propose(job.id, 0, h(model), bitmap(range(3)))
+        with boa.reverts("jobs: wrong round"):
+            jobs.commit_vote(job.id, 0, h("too late"))
+        with boa.reverts("jobs: wrong round"):
+            jobs.reveal(job.id, 0, h("m"), words(7), 3, salt_of(late, 0))
         with boa.reverts("jobs: job is not open"):
-            jobs.propose(job.id + 1, 0, h("m"), bitmap(range(3)))
+            jobs.commit_vote(job.id + 1, 0, h("too late"))
     assert jobs.vote_of(job.id, 0, late) == EMPTY
     assert registry.nodes(late).stake == 2 * MIN_STAKE  # a refused vote is not slashed
     assert jobs.owed(late) == 0
-    assert jobs.round_result(job.id, 0) == (h("m"), 7, 3)
-
-
-def test_the_quorum_vote_refuses_a_pair_naming_a_trainer_that_did_not_commit(
-    jobs: Any, registry: Any
-) -> None:
-    job = make_job(jobs, registry, trainers=3, aggregators=3, quorum=2)
-    first, second, third = job.aggregators
-    for trainer in job.trainers[:2]:
-        with boa.env.prank(trainer):
-            jobs.commit_update(job.id, 0, h("u"), 1)
-    boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
-    wrong = bitmap(range(3))
-    with boa.env.prank(first):
-        jobs.propose(job.id, 0, h("m"), wrong)  # below the quorum: propose cannot see it
-    with boa.env.prank(second):
-        with boa.reverts("jobs: an included trainer did not commit this round"):
-            jobs.propose(job.id, 0, h("m"), wrong)  # the quorum vote reverts as a whole
-        assert jobs.vote_of(job.id, 0, second) == EMPTY
-        jobs.propose(job.id, 0, h("m"), bitmap([0, 1]))
-    with boa.env.prank(third):
-        jobs.propose(job.id, 0, h("m"), bitmap([0, 1]))
-    # the first vote named another included set: neither paid nor slashed
-    assert events(jobs, "AggregatorSlashed") == []
-    assert jobs.owed(first) == 0 and jobs.is_aggregator(job.id, first)
-    assert jobs.round_result(job.id, 0) == (h("m"), 3, 2)
 
 
 def test_after_the_deadline_the_committed_trainers_suffice(jobs: Any, registry: Any) -> None:
@@ -153,8 +108,9 @@ def test_after_the_deadline_the_committed_trainers_suffice(jobs: Any, registry: 
             jobs.commit_update(job.id, 0, h("u"), 4)
     boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
     vote_all(jobs, job, 0, h("m"), bitmap([0, 1]))
-    assert jobs.round_result(job.id, 0) == (h("m"), 3, 8)
-    assert jobs.owed(job.trainers[2]) == 0
+    assert jobs.round_result(job.id, 0)[0] == vote_key(h("m"), 3, 8)[:14]
+    with boa.env.prank(job.trainers[2]), boa.reverts("jobs: caller was not included in that round"):
+        jobs.claim(job.id, 0, h("m"), words(3), 8)
 
 
 def test_payouts_are_exact_and_dust_stays_in_escrow(jobs: Any, registry: Any) -> None:
@@ -163,8 +119,9 @@ def test_payouts_are_exact_and_dust_stays_in_escrow(jobs: Any, registry: Any) ->
     job = make_job(jobs, registry, trainers=4, aggregators=3, quorum=3, reward=reward, rounds=2)
     commit_all(jobs, job, 0, weights)
     included = bitmap([0, 1, 2])  # trainer 3 committed but is left out
-    vote_all(jobs, job, 0, h("m"), included)  # the third vote finalizes
-    credited = {event.account: event.amount for event in events(jobs, "Credited")}
+    vote_all(jobs, job, 0, h("m"), included)  # the third reveal finalizes
+    claim_round(jobs, job, 0, h("m"), included, voters=job.aggregators)
+    credited = {a: jobs.owed(a) for a in job.trainers + job.aggregators}
 
     each_aggregator, per_trainer = expected_payouts(reward, {0: 3, 1: 5, 2: 11}, 3)
     for aggregator in job.aggregators:
@@ -174,46 +131,12 @@ def test_payouts_are_exact_and_dust_stays_in_escrow(jobs: Any, registry: Any) ->
     assert jobs.owed(job.trainers[3]) == 0
     paid = 3 * each_aggregator + sum(per_trainer.values())
     assert 0 < reward - paid < 10  # rounding dust, kept in escrow
+    assert jobs.reserved(job.id) == reward - paid
     assert jobs.jobs(job.id).escrow == 2 * reward - paid
     assert jobs.total_owed() == paid
     assert_solvent(jobs)
 
 
-def test_wrong_model_votes_before_the_quorum_are_slashed_and_removed_when_it_lands(
-    jobs: Any, registry: Any
-) -> None:
-    job = make_job(jobs, registry, aggregators=4, quorum=2)
-    agree_1, dissenter, agree_2, late = job.aggregators
-    commit_all(jobs, job, 0)
-    for aggregator, model in ((agree_1, "m"), (dissenter, "wrong")):
-        with boa.env.prank(aggregator):
-            jobs.propose(job.id, 0, h(model), bitmap(range(3)))
-    assert registry.nodes(dissenter).stake == 2 * MIN_STAKE  # nothing happens before the quorum
-    with boa.env.prank(agree_2):
-        jobs.propose(job.id, 0, h("m"), bitmap(range(3)))
-    assert event_names(jobs)[0] == "Proposed"
-    # the Registry's Slashed, then Jobs' AggregatorSlashed, after the round's result
-    assert event_names(jobs)[-4:] == [
-        "RoundFinalized", "Slashed", "AggregatorSlashed", "AggregatorRemoved",
-    ]
-    (slashed,) = events(jobs, "AggregatorSlashed")
-    assert (slashed.aggregator, slashed.round, slashed.amount) == (dissenter, 0, SLASH_AMOUNT)
-    assert registry.nodes(dissenter).stake == 2 * MIN_STAKE - SLASH_AMOUNT
-    assert registry.lock_of(jobs.address, job.id, dissenter) == AGGREGATOR_STAKE - SLASH_AMOUNT
-    assert registry.owed(job.owner) == SLASH_AMOUNT
-    # its lock fell below aggregator_stake: it is out of the job's later rounds
-    assert not jobs.is_aggregator(job.id, dissenter)
-    commit_all(jobs, job, 1)
-    with boa.env.prank(dissenter), boa.reverts(
-        "jobs: caller is not an aggregator of the job in good standing"
-    ):
-        jobs.propose(job.id, 1, h("m"), bitmap(range(3)))
-    with boa.env.prank(late), boa.reverts("jobs: wrong round"):
-        jobs.propose(job.id, 0, h("late dissent"), bitmap(range(3)))
-    assert registry.nodes(late).stake == 2 * MIN_STAKE
-    each_aggregator, _ = expected_payouts(REWARD, {0: 1, 1: 1, 2: 1}, 2)
-    assert [jobs.owed(a) for a in job.aggregators] == [each_aggregator, 0, each_aggregator, 0]
-    assert_solvent(jobs)
 
 
 def test_the_quorum_vote_finalizes_while_jobs_is_not_an_authorized_slasher(
@@ -226,9 +149,11 @@ def test_the_quorum_vote_finalizes_while_jobs_is_not_an_authorized_slasher(
                    aggregator_stake=0)  # nothing to lock, so joining needs no authorization
     dissenter, agree_1, agree_2 = job.aggregators
     commit_all(unauthorized, job, 0)
-    for aggregator, model in ((dissenter, "wrong"), (agree_1, "m"), (agree_2, "m")):
-        with boa.env.prank(aggregator):
-            unauthorized.propose(job.id, 0, h(model), bitmap(range(3)))
+    everyone = bitmap(range(3))
+    vote(unauthorized, job, 0, [(dissenter, h("wrong"), everyone), (agree_1, h("m"), everyone),
+                                (agree_2, h("m"), everyone)])
+    with boa.env.prank(funded()):
+        unauthorized.challenge(job.id, dissenter)
     (slashed,) = events(unauthorized, "AggregatorSlashed")
     assert (slashed.aggregator, slashed.amount) == (dissenter, 0)
     assert unauthorized.jobs(job.id).current_round == 1
@@ -250,18 +175,20 @@ def test_the_last_rounds_quorum_vote_finishes_the_job(jobs: Any, registry: Any) 
     for round_ in range(2):
         commit_all(jobs, job, round_)
         vote_all(jobs, job, round_, h(f"model {round_ + 1}"), bitmap(range(3)))
-    names = event_names(jobs)  # the last round's quorum vote
-    assert (names[0], names[-2:]) == ("Proposed", ["RoundFinalized", "JobFinished"])
+    names = event_names(jobs)  # the last round's quorum reveal
+    assert names == ["Proposed", "RoundFinalized", "JobFinished"]
     (finished,) = events(jobs, "JobFinished")
     assert finished.final_model_hash == h("model 2")
-    assert [jobs.round_result(job.id, r)[0] for r in range(2)] == [h("model 1"), h("model 2")]
+    assert [jobs.round_result(job.id, r)[0] for r in range(2)] == [
+        vote_key(h(f"model {r + 1}"), 7, 3)[:14] for r in range(2)
+    ]
     state = jobs.jobs(job.id)
-    assert (state.status, state.final_model_hash) == (FINISHED, h("model 2"))
-    assert state.current_round == 2
+    assert (state.status, jobs.final_model_hash(job.id)) == (FINISHED, h("model 2"))
+    assert state.current_round == 2 and jobs.ended_at(job.id) == state.round_start
     with boa.env.prank(job.trainers[0]), boa.reverts("jobs: job is not open"):
         jobs.commit_update(job.id, 2, h("u"), 1)
     with boa.env.prank(job.aggregators[0]), boa.reverts("jobs: job is not open"):
-        jobs.propose(job.id, 1, h("model 2"), bitmap(range(3)))
+        jobs.commit_vote(job.id, 1, h("a vote"))
     assert_solvent(jobs)
 
 
@@ -273,12 +200,12 @@ def test_a_quorum_vote_before_the_last_round_does_not_finish_the_job(
     vote_all(jobs, job, 0, h("model 1"), bitmap(range(3)))
     assert "JobFinished" not in event_names(jobs)
     state = jobs.jobs(job.id)
-    assert (state.status, state.final_model_hash) == (OPEN, EMPTY)
+    assert (state.status, jobs.final_model_hash(job.id)) == (OPEN, EMPTY)
 
 
 def test_cancel_a_stalled_job(jobs: Any, registry: Any) -> None:
     job = make_job(jobs, registry)
-    with boa.env.prank(job.owner), boa.reverts("jobs: round deadline has not passed"):
+    with boa.env.prank(job.owner), boa.reverts("jobs: the round's attempt is not over"):
         jobs.cancel(job.id)
     boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
     with boa.env.prank(job.owner), boa.reverts("jobs: the round can still be reopened"):
@@ -293,7 +220,7 @@ def test_cancel_a_stalled_job(jobs: Any, registry: Any) -> None:
         with boa.reverts("jobs: job is not open"):
             jobs.cancel(job.id)
     assert jobs.jobs(job.id).status == CANCELLED
-    assert jobs.jobs(job.id).ended_at == boa.env.evm.patch.timestamp
+    assert jobs.ended_at(job.id) == boa.env.evm.patch.timestamp
     with boa.env.prank(job.trainers[0]), boa.reverts("jobs: job is not open"):
         jobs.commit_update(job.id, 0, h("u"), 1)
 
@@ -319,7 +246,7 @@ def test_refund_after_cancel_returns_the_whole_escrow(jobs: Any, registry: Any) 
     with boa.env.prank(job.owner):
         jobs.refund(job.id)
         (event,) = events(jobs, "Refunded")
-        with boa.reverts("jobs: nothing left to refund"):
+        with boa.reverts("jobs: nothing to refund before the challenge window ends"):
             jobs.refund(job.id)
     assert (event.owner, event.amount) == (job.owner, 3 * REWARD)
     assert jobs.owed(job.owner) == 3 * REWARD
@@ -330,10 +257,15 @@ def test_refund_after_cancel_returns_the_whole_escrow(jobs: Any, registry: Any) 
 def test_refund_after_finish_returns_the_dust(jobs: Any, registry: Any) -> None:
     job = make_job(jobs, registry, rounds=1, trainers=3, quorum=2)
     commit_all(jobs, job, 0, [1, 1, 1])
-    vote_all(jobs, job, 0, h("m"), bitmap(range(3)))  # the last vote finalizes
+    vote_all(jobs, job, 0, h("m"), bitmap(range(3)), voters=job.aggregators[:2])
+    claim_round(jobs, job, 0, h("m"), bitmap(range(3)), voters=job.aggregators[:2])
     dust = jobs.jobs(job.id).escrow
     each_aggregator, per_trainer = expected_payouts(REWARD, {0: 1, 1: 1, 2: 1}, 2)
     assert dust == REWARD - 2 * each_aggregator - sum(per_trainer.values()) > 0
+    early = "jobs: nothing to refund before the challenge window ends"
+    with boa.env.prank(job.owner), boa.reverts(early):
+        jobs.refund(job.id)  # the dust is reserved with the claims until the window ends
+    boa.env.time_travel(seconds=CHALLENGE_WINDOW)
     with boa.env.prank(job.owner):
         jobs.refund(job.id)
     assert jobs.owed(job.owner) == dust
@@ -345,6 +277,7 @@ def test_withdraw_pays_what_is_owed_once(jobs: Any, registry: Any) -> None:
     job = make_job(jobs, registry, rounds=1)
     commit_all(jobs, job, 0)
     vote_all(jobs, job, 0, h("m"), bitmap(range(3)))  # the last vote finalizes
+    claim_round(jobs, job, 0, h("m"), bitmap(range(3)))
     trainer = job.trainers[0]
     owed = jobs.owed(trainer)
     before, total_before = boa.env.get_balance(trainer), jobs.total_owed()
@@ -405,10 +338,10 @@ def test_reopen_starts_a_new_attempt_with_the_rounds_commits(jobs: Any, registry
     boa.env.time_travel(seconds=ROUND_DEADLINE + 1)
     first = job.aggregators[0]
     assert not jobs.voted_in_attempt(job.id, first)
-    with boa.env.prank(first):
-        jobs.propose(job.id, 0, h("m"), bitmap([0]))  # a vote in attempt 0, after the deadline
+    vote(jobs, job, 0, [(first, h("m"), bitmap([0]))])  # a vote in attempt 0, after the deadline
     assert jobs.voted_in_attempt(job.id, first)
     assert not jobs.voted_in_attempt(job.id, job.aggregators[1])
+    boa.env.time_travel(seconds=ROUND_DEADLINE + 1)  # the reveal period of attempt 0 is over
     with boa.env.prank(funded()):
         jobs.reopen(job.id)
     (event,) = events(jobs, "RoundReopened")
@@ -423,11 +356,9 @@ def test_reopen_starts_a_new_attempt_with_the_rounds_commits(jobs: Any, registry
     for index in (1, 2):  # the others commit in the new window
         with boa.env.prank(job.trainers[index]):
             jobs.commit_update(job.id, 0, h(f"u {index}"), 1)
-    for aggregator in job.aggregators[:2]:  # the first aggregator votes again
-        with boa.env.prank(aggregator):
-            jobs.propose(job.id, 0, h("m"), bitmap(range(3)))
-    assert jobs.votes(job.id, 1, vote_key(h("m"), bitmap(range(3)))) == 2
-    assert jobs.round_result(job.id, 0) == (h("m"), 7, 6)
+    vote_all(jobs, job, 0, h("m"), bitmap(range(3)), voters=job.aggregators[:2])
+    assert jobs.votes(job.id, 1, vote_key(h("m"), bitmap(range(3)), 6)) == 2
+    assert jobs.round_result(job.id, 0) == (vote_key(h("m"), bitmap(range(3)), 6)[:14], 1)
     assert jobs.jobs(job.id).reopens == 0  # reset by the finalization
     assert jobs.jobs(job.id).attempt == 2
 
@@ -436,7 +367,7 @@ def test_reopen_refuses_before_the_deadline_unsealed_and_after_three(
     jobs: Any, registry: Any
 ) -> None:
     job = make_job(jobs, registry)
-    with boa.reverts("jobs: round deadline has not passed"):
+    with boa.reverts("jobs: the round's attempt is not over"):
         jobs.reopen(job.id)
     run_out_reopens(jobs, job)
     with boa.reverts("jobs: round was already reopened 3 times"):
@@ -497,7 +428,7 @@ def test_release_returns_the_locks_after_the_challenge_window(jobs: Any, registr
     job = make_job(jobs, registry, rounds=1)
     commit_all(jobs, job, 0)
     vote_all(jobs, job, 0, h("m"), bitmap(range(3)))
-    assert jobs.jobs(job.id).ended_at == boa.env.evm.patch.timestamp
+    assert jobs.ended_at(job.id) == boa.env.evm.patch.timestamp
     boa.env.time_travel(seconds=CHALLENGE_WINDOW)
     locks = ((job.trainers[0], TRAINER_STAKE), (job.aggregators[0], AGGREGATOR_STAKE))
     for account, stake in locks:

@@ -49,7 +49,7 @@ FAST_ROLES = {"poll_seconds": 0.3, "refresh_seconds": 1.0}
 PARTITION = {"partition": "iid", "num_parts": 2, "seed": 5}
 SETTINGS = f"""
 min_stake = {MIN_STAKE}
-challenge_window = 0
+challenge_window = 120
 """
 
 
@@ -187,6 +187,9 @@ def test_a_federated_job_finishes_with_its_lineage_and_money(deployment_path, tm
         wait_for(lambda: reader.jobs.job(job_id).status != JobStatus.OPEN, "the job to end")
         job = reader.jobs.job(job_id)
         assert job.status == JobStatus.FINISHED, job
+        participants = [_address(home) for home in [*aggregators, *trainers]]
+        wait_for(lambda: not any(reader.jobs.unclaimed(job_id, a) for a in participants),
+                 "every share to be claimed")  # fmt: skip
         latest = reader.client.request("eth_getBlockByNumber", ["latest", False])
         ahead = int(latest["timestamp"], 16) - time.time()  # one second a block, however fast
         print(f"after {int(latest['number'], 16)} blocks the chain's clock is {ahead:+.0f} s "
@@ -212,7 +215,7 @@ def test_a_federated_job_finishes_with_its_lineage_and_money(deployment_path, tm
     assert credited + refunded == ROUNDS * REWARD
     balance = reader.client.balance(deployment.jobs.address)
     assert balance == reader.jobs.total_escrow() + reader.jobs.total_owed()
-    participants = [_address(home) for home in [*aggregators, *trainers]]
+    assert refunded == 0  # every round finalized, and every share was claimed in the window
     assert sum(reader.jobs.owed(address) for address in participants) == credited
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ import httpx
 import torch
 
 from allmende.chain import ROLE_AGGREGATOR, ROLE_TRAINER, Contracts, Job, JobStatus
+from allmende.chain.jobs import included_words, vote_commitment
 from allmende.errors import AllmendeError, BlobNameError, BlobNotFound, HashMismatch
 from allmende.node.jobdata import update_metadata
 from allmende.store.blobs import BlobStore
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 State = dict[str, torch.Tensor]
 Attack = Callable[[State], State | bytes]  # tensors to encode, or the blob's bytes as they are
 POLL_SECONDS = 0.2
+MINED_TOGETHER_GAS = 1_000_000
 EMPTY = bytes(32)
 
 
@@ -229,7 +232,9 @@ class Copier:
 class WrongAggregator:
     """A committee member that votes for a made-up model hash over the trainers the honest
     aggregators include (all but ``leave_out``): a vote provably wrong for the inputs it names.
-    Once slashed below its lock it is out of the committee (``removed``)."""
+    It commits its vote last, once every other member committed, so that its commit opens the
+    reveals, and reveals in the same block (see :func:`mine_together`): its reveal always comes
+    before the quorum's. Once slashed below its lock it is out of the committee (``removed``)."""
 
     contracts: Contracts
     leave_out: set[str] = field(default_factory=set)  # trainers the honest aggregators exclude
@@ -258,11 +263,43 @@ class WrongAggregator:
         commits = [jobs.commit_of(job_id, round_, t).update_hash for t in trainers]
         if len(trainers) < job.max_trainers or any(bytes(c) == EMPTY for c in commits):
             return  # the contract refuses a vote before every joined trainer committed
+        others = [a for a in jobs.aggregators(job_id) if a.lower() != self.address.lower()]
+        if not all(jobs.vote_committed(job_id, member) for member in others):
+            return
         wrong = hashlib.sha256(f"not the model of round {round_}".encode()).hexdigest()
         leave_out = {t.lower() for t in self.leave_out}
         included = sum(1 << i for i, t in enumerate(trainers) if t.lower() not in leave_out)
-        jobs.propose(job_id, round_, wrong, included)
+        total_weight = bin(included).count("1")  # equal weights
+        salt = os.urandom(32)
+        commitment = vote_commitment(wrong, included, total_weight, salt, self.address)
+        mine_together(self.contracts, [
+            ("commit_vote", (job_id, round_, commitment)),
+            ("reveal", (job_id, round_, bytes.fromhex(wrong), included_words(included),
+                        total_weight, salt)),
+        ])  # fmt: skip
         self.voted[round_] = wrong
+
+
+def mine_together(contracts: Contracts, calls: list[tuple[str, tuple[object, ...]]]) -> None:
+    """Send Jobs ``calls`` in order and have Anvil mine them in one block: automine is off
+    while they are sent, so no other node can act on the first before the last ran. Gas is
+    set, not estimated (a reveal cannot be estimated before its commit is mined)."""
+    client, jobs = contracts.client, contracts.jobs
+    account = client.account
+    assert account is not None
+    client.request("evm_setAutomine", [False])
+    try:
+        for name, args in calls:
+            data = jobs._function(name).encode(args)
+            tx = {
+                "to": jobs.address, "data": "0x" + data.hex(), "from": account.address,
+                "value": 0, "chainId": client.chain_id, "gas": MINED_TOGETHER_GAS,
+                **client.fees(),
+            }  # fmt: skip
+            client._send_signed(account, tx, name)
+        client.request("evm_mine", [])
+    finally:
+        client.request("evm_setAutomine", [True])
 
 
 Adversary = BadTrainer | Copier | WrongAggregator

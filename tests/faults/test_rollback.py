@@ -33,7 +33,15 @@ from fault_nodes import write_home
 from nodes import NodeFactory, allmende, wait_ready
 from test_crashes import funded_key, in_round, wait_for
 
-from allmende.chain import Contracts, Devnet, DevnetConfig, Job, JobStatus, dev_keys
+from allmende.chain import (
+    Contracts,
+    Devnet,
+    DevnetConfig,
+    Job,
+    JobStatus,
+    advance_time,
+    dev_keys,
+)
 from allmende.chain import devnet as devnet_module
 from allmende.chain.events import Credited, Refunded
 from allmende.node.jobspec import parse_jobspec
@@ -135,6 +143,8 @@ def run_job(devnet_slot, tmp_path, disturb: Callable[[Devnet, Contracts, int, li
             "job", "show", str(job_id), "--deployment", str(chain.deployment_path), timeout=300
         )
         owner_key = json.loads((owner.home / "key.json").read_text())["private_key"]
+        # claims close a challenge window after the end; the owner's refund takes the rest
+        advance_time(reader.client, reader.jobs.challenge_window() + 1)
         Contracts.connect(deployment, owner_key).jobs.refund(job_id)
         events = reader.event_stream(from_block=first_block).fetch(
             first_block, reader.client.block_number()

@@ -36,6 +36,7 @@ from allmende.chain.events import (
     Slashed,
 )
 from allmende.chain.heads import HeadWatcher, LogFilter, websocket_url
+from allmende.chain.jobs import vote_commitment
 from allmende.errors import ContractRevert
 
 REWARD = 10**18
@@ -120,33 +121,75 @@ def test_job_money_flow_pays_exactly_and_slashes_the_dissenter(devnet) -> None:
     with pytest.raises(ContractRevert, match="jobs: "):
         anyone.jobs.join(job_id, ROLE_TRAINER)  # not a registered, staked node
 
-    # Round 0: three commits; the third aggregator dissents before the other two reach the
-    # quorum, and the quorum vote finalizes the round and slashes it.
+    # Round 0: three commits; the committee commits its votes, then reveals: the third
+    # aggregator dissents before the other two reach the quorum, the quorum reveal finalizes
+    # the round, and a challenge slashes the dissenter.
     weights0 = {t.client.address: w for t, w in zip(trainers, (1, 2, 3), strict=True)}
     for node in trainers:
         w = weights0[node.client.address]
         ledger.paid(node, node.jobs.commit_update(job_id, 0, h(f"update-0-{w}"), w))
+
+    def vote(round_: int, ballots: list[tuple[Contracts, bytes, int, int]]) -> Receipt:
+        for node, model, included, total in ballots:
+            secret = vote_commitment(
+                model, included, total, h(f"salt {round_}"), node.client.address
+            )
+            ledger.paid(node, node.jobs.commit_vote(job_id, round_, secret))
+        if not anyone.jobs.reveals_open(job_id):
+            advance_time(anyone.client, DEADLINE + 1)  # the vote-commit period passes
+        receipts = [
+            ledger.paid(node, node.jobs.reveal(job_id, round_, m, inc, t, h(f"salt {round_}")))
+            for node, m, inc, t in ballots
+        ]
+        return receipts[-1]
+
     with pytest.raises(ContractRevert, match="jobs: "):
-        trainers[0].jobs.propose(job_id, 0, h("model-1"), 0b111)  # a trainer cannot vote
-    ledger.paid(aggregators[0], aggregators[0].jobs.propose(job_id, 0, h("model-1"), 0b111))
-    ledger.paid(aggregators[2], aggregators[2].jobs.propose(job_id, 0, h("wrong"), 0b111))
-    assert owner.jobs.job(job_id).current_round == 0  # no pair has the quorum yet
-    receipt = aggregators[1].jobs.propose(job_id, 0, h("model-1"), 0b111)
-    ledger.paid(aggregators[1], receipt)
-    assert owner.jobs.votes(job_id, 0, h("model-1"), 0b111) == 2  # in attempt 0
+        trainers[0].jobs.commit_vote(job_id, 0, h("a vote"))  # a trainer cannot vote
+    receipt = vote(0, [
+        (aggregators[0], h("model-1"), 0b111, 6), (aggregators[2], h("wrong"), 0b111, 6),
+        (aggregators[1], h("model-1"), 0b111, 6),
+    ])  # fmt: skip
+    assert owner.jobs.votes(job_id, 0, h("model-1"), 0b111, 6) == 2  # in attempt 0
     events = anyone.events(receipt)
-    assert isinstance(events[0], Proposed)  # the vote, then the round's finalization
+    assert isinstance(events[0], Proposed)  # the reveal, then the round's finalization
     assert [e.round for e in events if isinstance(e, RoundFinalized)] == [0]
+    assert not [e for e in events if isinstance(e, Credited)]  # shares are claimed
+    result0 = owner.jobs.round_result(job_id, 0)
+    assert (result0.model_hash, result0.included, result0.total_weight) == (h("model-1"), 7, 6)
     agreeing0 = [a.client.address for a in aggregators[:2]]
     expected0 = round_payouts(REWARD, bps, agreeing0, weights0)
-    credited0 = {e.account: e.amount for e in events if isinstance(e, Credited)}
+    # what each could claim, as `node status` shows it: exactly what its claim then pays
+    unclaimed0 = {
+        node.client.address: anyone.jobs.unclaimed(job_id, node.client.address)
+        for node in [*trainers, *aggregators]
+    }
+    assert {a: sum(w for _, _, w in shares) for a, shares in unclaimed0.items() if shares} == (
+        expected0
+    )
+    assert unclaimed0[aggregators[2].client.address] == []  # its reveal was not the result
+    credited0 = {}
+    for node in trainers:
+        receipt = ledger.paid(node, node.jobs.claim(job_id, 0, result0))
+        credited0.update(
+            {e.account: e.amount for e in anyone.events(receipt) if isinstance(e, Credited)}
+        )
+    for node in aggregators[:2]:
+        receipt = ledger.paid(node, node.jobs.claim_vote(job_id, 0))
+        credited0.update(
+            {e.account: e.amount for e in anyone.events(receipt) if isinstance(e, Credited)}
+        )
     assert credited0 == expected0
+    assert all(anyone.jobs.unclaimed(job_id, a) == [] for a in unclaimed0)  # claimed once
+    with pytest.raises(ContractRevert, match="jobs: already claimed"):
+        trainers[0].jobs.claim(job_id, 0, result0)
+    assert owner.jobs.provably_wrong(job_id, aggregators[2].client.address)
+    receipt = ledger.paid(owner, owner.jobs.challenge(job_id, aggregators[2].client.address))
+    events = anyone.events(receipt)
     slashed = [e for e in events if isinstance(e, AggregatorSlashed)]
     assert [(e.aggregator, e.amount) for e in slashed] == [
         (aggregators[2].client.address, slash_amount)
     ]
     assert any(isinstance(e, Slashed) and e.beneficiary == owner.client.address for e in events)
-    assert owner.jobs.round_result(job_id, 0).total_weight == 6
     assert owner.registry.owed(owner.client.address) == slash_amount
     assert owner.registry.node(aggregators[2].client.address).stake == min_stake - slash_amount
     assert owner.registry.locked(aggregators[2].client.address) == 0  # it was slashed from there
@@ -160,23 +203,30 @@ def test_job_money_flow_pays_exactly_and_slashes_the_dissenter(devnet) -> None:
     advance_time(anyone.client, DEADLINE + 1)
     with pytest.raises(ContractRevert, match="jobs: "):
         trainers[2].jobs.commit_update(job_id, 1, h("late"), 1)  # too late
-    ledger.paid(aggregators[0], aggregators[0].jobs.propose(job_id, 1, h("model-2"), 0b011))
-    receipt = ledger.paid(
-        aggregators[1], aggregators[1].jobs.propose(job_id, 1, h("model-2"), 0b011)
-    )  # the quorum vote of the last round finishes the job
-    with pytest.raises(ContractRevert, match="jobs: job is not open"):
-        aggregators[2].jobs.propose(job_id, 1, h("wrong"), 0b011)  # too late to vote at all
-    expected1 = round_payouts(REWARD, bps, agreeing0, weights1)
-    credited1 = {e.account: e.amount for e in anyone.events(receipt) if isinstance(e, Credited)}
-    assert credited1 == expected1
+    receipt = vote(1, [(a, h("model-2"), 0b011, 12) for a in aggregators[:2]])
+    with pytest.raises(ContractRevert, match="jobs: "):
+        aggregators[2].jobs.commit_vote(job_id, 1, h("a vote"))  # removed, and too late
     finished = [e for e in anyone.events(receipt) if isinstance(e, JobFinished)]
     assert finished and finished[0].final_model_hash == h("model-2")
     job = owner.jobs.job(job_id)
     assert job.status == JobStatus.FINISHED and job.final_model_hash == h("model-2")
     assert [e.round for e in anyone.events(receipt) if isinstance(e, RoundFinalized)] == [1]
+    result1 = owner.jobs.round_result(job_id, 1)
+    for node in trainers[:2]:
+        ledger.paid(node, node.jobs.claim(job_id, 1, result1))
+    for node in aggregators[:2]:
+        ledger.paid(node, node.jobs.claim_vote(job_id, 1))
+    expected1 = round_payouts(REWARD, bps, agreeing0, weights1)
+    assert owner.jobs.reserved(job_id) == 2 * REWARD - sum(expected0.values()) - sum(
+        expected1.values()
+    )
 
-    # Refund: the owner gets the escrow nobody earned (rounding dust included).
+    # Refund: once the challenge window passed (claims close then), the owner gets the escrow
+    # nobody earned (rounding dust included).
     paid_out = sum(expected0.values()) + sum(expected1.values())
+    with pytest.raises(ContractRevert, match="jobs: nothing to refund"):
+        owner.jobs.refund(job_id)  # all rounds finalized: only dust is left, and it waits
+    advance_time(anyone.client, owner.jobs.challenge_window() + 1)
     ledger.paid(owner, owner.jobs.refund(job_id))
     assert owner.jobs.owed(owner.client.address) == ROUNDS * REWARD - paid_out
     with pytest.raises(ContractRevert, match="jobs: "):

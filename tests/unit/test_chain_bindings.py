@@ -11,7 +11,7 @@ from eth_utils import collapse_if_tuple, keccak
 from allmende.chain._binding import AbiFunction, to_bytes32
 from allmende.chain.compile import compile_contracts
 from allmende.chain.deployment import ContractInfo
-from allmende.chain.jobs import Job, Jobs, RoundResult
+from allmende.chain.jobs import Commit, Job, Jobs, RoundResult
 from allmende.errors import ChainError
 
 JOBS = "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"
@@ -30,24 +30,35 @@ def test_to_bytes32_refuses_wrong_lengths_and_non_hex(bad: bytes | str) -> None:
 
 
 class AnswersWith:
-    """A client whose every view call returns ``value``, ABI-encoded (no chain needed)."""
+    """A client whose every view call returns ``value`` (or ``by_function[name]`` for the views
+    it names), ABI-encoded, and whose chain has no logs (no chain needed)."""
 
-    def __init__(self, value: Any, abi: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, value: Any, abi: list[dict[str, Any]], by_function: dict[str, Any] | None = None
+    ) -> None:
         self.value = value
         self.abi = abi
+        self.by_function = by_function or {}
         self.calls: list[tuple[str, bytes, str]] = []
 
     def call_data(self, to: str, data: bytes, *, label: str) -> bytes:
         self.calls.append((to, data, label))
         item = next(i for i in self.abi if i.get("type") == "function" and i["name"] == label)
         types = [collapse_if_tuple(output) for output in item["outputs"]]
-        return abi_encode(types, [self.value] if len(types) == 1 else list(self.value))
+        value = self.by_function.get(label, self.value)
+        return abi_encode(types, [value] if len(types) == 1 else list(value))
+
+    def block_number(self) -> int:
+        return 7
+
+    def get_logs(self, **query: Any) -> list[Any]:
+        return []
 
 
-def jobs_binding(value: Any, abi: list[dict[str, Any]] | None = None) -> Jobs:
+def jobs_binding(value: Any, abi: list[dict[str, Any]] | None = None, **by_function: Any) -> Jobs:
     abi = abi or compile_contracts()["Jobs"].abi
     info = ContractInfo(address=JOBS, abi=abi)
-    return Jobs(AnswersWith(value, abi), info)  # type: ignore[arg-type]
+    return Jobs(AnswersWith(value, abi, by_function), info)  # type: ignore[arg-type]
 
 
 JOB_VALUES = (
@@ -66,21 +77,36 @@ JOB_VALUES = (
     1,
     0,
     0,
-    b"\0" * 32,
     # committee_size, signup_end, sealed, trainer_stake, aggregator_stake, weight_cap, attempt,
-    # reopens, n_active_trainers, ended_at, n_volunteers
-    3, 0, True, 0, 10**17, 0, 0, 0, 0, 0, 0,
-)
+    # reopens, n_active_trainers, n_volunteers, paid
+    3, 0, True, 0, 10**17, 0, 4, 1, 2, 0, 8,
+)  # fmt: skip
 
 
 def test_struct_results_become_records_named_by_the_abi() -> None:
+    assert len(JOB_VALUES) == 26
     job = jobs_binding(JOB_VALUES).job(1)
     assert isinstance(job, Job) and job.rounds == 2 and job.escrow == 10 and job.round_start == 99
+    assert (job.attempt, job.reopens, job.n_active_trainers, job.paid) == (4, 1, 2, 8)
+    # a finished job: its end and final model are what the record says, not separate fields
+    assert (job.status, job.ended_at, job.final_model_hash) == (1, 0, bytes(32))
+    done = jobs_binding((*JOB_VALUES[:12], 2, *JOB_VALUES[13:])).job(1)
+    assert (done.ended_at, done.final_model_hash) == (99, b"b" * 32)
 
 
 def test_unnamed_tuple_results_are_named_by_position() -> None:
-    result = jobs_binding((b"m" * 32, 0b101, 7)).round_result(1, 0)
-    assert result == RoundResult(model_hash=b"m" * 32, included=0b101, total_weight=7)
+    commit = jobs_binding((b"u" * 32, 7)).commit_of(1, 0, "0x" + "22" * 20)
+    assert commit == Commit(update_hash=b"u" * 32, weight=7)
+
+
+def test_a_round_not_final_has_an_empty_result_and_a_final_one_needs_its_event() -> None:
+    current_round_2 = (*JOB_VALUES[:10], 2, *JOB_VALUES[11:])
+    jobs = jobs_binding(None, round_result=(bytes(14), 0), jobs=current_round_2)
+    assert jobs.round_result(1, 2) == RoundResult(model_hash=bytes(32), included=0, total_weight=0)
+    calls = jobs.client.calls  # type: ignore[attr-defined]
+    assert [label for _, _, label in calls] == ["round_result", "jobs"]
+    with pytest.raises(ChainError, match="pruning logs"):  # round 1 is final: where is its event?
+        jobs.round_result(1, 1)
 
 
 def test_a_struct_with_other_fields_is_refused_with_a_remedy() -> None:

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from allmende.chain.events import ChainEvent
-from allmende.chain.stream import EventStream
+from allmende.chain.stream import MAX_ROLLBACKS, ROLLBACK_WINDOW, EventStream
 from allmende.errors import ChainError
 
 
@@ -253,3 +253,32 @@ def test_the_newest_block_reads_time_is_kept() -> None:
     assert events.head_time is None
     events.poll()
     assert events.head_time == 1_000 + 12 * 4
+
+
+def test_an_endpoint_that_keeps_losing_blocks_is_replayed_at_most_three_times_a_window() -> None:
+    """A hostile or broken endpoint flips the hash of the block last read on every poll: each
+    flip would replay the whole history (and make the roles send their transactions again).
+    Past MAX_ROLLBACKS in the window, a flip is an RPC failure: backed off, not replayed."""
+    clock = [0.0]
+    client = FakeClient(head=4)
+    events = stream(client)
+    events.clock = lambda: clock[0]
+    events.poll()
+    replays = 0
+    for flip in range(1, 8):
+        clock[0] += 10.0
+        client.forks[client.head] = flip  # the block last read "changed" again
+        client.head += 1
+        events.poll()
+        if events.rolled_back:
+            replays += 1
+            events.rolled_back = False
+            events.poll()  # the replay reads from the start up to the head
+    assert replays == MAX_ROLLBACKS
+    assert events._backoff > 0  # the refused ones count as failures of the endpoint
+    assert events.next_block > 1  # and no replay started
+    clock[0] += ROLLBACK_WINDOW  # the window passes: a rollback is followed again
+    client.forks[client.head] = 99
+    client.head += 1
+    events.poll()
+    assert events.rolled_back and events.next_block == 0

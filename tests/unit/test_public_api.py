@@ -10,7 +10,7 @@ def test_all_names_exist_and_nothing_else_is_public_by_accident() -> None:
     for name in allmende.__all__:
         assert hasattr(allmende, name), f"allmende.__all__ names {name!r}, which is missing"
     public = {n for n in vars(allmende) if not n.startswith("_")}
-    subpackages = {"errors", "chain", "net", "store", "learn", "node", "cli"}
+    subpackages = {"errors", "chain", "net", "store", "learn", "node", "cli", "privacy"}
     assert public - subpackages <= set(allmende.__all__)
 
 
@@ -65,3 +65,14 @@ def test_every_public_error_is_exported_and_drawn_in_the_tree() -> None:
             assert name in allmende.__all__, f"{name} is not exported from allmende"
             assert getattr(allmende, name) is obj
             assert f" {name}" in doc, f"{name} is missing from the tree in errors.py's docstring"
+
+
+def test_the_privacy_package_names_resolve_on_first_use() -> None:
+    import allmende.privacy as privacy
+
+    assert sorted(privacy.__all__) == sorted(privacy._MODULE_OF)
+    for name in privacy.__all__:
+        value = getattr(privacy, name)
+        module = f"allmende.privacy.{privacy._MODULE_OF[name]}"
+        assert getattr(__import__(module, fromlist=[name]), name) is value, name
+    assert not hasattr(privacy, "NoSuchThing")

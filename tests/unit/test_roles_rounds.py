@@ -7,7 +7,13 @@ import dataclasses
 import pytest
 
 from allmende.chain import Commit, Job
-from allmende.chain.jobs import from_bitmap, to_bitmap
+from allmende.chain.jobs import (
+    MAX_TRAINERS,
+    from_bitmap,
+    from_words,
+    included_words,
+    to_bitmap,
+)
 from allmende.node.roles.rounds import (
     aggregation_readiness,
     by_address,
@@ -32,9 +38,9 @@ def make_job(**changes: int) -> Job:
         owner=A, spec_hash=b"\x02" * 32, model_hash=b"\x03" * 32, rounds=5,
         reward_per_round=10, min_trainers=2, max_trainers=3, quorum=1,
         round_deadline=DEADLINE, escrow=50, current_round=1, round_start=START, status=1,
-        n_trainers=3, n_aggregators=1, final_model_hash=bytes(32), committee_size=1,
-        signup_end=0, sealed=True, trainer_stake=0, aggregator_stake=0, weight_cap=0,
-        attempt=1, reopens=0, n_active_trainers=3, n_volunteers=0, ended_at=0,
+        n_trainers=3, n_aggregators=1, committee_size=1, signup_end=0, sealed=True,
+        trainer_stake=0, aggregator_stake=0, weight_cap=0, attempt=1, reopens=0,
+        n_active_trainers=3, n_volunteers=0, paid=0,
     )  # fmt: skip
     if "n_trainers" in changes:  # no trainer evicted unless a test says so
         changes.setdefault("n_active_trainers", changes["n_trainers"])
@@ -104,3 +110,37 @@ def test_bitmaps_refuse_negative_values() -> None:
         to_bitmap([-1])
     with pytest.raises(ValueError):
         from_bitmap(-4)
+
+
+def test_included_goes_to_the_contract_as_four_words_of_256_trainers() -> None:
+    assert included_words(0b101) == [0b101, 0, 0, 0]
+    assert included_words(1 << 256 | 1) == [1, 1, 0, 0]  # trainer 256 opens the second word
+    everyone = to_bitmap(range(MAX_TRAINERS))
+    assert included_words(everyone) == [2**256 - 1] * 4
+    for bitmap in (0, 0b1011, 1 << 700, everyone, to_bitmap([3, 255, 256, 511, 1023])):
+        assert from_words(included_words(bitmap)) == bitmap
+
+
+def test_included_words_refuse_what_does_not_fit_the_contract() -> None:
+    with pytest.raises(ValueError, match="1024 trainers"):
+        included_words(1 << MAX_TRAINERS)  # trainer 1,024: the 1,025th
+    with pytest.raises(ValueError):
+        included_words(-1)
+
+
+def test_a_jobs_end_and_final_model_are_derived_from_its_status() -> None:
+    running = make_job(round_start=START + 5)
+    assert (running.ended_at, running.final_model_hash) == (0, bytes(32))
+    finished = make_job(status=2, current_round=5, round_start=START + 5)
+    assert (finished.ended_at, finished.final_model_hash) == (START + 5, b"\x03" * 32)
+    cancelled = make_job(status=3, round_start=START + 7)
+    assert (cancelled.ended_at, cancelled.final_model_hash) == (START + 7, bytes(32))
+
+
+def test_with_sampling_the_drawn_trainers_committing_is_enough() -> None:
+    job = make_job()
+    commits = {A: DONE, B: DONE}  # C was not drawn into the round (privacy.sample_rate)
+    assert not aggregation_readiness(job, commits, START + 1).ready
+    ready = aggregation_readiness(job, commits, START + 1, drawn=2)
+    assert ready.ready and ready.reason == "all 2 trainers committed"
+    assert not aggregation_readiness(job, {A: DONE, B: NOT_YET}, START + 1, drawn=2).ready

@@ -13,7 +13,7 @@ from eth_utils import collapse_if_tuple, function_abi_to_4byte_selector
 from allmende.chain.client import ChainClient, Receipt
 from allmende.chain.deployment import ContractInfo
 from allmende.chain.events import ChainEvent, EventDecoder, checksummed
-from allmende.errors import ChainError
+from allmende.errors import ChainError, ContractRevert
 
 Record = TypeVar("Record")
 HASH_BYTES = 32
@@ -119,6 +119,16 @@ class ContractBinding:
         function = self._function(name)
         data = function.encode(args)
         return function.decode(self.client.call_data(self.address, data, label=name))
+
+    def _would_succeed(self, name: str, *args: Any, sender: str) -> bool:
+        """Whether ``sender``'s transaction calling ``name`` would succeed now (an ``eth_call``
+        as that account; nothing is sent)."""
+        data = self._function(name).encode(args)
+        try:
+            self.client.call_data(self.address, data, label=name, sender=sender)
+        except ContractRevert:
+            return False
+        return True
 
     def _send(self, name: str, *args: Any, value: int = 0) -> Receipt:
         data = self._function(name).encode(args)

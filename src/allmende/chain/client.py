@@ -352,12 +352,15 @@ class ChainClient:
         address: Any = to_checksum_address(info.address)  # web3 types it as ChecksumAddress
         return self.w3.eth.contract(address=address, abi=info.abi)
 
-    def call_data(self, to: str, data: bytes, *, label: str, block: str = "latest") -> bytes:
-        """``eth_call`` of raw calldata; the returned bytes, or :class:`ContractRevert`."""
-        result = self.request(
-            "eth_call", [{"to": to, "data": "0x" + data.hex()}, block], label=label
-        )
-        return _hex_bytes(result)
+    def call_data(
+        self, to: str, data: bytes, *, label: str, block: str = "latest", sender: str | None = None
+    ) -> bytes:
+        """``eth_call`` of raw calldata (as ``sender``, when given: what that account's
+        transaction would do now); the returned bytes, or :class:`ContractRevert`."""
+        call: dict[str, str] = {"to": to, "data": "0x" + data.hex()}
+        if sender is not None:
+            call["from"] = sender
+        return _hex_bytes(self.request("eth_call", [call, block], label=label))
 
     def send_data(self, to: str, data: bytes, *, value: int = 0, label: str) -> Receipt:
         """Sign, send and wait for a transaction with raw calldata (see :meth:`transact`)."""

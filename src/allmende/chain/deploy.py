@@ -41,7 +41,9 @@ class ContractSettings(BaseModel):
     ``slash_amount``: wei slashed from an aggregator whose model was wrong for the inputs it
     named (taken from what it locked for the job).
     ``admin_delay``: seconds between proposing a change of slasher and applying it.
-    ``challenge_window``: seconds a job's participants keep their stake locked after it ends.
+    ``challenge_window``: seconds a job's participants keep their stake locked after it ends;
+    also how long its shares can be claimed (the last round's claims come after the end, so a
+    window of 0 leaves them to the owner's refund).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

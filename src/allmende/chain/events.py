@@ -182,22 +182,51 @@ class UpdateCommitted(ChainEvent):
     weight: int
 
 
+def _bitmap(words: Any) -> int:
+    """An ``included`` event field (4 words of 256 trainers) as one bitmap."""
+    if isinstance(words, int):
+        return words
+    return sum(int(word) << (256 * i) for i, word in enumerate(words))
+
+
+@dataclass(frozen=True, kw_only=True)
+class VoteCommitted(ChainEvent):
+    """``Jobs.VoteCommitted``: a committee member committed to a vote without showing it."""
+
+    job_id: int
+    round: int
+    aggregator: str
+    attempt: int
+    commitment: bytes
+
+
 @dataclass(frozen=True, kw_only=True)
 class Proposed(ChainEvent):
+    """``Jobs.Proposed``: a committee member revealed its vote (``included`` as a bitmap)."""
+
     job_id: int
     round: int
     aggregator: str
     model_hash: bytes
     included: int
+    total_weight: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "included", _bitmap(self.included))
 
 
 @dataclass(frozen=True, kw_only=True)
 class RoundFinalized(ChainEvent):
+    """``Jobs.RoundFinalized`` (``included`` as a bitmap); the shares are claimed later."""
+
     job_id: int
     round: int
     model_hash: bytes
     included: int
     total_weight: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "included", _bitmap(self.included))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -297,6 +326,7 @@ JOBS_EVENTS: dict[str, type[ChainEvent]] = {
     "Joined": Joined,
     "CommitteeSealed": CommitteeSealed,
     "UpdateCommitted": UpdateCommitted,
+    "VoteCommitted": VoteCommitted,
     "Proposed": Proposed,
     "RoundFinalized": RoundFinalized,
     "Credited": Credited,

@@ -7,17 +7,20 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from eth_abi import encode as abi_encode
-from eth_utils import keccak
+from eth_utils import event_abi_to_log_topic, keccak
 
 from allmende.chain._binding import ContractBinding, to_bytes32
 from allmende.chain.client import Receipt
 from allmende.chain.deployment import ContractInfo
-from allmende.chain.events import EventDecoder, JobCreated
+from allmende.chain.events import EventDecoder, JobCreated, RoundFinalized
 from allmende.errors import ChainError
 
 # The Jobs contract's constants the roles plan with.
 MAX_REOPENS = 3  # fresh deadlines a round may get before only the owner's cancel ends the job
 MISSED_ROUNDS_ALLOWED = 3  # finalized rounds in a row a trainer may miss before it is evictable
+MAX_TRAINERS = 1024  # trainers a job may ever have: its included bitmap has 4 words of 256 bits
+WORD_BITS = 256
+RESULT_RING = 8  # finalized rounds whose result (and so whose claims) the contract keeps
 
 
 class JobStatus(IntEnum):
@@ -45,7 +48,6 @@ class Job:
     status: int
     n_trainers: int
     n_aggregators: int
-    final_model_hash: bytes
     committee_size: int
     signup_end: int
     sealed: bool
@@ -55,8 +57,19 @@ class Job:
     attempt: int
     reopens: int
     n_active_trainers: int
-    ended_at: int
     n_volunteers: int
+    paid: int
+
+    @property
+    def ended_at(self) -> int:
+        """When the job finished or was cancelled (the contract keeps it in ``round_start``);
+        0 while it is open."""
+        return 0 if self.status == JobStatus.OPEN else self.round_start
+
+    @property
+    def final_model_hash(self) -> bytes:
+        """The final model of a finished job (its last ``model_hash``); empty otherwise."""
+        return self.model_hash if self.status == JobStatus.FINISHED else bytes(32)
 
     @property
     def open_committee(self) -> bool:
@@ -74,7 +87,8 @@ class Commit:
 
 @dataclass(frozen=True)
 class RoundResult:
-    """A finalized round: the new model, the included trainers (bitmap) and their total weight."""
+    """A finalized round: the new model, the included trainers (bitmap) and their total weight.
+    All empty/0 for a round that is not final."""
 
     model_hash: bytes
     included: int
@@ -98,9 +112,50 @@ def from_bitmap(bitmap: int) -> list[int]:
     return [i for i in range(bitmap.bit_length()) if bitmap >> i & 1]
 
 
-def vote_key(model_hash: bytes | str, included: int) -> bytes:
-    """``keccak256(abi_encode(model_hash, included))``: the key of a proposal's vote count."""
-    return bytes(keccak(abi_encode(["bytes32", "uint256"], [to_bytes32(model_hash), included])))
+def included_words(bitmap: int) -> list[int]:
+    """The contract's ``included`` argument: the bitmap as its 4 words of 256 trainers."""
+    if bitmap < 0 or bitmap >> MAX_TRAINERS:
+        raise ValueError(f"Bitmap {bitmap:#x} does not fit {MAX_TRAINERS} trainers.")
+    mask = (1 << WORD_BITS) - 1
+    return [bitmap >> (WORD_BITS * i) & mask for i in range(MAX_TRAINERS // WORD_BITS)]
+
+
+def from_words(words: Sequence[int]) -> int:
+    """The bitmap of ``included`` words (the inverse of :func:`included_words`)."""
+    return sum(int(word) << (WORD_BITS * i) for i, word in enumerate(words))
+
+
+def vote_key(model_hash: bytes | str, included: int, total_weight: int) -> bytes:
+    """``keccak256(abi_encode(model_hash, included, total_weight))``: the key of a round result
+    (what a reveal votes for, and what a finalized round records)."""
+    return bytes(
+        keccak(
+            abi_encode(
+                ["bytes32", "uint256[4]", "uint256"],
+                [to_bytes32(model_hash), included_words(included), total_weight],
+            )
+        )
+    )
+
+
+def vote_commitment(
+    model_hash: bytes | str,
+    included: int | Sequence[int],
+    total_weight: int,
+    salt: bytes,
+    voter: str,
+) -> bytes:
+    """What ``commit_vote`` takes: ``keccak256(abi_encode(model_hash, included, total_weight,
+    salt, voter))``; ``included`` as a bitmap or as its words."""
+    words = included_words(included) if isinstance(included, int) else list(included)
+    return bytes(
+        keccak(
+            abi_encode(
+                ["bytes32", "uint256[4]", "uint256", "bytes32", "address"],
+                [to_bytes32(model_hash), words, total_weight, to_bytes32(salt), voter],
+            )
+        )
+    )
 
 
 class Jobs(ContractBinding):
@@ -168,11 +223,41 @@ class Jobs(ContractBinding):
     ) -> Receipt:
         return self._send("commit_update", job_id, round, to_bytes32(update_hash), weight)
 
-    def propose(self, job_id: int, round: int, model_hash: bytes | str, included: int) -> Receipt:
-        """Vote for ``(model_hash, included)``. The vote that brings the pair to the job's
-        quorum finalizes the round in the same transaction: its receipt then holds the
-        ``RoundFinalized`` event (and ``Credited``, ``AggregatorSlashed``, ``JobFinished``)."""
-        return self._send("propose", job_id, round, to_bytes32(model_hash), included)
+    def commit_vote(self, job_id: int, round: int, commitment: bytes) -> Receipt:
+        """Commit to a vote without showing it (see :func:`vote_commitment`)."""
+        return self._send("commit_vote", job_id, round, to_bytes32(commitment))
+
+    def reveal(
+        self,
+        job_id: int,
+        round: int,
+        model_hash: bytes | str,
+        included: int,
+        total_weight: int,
+        salt: bytes,
+    ) -> Receipt:
+        """Reveal the committed vote for ``(model_hash, included, total_weight)``. The reveal
+        that brings the result to the job's quorum finalizes the round in the same
+        transaction: its receipt then holds ``RoundFinalized`` (and ``JobFinished``)."""
+        return self._send(
+            "reveal", job_id, round, to_bytes32(model_hash), included_words(included),
+            total_weight, to_bytes32(salt),
+        )  # fmt: skip
+
+    def claim(self, job_id: int, round: int, result: RoundResult) -> Receipt:
+        """Claim the caller's trainer share of a finalized round (credited to ``owed``)."""
+        return self._send(
+            "claim", job_id, round, result.model_hash, included_words(result.included),
+            result.total_weight,
+        )  # fmt: skip
+
+    def claim_vote(self, job_id: int, round: int) -> Receipt:
+        """Claim the caller's aggregator share of a finalized round it voted the result of."""
+        return self._send("claim_vote", job_id, round)
+
+    def challenge(self, job_id: int, aggregator: str) -> Receipt:
+        """Slash an aggregator whose latest reveal is provably wrong."""
+        return self._send("challenge", job_id, aggregator)
 
     def seal(self, job_id: int) -> Receipt:
         """Draw an open committee from the volunteers once the signup is over; round 0 starts."""
@@ -241,8 +326,24 @@ class Jobs(ContractBinding):
         return bool(self._call("is_volunteer", job_id, address))
 
     def voted_in_attempt(self, job_id: int, aggregator: str) -> bool:
-        """Whether the aggregator voted in the job's current attempt (see ``Job.attempt``)."""
+        """Whether the aggregator revealed its vote in the job's current attempt."""
         return bool(self._call("voted_in_attempt", job_id, aggregator))
+
+    def vote_committed(self, job_id: int, aggregator: str) -> bool:
+        """Whether the aggregator committed a vote in the job's current attempt."""
+        return bool(self._call("vote_committed", job_id, aggregator))
+
+    def reveals_open(self, job_id: int) -> bool:
+        """Whether the current attempt accepts reveals."""
+        return bool(self._call("reveals_open", job_id))
+
+    def provably_wrong(self, job_id: int, aggregator: str) -> bool:
+        """Whether ``challenge(job_id, aggregator)`` would slash."""
+        return bool(self._call("provably_wrong", job_id, aggregator))
+
+    def reserved(self, job_id: int) -> int:
+        """Escrow the job holds for unclaimed shares of its finalized rounds."""
+        return int(self._call("reserved", job_id))
 
     def is_trainer_active(self, job_id: int, address: str) -> bool:
         return bool(self._call("is_trainer_active", job_id, address))
@@ -251,15 +352,40 @@ class Jobs(ContractBinding):
         return self._record(Commit, "commit_of", job_id, round, trainer)
 
     def round_result(self, job_id: int, round: int) -> RoundResult:
-        return self._record(RoundResult, "round_result", job_id, round)
+        """A finalized round's result, read from its ``RoundFinalized`` event (a round is
+        finalized once) and, while the contract still keeps it (its last 8 finalized rounds),
+        checked against the key prefix it recorded. Empty values while the round is not final."""
+        empty = RoundResult(model_hash=bytes(32), included=0, total_weight=0)
+        prefix = bytes(self._call("round_result", job_id, round)[0])
+        if prefix == bytes(len(prefix)) and round >= self.job(job_id).current_round:
+            return empty
+        (abi,) = [i for i in self.info.abi if i.get("name") == "RoundFinalized"]
+        topic = bytes(event_abi_to_log_topic(abi))  # type: ignore[arg-type]
+        head = self.client.block_number()
+        for log in self.client.get_logs(
+            from_block=0, to_block=head, addresses=[self.address], topics=[topic]
+        ):
+            event = self._decoder.decode(log)
+            if not isinstance(event, RoundFinalized) or (event.job_id, event.round) != (
+                job_id, round,
+            ):  # fmt: skip
+                continue
+            result = RoundResult(event.model_hash, event.included, event.total_weight)
+            key = vote_key(result.model_hash, result.included, result.total_weight)
+            if prefix == bytes(len(prefix)) or key[: len(prefix)] == prefix:
+                return result
+        raise ChainError(
+            f"Job {job_id} round {round} is final, but the chain has no RoundFinalized event "
+            "matching its recorded result; is the RPC endpoint pruning logs?"
+        )
 
-    def vote_of(self, job_id: int, round: int, aggregator: str) -> bytes:
-        return bytes(self._call("vote_of", job_id, round, aggregator))
-
-    def votes(self, job_id: int, attempt: int, model_hash: bytes | str, included: int) -> int:
-        """How many aggregators voted for ``(model_hash, included)`` in the attempt (a round's
-        attempt grows when it is finalized or reopened; see ``Job.attempt``)."""
-        return int(self._call("votes", job_id, attempt, vote_key(model_hash, included)))
+    def votes(
+        self, job_id: int, attempt: int, model_hash: bytes | str, included: int, total_weight: int
+    ) -> int:
+        """How many aggregators revealed ``(model_hash, included, total_weight)`` in the attempt
+        (a round's attempt grows when it is finalized or reopened; see ``Job.attempt``)."""
+        key = vote_key(model_hash, included, total_weight)
+        return int(self._call("votes", job_id, attempt, key))
 
     def deadline(self, job_id: int) -> int:
         return int(self._call("deadline", job_id))
@@ -275,6 +401,29 @@ class Jobs(ContractBinding):
 
     def registry_address(self) -> str:
         return str(self._call("registry"))
+
+    def unclaimed(self, job_id: int, account: str) -> list[tuple[int, str, int]]:
+        """The shares ``account`` could claim now, as (round, "trainer" or "aggregator", wei):
+        of the finalized rounds whose result the contract still keeps (the last 8), those its
+        ``claim`` or ``claim_vote`` would pay (simulated, nothing is sent)."""
+        job = self.job(job_id)
+        last = job.current_round - 1  # a finished job's round counter is past its last round
+        reward, bps = job.reward_per_round, self.aggregator_share_bps()
+        pool = reward - reward * bps // 10_000
+        is_trainer = self.trainer_index(job_id, account) is not None
+        shares: list[tuple[int, str, int]] = []
+        for round_ in range(max(0, last - RESULT_RING + 1), last + 1):
+            if is_trainer:
+                result = self.round_result(job_id, round_)
+                args = (result.model_hash, included_words(result.included), result.total_weight)
+                if result.total_weight and self._would_succeed(
+                    "claim", job_id, round_, *args, sender=account
+                ):
+                    weight = self.commit_of(job_id, round_, account).weight
+                    shares.append((round_, "trainer", pool * weight // result.total_weight))
+            if job.quorum and self._would_succeed("claim_vote", job_id, round_, sender=account):
+                shares.append((round_, "aggregator", reward * bps // 10_000 // job.quorum))
+        return shares
 
     def aggregator_share_bps(self) -> int:
         return int(self._call("aggregator_share_bps"))

@@ -26,6 +26,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -38,6 +39,12 @@ log = logging.getLogger(__name__)
 DEFAULT_CHUNK_BLOCKS = 2_000
 DEFAULT_POLL_INTERVAL = 1.0
 MAX_BACKOFF = 30.0
+# An endpoint that keeps reporting lost blocks (flipping hashes or heads, by fault or to make
+# the node replay its whole history and send its transactions again) is followed at most this
+# often: past MAX_ROLLBACKS in ROLLBACK_WINDOW seconds, another one is an RPC failure (backed
+# off, logged) until the oldest leaves the window.
+MAX_ROLLBACKS = 3
+ROLLBACK_WINDOW = 600.0
 
 
 class EventStream:
@@ -72,6 +79,8 @@ class EventStream:
         self._last_read: tuple[int, str] | None = None  # (number, hash) of the last block read
         self.rolled_back = False  # set when the chain lost blocks this stream had read
         self.head_time: int | None = None  # timestamp of the newest block read
+        self._rollbacks: list[float] = []  # monotonic times of the replays in the window
+        self.clock = time.monotonic
 
     def fetch(self, from_block: int, to_block: int) -> list[ChainEvent]:
         """Every typed event in ``[from_block, to_block]``, ordered by block and log index."""
@@ -150,6 +159,17 @@ class EventStream:
             return False
         if head > number and self.client.block_hash(number) == seen_hash:
             return False
+        now = self.clock()
+        self._rollbacks = [t for t in self._rollbacks if now - t < ROLLBACK_WINDOW]
+        if len(self._rollbacks) >= MAX_ROLLBACKS:
+            raise ChainError(
+                f"The chain endpoint reported lost blocks again (the head is {head}, block "
+                f"{number} was read), its {len(self._rollbacks) + 1}th rollback in "
+                f"{ROLLBACK_WINDOW:.0f} s; not replaying until the oldest is "
+                f"{ROLLBACK_WINDOW:.0f} s old. If this is not a dev chain being reset, check "
+                "the RPC endpoint."
+            )
+        self._rollbacks.append(now)
         log.warning(
             "The chain lost blocks this node had read (it read up to block %d, the head is now "
             "%d); reading its events again from block %d.",

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -30,6 +31,7 @@ from allmende.node.config import (
     DEVNET_CHAIN_IDS,
     load_config,
     parse_config,
+    resolve,
 )
 from allmende.node.home import create_home, open_state, open_store
 from allmende.node.jobspec import JobSpec, load_jobspec
@@ -212,6 +214,59 @@ def data(
             _out.print("  classes: " + ", ".join(f"{k} {v}" for k, v in reads["classes"].items()))
 
 
+@app.command()
+def privacy(
+    home: Path = HOME,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Show the privacy budget: ε spent per declared dataset over all jobs, and what is left
+    of budget_epsilon (section trainer.privacy of node.toml). Reads the node's state; safe
+    while the node runs."""
+    from allmende.node.roles.privacy import dataset_key
+    from allmende.privacy.budget import PrivacyLedger
+    from allmende.store.state import STATE_FILE
+
+    config = load_config(home)
+    path = resolve(home, config.node.data_dir) / STATE_FILE
+    if not path.exists():
+        raise ConfigError(f"No node state at {path}; run `allmende node init {home}` first.")
+    ledger = PrivacyLedger.open(path)
+    try:
+        spends = {spend.dataset: spend for spend in ledger.datasets()}
+        current = dataset_key(config.trainer.dataset)
+        if current not in spends:
+            spends[current] = ledger.dataset_spend(current)
+    finally:
+        ledger.close()
+    budget = config.trainer.privacy.budget_epsilon
+    rows: list[dict[str, Any]] = []
+    for name in sorted(spends, key=lambda n: (n != current, n)):
+        spend = spends[name]
+        rows.append({
+            "dataset": name,
+            "declared": name == current,
+            "epsilon_spent": spend.epsilon,
+            "delta_spent": spend.delta,
+            "budget_epsilon": budget,
+            "epsilon_left": None if budget is None else max(budget - spend.epsilon, 0.0),
+            "jobs": [
+                {"job": job.job, "rounds": job.contributions, "epsilon": job.epsilon,
+                 "delta": job.delta}
+                for job in spend.jobs
+            ],
+        })  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps({"datasets": rows}, sort_keys=True))
+        return
+    for row in rows:
+        left = f"{row['epsilon_left']:.4g} left of {budget:g}" if budget else "no budget set"
+        mark = "declared dataset" if row["declared"] else "no longer declared"
+        _out.print(f"{row['dataset']} ({mark})", soft_wrap=True)
+        _out.print(f"  spent ε {row['epsilon_spent']:.4g} (δ {row['delta_spent']:.3g}), {left}")
+        for job in row["jobs"]:
+            _out.print(f"  job {job['job']}: {job['rounds']} rounds, ε {job['epsilon']:.4g}")
+
+
 @app.command("stdlib-shard")
 def stdlib_shard(
     home: Path = HOME,
@@ -391,7 +446,8 @@ def withdraw(home: Path = HOME) -> None:
 @app.command()
 def status(home: Path = HOME) -> None:
     """Show this node on chain: registration, stake (locked by jobs, free, unbonding), the stake
-    each job holds locked, and what the contracts owe it."""
+    each job holds locked, what the contracts owe it, and the shares of finalized rounds it has
+    not claimed yet."""
     from allmende.chain import Contracts, Deployment
     from allmende.node.config import load_config, resolve
     from allmende.node.keystore import key_address
@@ -424,3 +480,12 @@ def status(home: Path = HOME) -> None:
             job = jobs.job(job_id)
             until = "the job is open" if job.ended_at == 0 else f"{job.ended_at} + the window"
             _out.print(f"  job {job_id}: {held} wei locked until {until}")
+        if jobs.trainer_index(job_id, address) is None and not jobs.is_aggregator(job_id, address):
+            continue
+        shares = jobs.unclaimed(job_id, address)
+        if shares:
+            listed = ", ".join(f"round {r} {role} {wei} wei" for r, role, wei in shares)
+            _out.print(
+                f"  job {job_id}: unclaimed {sum(w for _, _, w in shares)} wei ({listed}); "
+                "the running node claims them", soft_wrap=True,
+            )  # fmt: skip

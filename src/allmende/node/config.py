@@ -99,6 +99,7 @@ DEVNET_CHAIN_IDS = frozenset({31337, 1337})
 DEFAULT_CHAIN_ID = 31337  # of an offline node's message domain
 
 DEFAULT_POLL_SECONDS = 0.3
+DEFAULT_MAX_CLOCK_LEAD_SECONDS = 300.0  # Hardhat runs 1 s a block ahead: minutes, not hours
 DEFAULT_REFRESH_SECONDS = 2.0
 DEFAULT_STEP_BUDGET_SECONDS = 900.0
 DEFAULT_SPEC_FETCH_SECONDS = 60.0
@@ -312,6 +313,10 @@ class RoleSection(ConsentPolicy):
     not joined yet gets ``spec_fetch_seconds`` to serve its spec, and at most
     ``max_parallel_considers`` such jobs are looked at at once, so jobs whose owners serve their
     specs slowly never hold up the jobs the node works on.
+
+    ``max_clock_lead_seconds``: how far ahead of this machine's clock the chain's may be taken
+    to run (deadlines are judged in chain time); a newer block further ahead is believed only
+    that far, so an endpoint sending far-future timestamps cannot make the node skip rounds.
     """
 
     poll_seconds: float = Field(default=DEFAULT_POLL_SECONDS, gt=0)
@@ -319,6 +324,7 @@ class RoleSection(ConsentPolicy):
     step_budget_seconds: float = Field(default=DEFAULT_STEP_BUDGET_SECONDS, gt=0)
     spec_fetch_seconds: float = Field(default=DEFAULT_SPEC_FETCH_SECONDS, gt=0)
     max_parallel_considers: int = Field(default=DEFAULT_PARALLEL_CONSIDERS, ge=1)
+    max_clock_lead_seconds: float = Field(default=DEFAULT_MAX_CLOCK_LEAD_SECONDS, ge=0)
 
     @property
     def policy(self) -> ConsentPolicy:
@@ -329,6 +335,30 @@ class RoleSection(ConsentPolicy):
             min_reward_per_round_wei=self.min_reward_per_round_wei,
             max_stake_wei=self.max_stake_wei,
         )
+
+
+DEFAULT_MAX_JOB_DELTA = 1e-5
+
+
+class TrainerPrivacy(_Section):
+    """``[trainer.privacy]``: the data owner's privacy rules, enforced by this node.
+
+    ``budget_epsilon``: the total ε the declared dataset may spend over all jobs (summed across
+    jobs, see :mod:`allmende.privacy.budget`); the node refuses to join a job whose ε exceeds
+    what is left, and stops contributing when the next round would pass it. ``max_job_epsilon``:
+    the largest ε one job may have. With either set, every job must have a ``[privacy]`` section
+    with ``delta`` at most ``max_job_delta``; a job without one is refused. Left out (the
+    default): jobs without DP are accepted, and what DP jobs spend is still recorded
+    (``allmende node privacy HOME``). Peers need not agree on any of it.
+    """
+
+    budget_epsilon: float | None = Field(default=None, gt=0)
+    max_job_epsilon: float | None = Field(default=None, gt=0)
+    max_job_delta: float = Field(default=DEFAULT_MAX_JOB_DELTA, gt=0, lt=1)
+
+    @property
+    def requires_dp(self) -> bool:
+        return self.budget_epsilon is not None or self.max_job_epsilon is not None
 
 
 class TrainerSection(RoleSection):
@@ -347,10 +377,14 @@ class TrainerSection(RoleSection):
     finds one, else the CPU; ``"cuda"`` refuses to start without a GPU; ``"cpu"`` never uses
     one. Peers need not agree on it (what holds bit for bit on which device:
     :mod:`allmende.learn.devices`).
+
+    ``[trainer.privacy]``: the privacy budget and the DP this node requires
+    (:class:`TrainerPrivacy`).
     """
 
     dataset: DataSource = DatasetDecl()
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    privacy: TrainerPrivacy = TrainerPrivacy()
 
 
 class AggregatorSection(RoleSection):

@@ -34,13 +34,15 @@ import re
 import tomllib
 from decimal import Decimal, DecimalException, InvalidOperation
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from allmende._json import UntrustedJSONError, loads_untrusted
 from allmende.errors import ConfigError
 from allmende.learn.rules import min_updates, rule_params
+from allmende.privacy.spec import REQUIREMENTS as PRIVACY_REQUIREMENTS
+from allmende.privacy.spec import PrivacySpec
 
 MAX_TRAINERS = 256  # the Jobs contract's bound
 MAX_AGGREGATORS = 16  # the Jobs contract's bound on a committee, and so the largest quorum
@@ -91,6 +93,7 @@ REQUIREMENTS = {
     "norm_bound": "a number > 0",
     "seed": "an integer >= 0",
     "data": "a table of the task's data options (see the task's documentation)",
+    **PRIVACY_REQUIREMENTS,
 }
 
 
@@ -206,6 +209,9 @@ class JobSpec(_Strict):
     """The task's options (``[data]``): what the job asks of the trainers' data and the model,
     e.g. a table's feature columns and classes. The task validates them (its ``Options``);
     every peer of the job reads the same, so all trainers see their data the same way."""
+    privacy: PrivacySpec | None = None
+    """Client-level differential privacy (``[privacy]``, see :mod:`allmende.privacy.spec`):
+    every trainer clips its update and adds noise before it leaves the node. Left out: none."""
 
     @field_validator("reward_per_round", "trainer_stake", "aggregator_stake", mode="before")
     @classmethod
@@ -244,7 +250,21 @@ class JobSpec(_Strict):
                 "'max_weight' goes with weighting = 'declared' (the cap on each trainer's "
                 "declared weight), and only with it."
             )
+        if self.privacy is not None:
+            self._check_privacy(self.privacy)
         return self
+
+    def _check_privacy(self, privacy: PrivacySpec) -> None:
+        if self.weighting != "equal":
+            raise ValueError(
+                "[privacy] needs weighting = 'equal': a declared weight scales one trainer's "
+                "share of the average beyond its clip norm, which the noise is calibrated for; "
+                "remove weighting and max_weight."
+            )
+        try:
+            privacy.noise_multiplier(self.rounds)
+        except ValueError as exc:
+            raise ValueError(f"[privacy]: {exc}.") from None
 
     @property
     def committee_size(self) -> int:
@@ -276,11 +296,13 @@ class JobSpec(_Strict):
     def canonical_bytes(self) -> bytes:
         """The spec as canonical JSON (sorted keys, no spaces): the published spec blob.
 
-        An empty ``data`` table is left out, so a spec without one hashes as it did before
-        ``data`` existed."""
+        An empty ``data`` table and a missing ``[privacy]`` are left out, so a spec without
+        them hashes as it did before they existed."""
         fields = self.model_dump(mode="json")
         if not fields["data"]:
             del fields["data"]
+        if fields["privacy"] is None:  # likewise a spec without [privacy]
+            del fields["privacy"]
         return json.dumps(
             fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False
         ).encode("utf-8")
@@ -376,6 +398,8 @@ def _closest_field(loc: list[str]) -> str:
     model: type[BaseModel] = JobSpec
     for part in loc[:-1]:
         annotation = model.model_fields[part].annotation if part in model.model_fields else None
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        annotation = members[0] if len(members) == 1 else annotation  # X | None: X
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return ""
         model = annotation

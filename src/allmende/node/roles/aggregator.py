@@ -1,14 +1,19 @@
-"""The aggregator role: wait for a round's commits, fetch and check them, aggregate, propose.
-The vote that completes the quorum finalizes the round on chain, in the same transaction.
+"""The aggregator role: wait for a round's commits, fetch and check them, aggregate, vote.
+A vote is committed first (a hash with a secret salt) and revealed once every committee member
+committed or the vote-commit period passed; the reveal that completes the quorum finalizes the
+round on chain, in the same transaction. Then each member of the quorum claims its share.
 
 A round's flow, one seam a step (later work adds trace checks, secure aggregation here)::
 
-    wait -> fetch updates -> check -> aggregate -> store -> propose (-> final at the quorum)
+    claim last round's share -> wait -> fetch updates -> check -> aggregate -> store
+        -> commit vote -> reveal (-> final at the quorum)
 
 All of it is deterministic: the inputs are exactly the commits the chain accepted, ordered by
 trainer address, and an update is left out only for a reason every honest aggregator sees the
 same way (bad bytes, wrong shapes, non-finite values, over the norm bound, served by nobody
-even ``fetch_grace_seconds`` after the deadline, or a copy: see :mod:`.copies`). Honest
+even ``fetch_grace_seconds`` after the deadline, or a copy: see :mod:`.copies`); with trainer
+sampling (``[privacy] sample_rate``) only the commits of the trainers drawn into the round count
+(:func:`~allmende.node.roles.privacy.drawn_trainers`). Honest
 aggregators so propose the same bytes. Each update is asked for from its author first, then
 from every other participant.
 """
@@ -17,12 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import TypeVar
 
 from allmende.chain import ROLE_AGGREGATOR, ChainEvent, Commit, Job, JobStatus
 from allmende.chain.client import Receipt
 from allmende.chain.events import RoundFinalized, UpdateCommitted
-from allmende.chain.jobs import MAX_REOPENS, MISSED_ROUNDS_ALLOWED, to_bitmap
+from allmende.chain.jobs import MAX_REOPENS, MISSED_ROUNDS_ALLOWED, to_bitmap, vote_commitment
 from allmende.errors import AggregationError, CodecError, ContractRevert, PeerError
 from allmende.learn.aggregate import Update, aggregate, check_norm, check_weight
 from allmende.node.config import AggregatorSection
@@ -33,6 +39,7 @@ from allmende.node.roles.base import JobRole
 from allmende.node.roles.copies import Candidate, ChainPosition, Screening, screen
 from allmende.node.roles.plan import JobPlan
 from allmende.node.roles.policy import Verdict
+from allmende.node.roles.privacy import drawn_trainers
 from allmende.node.roles.rounds import aggregation_readiness, by_address, committed, round_deadline
 from allmende.store.codec import TensorBlob, payload_digest, write_state
 
@@ -76,9 +83,7 @@ class AggregatorRole(JobRole):
         # The model this node stored last for each job: job -> (hash, tensors). It is the next
         # round's global model when the quorum agreed with this node.
         self._stored: dict[int, tuple[str, State]] = {}
-        # Jobs whose vote this process has checked on chain: only a node restarted between
-        # voting and saving its proposal can have a vote it does not know about.
-        self._vote_checked: set[int] = set()
+        self._claimed: set[tuple[int, int]] = set()  # (job, round) whose share was asked for
         self._volunteered: set[int] = set()  # open committees this node signed up for
         self._evicted: set[tuple[int, str]] = set()  # (job, trainer) evictions already asked
         self._eviction_checked: set[tuple[int, int]] = set()  # (job, round)
@@ -90,7 +95,7 @@ class AggregatorRole(JobRole):
         super().reconcile()
         self._commits.clear()  # rebuilt from the replayed events: lost commits are not in them
         self._joined.clear()
-        self._vote_checked.clear()  # a vote may be gone: the step votes again
+        self.forget_claims(self._claimed)  # a claim may be gone: the step claims again
         self._volunteered.clear()
         self._evicted.clear()
         self._eviction_checked.clear()
@@ -98,6 +103,8 @@ class AggregatorRole(JobRole):
     async def step(self, job_id: int) -> bool:
         job = self._last_read[job_id] = await on_chain(self.jobs.job, job_id)
         if job.status != JobStatus.OPEN:
+            if job.current_round > 0 and job_id in self._joined:
+                await self.claim_share(job_id, job.current_round - 1)
             return await self.release_when_due(job_id, job)
         if job_id not in self._joined:  # a committee seat never changes once the job is sealed
             if not job.sealed:
@@ -114,21 +121,25 @@ class AggregatorRole(JobRole):
                 return True
             self._joined.add(job_id)
         round_ = job.current_round
-        if self.saved_proposal(job_id, round_, job.attempt) is not None and await self.voted(
-            job_id, round_
-        ):
-            # voted: the round is final once a quorum votes the same (also on restart), or, past
-            # its deadline without a quorum, it is reopened and the committee votes again
-            await self.reopen_when_due(job_id, job, "no pair reached the quorum")
+        if round_ > 0:
+            await self.claim_share(job_id, round_ - 1)  # before the next vote commit forfeits it
+        saved = self.saved_proposal(job_id, round_, job.attempt)
+        if saved is not None:
+            # aggregated: commit, then reveal; the round is final once a quorum reveals the same
+            # (also on restart), or, its attempt over without a quorum, it is reopened
+            await self.vote(job_id, job, *saved)
             return False
         trainers = (await self.members(job_id, job)).trainers
-        commits = await self.round_commits(job_id, round_, trainers, read_missing=False)
-        readiness = aggregation_readiness(job, commits, self.now())
-        if readiness.ready and len(committed(commits)) < len(trainers):
+        plan = await self.plan(job_id, job)
+        drawn = drawn_trainers(plan.spec, job_id, round_, trainers)  # all, without sampling
+        count = None if len(drawn) == len(trainers) else len(drawn)
+        commits = await self.round_commits(job_id, round_, drawn, read_missing=False)
+        readiness = aggregation_readiness(job, commits, self.now(), drawn=count)
+        if readiness.ready and len(committed(commits)) < len(drawn):
             # Going ahead without everyone: the events read so far may lag the chain (a node
             # catching up), so the chain itself must say who is missing.
-            commits = await self.round_commits(job_id, round_, trainers, read_missing=True)
-            readiness = aggregation_readiness(job, commits, self.now())
+            commits = await self.round_commits(job_id, round_, drawn, read_missing=True)
+            readiness = aggregation_readiness(job, commits, self.now(), drawn=count)
         if not readiness.ready:
             self.say_once(
                 ("wait", job_id, round_, readiness.reason),
@@ -139,9 +150,8 @@ class AggregatorRole(JobRole):
                 await self.reopen_when_due(job_id, job, readiness.reason)
             elif (job_id, round_) not in self._eviction_checked:
                 self._eviction_checked.add((job_id, round_))  # once a round that waits
-                await self.evict_absent(job_id, job, trainers)
+                await self.evict_absent(job_id, job, trainers, plan.spec)
             return False
-        plan = await self.plan(job_id, job)
         global_state = await self.global_state(job_id, job, plan)
         updates = await self.fetch_updates(job_id, job, plan, global_state, committed(commits))
         if updates is None:
@@ -159,20 +169,93 @@ class AggregatorRole(JobRole):
         digest = self.store_model(job_id, round_, new_state)
         index = {trainer.lower(): i for i, trainer in enumerate(trainers)}
         included = to_bitmap(index[address.lower()] for address, _, _ in updates)
-        # A vote already on chain means this node crashed between voting and saving it.
-        if job_id in self._vote_checked or not await self.voted(job_id, round_):
-            self._vote_checked.add(job_id)
-            receipt = await self.propose(job_id, round_, digest, included)
-            if receipt is None:
-                return False
-            log.info(
-                "Job %d round %d: proposed model %s with %d of %d trainers (%s).",
-                job_id, round_, digest[:16], len(updates), len(trainers), readiness.reason,
-            )  # fmt: skip
-            if self.finalized_by(receipt, job_id, round_):
-                log.info("Job %d round %d: finalized model %s.", job_id, round_, digest[:16])
-        self.save_proposal(job_id, round_, job.attempt, digest, included)
+        total_weight = sum(weight for _, _, weight in updates)
+        # The salt is saved before the commit goes out, so a restarted node can still reveal.
+        salt = os.urandom(32)
+        self.save_proposal(job_id, round_, job.attempt, digest, included, total_weight, salt)
+        log.info(
+            "Job %d round %d: proposed model %s with %d of %d trainers (%s); voting.",
+            job_id, round_, digest[:16], len(updates), len(trainers), readiness.reason,
+        )  # fmt: skip
+        await self.vote(job_id, job, digest, included, total_weight, salt)
         return False
+
+    # -- the vote: commit, reveal, claim ---------------------------------------------------------
+
+    async def vote(
+        self, job_id: int, job: Job, digest: str, included: int, total_weight: int, salt: bytes
+    ) -> None:
+        """One step of this node's vote for the current attempt: commit it, or reveal it once
+        the reveals are open, or (revealed) reopen the round when its attempt is over."""
+        round_ = job.current_round
+        if await self.voted(job_id, round_):
+            await self.reopen_when_due(job_id, job, "no result reached the quorum")
+            return
+        if not await on_chain(self.jobs.vote_committed, job_id, self.me):
+            commitment = vote_commitment(digest, included, total_weight, salt, self.me)
+            try:
+                await on_chain(self.jobs.commit_vote, job_id, round_, commitment)
+            except ContractRevert as exc:
+                if not await self.round_is_current(job_id, job):
+                    return
+                self.say_once(
+                    ("commit", job_id, round_, job.attempt),
+                    logging.WARNING,
+                    f"Job {job_id} round {round_}: vote not committed: {exc}",
+                )
+                await self.reopen_when_due(job_id, job, "the vote could not be committed")
+                return
+            log.info("Job %d round %d: vote committed.", job_id, round_)
+        if not await on_chain(self.jobs.reveals_open, job_id):
+            await self.reopen_when_due(job_id, job, "not every member committed a vote")
+            return
+        try:
+            receipt = await on_chain(
+                self.jobs.reveal, job_id, round_, digest, included, total_weight, salt
+            )
+        except ContractRevert:
+            if not await self.round_is_current(job_id, job):
+                log.info(
+                    "Job %d round %d: finalized before this node's vote was revealed.",
+                    job_id, round_,
+                )  # fmt: skip
+                return
+            raise
+        log.info("Job %d round %d: revealed its vote for model %s.", job_id, round_, digest[:16])
+        if self.finalized_by(receipt, job_id, round_):
+            log.info("Job %d round %d: finalized model %s.", job_id, round_, digest[:16])
+
+    async def round_is_current(self, job_id: int, job: Job) -> bool:
+        """Whether the job is still open in the same round and attempt as ``job`` says."""
+        now = await on_chain(self.jobs.job, job_id)
+        return now.status == JobStatus.OPEN and (now.current_round, now.attempt) == (
+            job.current_round, job.attempt,
+        )  # fmt: skip
+
+    async def claim_share(self, job_id: int, round_: int) -> None:
+        """Once a finalized round: claim this node's aggregator share (when it revealed the
+        result in the finalizing attempt), and challenge the members whose reveal for it is
+        provably wrong (the contract checks; a vote that may stand makes the call revert)."""
+        if (job_id, round_) in self._claimed:  # done once (an RPC failure tries again)
+            return
+        key = f"aggregator:claimed:{job_id}:{round_}"
+        if not self.ctx.state.get(key):
+            try:
+                await on_chain(self.jobs.claim_vote, job_id, round_)
+                log.info("Job %d round %d: claimed its aggregator share.", job_id, round_)
+            except ContractRevert as exc:  # not in the quorum, or claimed before a restart
+                log.debug("Job %d round %d: no aggregator share: %s", job_id, round_, exc)
+            self.ctx.state.set(key, "1")
+        for member in await on_chain(self.jobs.aggregators, job_id):
+            if member.lower() == self.me.lower():
+                continue
+            if await on_chain(self.jobs.provably_wrong, job_id, member):
+                try:
+                    await on_chain(self.jobs.challenge, job_id, member)
+                    log.warning("Job %d: challenged %s's provably wrong vote.", job_id, member)
+                except ContractRevert as exc:  # challenged by another member first
+                    log.debug("Job %d: no challenge of %s: %s", job_id, member, exc)
+        self._claimed.add((job_id, round_))
 
     # -- the committee, liveness and the stake lock ---------------------------------------------
 
@@ -228,9 +311,12 @@ class AggregatorRole(JobRole):
         except ContractRevert as exc:  # reopened by another aggregator first
             log.debug("Job %d: not reopened: %s", job_id, exc)
 
-    async def evict_absent(self, job_id: int, job: Job, trainers: list[str]) -> None:
+    async def evict_absent(
+        self, job_id: int, job: Job, trainers: list[str], spec: JobSpec
+    ) -> None:
         """Ask the contract to evict trainers that missed the last rounds (it checks the rule
-        itself; a trainer that may stay just makes the call revert, which costs nothing)."""
+        itself; a trainer that may stay just makes the call revert, which costs nothing). A
+        trainer the job's sampling left out of one of those rounds was not absent."""
         recent = range(max(0, job.current_round - MISSED_ROUNDS_ALLOWED), job.current_round)
         if len(recent) < MISSED_ROUNDS_ALLOWED:
             return
@@ -239,6 +325,8 @@ class AggregatorRole(JobRole):
             seen |= (await on_chain(self.jobs.round_result, job_id, past)).included
         for index, trainer in enumerate(trainers):
             if seen >> index & 1 or (job_id, trainer) in self._evicted:
+                continue
+            if any(not drawn_trainers(spec, job_id, past, [trainer]) for past in recent):
                 continue
             try:
                 await on_chain(self.jobs.evict, job_id, index)
@@ -433,18 +521,6 @@ class AggregatorRole(JobRole):
         self._stored[job_id] = (digest, state)
         return digest
 
-    async def propose(self, job_id: int, round_: int, digest: str, included: int) -> Receipt | None:
-        """Vote for (model, included): the vote's receipt, or None when the round was finalized
-        meanwhile (the contract refuses a vote once the quorum was reached)."""
-        try:
-            return await on_chain(self.jobs.propose, job_id, round_, digest, included)
-        except ContractRevert:
-            now = await on_chain(self.jobs.job, job_id)
-            if now.current_round > round_ or now.status != JobStatus.OPEN:
-                log.info("Job %d round %d: finalized before this node's vote.", job_id, round_)
-                return None
-            raise
-
     def finalized_by(self, receipt: Receipt, job_id: int, round_: int) -> bool:
         """Whether this vote completed the quorum: the contract then finalized the round in the
         same transaction, and the receipt holds its ``RoundFinalized``."""
@@ -455,15 +531,25 @@ class AggregatorRole(JobRole):
 
     # -- what this node proposed, so it aggregates a round once, also across a restart ----------
 
-    def saved_proposal(self, job_id: int, round_: int, attempt: int) -> tuple[str, int] | None:
-        raw = self.ctx.state.get(f"aggregator:proposal:{job_id}:{round_}:{attempt}")
+    def saved_proposal(
+        self, job_id: int, round_: int, attempt: int
+    ) -> tuple[str, int, int, bytes] | None:
+        """(model hash, included bitmap, total weight, salt) of this node's vote, if saved."""
+        raw = self.ctx.state.get(f"aggregator:vote:{job_id}:{round_}:{attempt}")
         if raw is None:
             return None
-        digest, included = raw.split(":")
-        return digest, int(included)
+        digest, included, total_weight, salt = raw.split(":")
+        return digest, int(included), int(total_weight), bytes.fromhex(salt)
 
     def save_proposal(
-        self, job_id: int, round_: int, attempt: int, digest: str, included: int
+        self,
+        job_id: int,
+        round_: int,
+        attempt: int,
+        digest: str,
+        included: int,
+        total_weight: int,
+        salt: bytes,
     ) -> None:
-        key = f"aggregator:proposal:{job_id}:{round_}:{attempt}"
-        self.ctx.state.set(key, f"{digest}:{included}")
+        key = f"aggregator:vote:{job_id}:{round_}:{attempt}"
+        self.ctx.state.set(key, f"{digest}:{included}:{total_weight}:{salt.hex()}")

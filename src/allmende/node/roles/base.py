@@ -57,6 +57,7 @@ class JobRole(ABC):
         self.section = section
         self.policy: ConsentPolicy = section.policy
         self.poll_seconds = section.poll_seconds
+        self.max_clock_lead = section.max_clock_lead_seconds
         self.refresh_seconds = section.refresh_seconds
         self.plans: dict[int, JobPlan] = {}
         self.refused: set[int] = set()
@@ -65,6 +66,7 @@ class JobRole(ABC):
         self._challenge_window: int | None = None
         self._consider_slots = asyncio.Semaphore(section.max_parallel_considers)
         self._clock_ahead = 0.0  # seconds the chain's clock runs ahead of this machine's
+        self._clock_capped = False  # whether the newest block was further ahead than believed
         self._newest_block_time: int | None = None
 
     # -- the loop ------------------------------------------------------------------------------
@@ -147,11 +149,22 @@ class JobRole(ABC):
         timestamp, when a new one is read (a chain that gives each block one second more than
         the last runs ahead, a dev chain whose time was moved forward too); deadlines are then
         judged in chain time (:meth:`now`), which goes on with this machine's clock between
-        blocks. A chain behind is not followed: an idle dev chain's newest block is simply old."""
+        blocks. A chain behind is not followed: an idle dev chain's newest block is simply old;
+        nor one further ahead than ``max_clock_lead_seconds`` (a hostile endpoint's far-future
+        timestamps would otherwise make every deadline look passed)."""
         if block_time == self._newest_block_time:
             return
         self._newest_block_time = block_time
-        self._clock_ahead = max(0.0, block_time - time.time())
+        ahead = block_time - time.time()
+        capped = ahead > self.max_clock_lead
+        if capped and not self._clock_capped:  # said once, until the lead is believable again
+            log.warning(
+                "The chain's newest block is %.0f s ahead of this machine's clock; deadlines are "
+                "judged at most %.0f s ahead (max_clock_lead_seconds). Check this machine's "
+                "clock and the RPC endpoint.", ahead, self.max_clock_lead,
+            )  # fmt: skip
+        self._clock_capped = capped
+        self._clock_ahead = min(max(0.0, ahead), self.max_clock_lead)
 
     def now(self) -> float:
         """The chain's time as best known: this machine's clock, plus how far the chain's runs
@@ -166,6 +179,13 @@ class JobRole(ABC):
         and blobs by hash, proposals computed (checked against the chain before reuse)."""
         self._members = MemberCache(self.jobs)
         log.warning("The %s role is reconciling its state with the chain.", self.name)
+
+    def forget_claims(self, claimed: set[tuple[int, int]]) -> None:
+        """Claim again the shares of ``claimed`` (job, round) pairs: a claim sent in blocks the
+        chain lost is gone, and one that stands reverts cheaply when sent again."""
+        for job_id, round_ in claimed:
+            self.ctx.state.set(f"{self.name}:claimed:{job_id}:{round_}", "")
+        claimed.clear()
 
     def observe(self, event: ChainEvent) -> None:  # noqa: B027 - a hook; most roles need none
         """See every event as it is read, before any step (roles keep what saves them reads)."""

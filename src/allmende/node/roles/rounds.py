@@ -39,8 +39,12 @@ def committed(commits: Mapping[str, Commit]) -> dict[str, Commit]:
     return {trainer: commit for trainer, commit in commits.items() if commit.weight > 0}
 
 
-def aggregation_readiness(job: Job, commits: Mapping[str, Commit], now: float) -> Readiness:
-    """Whether the current round of ``job`` can be aggregated, given every trainer's commit."""
+def aggregation_readiness(
+    job: Job, commits: Mapping[str, Commit], now: float, *, drawn: int | None = None
+) -> Readiness:
+    """Whether the current round of ``job`` can be aggregated, given every trainer's commit.
+    ``drawn``: with trainer sampling (``[privacy] sample_rate``), how many trainers were drawn
+    into the round; all of them committed is then enough."""
     done = committed(commits)
     if deadline_passed(job, now):
         if len(done) >= job.min_trainers:
@@ -56,6 +60,8 @@ def aggregation_readiness(job: Job, commits: Mapping[str, Commit], now: float) -
         return Readiness(
             False, f"{active} of {job.max_trainers} trainers joined; waiting for the rest"
         )
+    if drawn is not None:
+        active = min(active, drawn)
     if active == 0 or len(done) < active:
         return Readiness(False, f"{len(done)} of {active} trainers committed")
     return Readiness(True, f"all {active} trainers committed")

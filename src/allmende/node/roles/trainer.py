@@ -2,8 +2,8 @@
 
 A round's flow, one seam a step (later work adds traces, DP and compression here)::
 
-    fetch model r by hash -> train deterministically -> encode the update -> commit its hash
-    -> serve the update blob
+    fetch model r by hash -> train deterministically -> clip and noise (a job with [privacy])
+    -> encode the update -> charge the privacy ledger -> commit its hash -> serve the update blob
 
 The update blob names its author (:func:`~allmende.node.jobdata.update_metadata`: job, round,
 this node's address), so the same bytes committed by another trainer are left out as a copy.
@@ -25,7 +25,7 @@ import asyncio
 import hashlib
 import logging
 
-from allmende.chain import ROLE_TRAINER, Job, JobStatus
+from allmende.chain import ROLE_TRAINER, Job, Jobs, JobStatus
 from allmende.chain.events import (
     CommitteeSealed,
     JobCancelled,
@@ -36,15 +36,18 @@ from allmende.chain.events import (
     RoundReopened,
     TrainerEvicted,
 )
+from allmende.errors import ContractRevert
 from allmende.learn.task import LocalData, Task, seeded_state
 from allmende.learn.train import TORCH_LOCK, derive_seed, train_local
 from allmende.node.config import TrainerSection
-from allmende.node.context import on_chain
+from allmende.node.context import NodeContext, on_chain
+from allmende.node.directory import PeerDirectory
 from allmende.node.jobdata import State, hex_hash, update_metadata
 from allmende.node.jobspec import JobSpec
 from allmende.node.roles.base import JobRole
 from allmende.node.roles.plan import JobPlan
 from allmende.node.roles.policy import Verdict
+from allmende.node.roles.privacy import TrainerPrivacyGate
 from allmende.node.roles.rounds import deadline_passed
 from allmende.store.codec import encode_state
 
@@ -73,6 +76,8 @@ class TrainerRole(JobRole):
         self._committed: dict[int, int] = {}  # job id -> last round this node committed in
         self._joined: set[int] = set()
         self._active_in: dict[int, int] = {}  # job id -> round in which it was last seen active
+        self._claimed: set[tuple[int, int]] = set()  # (job, round) whose share was asked for
+        self.privacy = TrainerPrivacyGate(section.privacy, section.dataset)  # roles/privacy.py
 
     def stake_for(self, job: Job) -> int:
         return job.trainer_stake
@@ -82,22 +87,32 @@ class TrainerRole(JobRole):
         self._committed.clear()  # a commit may be gone: commit_of says, and it is sent again
         self._joined.clear()
         self._active_in.clear()
+        self.forget_claims(self._claimed)  # a claim may be gone: the step claims again
+
+    def attach(self, ctx: NodeContext, *, jobs: Jobs, directory: PeerDirectory) -> None:
+        super().attach(ctx, jobs=jobs, directory=directory)
+        self.privacy.attach(ctx.state, jobs_address=getattr(jobs, "address", ""))
 
     def admits(self, job: Job, spec: JobSpec) -> Verdict:
         if job.n_active_trainers >= job.max_trainers:
             return Verdict(False, f"the job already has its {job.max_trainers} trainers")
-        return Verdict(True)
+        return self.privacy.admits(spec)
 
     async def step(self, job_id: int) -> bool:
         job = await on_chain(self.jobs.job, job_id)
         if job.status != JobStatus.OPEN:
+            await self.claim_shares(job_id, job)
             return await self.release_when_due(job_id, job)
+        if job_id in self._joined:  # before this round's commit overwrites round r - 2's
+            await self.claim_shares(job_id, job, back=(2,))
         if self._committed.get(job_id) == job.current_round:
+            await self.claim_shares(job_id, job, back=(1,))  # e.g. after a restart
             return False  # committed; wait for the round to be finalized
         if job_id not in self._joined:  # a trainer's place in a job is kept unless evicted
             if await on_chain(self.jobs.trainer_index, job_id, self.me) is None:
                 return await self.consider(job_id, job)
             self._joined.add(job_id)
+            await self.claim_shares(job_id, job, back=(2,))  # a new process too, before it commits
         if not job.sealed:
             self.say_once(
                 ("unsealed", job_id), logging.INFO,
@@ -128,11 +143,20 @@ class TrainerRole(JobRole):
             )
             return False
         plan = await self.plan(job_id, job)
+        verdict = self.privacy.gate(plan, job_id, round_, self.me)
+        if not verdict.accepted:
+            self.say_once(
+                ("privacy", job_id, round_),
+                logging.INFO,
+                f"Job {job_id} round {round_}: not contributing: {verdict.reason}.",
+            )
+            return False
         model = await self.fetch_model(job_id, job, plan)
         update, examples, metrics = await asyncio.to_thread(self.train, plan, model, job_id, round_)
         weight = plan.spec.weight_of(examples)
         blob = self.encode_update(job_id, round_, update)
         digest = hashlib.sha256(blob).hexdigest()
+        self.privacy.charge(plan, job_id, round_)  # durable before the update can leave
         try:
             await self.commit(job_id, round_, digest, weight)
         except BaseException:
@@ -144,6 +168,7 @@ class TrainerRole(JobRole):
             "Job %d round %d: trained on %d examples (loss %.4f), committed update %s.",
             job_id, round_, examples, metrics["loss"], digest[:16],
         )  # fmt: skip
+        await self.claim_shares(job_id, job, back=(1,))  # the round before, off the round's path
         return False
 
     # -- the round's seams ---------------------------------------------------------------------
@@ -156,8 +181,9 @@ class TrainerRole(JobRole):
         self, plan: JobPlan, model: State, job_id: int, round_: int
     ) -> tuple[State, int, dict[str, float]]:
         """Deterministic local training (runs in a worker thread; train_local takes the torch
-        lock, one torch job at a time)."""
-        return train_local(
+        lock, one torch job at a time), clipped and noised for a job with ``[privacy]`` (the
+        noise is seeded by this node's secret, so training again gives the same bytes)."""
+        update, examples, metrics = train_local(
             plan.task,
             model,
             self.local_data(plan.task),
@@ -165,6 +191,7 @@ class TrainerRole(JobRole):
             seed=derive_seed(job_id, round_, self.me),
             device=self.section.device,
         )
+        return self.privacy.privatize(plan, model, update, job_id, round_), examples, metrics
 
     def encode_update(self, job_id: int, round_: int, update: State) -> bytes:
         """The update as a canonical blob naming its job, round and author (this node)."""
@@ -198,6 +225,37 @@ class TrainerRole(JobRole):
 
     async def commit(self, job_id: int, round_: int, digest: str, weight: int) -> None:
         await on_chain(self.jobs.commit_update, job_id, round_, digest, weight)
+
+    async def claim_shares(self, job_id: int, job: Job, *, back: tuple[int, ...] = (2, 1)) -> None:
+        """Claim this node's share of the finalized rounds ``back`` rounds before the current
+        one, once each: the contract keeps a trainer's commits of its last two rounds, so a
+        share is claimed before the commit two rounds later (or it stays with the job's owner).
+        The step claims round r - 2 before its commit (that is due only after a restart or a
+        missed round) and round r - 1 after it, so claims never hold up training."""
+        rounds = [
+            round_
+            for round_ in (job.current_round - b for b in back)
+            if round_ >= 0
+            and (job_id, round_) not in self._claimed
+            and not self.ctx.state.get(f"trainer:claimed:{job_id}:{round_}")
+        ]
+        if not rounds:
+            return
+        index = await on_chain(self.jobs.trainer_index, job_id, self.me)
+        for round_ in rounds:  # marked once asked (an RPC failure asks again next step)
+            key = f"trainer:claimed:{job_id}:{round_}"
+            if index is None:
+                self._claimed.add((job_id, round_))
+                continue
+            result = await on_chain(self.jobs.round_result, job_id, round_)
+            if result.included >> index & 1:
+                try:
+                    await on_chain(self.jobs.claim, job_id, round_, result)
+                    log.info("Job %d round %d: claimed its trainer share.", job_id, round_)
+                except ContractRevert as exc:  # claimed before a restart, or too late
+                    log.info("Job %d round %d: no trainer share: %s", job_id, round_, exc)
+            self._claimed.add((job_id, round_))
+            self.ctx.state.set(key, "1")
 
     def check_plan(self, plan: JobPlan) -> None:
         """Load the node's data as the job's task and options read it: a file that does not
