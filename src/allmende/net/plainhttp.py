@@ -17,10 +17,12 @@ that allows it.
 
 A large blob is most of a round's bytes, so its body is read with as little Python as
 possible: once the headers say ``Content-Length``, the rest of the body is received straight
-into one reusable buffer of :data:`READ_BYTES` (``recv_into``, never more than the announced
-length) and handed to ``on_body`` as a view of that buffer, without the parser and without a
-copy per piece. The connection is a plain non-blocking socket driven by the event loop's
-``sock_*`` calls.
+into two reusable buffers of :data:`READ_BYTES` in turn (``recv_into``, never more than the
+announced length), without the parser and without a copy per piece; a worker thread hands each
+piece to ``on_body`` (which hashes and writes it, releasing the GIL) while the event loop
+receives the next. Bytes past the announced length make the connection unusable for another
+request. The connection is a plain non-blocking socket driven by the event loop's ``sock_*``
+calls.
 """
 
 from __future__ import annotations
