@@ -11,7 +11,10 @@
    against a plain PyTorch FedAvg loop over the same shards (:mod:`text`).
 6. ``privacy``: final accuracy against ε (1, 2, 4, 8, no DP) with 20 trainers on digits and on
    a tabular task, both noise placements (:mod:`privacy`, an in-process simulation).
-7. ``large_model``: a 50M-parameter FedAvg round through real node processes: peak memory per
+7. ``verification``: compute mode's check: how often sampled re-execution catches each cheating
+   provider, per fraction of faked steps, and the verifier's compute as a share of training
+   (:mod:`verification`, in process).
+8. ``large_model``: a 50M-parameter FedAvg round through real node processes: peak memory per
    node, transfer speed against ``hashlib.sha256``, same bytes as plain PyTorch
    (:mod:`large_model`).
 
@@ -23,7 +26,7 @@ here prints "not run" with the reason and is recorded as such.
 The FedAvg columns run ``--repeats`` times in turn and the table shows each column's median run.
 
 Run: ``python benchmarks/run_all.py [--only fedavg,robustness,scale,security,text,privacy,
-large_model] [--rounds N] [--repeats N]``.
+verification,large_model] [--rounds N] [--repeats N]``.
 """
 
 from __future__ import annotations
@@ -49,7 +52,10 @@ BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 LOG_DIR = RESULTS_DIR / "logs"
 COLUMN_TIMEOUT_S = 1800.0
-BENCHMARKS = ("fedavg", "robustness", "scale", "security", "text", "privacy", "large_model")
+BENCHMARKS = (
+    "fedavg", "robustness", "scale", "security", "text", "privacy", "verification",
+    "large_model",
+)
 DEFAULT_REPEATS = 3  # a shared 2-core machine's speed drifts by half within minutes
 MIN_CONSOLE_WIDTH = 150  # the tables are wide; piped output would otherwise wrap at 80
 
@@ -258,6 +264,15 @@ def bench_privacy(job: FedAvgJob, *, console: Console) -> dict[str, Any]:
     return result
 
 
+def bench_verification(job: FedAvgJob, *, console: Console) -> dict[str, Any]:
+    """Table 7: detection of cheating compute providers (the FedAvg job is not used)."""
+    try:
+        import verification
+    except ImportError as error:
+        raise NotRun(f"benchmarks/verification.py cannot be imported ({error})") from error
+    return verification.run_table(progress=console.print)
+
+
 def write_result(name: str, result: dict[str, Any], machine: dict[str, Any]) -> Path:
     """``benchmarks/results/<name>.json`` with the machine description."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -299,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         "security": bench_security,
         "text": functools.partial(bench_text, rounds=args.rounds),
         "privacy": bench_privacy,
+        "verification": bench_verification,
         "large_model": bench_large_model,
     }
     failures: list[str] = []
@@ -326,6 +342,12 @@ def main(argv: list[str] | None = None) -> int:
                 failures.append(f"security: attacks that took wei or stalled: {', '.join(broken)}")
         elif name == "text" and "not_run" not in result and not result["bit_identical"]:
             failures.append("text: the byte-gpt models of Allmende and PyTorch differ")
+        elif name == "verification" and "not_run" not in result:
+            import verification
+
+            verification.print_table(result, console=console)
+            if not result["goal"]["met"]:
+                failures.append("verification: the detection or overhead goal is not met")
         elif name == "large_model" and "not_run" not in result and not result["bit_identical"]:
             failures.append("large_model: the aggregated model differs from plain PyTorch's")
         console.print(f"  written: {path.relative_to(BENCH_DIR.parent)}")

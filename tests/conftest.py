@@ -93,3 +93,19 @@ def devnet_slot(tmp_path: Path) -> Iterator[DevnetSlot]:
         yield slot
     finally:
         kill_devnet_group(slot.state_dir)
+
+
+@pytest.fixture
+def boa_anchor() -> Iterator[None]:
+    """Roll titanoboa's chain back after the test, and its record of written storage too.
+
+    ``boa.env.anchor()`` restores the chain but not the record of which storage slots were
+    written, and the next test deploys its contracts at the same addresses: a revert would then
+    decode one contract's slots with another contract's layout and fail in the error message.
+    """
+    import boa  # only the tests that use titanoboa pay for importing it
+
+    written = {account: set(slots) for account, slots in boa.env.sstore_trace.items()}
+    with boa.env.anchor():
+        yield
+    boa.env.sstore_trace = written

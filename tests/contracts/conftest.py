@@ -6,7 +6,6 @@ Contracts compile once per session from ``contracts/``; every test runs inside a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import boa
@@ -25,9 +24,7 @@ from hypothesis import settings
 
 # `make test`: 55 examples of up to 50 steps (hypothesis ends some early: about 2,400 steps
 # run, and the test requires 2,000); `make test-long`: 400 of up to 100 (it requires 30,000).
-settings.register_profile(
-    "contracts", stateful_step_count=50, max_examples=55, deadline=None
-)
+settings.register_profile("contracts", stateful_step_count=50, max_examples=55, deadline=None)
 settings.register_profile(
     "contracts-long", stateful_step_count=100, max_examples=400, deadline=None
 )
@@ -49,9 +46,8 @@ def receiver_deployer() -> Any:
 
 
 @pytest.fixture(autouse=True)
-def _rollback() -> Iterator[None]:
-    with boa.env.anchor():
-        yield
+def _rollback(boa_anchor: None) -> None:
+    """Every contract test runs on a chain rolled back after it (see ``boa_anchor``)."""
 
 
 @pytest.fixture
@@ -73,5 +69,3 @@ def jobs(jobs_deployer: Any, registry: Any, admin: str) -> Any:
         )
         registry.set_first_slasher(contract.address)
     return contract
-
-

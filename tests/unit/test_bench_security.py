@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import boa
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -20,9 +18,8 @@ FIELDS = {"name", "defence", "wei_taken", "rounds_stalled"}
 
 
 @pytest.fixture(autouse=True)
-def _rollback() -> Iterator[None]:
-    with boa.env.anchor():
-        yield
+def _rollback(boa_anchor: None) -> None:
+    """Every attack runs on a chain rolled back after it (see ``boa_anchor``)."""
 
 
 def test_every_attack_gives_one_measured_row_and_none_succeeds() -> None:

@@ -10,7 +10,8 @@ def test_all_names_exist_and_nothing_else_is_public_by_accident() -> None:
     for name in allmende.__all__:
         assert hasattr(allmende, name), f"allmende.__all__ names {name!r}, which is missing"
     public = {n for n in vars(allmende) if not n.startswith("_")}
-    subpackages = {"errors", "chain", "net", "store", "learn", "node", "cli", "privacy"}
+    subpackages = {"errors", "chain", "net", "store", "learn", "node", "cli", "privacy",
+                   "verify"}
     assert public - subpackages <= set(allmende.__all__)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -606,7 +607,7 @@ def make_node(path: Path, network: dict[str, bytes] | None = None) -> SimpleName
     peers = FakePeers(store, network)
     chain = SimpleNamespace(
         registry=FakeRegistry(),
-        deployment=SimpleNamespace(jobs=SimpleNamespace(address=JOBS_ADDRESS)),
+        deployment=SimpleNamespace(chain_id=1, jobs=SimpleNamespace(address=JOBS_ADDRESS)),
     )
     return SimpleNamespace(
         address=ME, store=store, state=state, peers=peers, require_peers=lambda: peers,
@@ -1549,3 +1550,13 @@ def test_a_far_future_block_is_believed_only_max_clock_lead_ahead(monkeypatch, c
     assert caplog.text.count("ahead of this machine's clock") == 1
     role.follow_chain_clock(1_030)  # believable again
     assert role.now() == 1_030.0
+
+
+def test_the_clock_lead_bound_is_300_s_on_a_public_chain_and_none_on_a_devnet() -> None:
+    """Unset, ``max_clock_lead_seconds`` bounds a public chain's clock to 300 s ahead; a devnet's
+    clock is moved forward by hand (``advance_time``) and believed however far ahead; a value
+    set in the config holds on both."""
+    unset, set_ = TrainerSection(), TrainerSection(max_clock_lead_seconds=60)
+    assert unset.clock_lead_bound(1) == 300.0
+    assert unset.clock_lead_bound(31337) == math.inf
+    assert set_.clock_lead_bound(1) == set_.clock_lead_bound(31337) == 60.0

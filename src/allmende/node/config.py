@@ -55,6 +55,7 @@ that is not installed on it, whatever its policy says.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -317,6 +318,8 @@ class RoleSection(ConsentPolicy):
     ``max_clock_lead_seconds``: how far ahead of this machine's clock the chain's may be taken
     to run (deadlines are judged in chain time); a newer block further ahead is believed only
     that far, so an endpoint sending far-future timestamps cannot make the node skip rounds.
+    Unset, it is 300 s, except on a devnet chain id, whose clock is moved forward by hand (a
+    test's ``advance_time``) and is believed however far ahead it runs.
     """
 
     poll_seconds: float = Field(default=DEFAULT_POLL_SECONDS, gt=0)
@@ -324,7 +327,13 @@ class RoleSection(ConsentPolicy):
     step_budget_seconds: float = Field(default=DEFAULT_STEP_BUDGET_SECONDS, gt=0)
     spec_fetch_seconds: float = Field(default=DEFAULT_SPEC_FETCH_SECONDS, gt=0)
     max_parallel_considers: int = Field(default=DEFAULT_PARALLEL_CONSIDERS, ge=1)
-    max_clock_lead_seconds: float = Field(default=DEFAULT_MAX_CLOCK_LEAD_SECONDS, ge=0)
+    max_clock_lead_seconds: float | None = Field(default=None, ge=0)
+
+    def clock_lead_bound(self, chain_id: int) -> float:
+        """The most the chain's clock is believed to run ahead on chain ``chain_id``."""
+        if self.max_clock_lead_seconds is not None:
+            return self.max_clock_lead_seconds
+        return math.inf if chain_id in DEVNET_CHAIN_IDS else DEFAULT_MAX_CLOCK_LEAD_SECONDS
 
     @property
     def policy(self) -> ConsentPolicy:

@@ -57,7 +57,7 @@ class JobRole(ABC):
         self.section = section
         self.policy: ConsentPolicy = section.policy
         self.poll_seconds = section.poll_seconds
-        self.max_clock_lead = section.max_clock_lead_seconds
+        self.max_clock_lead = section.clock_lead_bound(0)  # as on a public chain until attached
         self.refresh_seconds = section.refresh_seconds
         self.plans: dict[int, JobPlan] = {}
         self.refused: set[int] = set()
@@ -141,6 +141,8 @@ class JobRole(ABC):
         """Give the role its node, chain binding and peer directory (``run`` does this)."""
         self.ctx = ctx
         self.jobs = jobs
+        if ctx.chain is not None:
+            self.max_clock_lead = self.section.clock_lead_bound(ctx.chain.deployment.chain_id)
         self.directory = directory
         self._members = MemberCache(jobs)
 
