@@ -16,6 +16,9 @@
 7. ``verification``: compute mode's check: how often sampled re-execution catches each cheating
    provider, per fraction of faked steps, and the verifier's compute as a share of training
    (:mod:`verification`, in process).
+8. ``large_model``: a 50M-parameter FedAvg round through real node processes: peak memory per
+   node, transfer speed against ``hashlib.sha256``, same bytes as plain PyTorch
+   (:mod:`large_model`).
 
 Each column runs as its own process, watched by :mod:`proctree` (memory of its whole process
 tree); its wall time runs from just before the process is started to the moment the script says
@@ -25,7 +28,7 @@ here prints "not run" with the reason and is recorded as such.
 The FedAvg columns run ``--repeats`` times in turn and the table shows each column's median run.
 
 Run: ``python benchmarks/run_all.py [--only fedavg,robustness,scale,security,text,privacy,
-verification] [--rounds N] [--repeats N]``.
+verification,large_model] [--rounds N] [--repeats N]``.
 """
 
 from __future__ import annotations
@@ -51,7 +54,10 @@ BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 LOG_DIR = RESULTS_DIR / "logs"
 COLUMN_TIMEOUT_S = 1800.0
-BENCHMARKS = ("fedavg", "robustness", "scale", "security", "text", "privacy", "verification")
+BENCHMARKS = (
+    "fedavg", "robustness", "scale", "security", "text", "privacy", "verification",
+    "large_model",
+)
 DEFAULT_REPEATS = 3  # a shared 2-core machine's speed drifts by half within minutes
 MIN_CONSOLE_WIDTH = 150  # the tables are wide; piped output would otherwise wrap at 80
 
@@ -220,6 +226,24 @@ def bench_text(job: FedAvgJob, *, console: Console, rounds: int | None) -> dict[
     return result
 
 
+def bench_large_model(job: FedAvgJob, *, console: Console) -> dict[str, Any]:
+    """The 50M-parameter round: ``benchmarks/large_model.py`` as its own watched process (the
+    FedAvg job is not used)."""
+    out = RESULTS_DIR / "raw" / "large_model.json"
+    out.unlink(missing_ok=True)
+    log = LOG_DIR / "large_model.log"
+    console.print(f"  running large_model.py ... (log: {log.relative_to(BENCH_DIR.parent)})")
+    command = [_project_python(), str(BENCH_DIR / "large_model.py"), "--out", str(out)]
+    code, _, memory = run_watched(command, log_path=log, timeout_s=COLUMN_TIMEOUT_S)
+    if not out.is_file():
+        raise NotRun(f"large_model.py exited with code {code}; read {log.name} in {LOG_DIR.name}/")
+    result: dict[str, Any] = json.loads(out.read_text())
+    result.pop("machine", None)  # write_result adds it
+    result["memory"] = memory.as_json()
+    console.print(log.read_text().strip())
+    return result
+
+
 def bench_privacy(job: FedAvgJob, *, console: Console) -> dict[str, Any]:
     """The privacy figures: ``benchmarks/privacy.py`` (both parts, the accuracy against ε and
     secure aggregation's cost) as its own watched process (the FedAvg job is not used)."""
@@ -289,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         "text": functools.partial(bench_text, rounds=args.rounds),
         "privacy": bench_privacy,
         "verification": bench_verification,
+        "large_model": bench_large_model,
     }
     failures: list[str] = []
     for name in chosen:
@@ -321,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
             verification.print_table(result, console=console)
             if not result["goal"]["met"]:
                 failures.append("verification: the detection or overhead goal is not met")
+        elif name == "large_model" and "not_run" not in result and not result["bit_identical"]:
+            failures.append("large_model: the aggregated model differs from plain PyTorch's")
         console.print(f"  written: {path.relative_to(BENCH_DIR.parent)}")
     for failure in failures:
         console.print(f"[red]{failure}[/red]")

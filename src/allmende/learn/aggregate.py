@@ -47,6 +47,7 @@ from allmende.learn.rules import (
     rule_params,
 )
 from allmende.learn.train import TORCH_LOCK
+from allmende.store.codec import all_finite
 
 State = dict[str, Tensor]
 Update = tuple[str, State, int]
@@ -79,7 +80,7 @@ def check_update(update: State, reference_state: State) -> None:
                 f"Entry '{key}' of the update has shape {tuple(value.shape)} and dtype "
                 f"{value.dtype}, the model has {tuple(ref.shape)} and {ref.dtype}; exclude it."
             )
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        if value.is_floating_point() and not all_finite(value):
             raise AggregationError(
                 f"Entry '{key}' of the update holds NaN or infinite values; exclude it."
             )
@@ -181,17 +182,33 @@ def robust_delta(deltas: Tensor, config: RuleParams) -> Tensor:
 
 
 def fedavg(global_state: State, states: list[State], weights: list[int]) -> State:
-    """``sum(w_i * model_i) / sum(w_i)`` per entry, float32, in the given order."""
+    """``sum(w_i * model_i) / sum(w_i)`` per entry, float32, in the given order.
+
+    Exactly ``acc = acc + w_i * model_i[k]``, element by element in address order, then
+    ``acc / W``; but each step writes into a buffer (``out=``) instead of a new tensor, and the
+    updates are summed one after another (every entry of one before the next), so the sum
+    holds one model (``acc``) and one scratch tensor the size of the largest entry, and each
+    update is read once, start to end (a mapped blob file is streamed through). Same bits.
+    """
     total = sum(weights)  # exact integer
+    floating = [key for key, ref in global_state.items() if ref.is_floating_point()]
+    acc = {key: torch.zeros_like(global_state[key]) for key in floating}  # one model
+    scratch: dict[torch.dtype, Tensor] = {}  # (largest entry of the dtype,)
+    for key in floating:
+        ref = global_state[key]
+        if ref.dtype not in scratch or scratch[ref.dtype].numel() < ref.numel():
+            scratch[ref.dtype] = torch.empty(ref.numel(), dtype=ref.dtype)
+    for weight, state in zip(weights, states, strict=True):
+        for key in floating:
+            term = scratch[acc[key].dtype][: acc[key].numel()].view(acc[key].shape)
+            torch.mul(state[key], weight, out=term)  # w_i * model_i[k]
+            torch.add(acc[key], term, out=acc[key])  # acc + w_i * model_i[k]
     new: State = {}
     for key, ref in global_state.items():
-        if not ref.is_floating_point():
+        if key in acc:
+            new[key] = torch.div(acc[key], total, out=acc[key])  # acc / W
+        else:
             new[key] = ref.clone()
-            continue
-        acc = torch.zeros_like(ref)  # same shape and dtype as the parameter
-        for weight, state in zip(weights, states, strict=True):
-            acc = acc + weight * state[key]
-        new[key] = acc / total
     return new
 
 

@@ -11,8 +11,10 @@
 
 Blobs are only served, never uploaded: peers pull what they need by hash, and local tools put
 blobs into their own node's store directly (``allmende node put``). A full ``GET`` re-hashes the
-blob while it streams; a blob found corrupted is quarantined (the next request gets 404) and the
-peer, which checks the hash itself, fetches it elsewhere. ``Range`` and ``HEAD`` are served from
+blob while it streams (a large one goes out with ``sendfile``, :mod:`allmende.net.zerocopy`, and
+is not hashed again if this node hashed it within the store's ``recheck_seconds``); a blob found
+corrupted is quarantined (the next request gets 404) and the peer, which checks the hash
+itself, fetches it elsewhere. ``Range`` and ``HEAD`` are served from
 the file without hashing (a ranged reader checks the hash of the whole when it has it).
 
 Every refusal is a 4xx JSON body ``{"detail": "..."}`` saying what was wrong; an unexpected error
@@ -41,6 +43,7 @@ from allmende.errors import (
     MessageError,
     StoreError,
 )
+from allmende.net.fairshare import SENDFILE_EXTENSION
 from allmende.net.limits import DEFAULT_MAX_MESSAGE_BYTES, MAX_MESSAGE_TTL_SECONDS
 from allmende.net.messages import (
     MessageDomain,
@@ -50,6 +53,7 @@ from allmende.net.messages import (
 )
 from allmende.net.metrics import NodeMetrics
 from allmende.net.signers import SignerCheck
+from allmende.net.zerocopy import SendOutcome
 from allmende.store.blobs import BlobStore
 from allmende.store.state import StateDB
 
@@ -297,13 +301,16 @@ BLOB_PATH = "/v1/blobs/"
 
 
 def direct_blob_gets(app: ASGIApp, *, store: BlobStore, metrics: NodeMetrics) -> ASGIApp:
-    """``app`` with whole-blob ``GET``s of small blobs answered before FastAPI sees them.
+    """``app`` with whole-blob ``GET``s answered before FastAPI sees them.
 
     Every round each trainer downloads the model and the aggregator every update, all blobs
     under :data:`SERVE_CHUNK_BYTES`; FastAPI's routing, middleware and response classes cost
     more CPU per such request than reading and hashing the blob. The answer is the route's
-    own: the same bytes, headers, hash check, quarantine and metrics. Anything else (``HEAD``,
-    ``Range``, a bad name, a missing or large blob, other paths) goes to ``app``.
+    own: the same bytes, headers, hash check, quarantine and metrics. A larger blob goes out
+    with ``sendfile`` where the server offers it (:data:`SENDFILE_EXTENSION`,
+    :mod:`allmende.net.zerocopy`): hashed as it is sent, as the streamed route hashes it.
+    Anything else (``HEAD``, ``Range``, a bad name, a missing blob, other paths, a large blob
+    when no send thread is free) goes to ``app``.
     """
 
     async def serve(
@@ -336,9 +343,44 @@ def direct_blob_gets(app: ASGIApp, *, store: BlobStore, metrics: NodeMetrics) ->
                 await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
                 return
+            sendfile = scope.get("extensions", {}).get(SENDFILE_EXTENSION)
+            if sendfile is not None and await _send_large(store, digest, metrics, send, sendfile):
+                return
         await app(scope, receive, send)
 
     return serve
+
+
+async def _send_large(
+    store: BlobStore,
+    digest: str,
+    metrics: NodeMetrics,
+    send: Callable[[Any], Awaitable[None]],
+    sendfile: Callable[..., Awaitable[SendOutcome | None]],
+) -> bool:
+    """Serve stored blob ``digest`` with ``sendfile``; False, with nothing sent, when it is not
+    stored, not a valid name, or ``sendfile`` declines (the route then answers)."""
+    try:
+        path, size = store.path(digest), store.size(digest)
+    except (BlobNameError, BlobNotFound):
+        return False
+    headers = [
+        (b"content-type", b"application/octet-stream"),
+        (b"content-length", str(size).encode()),
+        (b"accept-ranges", b"bytes"),
+    ]
+    served = metrics.blob_requests.labels("served").inc
+    verify = not store.checked_lately(digest)  # hashed by this node lately: not again
+    outcome = await sendfile(send, headers, path, size, served, verify)
+    if outcome is None:
+        return False
+    metrics.blob_bytes_served.inc(outcome.sent)
+    if outcome.digest is not None and outcome.digest != digest:
+        metrics.corrupt_blobs.inc()  # every byte is sent already; the peer refuses them
+        log.warning("%s", store.quarantine(digest, outcome.digest))
+    elif outcome.digest == digest:
+        store.checked(digest)
+    return True
 
 
 def _small_blob(store: BlobStore, digest: str) -> bool:

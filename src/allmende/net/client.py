@@ -285,7 +285,7 @@ class PeerClient:
                         "size", f"announced {declared} bytes, over the limit {writer.max_bytes}"
                     )
 
-            def on_body(piece: bytes) -> None:
+            def on_body(piece: bytes | memoryview) -> None:
                 watch.received += len(piece)
                 writer.write(piece)
 

@@ -14,6 +14,14 @@ IPv6 /64, which one host usually holds whole):
   dropped after that long without progress: the connection is aborted, so its memory and its
   slots come back.
 
+The protocol also offers the API a zero-copy send of a large blob's body (scope extension
+:data:`SENDFILE_EXTENSION`, see :mod:`allmende.net.zerocopy`): at most :data:`SENDFILE_THREADS`
+such sends run at once, each in its own worker thread, held to the same send timeout; past
+that, or while the connection still has bytes of an earlier answer to send, the API streams the
+blob as before. The body goes around uvicorn, so the send settles uvicorn's account of the
+response itself (``RequestResponseCycle.expected_content_length``; the tests in
+``tests/unit/test_net_large_blobs.py`` run it on the real server).
+
 A 503 carries ``{"detail": ...}`` saying which limit was hit and ``Retry-After``. Refusals and
 dropped sends are counted in ``allmende_peer_limit_refusals`` and
 ``allmende_stalled_sends_dropped``.
@@ -22,11 +30,16 @@ dropped sends are counted in ``allmende_peer_limit_refusals`` and
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import logging
+import threading
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -37,6 +50,7 @@ from allmende.net.limits import (
     DEFAULT_SEND_TIMEOUT_SECONDS,
 )
 from allmende.net.metrics import NodeMetrics
+from allmende.net.zerocopy import SendOutcome, send_blob
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +59,12 @@ EXCESS_CONNECTION_GRACE_SECONDS = 1.0
 # A stalled send is looked at this many times per send timeout.
 STALL_CHECKS_PER_TIMEOUT = 4
 RETRY_AFTER_SECONDS = 1
+# Zero-copy blob sends running at once (each holds a worker thread while its peer reads).
+SENDFILE_THREADS = 8
+# await scope["extensions"][SENDFILE_EXTENSION](send, headers, path, size, started, verify): a 200
+# response with the file as its body; None, with nothing sent, when it cannot be (then answer
+# as usual).
+SENDFILE_EXTENSION = "allmende.sendfile"
 
 
 @dataclass(frozen=True)
@@ -95,7 +115,17 @@ def fair_protocol(
     FairHttpProtocol.limits = limits
     FairHttpProtocol.table = PeerTable()
     FairHttpProtocol.metrics = metrics
+    FairHttpProtocol.senders = _Senders()
     return FairHttpProtocol
+
+
+class _Senders:
+    """The worker threads of one server's zero-copy sends, and how many are taken."""
+
+    def __init__(self, threads: int = SENDFILE_THREADS) -> None:
+        self.threads = threads
+        self.busy = 0
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="allmende-sendfile")
 
 
 class _FairHttpProtocol(HttpToolsProtocol):
@@ -104,6 +134,7 @@ class _FairHttpProtocol(HttpToolsProtocol):
     limits: PeerLimits
     table: PeerTable
     metrics: NodeMetrics | None
+    senders: _Senders
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -116,6 +147,7 @@ class _FairHttpProtocol(HttpToolsProtocol):
         self._buffered = 0
         self._progressed = False
         self._stalled_since = 0.0
+        self._send_stops: set[threading.Event] = set()
 
     # connection accounting
 
@@ -138,6 +170,8 @@ class _FairHttpProtocol(HttpToolsProtocol):
         for timer in (self._excess_timer, self._stall_timer):
             if timer is not None:
                 timer.cancel()
+        for stop in self._send_stops:  # a zero-copy send in flight stops at its next step
+            stop.set()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -171,6 +205,7 @@ class _FairHttpProtocol(HttpToolsProtocol):
                 f"This peer already has {self.limits.max_requests_per_peer} requests in "
                 "flight at this node; wait for some to finish before sending more.",
             )
+        scope.setdefault("extensions", {})[SENDFILE_EXTENSION] = self._send_file
         self.table.requests[peer] += 1
         try:
             await self._app(scope, receive, send)
@@ -180,6 +215,80 @@ class _FairHttpProtocol(HttpToolsProtocol):
     def _count_refusal(self, limit: str) -> None:
         if self.metrics is not None:
             self.metrics.peer_limit_refusals.labels(limit).inc()
+
+    # zero-copy sends
+
+    async def _send_file(
+        self,
+        send: Any,
+        headers: list[tuple[bytes, bytes]],
+        path: Path,
+        size: int,
+        started: Callable[[], None],
+        verify: bool = True,
+    ) -> SendOutcome | None:
+        """Answer 200 with ``headers`` (which announce ``size`` bytes) and the first ``size``
+        bytes of ``path`` as the body, sent from a worker thread (and hashed when ``verify``);
+        ``started()`` is called once it is taken on. None, with nothing sent, when no thread
+        is free or the connection is busy; the caller then answers as usual. A send that stops
+        early (a stalled or gone peer) aborts the connection."""
+        sock = self.transport.get_extra_info("socket")
+        if (
+            sock is None
+            or self.senders.busy >= self.senders.threads
+            or self.transport.is_closing()
+            or self.transport.get_write_buffer_size() > 0
+        ):
+            return None
+        self.senders.busy += 1
+        started()
+        stop = threading.Event()
+        self._send_stops.add(stop)
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            cycle = self.cycle
+            self.flow.pause_reading()  # resumed by uvicorn once the response is complete
+            if cycle.disconnected or cycle.expected_content_length != size:
+                outcome = SendOutcome(0, None, "the peer left before the body")
+            elif not await self._headers_sent():
+                outcome = SendOutcome(0, None, "the peer read none of the headers")
+            else:
+                outcome = await self.loop.run_in_executor(
+                    self.senders.executor,
+                    functools.partial(
+                        send_blob, sock.fileno(), path, size,
+                        stall_seconds=self.limits.send_timeout_seconds, stop=stop,
+                        verify=verify,
+                    ),
+                )  # fmt: skip
+        finally:
+            stop.set()
+            self._send_stops.discard(stop)
+            self.senders.busy -= 1
+        cycle.expected_content_length -= outcome.sent  # the body went around uvicorn
+        if outcome.failure is not None:
+            log.info("Sending a blob to peer %s stopped: %s.", self._peer, outcome.failure)
+            if self.metrics is not None and "read nothing" in outcome.failure:
+                self.metrics.stalled_sends_dropped.inc()
+            cycle.expected_content_length = 0
+            self.transport.abort()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return outcome
+
+    async def _headers_sent(self) -> bool:
+        """Wait until the transport has handed everything to the kernel (the headers are
+        usually gone at once); False when the peer takes nothing for the send timeout."""
+        if self.transport.get_write_buffer_size() == 0:
+            return True
+        self.transport.set_write_buffer_limits(high=1, low=0)  # resume_writing once empty
+        try:
+            await asyncio.wait_for(self.flow.drain(), self.limits.send_timeout_seconds)
+        except TimeoutError:
+            return False
+        finally:
+            if not self.transport.is_closing():
+                self.transport.set_write_buffer_limits()
+        return self.transport.get_write_buffer_size() == 0
 
     # send timeout
 

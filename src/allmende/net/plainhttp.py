@@ -14,20 +14,37 @@ returns (the peer client's endpoint policy, :mod:`allmende.net.endpoints`), head
 bounded (:data:`MAX_HEADER_BYTES`), every read has a timeout, a malformed answer raises
 :class:`PlainHttpError`, and a connection is reused only after a complete, well-formed answer
 that allows it.
+
+A large blob is most of a round's bytes, so its body is read with as little Python as
+possible: once the headers say ``Content-Length``, the rest of the body is received straight
+into two reusable buffers of :data:`READ_BYTES` in turn (``recv_into``, never more than the
+announced length), without the parser and without a copy per piece; a worker thread hands each
+piece to ``on_body`` (which hashes and writes it, releasing the GIL) while the event loop
+receives the next. Bytes past the announced length make the connection unusable for another
+request. The connection is a plain non-blocking socket driven by the event loop's ``sock_*``
+calls.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import ipaddress
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import httptools
 
-READ_BYTES = 256 * 1024
+# One receive takes at most this much; a download holds one such buffer. Large reads keep the
+# Python work per byte small, and one that fits in the cache keeps the copy, the hash and the
+# write to disk of a piece fast.
+READ_BYTES = 1024 * 1024
 MAX_HEADER_BYTES = 64 * 1024  # status line and headers together
 MAX_IDLE_PER_PEER = 8
+# Hands the pieces of raw bodies to their callbacks (one piece a download at a time).
+_BODY_THREADS = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="allmende-body")
 
 
 class PlainHttpError(Exception):
@@ -49,6 +66,7 @@ class _Answer:
     headers_done: bool = False
     complete: bool = False
     pieces: list[bytes] = field(default_factory=list)
+    body_bytes: int = 0  # body bytes the parser has passed on
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_bytes += len(name) + len(value)
@@ -60,15 +78,18 @@ class _Answer:
         self.headers_done = True
 
     def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
         self.pieces.append(body)
 
     def on_message_complete(self) -> None:
         self.complete = True
 
 
-Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+Connection = socket.socket
 OnHeaders = Callable[[int, dict[str, str]], None]
-OnBody = Callable[[bytes], None]
+# Gets each piece of the body, in order; a memoryview is only valid during the call (its buffer
+# is reused). The pieces of a Content-Length body come from a worker thread, one at a time.
+OnBody = Callable[[bytes | memoryview], None]
 Resolve = Callable[[str, int], Awaitable[list[str]]]
 
 
@@ -124,8 +145,8 @@ class PlainHttp:
         """Close every idle connection."""
         idle, self._idle = self._idle, {}
         for connections in idle.values():
-            for _, writer in connections:
-                writer.close()
+            for connection in connections:
+                connection.close()
 
     async def _connect(self, host: str, port: int) -> Connection:
         try:  # what ``resolve`` raises to refuse the host propagates as it is
@@ -143,12 +164,22 @@ class PlainHttp:
 
     async def _open(self, addresses: list[str], port: int) -> Connection:
         """A connection to the first of ``addresses`` that accepts one."""
+        loop = asyncio.get_running_loop()
         error: OSError = OSError("the host resolved to no address")
         for address in addresses:
+            family = socket.AF_INET6 if _is_ipv6(address) else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
             try:
-                return await asyncio.open_connection(address, port)
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                await loop.sock_connect(sock, (address, port))
+                return sock
             except OSError as exc:
+                sock.close()
                 error = exc
+            except BaseException:
+                sock.close()
+                raise
         raise error
 
     async def _exchange(
@@ -159,26 +190,29 @@ class PlainHttp:
         on_headers: OnHeaders,
         on_body: OnBody,
     ) -> None:
-        reader, writer = connection
+        loop = asyncio.get_running_loop()
         answer = _Answer()
         parser = httptools.HttpResponseParser(answer)
+        buffer = bytearray(READ_BYTES)
+        view = memoryview(buffer)
         received = 0
         status_line = b""
-        reusable = False
+        reusable = raw = False
         try:
-            writer.write(request)
+            await loop.sock_sendall(connection, request)
             reported = False
             while not answer.complete:
-                data = await self._read(reader, received)
-                if not data:
+                count = await self._read(connection, view, received)
+                if not count:
                     if received == 0:
                         raise _Stale
                     if answer.headers_done and _until_close(answer.headers):
                         break  # a body delimited by the end of the connection
                     raise PlainHttpError("unreachable", "closed the connection mid-answer")
+                data = bytes(view[:count])
                 if received == 0:
                     status_line = data.split(b"\r\n", 1)[0]
-                received += len(data)
+                received += count
                 try:
                     parser.feed_data(data)
                 except httptools.HttpParserUpgrade:
@@ -194,7 +228,19 @@ class PlainHttp:
                 for piece in answer.pieces:
                     on_body(piece)
                 answer.pieces.clear()
-            reusable = answer.complete and _keep_alive(status_line, answer.headers)
+                length = _content_length(answer)
+                if length is not None and not answer.complete:
+                    received += await self._raw_body(
+                        connection, view, length - answer.body_bytes, received, on_body
+                    )
+                    answer.complete = True  # the parser saw the headers only
+                    raw = True
+            # bytes past the announced body would be read as the next answer: not reusable
+            reusable = (
+                answer.complete
+                and _keep_alive(status_line, answer.headers)
+                and not (raw and _pending(connection))
+            )
         except ConnectionError as exc:
             if received == 0:
                 raise _Stale from None
@@ -203,11 +249,46 @@ class PlainHttp:
             if reusable and len(idle) < MAX_IDLE_PER_PEER:
                 idle.append(connection)
             else:
-                writer.close()
+                connection.close()
 
-    async def _read(self, reader: asyncio.StreamReader, received: int) -> bytes:
+    async def _raw_body(
+        self,
+        connection: Connection,
+        view: memoryview,
+        remaining: int,
+        received: int,
+        on_body: OnBody,
+    ) -> int:
+        """The last ``remaining`` bytes of a ``Content-Length`` body, received straight into
+        two buffers in turn and passed on as views of them; never reads past the body. While
+        a worker thread gives one piece to ``on_body`` (hashing and writing it, which release
+        the GIL), the event loop receives the next into the other buffer. Returns the count."""
+        buffers = (view, memoryview(bytearray(len(view))))
+        pending: concurrent.futures.Future[None] | None = None
+        done = turn = 0
         try:
-            return await asyncio.wait_for(reader.read(READ_BYTES), self.read_timeout)
+            while done < remaining:
+                into = buffers[turn][: min(len(view), remaining - done)]
+                count = await self._read(connection, into, received + done)
+                if not count:
+                    raise PlainHttpError("unreachable", "closed the connection mid-answer")
+                done += count
+                if pending is not None:
+                    await asyncio.wrap_future(pending)  # its buffer is the next one to fill
+                pending = _BODY_THREADS.submit(on_body, into[:count])
+                turn = 1 - turn
+            if pending is not None:
+                await asyncio.wrap_future(pending)
+        finally:
+            if pending is not None:  # cancelled or failed: the piece in hand must be done
+                concurrent.futures.wait([pending])  # before the caller drops the download
+        return done
+
+    async def _read(self, connection: Connection, into: memoryview, received: int) -> int:
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(loop.sock_recv_into(connection, into),
+                                          self.read_timeout)  # fmt: skip
         except TimeoutError:
             raise PlainHttpError(
                 "timeout", f"sent nothing for {self.read_timeout:g} s after {received} bytes"
@@ -231,3 +312,29 @@ def _until_close(headers: dict[str, str]) -> bool:
     """Whether the body runs to the end of the connection (no length, not chunked)."""
     chunked = "chunked" in headers.get("transfer-encoding", "").lower()
     return "content-length" not in headers and not chunked
+
+
+def _content_length(answer: _Answer) -> int | None:
+    """The announced body length once the headers are in, when the body is delimited by it
+    (not chunked); None otherwise. The parser has refused a malformed length already."""
+    if not answer.headers_done or "chunked" in answer.headers.get("transfer-encoding", "").lower():
+        return None
+    declared = answer.headers.get("content-length")
+    return int(declared) if declared is not None and declared.isdigit() else None
+
+
+def _pending(connection: Connection) -> bool:
+    """Whether the peer sent more than it was asked for (bytes are waiting, or it closed)."""
+    try:
+        return connection.recv(1, socket.MSG_PEEK) is not None
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def _is_ipv6(address: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(address), ipaddress.IPv6Address)
+    except ValueError:  # a host name (the default resolver): connect over IPv4
+        return False

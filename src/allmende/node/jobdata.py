@@ -145,8 +145,9 @@ async def fetch_tensors(
     try:
         if fetched.size > size:  # stored before, without this limit
             raise CodecError(f"it has {fetched.size} bytes, a model of this task has {size}.")
-        blob = decode_blob(
-            store.read_bytes(digest), max_header_bytes=header_size(reference, metadata=metadata)
+        blob = decode_blob(  # the tensors are views of the blob's file: nothing is copied
+            store.map_verified(digest),
+            max_header_bytes=header_size(reference, metadata=metadata),
         )
         check_update(blob.state, reference)
     except CodecError as exc:

@@ -9,14 +9,19 @@ Layout under ``root`` (``<home>/blobs``)::
 Every write is hashed and checked before the rename, so a stored name always matched its bytes once;
 every full read is hashed again, and a blob whose bytes rotted on disk is moved to ``quarantine/``
 and reported with :class:`~allmende.errors.HashMismatch`, so the caller can fetch it again from a
-peer. Local tools (``allmende node put``, job submission) put blobs into a node by writing into its
-store directly with :meth:`BlobStore.put_file`; there is no upload endpoint.
+peer. A large model is read without copying it: :meth:`BlobStore.map_verified` maps its file
+(copy on write), so decoded tensors are views of the page cache. The store remembers which blobs
+this process hashed lately (:meth:`BlobStore.checked_lately`), so that the API can send those to
+peers without hashing them once more. Local tools (``allmende node put``, job submission) put
+blobs into a node by writing into its store directly with :meth:`BlobStore.put_file`; there is
+no upload endpoint.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import mmap
 import os
 import re
 import tempfile
@@ -32,6 +37,10 @@ from allmende.errors import BlobNameError, BlobNotFound, BlobTooLarge, HashMisma
 DEFAULT_MAX_BLOB_BYTES = 4 * 1024**3
 # Reads and copies move this much at a time.
 CHUNK_BYTES = 1024 * 1024
+# A blob this process hashed within this long (it wrote it, or read it whole) is sent to peers
+# without hashing it again. Whoever fetches a blob checks its hash anyway; this only decides how
+# soon a node notices by itself that a blob rotted on its disk (and quarantines it).
+DEFAULT_RECHECK_SECONDS = 600.0
 # `gc` leaves unpinned blobs and temporary files younger than this alone (they may be in use).
 DEFAULT_GC_GRACE_SECONDS = 3600.0
 
@@ -102,6 +111,7 @@ class BlobWriter:
         if self.durable:
             _fsync_dir(target.parent)
         self.digest = digest
+        self._store.checked(digest)
         return digest
 
     def abort(self) -> None:
@@ -123,9 +133,18 @@ class BlobWriter:
 class BlobStore:
     """Blobs under ``root``, each named by its SHA-256; see the module docstring for the layout."""
 
-    def __init__(self, root: Path, *, max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
+        recheck_seconds: float = DEFAULT_RECHECK_SECONDS,
+    ) -> None:
         self.root = Path(root)
         self.max_blob_bytes = max_blob_bytes
+        self.recheck_seconds = recheck_seconds
+        # digest -> (inode, size, mtime in ns, time.monotonic()) of the file when it was hashed
+        self._checked: dict[str, tuple[int, int, int, float]] = {}
         self.tmp_dir = self.root / "tmp"
         self.quarantine_dir = self.root / "quarantine"
         try:
@@ -198,6 +217,35 @@ class BlobStore:
                 yield chunk
         if hasher.hexdigest() != digest:
             raise self._corrupted(digest, hasher.hexdigest())
+        self.checked(digest)
+
+    def map_verified(self, digest: str) -> mmap.mmap | bytes:
+        """A stored blob as a private, writable memory map of its file, hash-checked first
+        (a mismatch quarantines it, as :meth:`iter_verified` does); ``b""`` for an empty blob.
+
+        Nothing is copied: the pages are the file's in the page cache, and a write to the map
+        changes the map only (copy on write), never the file. The store never rewrites a
+        blob's file in place (it renames new files into place), so the map stays valid even
+        if the blob is deleted meanwhile.
+        """
+        try:
+            f = open(self.path(digest), "rb")  # noqa: SIM115 - closed below; may fail
+        except FileNotFoundError:
+            raise self._not_found(digest) from None
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                mapped: mmap.mmap | bytes = b""
+                actual = hashlib.sha256(b"").hexdigest()
+            else:
+                mapped = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY)
+                actual = hashlib.sha256(mapped).hexdigest()
+        if actual != digest:
+            if isinstance(mapped, mmap.mmap):
+                mapped.close()
+            raise self._corrupted(digest, actual)
+        self.checked(digest)
+        return mapped
 
     def read_bytes(self, digest: str) -> bytes:
         """A stored blob's bytes, hash-checked (see :meth:`iter_verified`)."""
@@ -245,10 +293,38 @@ class BlobStore:
                 tmp.unlink(missing_ok=True)
         return removed
 
+    def checked(self, digest: str) -> None:
+        """Note that this process just hashed blob ``digest``'s file and found it right."""
+        try:
+            st = self.path(digest).stat()
+        except FileNotFoundError:
+            return
+        self._checked[digest] = (st.st_ino, st.st_size, st.st_mtime_ns, time.monotonic())
+
+    def checked_lately(self, digest: str) -> bool:
+        """Whether this process hashed blob ``digest`` within ``recheck_seconds`` and its file
+        is still the one it hashed (same inode, size and modification time)."""
+        seen = self._checked.get(digest)
+        if seen is None:
+            return False
+        try:
+            st = self.path(digest).stat()
+        except FileNotFoundError:
+            return False
+        fresh = time.monotonic() - seen[3] < self.recheck_seconds
+        return fresh and seen[:3] == (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def quarantine(self, digest: str, actual: str) -> HashMismatch:
+        """Move blob ``digest``, found to hash to ``actual``, to ``quarantine/``; the error to
+        report (raise or log) says where it went."""
+        return self._corrupted(digest, actual)
+
     def _not_found(self, digest: str) -> BlobNotFound:
+        self._checked.pop(digest, None)
         return BlobNotFound(f"Blob {digest} is not in this store; fetch it from a peer first.")
 
     def _corrupted(self, digest: str, actual: str) -> HashMismatch:
+        self._checked.pop(digest, None)
         target = self.quarantine_dir / f"{digest}.{int(time.time() * 1000)}"
         with contextlib.suppress(FileNotFoundError):
             os.replace(self.path(digest), target)

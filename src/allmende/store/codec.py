@@ -30,15 +30,23 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import mmap
 import struct
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias
 
 import torch
 
 from allmende._json import UntrustedJSONError, loads_untrusted
 from allmende.errors import CodecError
+
+if TYPE_CHECKING:
+    from allmende.store.blobs import BlobStore
+
+# What decoding reads: bytes, or a buffer such as a memory map of the blob's file.
+Buffer: TypeAlias = bytes | bytearray | memoryview | mmap.mmap
 
 # dtype name in the safetensors header <-> torch dtype.
 DTYPES: dict[str, torch.dtype] = {
@@ -71,6 +79,8 @@ MAX_METADATA_VALUE_BYTES = 256
 # No dimension is larger than this (torch sizes are signed 64-bit).
 _MAX_DIM = 2**63 - 1
 _ALIGN = 8
+# all_finite looks at this many values at a time.
+FINITE_CHUNK = 1 << 20
 
 
 def _require_little_endian() -> None:
@@ -78,11 +88,21 @@ def _require_little_endian() -> None:
         raise CodecError("The tensor codec needs a little-endian machine; this one is big-endian.")
 
 
-def _tensor_bytes(tensor: torch.Tensor) -> bytes:
+def all_finite(tensor: torch.Tensor) -> bool:
+    """Whether a floating-point tensor holds no NaN or infinity, looked at
+    :data:`FINITE_CHUNK` values at a time (a temporary mask of a whole 200 MB tensor would be
+    another 50 MB, kept by the allocator afterwards)."""
+    flat = tensor.reshape(-1)
+    return all(bool(torch.isfinite(piece).all()) for piece in flat.split(FINITE_CHUNK))
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
+    """The tensor's data as little-endian bytes: a view of its memory (no copy) when it is a
+    contiguous CPU tensor, else of a contiguous CPU copy."""
     flat = tensor.detach().to("cpu").contiguous().reshape(-1)
     if flat.numel() == 0:
-        return b""
-    return flat.view(torch.uint8).numpy().tobytes()
+        return memoryview(b"")
+    return flat.view(torch.uint8).numpy().data
 
 
 @dataclass(frozen=True)
@@ -172,11 +192,19 @@ def encode_state(
     value that is not a tensor, an unsupported dtype, or metadata over the bounds
     (:data:`MAX_METADATA_ENTRIES` and the key and value lengths).
     """
+    return b"".join(encoded_pieces(state, metadata=metadata))  # the tensors copied once
+
+
+def encoded_pieces(
+    state: Mapping[str, torch.Tensor], *, metadata: Mapping[str, str] | None = None
+) -> list[bytes | memoryview]:
+    """:func:`encode_state` as pieces to write one after another: the length prefix and header,
+    then a view of each tensor's memory. Writing them to a file (:func:`write_state`) stores
+    a model without a second copy of it in memory."""
     _require_little_endian()
     entries, _ = _layout(state)
     header = _header_bytes(entries, _metadata_or_none(metadata))
-    data = b"".join(_tensor_bytes(state[name]) for name in entries)
-    return struct.pack("<Q", len(header)) + header + data
+    return [struct.pack("<Q", len(header)) + header, *(_tensor_bytes(state[n]) for n in entries)]
 
 
 def header_size(
@@ -214,12 +242,26 @@ def payload_digest(state: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def write_state(
+    store: BlobStore,
+    state: Mapping[str, torch.Tensor],
+    *,
+    metadata: Mapping[str, str] | None = None,
+) -> str:
+    """Store :func:`encode_state` ``(state, metadata=metadata)`` in ``store`` piece by piece
+    (hashed as written), without building the blob in memory; returns its digest."""
+    with store.writer() as writer:
+        for piece in encoded_pieces(state, metadata=metadata):
+            writer.write(piece)
+        return writer.commit()
+
+
 def _parse_header(
-    data: bytes, max_header_bytes: int
+    data: Buffer, max_header_bytes: int
 ) -> tuple[dict[str, dict[str, object]], dict[str, str], int]:
     if len(data) < 8:
         raise CodecError("The tensor blob is shorter than the 8-byte safetensors length prefix.")
-    (header_len,) = struct.unpack("<Q", data[:8])
+    (header_len,) = struct.unpack("<Q", bytes(data[:8]))
     if header_len > max_header_bytes:
         raise CodecError(
             f"The tensor blob declares a {header_len}-byte header, more than the "
@@ -231,7 +273,7 @@ def _parse_header(
             f"The tensor blob declares a {header_len}-byte header, which does not fit in its "
             f"{len(data)} bytes; the blob is truncated or not safetensors."
         )
-    raw = data[8 : 8 + header_len]
+    raw = bytes(data[8 : 8 + header_len])
     try:
         entries = loads_untrusted(raw, max_depth=MAX_HEADER_DEPTH)
     except UntrustedJSONError as exc:
@@ -274,7 +316,7 @@ def _check_entry(name: str, entry: object) -> None:
 
 
 def decode_state(
-    data: bytes,
+    data: Buffer,
     *,
     require_finite: bool = True,
     allowed_dtypes: frozenset[str] = DEFAULT_ALLOWED_DTYPES,
@@ -290,7 +332,7 @@ def decode_state(
 
 
 def decode_blob(
-    data: bytes,
+    data: Buffer,
     *,
     require_finite: bool = True,
     allowed_dtypes: frozenset[str] = DEFAULT_ALLOWED_DTYPES,
@@ -304,11 +346,18 @@ def decode_blob(
     is refused unparsed (pass :func:`header_size` of the expected model to allow no more than its
     own). Raises :class:`CodecError` saying what is wrong, whatever the bytes are; the returned
     tensors are writable CPU tensors.
+
+    ``data`` may be any buffer: ``bytes`` are copied once (the tensors must be writable), a
+    writable buffer such as a copy-on-write memory map of the blob's file
+    (:meth:`~allmende.store.blobs.BlobStore.map_verified`) is used in place, so the tensors
+    are views of the file and decoding a 200 MB update allocates nothing of that size.
     """
     _require_little_endian()
     entries, metadata, start = _parse_header(data, max_header_bytes)
     names = sorted(entries, key=lambda n: n.encode())
-    body = bytearray(data[start:])
+    whole = memoryview(data).cast("B")
+    body: Buffer = bytearray(whole[start:]) if whole.readonly else whole[start:]
+    body_len = len(whole) - start
     expected = 0
     state: dict[str, torch.Tensor] = {}
     for name in names:
@@ -329,9 +378,9 @@ def decode_blob(
                 f"Tensor {name!r} occupies bytes [{begin}, {end}) but canonical layout puts its "
                 f"{size} bytes at offset {expected}."
             )
-        if end > len(body):
+        if end > body_len:
             raise CodecError(
-                f"Tensor {name!r} ends at byte {end} but the blob holds only {len(body)} data "
+                f"Tensor {name!r} ends at byte {end} but the blob holds only {body_len} data "
                 "bytes; the blob is truncated."
             )
         expected = end
@@ -344,13 +393,13 @@ def decode_blob(
             state[name] = torch.frombuffer(
                 body, dtype=dtype, count=size // item, offset=begin
             ).reshape(shape)
-        if dtype_name == "BOOL" and size and max(body[begin:end]) > 1:
+        if dtype_name == "BOOL" and size and max(bytes(body[begin:end])) > 1:
             raise CodecError(f"Tensor {name!r} is boolean but holds bytes other than 0 and 1.")
-        if require_finite and dtype_name in FLOAT_DTYPES and not torch.isfinite(state[name]).all():
+        if require_finite and dtype_name in FLOAT_DTYPES and not all_finite(state[name]):
             raise CodecError(f"Tensor {name!r} holds NaN or infinite values, which are refused.")
-    if expected != len(body):
+    if expected != body_len:
         raise CodecError(
-            f"The tensor blob has {len(body) - expected} bytes after its last tensor; "
+            f"The tensor blob has {body_len - expected} bytes after its last tensor; "
             "canonical blobs have none."
         )
     return TensorBlob(state=state, metadata=metadata, payload=hashlib.sha256(body).hexdigest())

@@ -43,7 +43,7 @@ from allmende.node.roles.policy import Verdict
 from allmende.node.roles.privacy import drawn_trainers
 from allmende.node.roles.rounds import aggregation_readiness, by_address, committed, round_deadline
 from allmende.node.roles.secure import SecureAggregator, check_secure_plan, roster_fixed
-from allmende.store.codec import TensorBlob, encode_state, payload_digest
+from allmende.store.codec import TensorBlob, payload_digest, write_state
 
 if TYPE_CHECKING:
     from allmende.chain import Jobs
@@ -546,7 +546,7 @@ class AggregatorRole(JobRole):
 
     def store_model(self, job_id: int, round_: int, state: State) -> str:
         """Model r+1 as a canonical blob in the node's store, pinned; its hash."""
-        digest = self.ctx.store.put_bytes(encode_state(state))
+        digest = write_state(self.ctx.store, state)  # streamed to disk: no copy in memory
         self.ctx.state.pin(digest, f"job:{job_id}:model:{round_ + 1}")
         # The tensors are those the blob encodes (the codec is lossless): the next round's global
         # model when the quorum agrees, without decoding the blob again.
