@@ -57,8 +57,8 @@ def _cli(*args: str) -> None:
 
 
 @contextlib.contextmanager
-def _node(home: Path) -> Iterator[str]:
-    """Init and run an offline node; yield its URL; SIGTERM it afterwards."""
+def offline_node(home: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Init and run an offline node; yield its URL and process; SIGTERM it afterwards."""
     port = _free_port()
     _cli("node", "init", str(home), "--offline", "--insecure-plaintext-key", "--port", str(port))
     with open(home / "node.log", "wb") as log:
@@ -78,7 +78,7 @@ def _node(home: Path) -> Iterator[str]:
                 if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
                     break
             time.sleep(0.2)
-        yield url
+        yield url, process
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     digest = hashlib.sha256(data).hexdigest()
     with tempfile.TemporaryDirectory(prefix="allmende-bench-blobs-") as tmp:
         root = Path(tmp)
-        with _node(root / "a") as url_a, _node(root / "b"):
+        with offline_node(root / "a") as (url_a, _), offline_node(root / "b"):
             BlobStore(root / "a" / "blobs").put_bytes(data)
             store_b = BlobStore(root / "b" / "blobs")
             fetches, hashings = [], []

@@ -28,25 +28,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import resource
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import torch
 
-from blobs import START_TIMEOUT, _cli, _free_port
+from blobs import hashlib_rate, offline_node
 from machine import describe_machine, one_line
 
 MB = 1024 * 1024
@@ -198,46 +194,6 @@ def run_child(kind: str, *args: Any) -> dict[str, Any]:
 # -- the network ----------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def node(home: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Init and run an offline node; yield its URL and process; SIGTERM it afterwards."""
-    port = _free_port()
-    _cli("node", "init", str(home), "--offline", "--insecure-plaintext-key", "--port", str(port))
-    with open(home / "node.log", "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "allmende.cli.main", "node", "run", str(home)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"node {home} did not start; see {home / 'node.log'}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.2)
-        yield url, process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def hashlib_rate(data: bytes) -> float:
-    """MB/s of ``hashlib.sha256`` over ``data`` in memory (best of three)."""
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        hashlib.sha256(data).hexdigest()
-        best = min(best, time.perf_counter() - start)
-    return len(data) / MB / best
-
-
 def plain_fedavg_digest(params: int, trainers: int) -> tuple[str, bytes]:
     """A plain PyTorch FedAvg over the same updates (in memory, address order) and the first
     update's blob (for the hashlib figure)."""
@@ -270,8 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="allmende-bench-large-") as tmp:
         root = Path(tmp)
         with contextlib.ExitStack() as stack:
-            trainers = [stack.enter_context(node(root / f"t{i}")) for i in range(args.trainers)]
-            _, agg = stack.enter_context(node(root / "agg"))
+            trainers = [
+                stack.enter_context(offline_node(root / f"t{i}")) for i in range(args.trainers)
+            ]
+            _, agg = stack.enter_context(offline_node(root / "agg"))
             idle_rss = {
                 f"trainer node {i}": vm(p.pid, "VmRSS") for i, (_, p) in enumerate(trainers)
             }

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import signal
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from allmende.learn.train import derive_seed
 from allmende.node.jobspec import load_jobspec
 from allmende.node.submit import initial_model_bytes
 from allmende.store.codec import decode_state
+from waiting import wait_until
 
 ROUNDS = 3
 N_TRAINERS = 3
@@ -179,11 +179,7 @@ def outcome(network: Network) -> Outcome:
 
 
 def wait_for(condition, what: str) -> None:
-    deadline = time.monotonic() + JOB_TIMEOUT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
+    wait_until(condition, what, JOB_TIMEOUT, every=0.5)
 
 
 # -- the reference: plain single-process PyTorch FedAvg --------------------------------------

@@ -36,6 +36,7 @@ from allmende.net.health import HealthProbe
 from allmende.node.config import load_config
 from allmende.node.jobspec import parse_jobspec
 from allmende.node.submit import submit_job
+from waiting import wait_until
 
 ROUNDS = 2
 REWARD = 10**16
@@ -80,11 +81,7 @@ def deployment_path(hardhat: HardhatNode, tmp_path_factory: pytest.TempPathFacto
 
 
 def wait_for(condition, what: str, timeout: float = JOB_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.3)
+    wait_until(condition, what, timeout, every=0.3)
 
 
 def funded_key(funder: Contracts) -> str:

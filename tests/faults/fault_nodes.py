@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -217,3 +218,35 @@ def write_home(
     create_home(home, parse_config(raw), chain_id=chain_id, password=None, plaintext=True,
                 private_key=key)  # fmt: skip
     return home
+
+
+def network_homes(
+    root: Path,
+    devnet: Any,
+    *,
+    aggregators: dict[str, dict[str, object]],
+    trainers: int,
+    trainer_section: dict[str, object],
+    partition: dict[str, object],
+    stake_wei: int,
+) -> dict[str, Path]:
+    """The homes of a small network on ``devnet``, each with a fresh funded key and staking
+    ``stake_wei``: an aggregator home per name of ``aggregators`` (the value is its
+    ``[aggregator]`` section), then ``trainer0`` ... with ``trainer_section`` and part i of
+    ``partition`` as their dataset."""
+    deployment = devnet.devnet.deployment_path
+    homes = {
+        name: write_home(
+            root / name, deployment=deployment, key=devnet.new_key(), roles=("aggregator",),
+            stake_wei=stake_wei, sections={"aggregator": section},
+        )
+        for name, section in aggregators.items()
+    }  # fmt: skip
+    for i in range(trainers):
+        dataset = {**partition, "part": i}
+        homes[f"trainer{i}"] = write_home(
+            root / f"trainer{i}", deployment=deployment, key=devnet.new_key(),
+            roles=("trainer",), stake_wei=stake_wei,
+            sections={"trainer": {**trainer_section, "dataset": dataset}},
+        )  # fmt: skip
+    return homes

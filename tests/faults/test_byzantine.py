@@ -19,7 +19,6 @@ and the job's credits plus its refund are exactly its escrow.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from adversaries import (
@@ -44,6 +43,7 @@ from allmende.chain.events import (
 )
 from allmende.node.jobspec import parse_jobspec
 from allmende.node.submit import submit_job
+from waiting import wait_until
 
 ROUNDS = 2
 STAKE = 10**18
@@ -68,11 +68,7 @@ PARTITION = {"partition": "iid", "num_parts": 3, "seed": 2}
 
 
 def wait_for(condition, what: str, timeout: float = JOB_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
+    wait_until(condition, what, timeout, every=0.5)
 
 
 def test_bad_updates_are_left_out_unpaid_and_the_wrong_aggregator_is_slashed(

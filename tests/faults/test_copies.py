@@ -40,13 +40,14 @@ from adversaries import (
     nudged,
     unchanged,
 )
-from fault_nodes import write_home
+from fault_nodes import network_homes
 from nodes import NodeFactory, NodeProcess, wait_ready
 
 from allmende.chain import ROLE_TRAINER, Contracts, JobStatus
 from allmende.chain.events import AggregatorSlashed, Proposed
 from allmende.node.jobspec import parse_jobspec
 from allmende.node.submit import submit_job
+from waiting import wait_until
 
 STAKE = 10**18
 JOB_TIMEOUT = 300.0
@@ -74,35 +75,23 @@ class Fleet:
 
 
 def wait_for(condition, what: str, timeout: float = JOB_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.3)
+    wait_until(condition, what, timeout, every=0.3)
 
 
 @pytest.fixture(scope="module")
 def fleet(devnet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     root = tmp_path_factory.mktemp("copies")
-    deployment = devnet.devnet.deployment_path
     factory = NodeFactory(root / "nodes")
     factory.root.mkdir()
     try:
-        homes = {
-            name: write_home(
-                factory.root / name, deployment=deployment, key=devnet.new_key(),
-                roles=("aggregator",), stake_wei=STAKE,
-                sections={"aggregator": {"fetch_grace_seconds": grace}},
-            )
-            for name, grace in (("owner", PATIENT_GRACE), ("patient", PATIENT_GRACE),
-                                ("hasty", 0))
-        }  # fmt: skip
-        for i in range(2):
-            homes[f"trainer{i}"] = write_home(
-                factory.root / f"trainer{i}", deployment=deployment, key=devnet.new_key(),
-                roles=("trainer",), stake_wei=STAKE,
-                sections={"trainer": {"dataset": {**PARTITION, "part": i}}},
-            )  # fmt: skip
+        homes = network_homes(
+            factory.root, devnet, trainers=2, trainer_section={}, partition=PARTITION,
+            stake_wei=STAKE, aggregators={
+                name: {"fetch_grace_seconds": grace}
+                for name, grace in (("owner", PATIENT_GRACE), ("patient", PATIENT_GRACE),
+                                    ("hasty", 0))
+            },
+        )  # fmt: skip
         running = {name: factory.start(home, wait=False) for name, home in homes.items()}
         for node in running.values():
             wait_ready(node)

@@ -16,7 +16,6 @@ out for its reason, no step failed unexpectedly, and the aggregator still answer
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from adversaries import Adversaries, Attack, BadTrainer, BlobServer, nested_header, oversized
@@ -26,6 +25,7 @@ from nodes import NodeFactory, wait_ready
 from allmende.chain import ROLE_TRAINER, JobStatus
 from allmende.node.jobspec import parse_jobspec
 from allmende.node.submit import submit_job
+from waiting import wait_until
 
 STAKE = 10**18
 JOB_TIMEOUT = 300.0
@@ -50,11 +50,7 @@ def spec(round_deadline: int) -> dict[str, object]:
 
 
 def wait_for(condition, what: str, timeout: float = JOB_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.3)
+    wait_until(condition, what, timeout, every=0.3)
 
 
 def run_round_with(devnet, tmp_path: Path, attack: Attack, *, round_deadline: int) -> str:

@@ -20,7 +20,6 @@ import os
 import signal
 import socket
 import threading
-import time
 from pathlib import Path
 
 from fault_nodes import PROBE, write_home
@@ -29,6 +28,7 @@ from nodes import NodeFactory, wait_ready
 from allmende.chain import ROLE_TRAINER, JobStatus
 from allmende.node.jobspec import parse_jobspec
 from allmende.node.submit import submit_job
+from waiting import wait_until
 
 STAKE = 10**18
 ROUND_DEADLINE = 20  # seconds; the honest trainer commits within it, then the hostile are dropped
@@ -78,11 +78,7 @@ class CountingListener:
 
 
 def wait_for(condition, what: str, timeout: float = JOB_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.3)
+    wait_until(condition, what, timeout, every=0.3)
 
 
 def test_internal_endpoints_are_never_contacted_and_their_members_are_skipped(

@@ -16,13 +16,12 @@ the masked updates and unmask the sum.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 import torch
-from fault_nodes import write_home
+from fault_nodes import network_homes
 from nodes import NodeFactory, NodeProcess, wait_ready
 
 from allmende.chain import JobStatus
@@ -33,6 +32,7 @@ from allmende.node.jobspec import JobSpec, parse_jobspec
 from allmende.node.submit import initial_model_bytes, submit_job
 from allmende.privacy.params import scale_bits
 from allmende.store.codec import decode_state
+from waiting import wait_until
 
 N_TRAINERS = 6
 STAKE = 10**18
@@ -69,34 +69,21 @@ class Network:
 
 
 def wait_for(condition, what: str, timeout: float = JOB_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    wait_until(condition, what, timeout, every=0.05)
 
 
 @pytest.fixture(scope="module")
 def network(devnet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
     root = tmp_path_factory.mktemp("secure")
-    deployment = devnet.devnet.deployment_path
     factory = NodeFactory(root / "nodes")
     factory.root.mkdir()
     try:
-        homes = {
-            name: write_home(
-                factory.root / name, deployment=deployment, key=devnet.new_key(),
-                roles=("aggregator",), stake_wei=STAKE,
-                sections={"aggregator": {**FAST_ROLES, "fetch_grace_seconds": 5}},
-            )
-            for name in ("owner", "aggregator")
-        }  # fmt: skip
-        for i in range(N_TRAINERS):
-            homes[f"trainer{i}"] = write_home(
-                factory.root / f"trainer{i}", deployment=deployment, key=devnet.new_key(),
-                roles=("trainer",), stake_wei=STAKE,
-                sections={"trainer": {**FAST_ROLES, "dataset": {**PARTITION, "part": i}}},
-            )  # fmt: skip
+        homes = network_homes(
+            factory.root, devnet, trainers=N_TRAINERS, trainer_section=FAST_ROLES,
+            partition=PARTITION, stake_wei=STAKE,
+            aggregators={name: {**FAST_ROLES, "fetch_grace_seconds": 5}
+                         for name in ("owner", "aggregator")},
+        )  # fmt: skip
         running = {name: factory.start(home, wait=False) for name, home in homes.items()}
         for node in running.values():
             wait_ready(node)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fault_nodes import write_home
+from fault_nodes import network_homes
 from nodes import NodeFactory, wait_ready
 from test_secure_aggregation import (
     FAST_ROLES,
@@ -39,24 +39,15 @@ ROUND_DEADLINE = 120
 @pytest.fixture(scope="module")
 def network(devnet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
     root = tmp_path_factory.mktemp("bad-share")
-    deployment = devnet.devnet.deployment_path
     factory = NodeFactory(root / "nodes")
     factory.root.mkdir()
     try:
-        homes = {
-            name: write_home(
-                factory.root / name, deployment=deployment, key=devnet.new_key(),
-                roles=("aggregator",), stake_wei=STAKE,
-                sections={"aggregator": {**FAST_ROLES, "fetch_grace_seconds": 5}},
-            )
-            for name in ("owner", "aggregator")
-        }  # fmt: skip
-        for i in range(N_TRAINERS):
-            homes[f"trainer{i}"] = write_home(
-                factory.root / f"trainer{i}", deployment=deployment, key=devnet.new_key(),
-                roles=("trainer",), stake_wei=STAKE,
-                sections={"trainer": {**FAST_ROLES, "dataset": {**PARTITION, "part": i}}},
-            )  # fmt: skip
+        homes = network_homes(
+            factory.root, devnet, trainers=N_TRAINERS, trainer_section=FAST_ROLES,
+            partition=PARTITION, stake_wei=STAKE,
+            aggregators={name: {**FAST_ROLES, "fetch_grace_seconds": 5}
+                         for name in ("owner", "aggregator")},
+        )  # fmt: skip
         path = os.pathsep.join(p for p in (str(HOSTILE), os.environ.get("PYTHONPATH")) if p)
         running = {
             name: factory.start(

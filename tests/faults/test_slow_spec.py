@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from nodes import NodeFactory, wait_ready
 from allmende.chain import ROLE_TRAINER, JobStatus
 from allmende.node.jobspec import parse_jobspec
 from allmende.node.submit import submit_job
+from waiting import wait_until
 
 STAKE = 10**18
 JOB_TIMEOUT = 300.0
@@ -87,12 +87,8 @@ class TrickleServer:
         self._server.server_close()
 
 
-def wait_for(condition, what: str, timeout: float = JOB_TIMEOUT) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+def wait_for(condition, what: str, timeout: float = JOB_TIMEOUT) -> None:
+    wait_until(condition, what, timeout, every=0.2)
 
 
 def honest_spec(owner: str) -> dict[str, object]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -31,6 +30,7 @@ from allmende.node.jobspec import parse_jobspec
 from allmende.node.submit import submit_job
 from allmende.store.codec import encode_state
 from datafiles import IMAGE_OPTIONS, TABLE_OPTIONS, digits_rows, write_csv, write_pngs
+from waiting import wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "faults"))
 from fault_nodes import write_home
@@ -54,11 +54,7 @@ SPEC = {
 
 
 def wait_for(condition, what: str, timeout: float = JOB_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
+    wait_until(condition, what, timeout, every=0.5)
 
 
 def plain_fedavg(spec, job_id: int, data_of: dict[str, object]) -> str:

@@ -25,7 +25,6 @@ import json
 import sqlite3
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -41,6 +40,7 @@ from allmende.node.roles.privacy import SECRET_KEY
 from allmende.node.submit import submit_job
 from allmende.privacy.dp import noise_generator, privatize
 from allmende.store.codec import encode_state
+from waiting import wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "faults"))
 from fault_nodes import write_home
@@ -67,11 +67,7 @@ SPEC = {
 
 
 def wait_for(condition, what: str, timeout: float = JOB_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+    wait_until(condition, what, timeout, every=0.2)
 
 
 def charges(home: Path) -> list[tuple[str, int, float]]:
