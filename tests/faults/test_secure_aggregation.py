@@ -16,13 +16,14 @@ the masked updates and unmask the sum.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 import torch
 from fault_nodes import network_homes
-from nodes import NodeFactory, NodeProcess, wait_ready
+from nodes import NodeFactory, NodeProcess, allmende, wait_ready
 
 from allmende.chain import JobStatus
 from allmende.learn.aggregate import aggregate
@@ -42,7 +43,9 @@ PARTITION = {"partition": "iid", "num_parts": N_TRAINERS, "seed": 4}
 FAST_ROLES = {"poll_seconds": 0.3, "refresh_seconds": 0.5}
 
 
-def spec_for(committee: list[str], *, round_deadline: int, epochs: int, seed: int) -> JobSpec:
+def spec_for(committee: list[str], *, round_deadline: int, epochs: int, seed: int,
+             **more: object) -> JobSpec:  # fmt: skip
+    """A one-round secure job for ``committee``; ``more``: further top-level spec tables."""
     return parse_jobspec({
         "task": "digits-mlp",
         "rounds": 1,
@@ -57,6 +60,7 @@ def spec_for(committee: list[str], *, round_deadline: int, epochs: int, seed: in
         "optimizer": {"name": "sgd", "lr": 0.1},
         "aggregation": {"rule": "fedavg", "params": {}, "secure": {"clip": CLIP}},
         "committee": {"members": committee},
+        **more,
     })  # fmt: skip
 
 
@@ -164,3 +168,36 @@ def test_a_third_of_the_trainers_killed_after_their_shares_still_finalizes(
     check_sum(network, spec, job_id, survivors)
     for node in network.aggregators:
         assert f"Job {job_id} round 0: unmasked the sum of 4 trainers" in node.log()
+
+
+def test_a_dp_job_with_secure_aggregation_records_its_epsilon_in_every_trainers_budget(
+    network: Network,
+) -> None:
+    """DP and secure aggregation in one job: each trainer clips its update and adds its share of
+    the noise (``noise = "split"``) before masking it; the aggregators unmask only the noisy sum,
+    and every trainer's budget records the job's ε for its dataset."""
+    committee = [node.address for node in network.aggregators]
+    privacy = {"epsilon": 4.0, "delta": 1e-5, "clip_norm": 1.0, "noise": "split"}
+    spec = spec_for(committee, round_deadline=120, epochs=1, seed=9, privacy=privacy)
+    job_id = submit_job(network.owner.home, spec).job_id
+    reader = network.devnet.contracts()
+    wait_for(lambda: reader.jobs.job(job_id).status != JobStatus.OPEN, "the job to end")
+    job = reader.jobs.job(job_id)
+    assert job.status == JobStatus.FINISHED, job
+    assert reader.jobs.round_result(job_id, 0).included == (1 << N_TRAINERS) - 1
+    final = decode_state(network.owner.store.read_bytes(bytes(job.final_model_hash).hex()))
+    initial = decode_state(initial_model_bytes(spec))
+    assert all(torch.isfinite(t).all() for t in final.values())
+    assert any(not torch.equal(final[k], v) for k, v in initial.items()), "nothing was learned"
+    for node in network.aggregators:
+        assert f"Job {job_id} round 0: unmasked the sum of {N_TRAINERS} trainers" in node.log()
+    job_key = f"{network.devnet.deployment.jobs.address.lower()}:{job_id}"
+    spent = spec.privacy.epsilon_after(1, rounds=1)
+    assert 0 < spent <= 4.0
+    for trainer in network.trainers:
+        done = allmende("node", "privacy", str(trainer.home), "--json")
+        assert done.returncode == 0, done.stderr
+        (row,) = json.loads(done.stdout)["datasets"]
+        jobs = {entry["job"]: entry for entry in row["jobs"]}
+        assert jobs[job_key]["epsilon"] == pytest.approx(spent), row
+        assert jobs[job_key]["rounds"] == 1
