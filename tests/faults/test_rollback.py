@@ -11,7 +11,8 @@ after a revert):
 
 1. Right after the job is created the test takes a snapshot of the chain; in round 3 (or later)
    it reverts to it, so the chain loses three rounds or more of commits, votes and credits while
-   every node keeps running.
+   every node keeps running (paused with SIGSTOP only for the revert itself, which must not race
+   a block being mined).
 2. In round 3 the test SIGKILLs Anvil (no state dump on the way out) and starts it again from
    its state file (written every 2 s), on the same port.
 
@@ -79,6 +80,12 @@ def dumped_block(chain: Devnet) -> int:
         return int(number, 16) if isinstance(number, str) else int(number)
     except (OSError, ValueError, KeyError, TypeError):
         return -1
+
+
+def pool_is_empty(reader: Contracts) -> bool:
+    """No transaction waits in Anvil's pool (each one sent has been mined)."""
+    status = reader.client.rpc("txpool_status", [])
+    return int(status["pending"], 16) == 0 and int(status["queued"], 16) == 0
 
 
 def sigkill_anvil(chain: Devnet) -> None:
@@ -181,8 +188,17 @@ def test_the_nodes_follow_the_chain_back_three_rounds(devnet_slot, tmp_path) -> 
     def revert(chain: Devnet, reader: Contracts, job_id: int, nodes: list) -> None:
         snapshot = reader.client.rpc("evm_snapshot", [])  # the job just created, no round done
         wait_for(lambda: in_round(reader, job_id, 3), "a commit in round 3", JOB_TIMEOUT)
-        before = reader.client.block_number()
-        assert reader.client.rpc("evm_revert", [snapshot]) is True
+        # Anvil mines each transaction as it arrives; a block mined while it reverts lands on
+        # the old head (the revert then loses nothing), so the nodes pause until it is done
+        for node in nodes:
+            os.killpg(node.process.pid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: pool_is_empty(reader), "the pending transactions to be mined", 60.0)
+            before = reader.client.block_number()
+            assert reader.client.rpc("evm_revert", [snapshot]) is True
+        finally:
+            for node in nodes:
+                os.killpg(node.process.pid, signal.SIGCONT)
         # three rounds and more are gone (the nodes cannot mine that many blocks in a moment)
         assert reader.client.block_number() < before - 8
         for node in nodes:

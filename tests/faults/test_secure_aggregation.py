@@ -9,6 +9,8 @@ the masked updates and unmask the sum.
 - All six: the finalized model equals plain FedAvg of the six updates (trained again here with
   the same seeds) within the fixed-point error ``2^-(f+1)`` plus float32 rounding; a quorum of 2
   finalized it, so both aggregators proposed the same bytes.
+- With DP (``noise = "split"``) as well: the noisy sum is unmasked, and every trainer's privacy
+  budget records the job's epsilon.
 - Two of six (a third) SIGKILLed right after they sent their shares, before they could commit:
   the round still finalizes at its deadline with the four others, the survivors' pairwise masks
   with the dead are removed from the reconstructed keys, and the sum equals FedAvg of the four.
@@ -70,6 +72,7 @@ class Network:
     owner: NodeProcess
     aggregators: list[NodeProcess]
     trainers: list[NodeProcess]  # trainer i holds part i
+    factory: NodeFactory  # restarts a killed node, so the next test has the whole fleet
 
 
 def wait_for(condition, what: str, timeout: float = JOB_TIMEOUT) -> None:
@@ -94,7 +97,7 @@ def network(devnet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Networ
         yield Network(
             devnet=devnet, owner=running["owner"],
             aggregators=[running["owner"], running["aggregator"]],
-            trainers=[running[f"trainer{i}"] for i in range(N_TRAINERS)],
+            trainers=[running[f"trainer{i}"] for i in range(N_TRAINERS)], factory=factory,
         )  # fmt: skip
     finally:
         factory.close()
@@ -158,12 +161,17 @@ def test_a_third_of_the_trainers_killed_after_their_shares_still_finalizes(
     reader = network.devnet.contracts()
     victims = network.trainers[:2]
     marker = f"Job {job_id} round 0: sent its secure-aggregation shares."
-    for victim in victims:  # killed while they train, before they can commit
-        wait_for(lambda v=victim: marker in v.log(), "a victim to send its shares", 120.0)
-        victim.kill()
-    for victim in victims:
-        assert reader.jobs.commit_of(job_id, 0, victim.address).weight == 0
-    wait_for(lambda: reader.jobs.job(job_id).status != JobStatus.OPEN, "the job to end")
+    try:
+        for victim in victims:  # killed while they train, before they can commit
+            wait_for(lambda v=victim: marker in v.log(), "a victim to send its shares", 120.0)
+            victim.kill()
+        for victim in victims:
+            assert reader.jobs.commit_of(job_id, 0, victim.address).weight == 0
+        wait_for(lambda: reader.jobs.job(job_id).status != JobStatus.OPEN, "the job to end")
+    finally:  # a secure round waits for its full roster: the next job needs all six again
+        for i, victim in enumerate(victims):
+            victim.kill()
+            network.trainers[i] = network.factory.start(victim.home)
     survivors = {node.address: i for i, node in enumerate(network.trainers) if i >= 2}
     check_sum(network, spec, job_id, survivors)
     for node in network.aggregators:

@@ -60,7 +60,7 @@ def network(devnet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Networ
         yield Network(
             devnet=devnet, owner=running["owner"],
             aggregators=[running["owner"], running["aggregator"]],
-            trainers=[running[f"trainer{i}"] for i in range(N_TRAINERS)],
+            trainers=[running[f"trainer{i}"] for i in range(N_TRAINERS)], factory=factory,
         )  # fmt: skip
     finally:
         factory.close()
