@@ -453,3 +453,28 @@ def test_anvil_wakes_a_log_watcher_only_for_the_logs_it_asked_for(devnet) -> Non
         await runner
 
     asyncio.run(scenario())
+
+
+def test_a_log_query_by_indexed_job_id_gets_only_that_jobs_logs(devnet) -> None:
+    """``indexed`` goes to the real chain's eth_getLogs as topics 1..n: the round results of
+    other jobs (``round_result`` reads through it) never arrive."""
+    from allmende.chain.events import EventDecoder
+
+    owner = devnet.contracts(devnet.new_key())
+    start = owner.client.block_number() + 1
+    member = owner.client.address
+    made = [
+        owner.jobs.create_job(
+            spec_hash=h(f"spec-{i}"), model_hash=h("model-0"), rounds=1, reward_per_round=REWARD,
+            min_trainers=1, max_trainers=1, quorum=1, round_deadline=DEADLINE,
+            committee=[member], committee_size=1,
+        )[0]
+        for i in range(3)
+    ]  # fmt: skip
+    decoder = EventDecoder(jobs=devnet.deployment.jobs, only=(JobCreated,))
+    query = dict(from_block=start, to_block=owner.client.block_number(),
+                 addresses=decoder.addresses, topics=decoder.topics)  # fmt: skip
+    assert len(owner.client.get_logs(**query)) == 3
+    (raw,) = owner.client.get_logs(**query, indexed=(made[1],))
+    assert decoder.decode(raw).job_id == made[1]
+    assert owner.client.get_logs(**query, indexed=(max(made) + 1,)) == []

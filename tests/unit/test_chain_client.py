@@ -366,3 +366,14 @@ def test_a_pending_transaction_the_chain_still_knows_is_waited_for(monkeypatch) 
     with pytest.raises(ChainError, match="not mined within 30 s"):
         client.send_value("0x5FbDB2315678afecb367f032d93F642f64180aa3", 1)
     assert chain.calls.count("eth_getTransactionByHash") >= 5  # checked, and kept waiting
+
+
+def test_an_indexed_uint_topic_is_32_big_endian_bytes_and_none_matches_any() -> None:
+    from allmende.chain.client import uint_topic
+
+    assert uint_topic(5) == "0x" + "00" * 31 + "05"
+    assert uint_topic(None) is None
+    with pytest.raises(ValueError, match="not a uint256"):
+        uint_topic(-1)
+    with pytest.raises(ValueError, match="not a uint256"):
+        uint_topic(2**256)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
@@ -128,6 +128,15 @@ def decode_revert(data: bytes | str | None) -> str:
 def first_topic_filter(topics: Iterable[bytes]) -> list[list[str]]:
     """The JSON-RPC ``topics`` of a log query whose first topic is any of ``topics``."""
     return [["0x" + topic.hex() for topic in topics]]
+
+
+def uint_topic(value: int | None) -> str | None:
+    """The JSON-RPC topic of an indexed ``uint256`` argument (None matches any value)."""
+    if value is None:
+        return None
+    if not 0 <= value < 2**256:
+        raise ValueError(f"{value} is not a uint256")
+    return "0x" + value.to_bytes(32, "big").hex()
 
 
 def _hex_bytes(value: Any) -> bytes:
@@ -332,16 +341,21 @@ class ChainClient:
         to_block: int,
         addresses: list[str],
         topics: list[bytes] | None = None,
+        indexed: Sequence[int | None] = (),
     ) -> list[Any]:
         """Logs of ``addresses`` in the inclusive block range (topics and data as bytes);
-        with ``topics``, only the logs whose first topic is one of them."""
+        with ``topics``, only the logs whose first topic is one of them; ``indexed``: the
+        values the event's indexed ``uint256`` arguments must have, in order (None: any), so
+        the chain leaves out the other jobs' and rounds' logs."""
         query: dict[str, Any] = {
             "fromBlock": hex(from_block),
             "toBlock": hex(to_block),
             "address": addresses,
         }
+        if indexed and topics is None:
+            raise ValueError("indexed arguments filter only the logs of named event topics")
         if topics is not None:
-            query["topics"] = first_topic_filter(topics)
+            query["topics"] = [*first_topic_filter(topics), *map(uint_topic, indexed)]
         raw = self.request("eth_getLogs", [query])
         if not isinstance(raw, list):
             raise ChainError(f"The chain at {self.rpc_url} answered eth_getLogs with {raw!r:.100}.")

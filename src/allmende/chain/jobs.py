@@ -363,7 +363,8 @@ class Jobs(ContractBinding):
         topic = bytes(event_abi_to_log_topic(abi))  # type: ignore[arg-type]
         head = self.client.block_number()
         for log in self.client.get_logs(
-            from_block=0, to_block=head, addresses=[self.address], topics=[topic]
+            from_block=0, to_block=head, addresses=[self.address], topics=[topic],
+            indexed=(job_id, round),
         ):
             event = self._decoder.decode(log)
             if not isinstance(event, RoundFinalized) or (event.job_id, event.round) != (
