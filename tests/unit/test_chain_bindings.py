@@ -137,3 +137,33 @@ def test_results_that_do_not_decode_and_arguments_that_do_not_fit_are_refused() 
         function.encode((1, 2))
     with pytest.raises(ValueError, match="bad arguments for commit_of"):
         function.encode((1, 2, "not an address"))
+
+
+class IgnoresTheFilter(AnswersWith):
+    """An endpoint that answers every log query with another round's ``RoundFinalized``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queries: list[dict[str, Any]] = []
+
+    def get_logs(self, **query: Any) -> list[Any]:
+        self.queries.append(query)
+        (topic,) = query["topics"]
+        data = abi_encode(["bytes32", "uint256[4]", "uint256"], [b"m" * 32, [1, 0, 0, 0], 1])
+        job, round_ = abi_encode(["uint256"], [1]), abi_encode(["uint256"], [0])
+        return [{"address": JOBS, "topics": [topic, job, round_], "data": data,
+                 "blockNumber": 3, "logIndex": 0, "transactionHash": "0x" + "ab" * 32}]
+
+
+def test_a_round_result_asks_for_its_own_log_and_refuses_another_rounds() -> None:
+    """The query names the job and round; an endpoint that ignores that and sends round 0's
+    result for round 1 gets no result accepted, the key check stays the last word."""
+    abi = list(compile_contracts()["Jobs"].abi)
+    current_round_2 = (*JOB_VALUES[:10], 2, *JOB_VALUES[11:])
+    client = IgnoresTheFilter(
+        None, abi, {"round_result": (bytes(14), 0), "jobs": current_round_2}
+    )
+    jobs = Jobs(client, ContractInfo(address=JOBS, abi=abi))  # type: ignore[arg-type]
+    with pytest.raises(ChainError, match="pruning logs"):
+        jobs.round_result(1, 1)
+    assert client.queries[0]["indexed"] == (1, 1)
